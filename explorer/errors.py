@@ -1,0 +1,27 @@
+"""User-facing errors of the explorer.
+
+Every error a user can cause (a bad corpus file, an unknown SAE, a feature id out of range,
+no network) is raised as an `ExplorerError` subclass whose message says what went wrong and
+what to do instead. The CLI prints the message and exits with status 2; the app shows it with
+`st.error`. Internal invariants use `assert`, never these classes.
+"""
+
+
+class ExplorerError(Exception):
+    """An error caused by user input or the environment, with an actionable message."""
+
+
+class CorpusError(ExplorerError):
+    """A corpus file or rule set cannot be read; the message names the file, row and column."""
+
+
+class SourceError(ExplorerError):
+    """A model or SAE source cannot be loaded (unknown name, no network, bad checkpoint)."""
+
+
+class StoreError(ExplorerError):
+    """A feature store cannot be built, opened or queried (bad path, corrupted file)."""
+
+
+class InputError(ExplorerError):
+    """A value typed or chosen by the user is out of range (feature id, text length, scale)."""

@@ -1,0 +1,110 @@
+"""Reconstruction quality of an SAE on a batch of model activations.
+
+Owns the four numbers the explorer reports for every SAE: L0 (mean number of active
+features per token), explained variance of the reconstruction, CE loss recovered (the share
+of the loss gap between zero-ablating the hook and the clean model that splicing in the
+SAE's reconstruction closes) and the dead fraction (features that never fire on the tokens
+seen). It does not choose the tokens (callers pass real-token masks) and does not store
+anything.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from jaxtyping import Bool, Int
+from sae_lens import SAE
+from transformer_lens import HookedTransformer
+
+
+@dataclass(frozen=True)
+class SaeQuality:
+    l0: float
+    explained_variance: float
+    ce_loss_recovered: float
+    dead_fraction: float
+    clean_loss: float
+    sae_loss: float
+    zero_loss: float
+    n_tokens: int
+
+
+def _next_token_loss(logits: torch.Tensor, tokens: torch.Tensor, loss_mask: torch.Tensor) -> float:
+    # logits [batch, pos, d_vocab]; predict tokens[:, 1:] from positions [:, :-1]
+    log_probs = logits[:, :-1].log_softmax(-1)
+    target_lp = log_probs.gather(-1, tokens[:, 1:, None])[..., 0]  # [batch, pos-1]
+    mask = loss_mask[:, 1:]
+    return float(-(target_lp * mask).sum() / mask.sum())
+
+
+def _splice(replacement: torch.Tensor, mask: torch.Tensor):
+    """A hook that puts `replacement` at the real-token positions of the hooked activation."""
+
+    def hook(value: torch.Tensor, hook) -> torch.Tensor:
+        return torch.where(mask[..., None], replacement, value)
+
+    return hook
+
+
+@torch.inference_mode()
+def sae_quality(
+    model: HookedTransformer,
+    sae: SAE,
+    hook_name: str,
+    tokens: Int[torch.Tensor, "batch pos"],
+    real_mask: Bool[torch.Tensor, "batch pos"],
+    batch_size: int = 32,
+) -> SaeQuality:
+    """Measure one SAE on `tokens`; only positions where `real_mask` is true count.
+
+    `real_mask` excludes BOS and padding: they neither count towards L0 / variance nor
+    serve as loss targets.
+    """
+    d_sae = sae.cfg.d_sae
+    ever_active = torch.zeros(d_sae, dtype=torch.bool)
+    l0_sum = 0.0
+    sq_err = 0.0
+    n_tok = 0
+    act_sum = torch.zeros(sae.cfg.d_in, dtype=torch.float64)
+    act_sq_sum = torch.zeros(sae.cfg.d_in, dtype=torch.float64)
+    losses = {"clean": 0.0, "sae": 0.0, "zero": 0.0}
+    n_targets = 0
+    for start in range(0, tokens.shape[0], batch_size):
+        batch = tokens[start : start + batch_size]
+        mask = real_mask[start : start + batch_size]
+        clean_logits, cache = model.run_with_cache(batch, names_filter=[hook_name])
+        acts = cache[hook_name]  # [batch, pos, d_in]
+        feature_acts = sae.encode(acts)  # [batch, pos, d_sae]
+        recon = sae.decode(feature_acts)  # [batch, pos, d_in]
+        real_acts = acts[mask].double()  # [n_real, d_in]
+        real_feats = feature_acts[mask]  # [n_real, d_sae]
+        ever_active |= (real_feats > 0).any(0)
+        l0_sum += float((real_feats > 0).sum())
+        sq_err += float(((recon[mask].double() - real_acts) ** 2).sum())
+        act_sum += real_acts.sum(0)
+        act_sq_sum += (real_acts**2).sum(0)
+        n_tok += int(mask.sum())
+
+        sae_logits = model.run_with_hooks(batch, fwd_hooks=[(hook_name, _splice(recon, mask))])
+        zero_logits = model.run_with_hooks(
+            batch, fwd_hooks=[(hook_name, _splice(torch.zeros_like(acts), mask))]
+        )
+        n_batch_targets = int(mask[:, 1:].sum())
+        for name, logits in (("clean", clean_logits), ("sae", sae_logits), ("zero", zero_logits)):
+            losses[name] += _next_token_loss(logits, batch, mask) * n_batch_targets
+        n_targets += n_batch_targets
+    assert n_tok > 0, "sae_quality needs at least one real token"
+    total_var = float((act_sq_sum - act_sum**2 / n_tok).sum())
+    clean, with_sae, zero = (losses[k] / n_targets for k in ("clean", "sae", "zero"))
+    gap = zero - clean
+    return SaeQuality(
+        l0=l0_sum / n_tok,
+        explained_variance=1.0 - sq_err / total_var,
+        ce_loss_recovered=(zero - with_sae) / gap if gap > 0 else float("nan"),
+        dead_fraction=1.0 - float(ever_active.float().mean()),
+        clean_loss=clean,
+        sae_loss=with_sae,
+        zero_loss=zero,
+        n_tokens=n_tok,
+    )

@@ -1,0 +1,15 @@
+"""Entry of the SAE feature explorer: page config, shared sidebar, navigation over pages/."""
+
+import streamlit as st
+
+from explorer.ui.state import source_sidebar
+
+st.set_page_config(page_title="SAE feature explorer", page_icon="🔬", layout="wide")
+
+navigation = st.navigation(
+    [
+        st.Page("pages/home.py", title="Home", icon="🏠", default=True),
+    ]
+)
+source_sidebar()
+navigation.run()

@@ -1,0 +1,30 @@
+"""Shared fixtures: the tiny demo bundle, trained once per test session (no network)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Train the `tiny` preset once for the whole session, into a temporary folder."""
+    from explorer.demo import PRESETS, train_bundle
+
+    out = tmp_path_factory.mktemp("bundles") / "tiny"
+    train_bundle(PRESETS["tiny"], out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tiny_bundle_path: Path):
+    from explorer.demo import load_bundle
+
+    return load_bundle(tiny_bundle_path)
