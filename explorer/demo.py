@@ -353,7 +353,12 @@ def train_saes(
             cfg_path = folder / "cfg.json"
             sae_cfg = json.loads(cfg_path.read_text())
             sae_cfg.setdefault("metadata", {}).update(
-                {"model_name": MODEL_NAME, "hook_name": hook, "prepend_bos": True}
+                {
+                    "model_name": MODEL_NAME,
+                    "hook_name": hook,
+                    "prepend_bos": True,
+                    "model_from_pretrained_kwargs": {},
+                }
             )
             cfg_path.write_text(json.dumps(sae_cfg, indent=2))
 

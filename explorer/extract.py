@@ -1,0 +1,384 @@
+"""Batched extraction: model forward + SAE encode -> sparse activation rows and statistics.
+
+Owns the compute of a build: tokenizing a corpus into BOS-prefixed sequences, one
+`run_with_cache(names_filter=hooks, stop_at_layer=last_layer + 1)` per batch under
+`torch.inference_mode()`, every SAE's encode of its hook, sparsification on the tensor,
+per-feature statistics and running top-k accumulated on tensors, decoder logit lens and SAE
+quality. It does no I/O: results go to a `BuildSink` (the store writer implements it).
+
+Positions are model positions: BOS is position 0 and never becomes a row; padding never
+does either (masked by each text's length, since the demo tokenizer pads with BOS).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+import pandas as pd
+import torch
+from jaxtyping import Bool, Float, Int
+
+from explorer.corpus import Corpus
+from explorer.errors import InputError
+from explorer.quality import sae_quality
+from explorer.sources import LoadedSource, SaeHandle
+
+
+@dataclass(frozen=True)
+class BuildSettings:
+    """What a build extracts; every number is bounded by `validate`."""
+
+    batch_size: int = 32
+    max_texts: int | None = None
+    hooks: tuple[str, ...] | None = None  # hook names or SAE names; None = every SAE
+    topk: int = 20
+    logit_lens_k: int = 20
+    quality_texts: int = 128  # texts used for CE loss recovered (three extra forwards each)
+
+    def validate(self) -> None:
+        if not 1 <= self.batch_size <= 1024:
+            raise InputError(f"--batch-size must be between 1 and 1024, got {self.batch_size}.")
+        if self.max_texts is not None and self.max_texts < 1:
+            raise InputError(f"--max-texts must be at least 1, got {self.max_texts}.")
+        if not 1 <= self.topk <= 1000:
+            raise InputError(f"topk must be between 1 and 1000, got {self.topk}.")
+
+
+class BuildSink(Protocol):
+    """Where extraction results go; `explorer.store.StoreWriter` is the real one."""
+
+    def add_tokens(
+        self, text_id: np.ndarray, pos: np.ndarray, token_id: np.ndarray, token: np.ndarray
+    ) -> None: ...
+
+    def add_acts(
+        self,
+        sae: str,
+        feature: np.ndarray,
+        text_id: np.ndarray,
+        pos: np.ndarray,
+        value: np.ndarray,
+    ) -> None: ...
+
+
+@dataclass
+class TokenizedCorpus:
+    """BOS-prefixed token ids per text, truncated to the model's context."""
+
+    text_ids: np.ndarray  # [n_texts]
+    ids: list[list[int]]  # each starts with BOS
+    truncated: int  # how many texts were cut at n_ctx
+
+    @property
+    def n_tokens(self) -> np.ndarray:
+        """Real tokens per text (BOS excluded)."""
+        return np.array([len(ids) - 1 for ids in self.ids], dtype=np.int64)
+
+
+def tokenize_corpus(loaded: LoadedSource, texts: pd.DataFrame) -> TokenizedCorpus:
+    tokenizer = loaded.tokenizer
+    n_ctx = loaded.model.cfg.n_ctx
+    bos = tokenizer.bos_token_id
+    encoded = tokenizer(texts["text"].tolist(), add_special_tokens=False)["input_ids"]
+    ids = [[bos, *tokens][:n_ctx] for tokens in encoded]
+    truncated = sum(len(tokens) + 1 > n_ctx for tokens in encoded)
+    return TokenizedCorpus(texts["text_id"].to_numpy(), ids, truncated)
+
+
+def vocab_strings(loaded: LoadedSource) -> np.ndarray:
+    """Display string of every token id (decoded, so byte-level markers become spaces)."""
+    tokenizer = loaded.tokenizer
+    d_vocab = loaded.model.cfg.d_vocab
+    return np.array([tokenizer.decode([token_id]) for token_id in range(d_vocab)], dtype=object)
+
+
+def padded_batches(
+    corpus: TokenizedCorpus, batch_size: int, pad_id: int
+) -> Iterator[tuple[np.ndarray, torch.Tensor, torch.Tensor]]:
+    """Batches of texts of similar length (less padding): text ids, tokens, real-token mask."""
+    order = np.argsort([len(ids) for ids in corpus.ids], kind="stable")
+    for start in range(0, len(order), batch_size):
+        members = order[start : start + batch_size]
+        lengths = torch.tensor([len(corpus.ids[i]) for i in members])
+        tokens = torch.full((len(members), int(lengths.max())), pad_id, dtype=torch.long)
+        for row, i in enumerate(members):
+            tokens[row, : lengths[row]] = torch.tensor(corpus.ids[i])
+        yield corpus.text_ids[members], tokens, real_token_mask(tokens, lengths)
+
+
+def real_token_mask(tokens: torch.Tensor, lengths: torch.Tensor) -> Bool[torch.Tensor, "b p"]:
+    """Mask of real tokens (not BOS at 0, not padding past each length)."""
+    positions = torch.arange(tokens.shape[1])
+    return (positions[None, :] < lengths[:, None]) & (positions[None, :] > 0)
+
+
+@dataclass
+class FeatureAccumulator:
+    """Per-feature statistics and running top-k of one SAE, kept on tensors."""
+
+    d_sae: int
+    topk: int
+    n_active_tokens: torch.Tensor = field(init=False)
+    n_active_texts: torch.Tensor = field(init=False)
+    act_sum: torch.Tensor = field(init=False)
+    act_max: torch.Tensor = field(init=False)
+    top_values: torch.Tensor = field(init=False)  # [topk, d_sae]
+    top_text: torch.Tensor = field(init=False)  # [topk, d_sae]
+    top_pos: torch.Tensor = field(init=False)  # [topk, d_sae]
+    sq_err: float = 0.0
+    n_tokens: int = 0
+    act_in_sum: torch.Tensor | None = None
+    act_in_sq_sum: torch.Tensor | None = None
+
+    def __post_init__(self) -> None:
+        self.n_active_tokens = torch.zeros(self.d_sae, dtype=torch.long)
+        self.n_active_texts = torch.zeros(self.d_sae, dtype=torch.long)
+        self.act_sum = torch.zeros(self.d_sae, dtype=torch.float64)
+        self.act_max = torch.zeros(self.d_sae)
+        self.top_values = torch.zeros(self.topk, self.d_sae)
+        self.top_text = torch.full((self.topk, self.d_sae), -1, dtype=torch.long)
+        self.top_pos = torch.full((self.topk, self.d_sae), -1, dtype=torch.long)
+
+    def update(
+        self,
+        feature_acts: Float[torch.Tensor, "batch pos d_sae"],
+        text_ids: Int[torch.Tensor, " batch"],
+    ) -> None:
+        batch, n_pos, _ = feature_acts.shape
+        active = feature_acts > 0
+        self.n_active_tokens += active.sum((0, 1))
+        self.n_active_texts += active.any(1).sum(0)
+        self.act_sum += feature_acts.sum((0, 1), dtype=torch.float64)
+        self.act_max = torch.maximum(self.act_max, feature_acts.amax((0, 1)))
+        flat = feature_acts.reshape(batch * n_pos, self.d_sae)  # [batch*pos, d_sae]
+        k = min(self.topk, flat.shape[0])
+        values, rows = flat.topk(k, dim=0)  # [k, d_sae]
+        merged_values = torch.cat([self.top_values, values])  # [topk + k, d_sae]
+        merged_text = torch.cat([self.top_text, text_ids[rows // n_pos]])
+        merged_pos = torch.cat([self.top_pos, rows % n_pos])
+        self.top_values, keep = merged_values.topk(self.topk, dim=0)  # [topk, d_sae]
+        self.top_text = merged_text.gather(0, keep)
+        self.top_pos = merged_pos.gather(0, keep)
+
+    def update_reconstruction(
+        self,
+        acts_in: Float[torch.Tensor, "n_real d_in"],
+        recon: Float[torch.Tensor, "n_real d_in"],
+    ) -> None:
+        acts_in = acts_in.double()
+        if self.act_in_sum is None:
+            self.act_in_sum = torch.zeros(acts_in.shape[1], dtype=torch.float64)
+            self.act_in_sq_sum = torch.zeros(acts_in.shape[1], dtype=torch.float64)
+        self.sq_err += float(((recon.double() - acts_in) ** 2).sum())
+        self.act_in_sum += acts_in.sum(0)
+        self.act_in_sq_sum += (acts_in**2).sum(0)
+        self.n_tokens += acts_in.shape[0]
+
+    def feature_stats(self, n_texts: int) -> pd.DataFrame:
+        """One row per feature; `freq_rank` 1 = most frequent (ties share the lower rank)."""
+        n_tokens = max(self.n_tokens, 1)
+        n_active = self.n_active_tokens.numpy()
+        stats = pd.DataFrame(
+            {
+                "feature": np.arange(self.d_sae, dtype=np.int64),
+                "n_active_tokens": n_active,
+                "token_freq": n_active / n_tokens,
+                "n_active_texts": self.n_active_texts.numpy(),
+                "text_freq": self.n_active_texts.numpy() / max(n_texts, 1),
+                "mean_active": np.divide(
+                    self.act_sum.numpy(),
+                    n_active,
+                    out=np.zeros(self.d_sae),
+                    where=n_active > 0,
+                ),
+                "max": self.act_max.numpy().astype(np.float64),
+            }
+        )
+        stats["freq_rank"] = (
+            stats["n_active_tokens"].rank(method="min", ascending=False).astype(np.int64)
+        )
+        return stats
+
+    def top_examples(self) -> pd.DataFrame:
+        """Running top-k as rows (feature, rank, text_id, pos, value); empty slots dropped."""
+        rank, feature = np.meshgrid(np.arange(self.topk), np.arange(self.d_sae), indexing="ij")
+        rows = pd.DataFrame(
+            {
+                "feature": feature.ravel(),
+                "rank": rank.ravel() + 1,
+                "text_id": self.top_text.numpy().ravel(),
+                "pos": self.top_pos.numpy().ravel(),
+                "value": self.top_values.numpy().ravel(),
+            }
+        )
+        return rows[rows["value"] > 0].sort_values(["feature", "rank"], ignore_index=True)
+
+    def reconstruction_quality(self) -> tuple[float, float, float]:
+        """L0, explained variance and dead fraction over every real token of the corpus."""
+        n = max(self.n_tokens, 1)
+        assert self.act_in_sum is not None and self.act_in_sq_sum is not None
+        total_var = float((self.act_in_sq_sum - self.act_in_sum**2 / n).sum())
+        l0 = float(self.n_active_tokens.sum()) / n
+        dead = float((self.n_active_tokens == 0).float().mean())
+        return l0, 1.0 - self.sq_err / total_var, dead
+
+
+@torch.inference_mode()
+def logit_lens(loaded: LoadedSource, handle: SaeHandle, k: int, chunk: int = 2048) -> pd.DataFrame:
+    """Top and bottom `k` tokens of `W_dec[f] @ W_U` for every feature.
+
+    When the final layer norm has a weight (an unfolded model), the decoder direction is
+    scaled by it first, as the residual stream passes through it before `W_U`.
+    Rows: feature, rank (1..k for top, -1..-k for bottom), token_id, logit.
+    """
+    model = loaded.model
+    W_dec = handle.sae.W_dec.detach().float()  # [d_sae, d_model]
+    ln_weight = getattr(model.ln_final, "w", None)
+    if ln_weight is not None:
+        W_dec = W_dec * ln_weight.detach()  # [d_sae, d_model]
+    W_U = model.W_U.detach().float()  # [d_model, d_vocab]
+    frames = []
+    for start in range(0, W_dec.shape[0], chunk):
+        logits = W_dec[start : start + chunk] @ W_U  # [chunk, d_vocab]
+        for sign in (1, -1):
+            values, token_ids = (sign * logits).topk(k, dim=1)  # [chunk, k]
+            n = values.shape[0]
+            frames.append(
+                pd.DataFrame(
+                    {
+                        "feature": np.repeat(np.arange(start, start + n), k),
+                        "rank": np.tile(np.arange(1, k + 1) * sign, n),
+                        "token_id": token_ids.numpy().ravel(),
+                        "logit": (sign * values).numpy().ravel(),
+                    }
+                )
+            )
+    return pd.concat(frames, ignore_index=True)
+
+
+def select_saes(loaded: LoadedSource, hooks: tuple[str, ...] | None) -> list[SaeHandle]:
+    if not hooks:
+        return list(loaded.saes)
+    chosen = [h for h in loaded.saes if h.hook_name in hooks or h.name in hooks]
+    unknown = set(hooks) - {h.hook_name for h in chosen} - {h.name for h in chosen}
+    if unknown:
+        valid = ", ".join(f"{h.name} ({h.hook_name})" for h in loaded.saes)
+        raise InputError(f"Unknown hook(s) {', '.join(sorted(unknown))}; this source has {valid}.")
+    return chosen
+
+
+@dataclass
+class ExtractionResult:
+    """Everything a build computed besides the rows streamed to the sink."""
+
+    texts: pd.DataFrame  # corpus texts with n_tokens
+    saes: list[SaeHandle]
+    feature_stats: dict[str, pd.DataFrame]
+    top_examples: dict[str, pd.DataFrame]
+    logit_lens: dict[str, pd.DataFrame]
+    quality: dict[str, dict[str, float]]
+    vocab: np.ndarray
+    n_tokens: int
+    n_rows: dict[str, int]
+    seconds: float
+    truncated_texts: int
+
+
+Progress = Callable[[int, int, float], None]  # tokens done, tokens total, seconds elapsed
+
+
+@torch.inference_mode()
+def extract(
+    loaded: LoadedSource,
+    corpus: Corpus,
+    sink: BuildSink | None,
+    settings: BuildSettings = BuildSettings(),
+    progress: Progress | None = None,
+) -> ExtractionResult:
+    """Run the model and SAEs over the corpus; stream rows to `sink` (None = compute only)."""
+    settings.validate()
+    if settings.max_texts is not None:
+        corpus = corpus.head(settings.max_texts)
+    handles = select_saes(loaded, settings.hooks)
+    hooks = sorted({h.hook_name for h in handles})
+    stop_at = max(h.layer for h in handles) + 1
+    texts = corpus.texts.copy()
+    tokenized = tokenize_corpus(loaded, texts)
+    texts["n_tokens"] = tokenized.n_tokens
+    total_tokens = int(tokenized.n_tokens.sum())
+    vocab = vocab_strings(loaded)
+    accumulators = {h.name: FeatureAccumulator(h.sae.cfg.d_sae, settings.topk) for h in handles}
+    n_rows = dict.fromkeys(accumulators, 0)
+    done = 0
+    started = time.perf_counter()
+    pad_id = loaded.tokenizer.pad_token_id
+    for text_ids, tokens, real in padded_batches(tokenized, settings.batch_size, pad_id):
+        _, cache = loaded.model.run_with_cache(
+            tokens, names_filter=hooks, stop_at_layer=stop_at
+        )  # cache[hook]: [batch, pos, d_model]
+        batch_text_ids = torch.from_numpy(text_ids)
+        if sink is not None:
+            rows, cols = real.nonzero(as_tuple=True)
+            token_ids = tokens[rows, cols].numpy()
+            sink.add_tokens(text_ids[rows.numpy()], cols.numpy(), token_ids, vocab[token_ids])
+        for handle in handles:
+            acts_in = cache[handle.hook_name]  # [batch, pos, d_in]
+            feature_acts = handle.sae.encode(acts_in) * real[..., None]  # [batch, pos, d_sae]
+            accumulator = accumulators[handle.name]
+            accumulator.update(feature_acts, batch_text_ids)
+            accumulator.update_reconstruction(acts_in[real], handle.sae.decode(feature_acts[real]))
+            if sink is not None:
+                b, pos, feature = feature_acts.nonzero(as_tuple=True)
+                sink.add_acts(
+                    handle.name,
+                    feature.numpy(),
+                    text_ids[b.numpy()],
+                    pos.numpy(),
+                    feature_acts[b, pos, feature].numpy(),
+                )
+                n_rows[handle.name] += len(feature)
+        done += int(real.sum())
+        if progress is not None:
+            progress(done, total_tokens, time.perf_counter() - started)
+    seconds = time.perf_counter() - started
+    quality = _quality(loaded, handles, accumulators, tokenized, settings.quality_texts)
+    return ExtractionResult(
+        texts=texts,
+        saes=handles,
+        feature_stats={n: a.feature_stats(len(texts)) for n, a in accumulators.items()},
+        top_examples={n: a.top_examples() for n, a in accumulators.items()},
+        logit_lens={h.name: logit_lens(loaded, h, settings.logit_lens_k) for h in handles},
+        quality=quality,
+        vocab=vocab,
+        n_tokens=total_tokens,
+        n_rows=n_rows,
+        seconds=seconds,
+        truncated_texts=tokenized.truncated,
+    )
+
+
+def _quality(
+    loaded: LoadedSource,
+    handles: list[SaeHandle],
+    accumulators: dict[str, FeatureAccumulator],
+    tokenized: TokenizedCorpus,
+    n_texts: int,
+) -> dict[str, dict[str, float]]:
+    """L0, EV and dead fraction over the whole corpus; CE loss recovered on its first texts."""
+    subset = TokenizedCorpus(tokenized.text_ids[:n_texts], tokenized.ids[:n_texts], 0)
+    _, tokens, real = next(padded_batches(subset, n_texts, loaded.tokenizer.pad_token_id))
+    quality = {}
+    for handle in handles:
+        l0, explained_variance, dead = accumulators[handle.name].reconstruction_quality()
+        measured = sae_quality(loaded.model, handle.sae, handle.hook_name, tokens, real)
+        quality[handle.name] = {
+            "l0": l0,
+            "explained_variance": explained_variance,
+            "ce_loss_recovered": measured.ce_loss_recovered,
+            "dead_fraction": dead,
+        }
+    return quality
