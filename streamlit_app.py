@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from explorer.ui.state import source_sidebar
+from explorer.ui.state import sidebar
 
 st.set_page_config(page_title="SAE feature explorer", page_icon="🔬", layout="wide")
 
@@ -11,5 +11,5 @@ navigation = st.navigation(
         st.Page("pages/home.py", title="Home", icon="🏠", default=True),
     ]
 )
-source_sidebar()
+sidebar()
 navigation.run()

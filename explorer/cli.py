@@ -39,6 +39,64 @@ def _demo_info(args: argparse.Namespace) -> None:
     print(json.dumps({k: v for k, v in bundle.manifest.items() if k != "lm_loss_curve"}, indent=2))
 
 
+def _build(args: argparse.Namespace) -> None:
+    import torch
+    from tqdm import tqdm
+
+    from explorer.build import build_store
+    from explorer.extract import BuildSettings
+
+    torch.set_num_threads(args.threads)
+    settings = BuildSettings(
+        batch_size=args.batch_size,
+        max_texts=args.max_texts,
+        hooks=tuple(args.hooks.split(",")) if args.hooks else None,
+    )
+    bar = tqdm(total=None, unit="tok", unit_scale=True, desc="extracting", dynamic_ncols=True)
+
+    def progress(done: int, total: int, seconds: float) -> None:
+        bar.total = total
+        bar.update(done - bar.n)
+
+    try:
+        report = build_store(args.source, args.corpus, args.out, settings, progress)
+    finally:
+        bar.close()
+    print(
+        f"wrote {report.path}: {report.n_texts:,} texts, {report.n_tokens:,} tokens, "
+        f"{sum(report.n_rows.values()):,} activation rows, "
+        f"{report.tokens_per_second:,.0f} tokens/s"
+    )
+    if report.truncated_texts:
+        print(f"note: {report.truncated_texts} texts were cut at the model's context length")
+
+
+def _info(args: argparse.Namespace) -> None:
+    from explorer.store import Store
+
+    with Store.open(args.store) as store:
+        print(f"store {args.store}")
+        for key, value in sorted(store.meta().items()):
+            print(f"  {key}: {value}")
+        print("tables:")
+        for table, count in store.table_counts().items():
+            print(f"  {table:<18} {count:>12,} rows")
+        saes = store.saes()
+        columns = ["sae", "hook_name", "layer", "d_sae", "l0", "explained_variance"]
+        columns += ["ce_loss_recovered", "dead_fraction"]
+        print("SAE quality:")
+        print(saes[columns].to_string(index=False, float_format=lambda x: f"{x:.4f}"))
+
+
+def _export(args: argparse.Namespace) -> None:
+    from explorer.store import Store
+
+    out = args.out or f"{Path(args.store).stem}-{args.table}.{args.format}"
+    with Store.open(args.store) as store:
+        store.export(args.table, out, args.format)
+    print(f"wrote {out}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m explorer", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -50,9 +108,32 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--out", help="bundle folder (default: the preset's own place)")
     train.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     train.set_defaults(run=_demo_train)
-    info = demo_commands.add_parser("info", help="print a bundle's manifest")
-    info.add_argument("--preset", default="demo", help="demo, tiny or a bundle folder")
-    info.set_defaults(run=_demo_info)
+    manifest = demo_commands.add_parser("info", help="print a bundle's manifest")
+    manifest.add_argument("--preset", default="demo", help="demo, tiny or a bundle folder")
+    manifest.set_defaults(run=_demo_info)
+
+    build = commands.add_parser("build", help="extract a corpus through a source into a store")
+    build.add_argument("--source", default="demo", help="source spec (see README), e.g. demo")
+    build.add_argument(
+        "--corpus", default="bundled", help="bundled, arithmetic[:N], FILE, A+B, FILE?rules=R"
+    )
+    build.add_argument("--out", default="cache/demo.duckdb", help="store file to (re)write")
+    build.add_argument("--max-texts", type=int, help="use only the first N texts")
+    build.add_argument("--batch-size", type=int, default=32, help="texts per forward pass")
+    build.add_argument("--hooks", help="comma-separated hook or SAE names (default: all)")
+    build.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    build.set_defaults(run=_build)
+
+    info = commands.add_parser("info", help="tables, row counts and SAE quality of a store")
+    info.add_argument("store")
+    info.set_defaults(run=_info)
+
+    export = commands.add_parser("export", help="write one table of a store to CSV or Parquet")
+    export.add_argument("store")
+    export.add_argument("--table", required=True)
+    export.add_argument("--format", choices=["csv", "parquet"], default="csv")
+    export.add_argument("--out", help="output file (default: STORE-TABLE.FORMAT)")
+    export.set_defaults(run=_export)
     return parser
 
 

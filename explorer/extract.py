@@ -227,13 +227,22 @@ class FeatureAccumulator:
         return l0, 1.0 - self.sq_err / total_var, dead
 
 
+@dataclass
+class LogitLens:
+    """Top and bottom tokens of `W_dec[f] @ W_U` per feature; arrays are [d_sae, k]."""
+
+    top_token_ids: np.ndarray
+    top_logits: np.ndarray
+    bottom_token_ids: np.ndarray
+    bottom_logits: np.ndarray
+
+
 @torch.inference_mode()
-def logit_lens(loaded: LoadedSource, handle: SaeHandle, k: int, chunk: int = 2048) -> pd.DataFrame:
-    """Top and bottom `k` tokens of `W_dec[f] @ W_U` for every feature.
+def logit_lens(loaded: LoadedSource, handle: SaeHandle, k: int, chunk: int = 2048) -> LogitLens:
+    """Decoder logit lens of every feature of one SAE, in chunks of features.
 
     When the final layer norm has a weight (an unfolded model), the decoder direction is
     scaled by it first, as the residual stream passes through it before `W_U`.
-    Rows: feature, rank (1..k for top, -1..-k for bottom), token_id, logit.
     """
     model = loaded.model
     W_dec = handle.sae.W_dec.detach().float()  # [d_sae, d_model]
@@ -241,23 +250,16 @@ def logit_lens(loaded: LoadedSource, handle: SaeHandle, k: int, chunk: int = 204
     if ln_weight is not None:
         W_dec = W_dec * ln_weight.detach()  # [d_sae, d_model]
     W_U = model.W_U.detach().float()  # [d_model, d_vocab]
-    frames = []
+    parts: dict[str, list[np.ndarray]] = {name: [] for name in LogitLens.__dataclass_fields__}
     for start in range(0, W_dec.shape[0], chunk):
         logits = W_dec[start : start + chunk] @ W_U  # [chunk, d_vocab]
-        for sign in (1, -1):
-            values, token_ids = (sign * logits).topk(k, dim=1)  # [chunk, k]
-            n = values.shape[0]
-            frames.append(
-                pd.DataFrame(
-                    {
-                        "feature": np.repeat(np.arange(start, start + n), k),
-                        "rank": np.tile(np.arange(1, k + 1) * sign, n),
-                        "token_id": token_ids.numpy().ravel(),
-                        "logit": (sign * values).numpy().ravel(),
-                    }
-                )
-            )
-    return pd.concat(frames, ignore_index=True)
+        top_values, top_ids = logits.topk(k, dim=1)  # [chunk, k], largest first
+        low_values, low_ids = (-logits).topk(k, dim=1)  # [chunk, k], most negative first
+        parts["top_token_ids"].append(top_ids.numpy())
+        parts["top_logits"].append(top_values.numpy())
+        parts["bottom_token_ids"].append(low_ids.numpy())
+        parts["bottom_logits"].append(-low_values.numpy())
+    return LogitLens(**{name: np.concatenate(arrays) for name, arrays in parts.items()})
 
 
 def select_saes(loaded: LoadedSource, hooks: tuple[str, ...] | None) -> list[SaeHandle]:
@@ -279,7 +281,7 @@ class ExtractionResult:
     saes: list[SaeHandle]
     feature_stats: dict[str, pd.DataFrame]
     top_examples: dict[str, pd.DataFrame]
-    logit_lens: dict[str, pd.DataFrame]
+    logit_lens: dict[str, LogitLens]
     quality: dict[str, dict[str, float]]
     vocab: np.ndarray
     n_tokens: int
@@ -296,10 +298,11 @@ def extract(
     loaded: LoadedSource,
     corpus: Corpus,
     sink: BuildSink | None,
-    settings: BuildSettings = BuildSettings(),
+    settings: BuildSettings | None = None,
     progress: Progress | None = None,
 ) -> ExtractionResult:
     """Run the model and SAEs over the corpus; stream rows to `sink` (None = compute only)."""
+    settings = settings or BuildSettings()
     settings.validate()
     if settings.max_texts is not None:
         corpus = corpus.head(settings.max_texts)

@@ -1,9 +1,16 @@
-"""Home: what is loaded (model, SAEs) and how good the SAEs are."""
+"""Home: what is loaded (model, SAEs), how good the SAEs are, and what the store holds."""
 
 import streamlit as st
 
 from explorer.overview import bundle_manifest, model_facts, sae_table
-from explorer.ui.state import current_source
+from explorer.ui.state import current_source, current_store
+
+QUALITY_FORMAT = {
+    "l0": st.column_config.NumberColumn("L0", format="%.1f"),
+    "explained_variance": st.column_config.NumberColumn("explained variance", format="%.3f"),
+    "ce_loss_recovered": st.column_config.NumberColumn("CE loss recovered", format="%.3f"),
+    "dead_fraction": st.column_config.NumberColumn("dead fraction", format="%.3f"),
+}
 
 st.title("SAE feature explorer")
 loaded = current_source()
@@ -11,29 +18,35 @@ st.caption(f"Source: `{loaded.source.spec()}`")
 
 st.subheader("Model")
 facts = model_facts(loaded)
-columns = st.columns(len(facts))
-for column, (name, value) in zip(columns, facts.items(), strict=True):
+for column, (name, value) in zip(st.columns(len(facts)), facts.items(), strict=True):
     column.metric(name, f"{value:,}" if isinstance(value, int) else str(value))
-
 manifest = bundle_manifest(loaded)
 if manifest:
     st.caption(
-        f"Offline demo bundle, trained here from {manifest['corpus']['n_chars']:,} characters "
-        f"of installed packages' text and the project's labelled texts; "
-        f"held-out LM loss {manifest['lm_held_out_loss']:.3f} nats/token."
+        f"Offline demo bundle, trained on this kind of machine from "
+        f"{manifest['corpus']['n_chars']:,} characters of installed packages' text and the "
+        f"project's labelled texts; held-out LM loss {manifest['lm_held_out_loss']:.3f} "
+        "nats/token."
     )
 
 st.subheader("Sparse autoencoders")
-saes = sae_table(loaded)
-st.dataframe(
-    saes,
-    hide_index=True,
-    column_config={
-        "explained_variance": st.column_config.NumberColumn("explained variance", format="%.3f"),
-        "ce_loss_recovered": st.column_config.NumberColumn("CE loss recovered", format="%.3f"),
-        "dead_fraction": st.column_config.NumberColumn("dead fraction", format="%.3f"),
-        "l0": st.column_config.NumberColumn("L0", format="%.1f"),
-    },
+st.caption("Quality measured on the bundle's held-out text when the bundle was trained.")
+st.dataframe(sae_table(loaded), hide_index=True, column_config=QUALITY_FORMAT)
+
+store = current_store()
+st.subheader("Store")
+meta = store.meta()
+st.caption(
+    f"`{store.path}` · source `{meta.get('source')}` · corpus `{meta.get('corpus')}` · "
+    f"built {meta.get('created_at')}"
 )
-if saes[["explained_variance"]].isna().all().all() and not manifest:
-    st.info("Quality numbers appear once a store has been built for this source.")
+counts = store.table_counts()
+left, middle, right = st.columns(3)
+left.metric("texts", f"{counts['texts']:,}")
+middle.metric("tokens", f"{counts['tokens']:,}")
+right.metric("activation rows", f"{counts['acts']:,}")
+st.markdown("**SAE quality on the store's corpus**")
+quality_columns = ["sae", "hook_name", "layer", "d_sae", *QUALITY_FORMAT]
+st.dataframe(store.saes()[quality_columns], hide_index=True, column_config=QUALITY_FORMAT)
+st.markdown("**Texts per category**")
+st.dataframe(store.categories(), hide_index=True)

@@ -1,19 +1,26 @@
-"""Process-wide cached resources of the app: the loaded model + SAEs of a source.
+"""Process-wide cached resources of the app: the loaded source and the open store.
 
 Everything here is a `st.cache_resource` singleton shared by every session, so callers must
-never mutate what they get (no `.to()`, no hooks added, no config changes).
+never mutate what they get (no `.to()`, no hooks added, no config changes). The store is
+opened read-only once per path and reopened when a rebuild replaced the file.
 """
 
 from __future__ import annotations
 
 import os
+import threading
+from pathlib import Path
 
 import streamlit as st
 import torch
 
+from explorer.build import build_store
 from explorer.sources import LoadedSource, Source, load_source
+from explorer.store import Store
 
 DEFAULT_SOURCE_SPEC = os.environ.get("EXPLORER_SOURCE", "demo")
+DEFAULT_STORE_PATH = os.environ.get("EXPLORER_STORE", "cache/demo.duckdb")
+DEMO_CORPUS = "bundled+arithmetic"
 
 
 @st.cache_resource(show_spinner="Loading the model and its SAEs…", max_entries=1)
@@ -21,3 +28,48 @@ def loaded_source(spec: str) -> LoadedSource:
     """Load a source once per process; `max_entries=1` keeps one model in memory."""
     torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
     return load_source(Source.parse(spec))
+
+
+class _StoreSlot:
+    """The open Store of one path, swapped for a fresh one when the file was replaced."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.lock = threading.Lock()
+        self.store: Store | None = None
+
+    def get(self) -> Store:
+        with self.lock:
+            if self.store is not None and self.store.changed_on_disk():
+                self.store.close()
+                self.store = None
+            if self.store is None:
+                self.store = Store.open(self.path)
+            return self.store
+
+
+@st.cache_resource
+def _store_slot(path: str) -> _StoreSlot:
+    return _StoreSlot(path)
+
+
+@st.cache_resource
+def _build_lock() -> threading.Lock:
+    return threading.Lock()
+
+
+def open_store(path: str) -> Store:
+    return _store_slot(str(Path(path).absolute())).get()
+
+
+def build_missing_demo_store(path: str, spec: str, progress) -> bool:
+    """Build the demo store at `path` if it is missing; True when a build ran.
+
+    One build at a time per process: a second session waits, then finds the file.
+    """
+    with _build_lock():
+        if Path(path).exists():
+            return False
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        build_store(loaded_source(spec), DEMO_CORPUS, path, progress=progress)
+        return True

@@ -1,23 +1,35 @@
-"""Session state shared across pages: which source the user explores.
+"""Session state shared across pages: which source and which store the user explores.
 
-Owns the sidebar's source picker and the keys it keeps in `st.session_state`; pages read
-the chosen source through `current_source()` and never touch the keys directly.
+Owns the sidebar's source and store pickers and the keys they keep in `st.session_state`;
+pages get the loaded source and the open store through `current_source()` and
+`current_store()` and never touch the keys directly. Errors become `st.error` messages.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import streamlit as st
 
 from explorer.errors import ExplorerError
-from explorer.sources import LoadedSource
-from explorer.ui.resources import DEFAULT_SOURCE_SPEC, loaded_source
+from explorer.sources import LoadedSource, Source
+from explorer.store import Store
+from explorer.ui.resources import (
+    DEFAULT_SOURCE_SPEC,
+    DEFAULT_STORE_PATH,
+    build_missing_demo_store,
+    loaded_source,
+    open_store,
+)
 
 SOURCE_KEY = "source_spec"
+STORE_KEY = "store_path"
 
 
-def source_sidebar() -> None:
-    """Sidebar control for the source; the spec strings are those of `Source.parse`."""
+def sidebar() -> None:
+    """Sidebar controls for the source and the store (spec strings as `Source.parse`)."""
     st.session_state.setdefault(SOURCE_KEY, DEFAULT_SOURCE_SPEC)
+    st.session_state.setdefault(STORE_KEY, DEFAULT_STORE_PATH)
     with st.sidebar:
         st.text_input(
             "Source",
@@ -29,6 +41,18 @@ def source_sidebar() -> None:
                 "`local:FOLDER[,FOLDER][@MODEL]`, `topk:CHECKPOINT@MODEL#HOOK`."
             ),
         )
+        st.text_input(
+            "Store",
+            key=STORE_KEY,
+            max_chars=500,
+            help="A DuckDB file built with `python -m explorer build`. "
+            "The demo store is built on first run.",
+        )
+
+
+def _stop_with(error: ExplorerError) -> None:
+    st.error(str(error))
+    st.stop()
 
 
 def current_source() -> LoadedSource:
@@ -37,6 +61,30 @@ def current_source() -> LoadedSource:
     try:
         return loaded_source(spec)
     except ExplorerError as error:
-        st.error(str(error))
-        st.stop()
-        raise  # unreachable: st.stop() raises
+        _stop_with(error)
+        raise
+
+
+def current_store() -> Store:
+    """The open store; the demo store is built on first run with a progress bar."""
+    path = st.session_state.get(STORE_KEY, DEFAULT_STORE_PATH)
+    spec = st.session_state.get(SOURCE_KEY, DEFAULT_SOURCE_SPEC)
+    try:
+        if not Path(path).exists() and Source.parse(spec).kind == "demo":
+            bar = st.progress(0.0, text="Building the demo store (first run)…")
+
+            def progress(done: int, total: int, seconds: float) -> None:
+                rate = done / max(seconds, 1e-9)
+                left = (total - done) / max(rate, 1e-9)
+                bar.progress(
+                    min(done / max(total, 1), 1.0),
+                    text=f"Building the demo store: {done:,}/{total:,} tokens, "
+                    f"{rate:,.0f} tokens/s, about {left:,.0f} s left",
+                )
+
+            build_missing_demo_store(path, spec, progress)
+            bar.empty()
+        return open_store(path)
+    except ExplorerError as error:
+        _stop_with(error)
+        raise

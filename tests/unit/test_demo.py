@@ -45,7 +45,7 @@ def test_tokenizer_prepends_bos_and_round_trips_text(tiny_bundle):
 def test_manifest_records_corpus_and_quality(tiny_bundle):
     manifest = tiny_bundle.manifest
     assert len(manifest["corpus"]["sha256"]) == 64
-    assert manifest["corpus"]["package_versions"]["torch"] == torch.__version__.split("+")[0]
+    assert manifest["corpus"]["package_versions"]["torch"] == torch.__version__
     assert set(manifest["sae_quality"]) == set(tiny_bundle.saes)
     for quality in manifest["sae_quality"].values():
         assert quality["l0"] == pytest.approx(PRESETS["tiny"].k, abs=0.01)

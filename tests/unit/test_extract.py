@@ -126,16 +126,16 @@ def test_logit_lens_equals_direct_matmul(loaded, extracted):
     lens = result.logit_lens[handle.name]
     W = handle.sae.W_dec.detach() * loaded.model.ln_final.w.detach()
     logits = W @ loaded.model.W_U.detach()  # [d_sae, d_vocab]
+    k = lens.top_logits.shape[1]
+    assert lens.top_logits.shape == (handle.sae.cfg.d_sae, k)
     for feature in (0, 7, handle.sae.cfg.d_sae - 1):
-        top = lens[(lens.feature == feature) & (lens["rank"] > 0)].sort_values("rank")
-        bottom = lens[(lens.feature == feature) & (lens["rank"] < 0)].sort_values(
-            "rank", ascending=False
+        values, ids = logits[feature].sort(descending=True)
+        np.testing.assert_allclose(lens.top_logits[feature], values[:k].numpy(), rtol=1e-5)
+        assert lens.top_token_ids[feature].tolist() == ids[:k].tolist()
+        np.testing.assert_allclose(
+            lens.bottom_logits[feature], values.flip(0)[:k].numpy(), rtol=1e-5
         )
-        values, ids = logits[feature].topk(len(top))
-        np.testing.assert_allclose(top.logit, values.numpy(), rtol=1e-5)
-        assert list(top.token_id) == ids.tolist()
-        low_values, _ = (-logits[feature]).topk(len(bottom))
-        np.testing.assert_allclose(bottom.logit, -low_values.numpy(), rtol=1e-5)
+        assert lens.bottom_token_ids[feature].tolist() == ids.flip(0)[:k].tolist()
 
 
 def test_quality_numbers_are_sane(extracted):

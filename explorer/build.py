@@ -1,0 +1,93 @@
+"""A build: a source and a corpus in, one finished DuckDB store out.
+
+Owns the glue between `extract` (compute) and `StoreWriter` (storage): which SAEs and texts
+go in, the build's metadata, and progress reporting. Both the CLI (`python -m explorer
+build`) and the app's first-run build call `build_store`.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from explorer.corpus import Corpus, resolve_corpus
+from explorer.errors import CorpusError
+from explorer.extract import BuildSettings, ExtractionResult, Progress, extract
+from explorer.sources import LoadedSource, Source, load_source
+from explorer.store import SaeInfo, StoreWriter
+
+
+@dataclass(frozen=True)
+class BuildReport:
+    path: Path
+    n_texts: int
+    n_tokens: int
+    n_rows: dict[str, int]
+    seconds: float
+    tokens_per_second: float
+    truncated_texts: int
+
+
+def build_store(
+    source: Source | str | LoadedSource,
+    corpus: Corpus | str,
+    out: str | Path,
+    settings: BuildSettings | None = None,
+    progress: Progress | None = None,
+) -> BuildReport:
+    """Extract `corpus` through `source` into a new store at `out` (atomically replaced).
+
+    Everything that can be checked cheaply (corpus, settings, output folder) is checked
+    before the model is loaded, so a bad argument fails in milliseconds.
+    """
+    settings = settings or BuildSettings()
+    settings.validate()
+    corpus = resolve_corpus(corpus) if isinstance(corpus, str) else corpus
+    if len(corpus) == 0:
+        raise CorpusError(f"The corpus {corpus.name!r} has no texts; nothing to build.")
+    loaded = source if isinstance(source, LoadedSource) else load_source(source)
+    meta = {
+        "source": loaded.source.spec(),
+        "corpus": corpus.name,
+        "settings": json.dumps(asdict(settings)),
+        "model_name": loaded.model.cfg.model_name,
+    }
+    with StoreWriter(out, meta=meta) as writer:
+        for handle in loaded.saes:
+            if settings.hooks and not {handle.hook_name, handle.name} & set(settings.hooks):
+                continue
+            writer.add_sae(
+                SaeInfo(
+                    sae=handle.name,
+                    hook_name=handle.hook_name,
+                    layer=handle.layer,
+                    d_in=handle.sae.cfg.d_in,
+                    d_sae=handle.sae.cfg.d_sae,
+                    architecture=handle.sae.cfg.architecture(),
+                    release=handle.release,
+                    sae_id=handle.sae_id,
+                    neuronpedia_id=handle.neuronpedia_id,
+                )
+            )
+        result = extract(loaded, corpus, writer, settings, progress)
+        writer.add_texts(result.texts)
+        _write_results(writer, result)
+    return BuildReport(
+        path=Path(out),
+        n_texts=len(result.texts),
+        n_tokens=result.n_tokens,
+        n_rows=result.n_rows,
+        seconds=result.seconds,
+        tokens_per_second=result.n_tokens / max(result.seconds, 1e-9),
+        truncated_texts=result.truncated_texts,
+    )
+
+
+def _write_results(writer: StoreWriter, result: ExtractionResult) -> None:
+    for handle in result.saes:
+        writer.set_quality(handle.name, **result.quality[handle.name])
+        writer.add_feature_stats(handle.name, result.feature_stats[handle.name])
+        writer.add_logit_lens(
+            handle.name, **asdict(result.logit_lens[handle.name]), vocab=result.vocab
+        )

@@ -1,0 +1,175 @@
+"""Builds end to end: store contents equal direct computation; the CLI's messages on bad input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from explorer.build import build_store
+from explorer.cli import main
+from explorer.corpus import resolve_corpus
+from explorer.extract import BuildSettings
+from explorer.sources import load_source
+from explorer.store import Store
+
+CORPUS = "bundled+arithmetic:60"
+
+
+@pytest.fixture(scope="module")
+def loaded(tiny_bundle_path):
+    return load_source(f"demo:{tiny_bundle_path}")
+
+
+@pytest.fixture(scope="module")
+def store_path(loaded, tmp_path_factory):
+    path = tmp_path_factory.mktemp("stores") / "tiny.duckdb"
+    build_store(loaded, CORPUS, path, BuildSettings(batch_size=16))
+    return path
+
+
+@pytest.fixture(scope="module")
+def store(store_path):
+    with Store.open(store_path) as opened:
+        yield opened
+
+
+def all_acts(store: Store) -> pd.DataFrame:
+    with store.cursor() as cursor:
+        return cursor.execute(
+            """SELECT s.sae, a.feature::BIGINT AS feature, a.text_id::BIGINT AS text_id,
+            a.pos::BIGINT AS pos, a.value FROM acts a JOIN saes s USING (sae_idx)"""
+        ).df()
+
+
+def test_store_activations_equal_direct_model_then_sae(loaded, store):
+    texts = store.texts()
+    rng = np.random.default_rng(1)
+    for handle in loaded.saes:
+        for text_id in rng.choice(texts.text_id.to_numpy(), size=8, replace=False):
+            text = store.text(int(text_id))["text"]
+            tokens = loaded.model.to_tokens(text)[:, : loaded.model.cfg.n_ctx]
+            with torch.inference_mode():
+                _, cache = loaded.model.run_with_cache(tokens, names_filter=[handle.hook_name])
+                expected = handle.sae.encode(cache[handle.hook_name])[0]  # [pos, d_sae]
+                expected[0] = 0  # BOS is never stored
+            rows = store.text_acts(int(text_id), handle.name)
+            got = torch.zeros_like(expected)
+            got[rows.pos.to_numpy(), rows.feature.to_numpy()] = torch.tensor(
+                rows.value.to_numpy(), dtype=got.dtype
+            )
+            assert torch.equal(got != 0, expected != 0), (handle.name, text_id)
+            assert (got - expected).abs().max() <= 1e-4
+            stored_tokens = store.text_tokens(int(text_id))
+            assert stored_tokens.pos.tolist() == list(range(1, tokens.shape[1]))
+            assert stored_tokens.token_id.tolist() == tokens[0, 1:].tolist()
+
+
+def test_no_bos_or_padding_rows(store):
+    acts = all_acts(store)
+    n_tokens = store.texts().set_index("text_id").n_tokens
+    assert acts.pos.min() >= 1
+    assert (acts.pos.to_numpy() <= n_tokens.loc[acts.text_id].to_numpy()).all()
+
+
+def test_frequencies_and_category_means_equal_pandas(store):
+    acts = all_acts(store)
+    texts = store.texts()
+    n_tokens_total = texts.n_tokens.sum()
+    for sae in store.saes().sae:
+        rows = acts[acts.sae == sae]
+        stats = store.feature_stats(sae).set_index("feature")
+        counts = rows.groupby("feature").size().reindex(stats.index, fill_value=0)
+        np.testing.assert_allclose(stats.token_freq, counts / n_tokens_total)
+        texts_active = rows.groupby("feature").text_id.nunique().reindex(stats.index, fill_value=0)
+        np.testing.assert_allclose(stats.text_freq, texts_active / (texts.n_tokens > 0).sum())
+        # per-text activation = sum over the text's tokens / its n_tokens; category mean
+        per_text = rows.groupby(["feature", "text_id"]).value.sum().reset_index()
+        per_text = per_text.merge(texts[["text_id", "category", "n_tokens"]], on="text_id")
+        per_text["act"] = per_text.value / per_text.n_tokens
+        n_texts = texts[texts.n_tokens > 0].groupby("category").size()
+        expected = (
+            per_text.groupby(["feature", "category"]).act.sum()
+            / n_texts.reindex(
+                per_text.groupby(["feature", "category"]).act.sum().index.get_level_values(1)
+            ).to_numpy()
+        )
+        table = store.feature_category(sae).set_index(["feature", "category"])
+        got = table.mean_act.loc[expected.index]
+        np.testing.assert_allclose(got.to_numpy(), expected.to_numpy(), rtol=1e-5)
+
+
+def test_stored_histograms_and_topk_agree_with_the_rows(store):
+    acts = all_acts(store)
+    sae = store.saes().sae.iloc[-1]
+    stats = store.feature_stats(sae).set_index("feature")
+    derived = store.compute_feature_stats(sae).set_index("feature")
+    for feature in stats.index[stats.n_active_tokens > 0][:20]:
+        assert list(stats["hist"].loc[feature]) == list(derived["hist"].loc[feature])
+        assert sum(stats["hist"].loc[feature]) == stats.n_active_tokens.loc[feature]
+        top = store.feature_topk(sae, int(feature))
+        values = acts[(acts.sae == sae) & (acts.feature == feature)].value.nlargest(len(top))
+        np.testing.assert_allclose(top.value.to_numpy(), values.to_numpy())
+
+
+def test_quality_and_meta_are_recorded(store, loaded):
+    saes = store.saes()
+    assert list(saes.sae) == [handle.name for handle in loaded.saes]
+    assert saes.l0.tolist() == pytest.approx([8.0] * len(saes), abs=0.01)
+    assert saes.explained_variance.between(0, 1).all()
+    assert saes.ce_loss_recovered.notna().all()
+    assert store.meta()["corpus"] == resolve_corpus(CORPUS).name
+
+
+def test_cli_build_info_and_export(tiny_bundle_path, tmp_path, capsys):
+    out = tmp_path / "cli.duckdb"
+    args = ["build", "--source", f"demo:{tiny_bundle_path}", "--corpus", "arithmetic:30"]
+    assert main([*args, "--out", str(out), "--batch-size", "8", "--threads", "1"]) == 0
+    assert "30 texts" in capsys.readouterr().out
+    assert main(["info", str(out)]) == 0
+    info = capsys.readouterr().out
+    assert "acts" in info and "explained_variance" in info
+    csv = tmp_path / "texts.csv"
+    assert main(["export", str(out), "--table", "texts", "--format", "csv", "--out", str(csv)]) == 0
+    assert len(pd.read_csv(csv)) == 30
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--source", "nonsense"], "cannot read the source"),
+        (["--corpus", "nonexistent.csv"], "nonexistent.csv"),
+        (["--out", "/no/such/folder/store.duckdb"], "does not exist"),
+        (["--max-texts", "0"], "--max-texts"),
+    ],
+)
+def test_cli_bad_input_gets_a_message_and_status_2(tiny_bundle_path, args, message, capsys):
+    base = {"--source": f"demo:{tiny_bundle_path}", "--corpus": "arithmetic:5"}
+    base |= dict(zip(args[::2], args[1::2], strict=True))
+    argv = ["build", *[item for pair in base.items() for item in pair]]
+    if "--out" not in base:
+        argv += ["--out", "/tmp/never-written.duckdb"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+def test_empty_corpus_file_is_refused_and_nothing_is_overwritten(
+    tiny_bundle_path, store_path, tmp_path, capsys
+):
+    empty = tmp_path / "empty.csv"
+    empty.write_text("text,category\n")
+    before = store_path.stat().st_mtime_ns
+    argv = ["build", "--source", f"demo:{tiny_bundle_path}", "--corpus", str(empty)]
+    assert main([*argv, "--out", str(store_path)]) == 2
+    assert "empty.csv" in capsys.readouterr().err
+    assert store_path.stat().st_mtime_ns == before
+
+
+def test_corrupted_store_gets_a_message(tmp_path, capsys):
+    broken = tmp_path / "broken.duckdb"
+    broken.write_bytes(b"this is not a duckdb file" * 100)
+    assert main(["info", str(broken)]) == 2
+    assert "broken.duckdb" in capsys.readouterr().err
+    assert broken.read_bytes().startswith(b"this is not")

@@ -1,0 +1,740 @@
+"""The feature store: what the writer stores, what the reads return, and how builds fail.
+
+Stores are built from small synthetic corpora (numpy, fixed seeds); every number the store
+answers is checked against an independent pandas computation over the same input.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pandas as pd
+import pytest
+
+from explorer import store as store_module
+from explorer.errors import InputError, StoreError
+from explorer.store import (
+    HIST_BINS,
+    QUANTILE_BINS,
+    QUANTILE_EXAMPLES,
+    TOPK_EXAMPLES,
+    SaeInfo,
+    Store,
+    StoreWriter,
+)
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+CATEGORIES = ("code", "maths", "prose")
+ACTS_COLUMNS = ["sae", "feature", "text_id", "pos", "value"]
+
+
+@dataclass
+class Corpus:
+    """What an extraction would hand the writer, as plain DataFrames."""
+
+    saes: list[SaeInfo]
+    texts: pd.DataFrame  # text_id, category, source, text, labels
+    tokens: pd.DataFrame  # text_id, pos, token_id, token
+    acts: pd.DataFrame  # sae, feature, text_id, pos, value; zeros included
+    vocab: list[str]
+
+
+def make_corpus(
+    seed: int = 0, n_texts: int = 45, d_saes: tuple[int, ...] = (40, 24), **overrides
+) -> Corpus:
+    """A labelled corpus with dense activations of a few SAEs (most of them zero).
+
+    Feature 0 of every SAE fires only on "code" texts; feature 1 takes few distinct values
+    (ties); the last feature never fires (dead).
+    """
+    rng = np.random.default_rng(seed)
+    vocab = [f"tok{i}" for i in range(60)] + ["<b>", "&amp;", " ", "é"]
+    lengths = rng.integers(2, 14, n_texts)
+    lengths[-1] = 1
+    texts = pd.DataFrame(
+        {
+            "text_id": np.arange(100, 100 + n_texts),  # ids need not start at 0
+            "category": [CATEGORIES[i % len(CATEGORIES)] for i in range(n_texts)],
+            "source": "synthetic",
+            "text": [f"text number {i}" for i in range(n_texts)],
+            "labels": [["digits"] if i % 4 == 0 else [] for i in range(n_texts)],
+        }
+    )
+    text_id = np.repeat(texts["text_id"].to_numpy(), lengths)
+    pos = np.concatenate([np.arange(1, n + 1) for n in lengths])  # BOS at 0 is never a row
+    token_id = rng.integers(0, len(vocab), len(text_id))
+    tokens = pd.DataFrame(
+        {"text_id": text_id, "pos": pos, "token_id": token_id, "token": np.array(vocab)[token_id]}
+    )
+    is_code = np.repeat(texts["category"].to_numpy() == "code", lengths)
+    saes, acts = [], []
+    for i, d_sae in enumerate(d_saes):
+        name = f"blocks.{i}.hook_resid_pre"
+        saes.append(SaeInfo(sae=name, hook_name=name, layer=i, d_in=16, d_sae=d_sae))
+        density = 0.6 * np.arange(1, d_sae + 1) ** -0.7  # a power law of frequencies
+        density[-1] = 0.0
+        fires = rng.random((len(text_id), d_sae)) < density  # [tokens, d_sae]
+        fires[:, 0] = is_code & (rng.random(len(text_id)) < 0.7)
+        values = rng.exponential(1.0, fires.shape).astype(np.float32) + np.float32(0.01)
+        values[:, 1] = np.ceil(values[:, 1] * 2) / 2
+        values = np.where(fires, values, np.float32(0))
+        token_idx, feature = np.nonzero(values >= 0)  # every cell, zeros too
+        acts.append(
+            pd.DataFrame(
+                {
+                    "sae": name,
+                    "feature": feature,
+                    "text_id": text_id[token_idx],
+                    "pos": pos[token_idx],
+                    "value": values[token_idx, feature],
+                }
+            )
+        )
+    corpus = Corpus(saes, texts, tokens, pd.concat(acts, ignore_index=True), vocab)
+    return replace(corpus, **overrides)
+
+
+def nonzero_acts(corpus: Corpus) -> pd.DataFrame:
+    return corpus.acts[corpus.acts["value"] != 0].reset_index(drop=True)
+
+
+def stats_of(acts: pd.DataFrame, d_sae: int) -> dict[str, np.ndarray]:
+    """Per-feature statistics as the extraction computes them (nonzero rows of one SAE)."""
+    grouped = acts.groupby("feature")["value"]
+    index = pd.RangeIndex(d_sae)
+    max_act = grouped.max().reindex(index, fill_value=0).to_numpy(np.float64)
+    bins = np.minimum(
+        np.floor(acts["value"].to_numpy(np.float64) / max_act[acts["feature"]] * HIST_BINS),
+        HIST_BINS - 1,
+    ).astype(int)
+    hist = np.zeros((d_sae, HIST_BINS), dtype=np.int64)
+    np.add.at(hist, (acts["feature"].to_numpy(), bins), 1)
+    return {
+        "n_active_tokens": grouped.size().reindex(index, fill_value=0).to_numpy(),
+        "n_active_texts": acts.groupby("feature")["text_id"]
+        .nunique()
+        .reindex(index, fill_value=0)
+        .to_numpy(),
+        "mean_active": grouped.mean().reindex(index, fill_value=0).to_numpy(np.float64),
+        "max": max_act,
+        "hist": hist,
+    }
+
+
+def write_store(
+    path: Path, corpus: Corpus, *, chunks: int = 3, rows_per_text_block: int = 10**6, **meta: str
+) -> None:
+    """Build a store from `corpus`, handing activations over in several chunks."""
+    with StoreWriter(
+        path, meta={"source": "test", **meta}, rows_per_text_block=rows_per_text_block
+    ) as writer:
+        for info in corpus.saes:
+            writer.add_sae(info)
+        writer.add_texts(corpus.texts)
+        writer.add_tokens(
+            corpus.tokens["text_id"].to_numpy(),
+            corpus.tokens["pos"].to_numpy(),
+            corpus.tokens["token_id"].to_numpy(),
+            corpus.tokens["token"].tolist(),
+        )
+        nonzero = nonzero_acts(corpus)
+        for info in corpus.saes:
+            rows = corpus.acts[corpus.acts["sae"] == info.sae]
+            for part in np.array_split(np.arange(len(rows)), chunks):
+                chunk = rows.iloc[part]
+                writer.add_acts(
+                    info.sae,
+                    chunk["feature"].to_numpy(),
+                    chunk["text_id"].to_numpy(),
+                    chunk["pos"].to_numpy(),
+                    chunk["value"].to_numpy(),
+                )
+            writer.add_feature_stats(
+                info.sae, stats_of(nonzero[nonzero["sae"] == info.sae], info.d_sae)
+            )
+            rng = np.random.default_rng(len(info.sae))
+            top = rng.integers(0, len(corpus.vocab), (info.d_sae, 4))
+            writer.add_logit_lens(
+                info.sae,
+                top_token_ids=top,
+                top_logits=rng.normal(3, 1, top.shape),
+                bottom_token_ids=top[:, ::-1],
+                bottom_logits=rng.normal(-3, 1, top.shape),
+                vocab=corpus.vocab,
+            )
+
+
+@pytest.fixture(scope="session")
+def corpus() -> Corpus:
+    return make_corpus()
+
+
+@pytest.fixture(scope="session")
+def store_path(tmp_path_factory: pytest.TempPathFactory, corpus: Corpus) -> Path:
+    path = tmp_path_factory.mktemp("store") / "store.duckdb"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(store_module, "FLUSH_ROWS", 500)  # several Arrow inserts per table
+        write_store(path, corpus, rows_per_text_block=700)  # several text blocks
+    return path
+
+
+@pytest.fixture()
+def store(store_path: Path) -> Store:
+    with Store.open(store_path) as opened:
+        yield opened
+
+
+def sae_names(corpus: Corpus) -> list[str]:
+    return [info.sae for info in corpus.saes]
+
+
+def texts_with_n_tokens(corpus: Corpus) -> pd.DataFrame:
+    n_tokens = corpus.tokens.groupby("text_id").size().rename("n_tokens")
+    return corpus.texts.join(n_tokens, on="text_id").fillna({"n_tokens": 0})
+
+
+def stored_acts(store: Store, order_by: str) -> pd.DataFrame:
+    with store.cursor() as cursor:
+        return cursor.execute(
+            "SELECT s.sae, a.feature::BIGINT AS feature, a.text_id::BIGINT AS text_id, "
+            f"a.pos::BIGINT AS pos, a.value FROM acts a JOIN saes s USING (sae_idx) "
+            f"ORDER BY {order_by}"
+        ).df()
+
+
+def test_acts_round_trip_exactly_and_only_nonzero(store: Store, corpus: Corpus) -> None:
+    expected = nonzero_acts(corpus).sort_values(ACTS_COLUMNS[:4], ignore_index=True)
+    stored = stored_acts(store, "s.sae, a.feature, a.text_id, a.pos")
+    assert len(stored) < len(corpus.acts)  # the zeros given to add_acts were dropped
+    pd.testing.assert_frame_equal(stored, expected, check_dtype=False)
+    assert stored["value"].dtype == np.float32
+
+
+def test_acts_are_physically_sorted_by_sae_text_block_feature_value(store: Store) -> None:
+    physical = stored_acts(store, "a.rowid")
+    with store.cursor() as cursor:
+        sae_idx = cursor.execute("SELECT sae_idx FROM acts ORDER BY rowid").fetchnumpy()["sae_idx"]
+    physical.insert(0, "sae_idx", sae_idx)
+    physical.insert(1, "block", physical["text_id"] // int(store.meta()["acts_text_block"]))
+    assert physical["block"].nunique() > 2
+    expected = physical.sort_values(
+        ["sae_idx", "block", "feature", "value", "text_id", "pos"],
+        ascending=[True, True, True, False, True, True],
+        ignore_index=True,
+    )
+    pd.testing.assert_frame_equal(physical, expected)
+
+
+def test_a_small_store_is_sorted_by_feature_alone(tmp_path: Path) -> None:
+    path = tmp_path / "store.duckdb"
+    write_store(path, make_corpus(seed=9, n_texts=12))
+    with Store.open(path) as store:
+        assert int(store.meta()["acts_text_block"]) > 111  # one block: ids 100..111
+        physical = stored_acts(store, "a.rowid")
+    expected = physical.sort_values(
+        ["sae", "feature", "value", "text_id", "pos"],
+        ascending=[True, True, False, True, True],
+        ignore_index=True,
+    )
+    pd.testing.assert_frame_equal(physical, expected)
+
+
+@pytest.mark.parametrize("feature", [0, 1, 2, 5])
+def test_top_examples_equal_a_pandas_sort(store: Store, corpus: Corpus, feature: int) -> None:
+    sae = sae_names(corpus)[0]
+    acts = nonzero_acts(corpus)
+    rows = acts[(acts["sae"] == sae) & (acts["feature"] == feature)]
+    expected = rows.sort_values(
+        ["value", "text_id", "pos"], ascending=[False, True, True], ignore_index=True
+    ).head(7)
+    top = store.top_examples(sae, feature, k=7)
+    assert top["rank"].tolist() == list(range(1, len(expected) + 1))
+    pd.testing.assert_frame_equal(
+        top[["text_id", "pos", "value"]],
+        expected[["text_id", "pos", "value"]],
+        check_dtype=False,
+    )
+
+
+def test_top_examples_of_a_tied_feature_break_ties_by_text_and_position(
+    store: Store, corpus: Corpus
+) -> None:
+    sae = sae_names(corpus)[0]
+    top = store.top_examples(sae, 1, k=50)
+    assert top["value"].duplicated().any()  # feature 1 takes few distinct values
+    keys = list(zip(-top["value"], top["text_id"], top["pos"], strict=True))
+    assert keys == sorted(keys)
+
+
+def test_feature_topk_is_the_first_rows_with_their_tokens(store: Store, corpus: Corpus) -> None:
+    sae = sae_names(corpus)[1]
+    for feature in range(4):
+        topk = store.feature_topk(sae, feature)
+        top = store.top_examples(sae, feature, k=TOPK_EXAMPLES)
+        pd.testing.assert_frame_equal(topk.drop(columns="token"), top, check_dtype=False)
+        tokens = corpus.tokens.set_index(["text_id", "pos"])["token"]
+        assert topk["token"].tolist() == [
+            tokens[(t, p)] for t, p in zip(topk["text_id"], topk["pos"], strict=True)
+        ]
+
+
+def test_feature_quantiles_cover_the_activation_range(store: Store, corpus: Corpus) -> None:
+    sae = sae_names(corpus)[0]
+    acts = nonzero_acts(corpus)
+    for feature in (2, 3):
+        values = acts[(acts["sae"] == sae) & (acts["feature"] == feature)]["value"]
+        bins = np.minimum(
+            np.floor(values.to_numpy(np.float64) / values.max() * QUANTILE_BINS),
+            QUANTILE_BINS - 1,
+        )
+        expected_per_bin = pd.Series(bins).value_counts().clip(upper=QUANTILE_EXAMPLES)
+        examples = store.feature_quantiles(sae, feature)
+        assert examples.groupby("bin").size().to_dict() == expected_per_bin.to_dict()
+        assert (examples["value"] >= examples["bin_low"] - 1e-6).all()
+        assert (examples["value"] <= examples["bin_high"] + 1e-6).all()
+        assert examples["bin_high"].max() == pytest.approx(values.max())
+        assert examples["bin"].max() == QUANTILE_BINS - 1  # the max lies in the top bin
+        ranks = examples.groupby("bin")["rank"].apply(list)
+        assert all(r == list(range(1, len(r) + 1)) for r in ranks)
+
+
+def feature_category_pandas(acts: pd.DataFrame, texts: pd.DataFrame) -> pd.DataFrame:
+    """The feature x category table of one SAE, from its nonzero rows, with pandas."""
+    texts = texts[texts["n_tokens"] > 0]
+    n_texts = texts.groupby("category").size()
+    feature_max = acts.groupby("feature")["value"].max()
+    rows = acts.merge(texts[["text_id", "category", "n_tokens"]], on="text_id")
+    rows["share"] = rows["value"].astype(np.float64) / rows["n_tokens"]
+    rows["strong"] = rows["value"] >= 0.5 * rows["feature"].map(feature_max)
+    table = rows.groupby(["feature", "category"]).agg(
+        n_texts_active=("text_id", "nunique"),
+        n_tokens_active=("value", "size"),
+        share=("share", "sum"),
+        max_act=("value", "max"),
+        strong_count=("strong", "sum"),
+    )
+    full = pd.MultiIndex.from_product(
+        [sorted(feature_max.index), sorted(n_texts.index)], names=["feature", "category"]
+    )
+    table = table.reindex(full, fill_value=0).reset_index()
+    table["n_texts"] = table["category"].map(n_texts)
+    table["mean_act"] = table.pop("share") / table["n_texts"]
+    return table[
+        [
+            "feature",
+            "category",
+            "n_texts",
+            "n_texts_active",
+            "n_tokens_active",
+            "mean_act",
+            "max_act",
+            "strong_count",
+        ]
+    ]
+
+
+@pytest.mark.parametrize("sae_index", [0, 1])
+def test_feature_category_equals_a_pandas_computation(
+    store: Store, corpus: Corpus, sae_index: int
+) -> None:
+    sae = sae_names(corpus)[sae_index]
+    acts = nonzero_acts(corpus)
+    expected = feature_category_pandas(acts[acts["sae"] == sae], texts_with_n_tokens(corpus))
+    table = store.feature_category(sae)
+    pd.testing.assert_frame_equal(table, expected, check_dtype=False, rtol=1e-9)
+    # the specialist: feature 0 fires on code only, the dead feature has no rows
+    by_category = table[table["feature"] == 0].set_index("category")["n_tokens_active"]
+    assert by_category["code"] > 0 and by_category.drop("code").eq(0).all()
+    assert corpus.saes[sae_index].d_sae - 1 not in set(table["feature"])
+    one = store.feature_category(sae, feature=0)
+    assert one["category"].tolist() == sorted(CATEGORIES)
+
+
+@pytest.mark.parametrize("sae_index", [0, 1])
+def test_feature_stats_are_stored_and_match_the_sql_derivation(
+    store: Store, corpus: Corpus, sae_index: int
+) -> None:
+    info = corpus.saes[sae_index]
+    acts = nonzero_acts(corpus)
+    given = stats_of(acts[acts["sae"] == info.sae], info.d_sae)
+    stats = store.feature_stats(info.sae)
+    assert stats["feature"].tolist() == list(range(info.d_sae))
+    assert stats["n_active_tokens"].tolist() == given["n_active_tokens"].tolist()
+    assert stats["token_freq"].to_numpy() == pytest.approx(
+        given["n_active_tokens"] / len(corpus.tokens)
+    )
+    assert stats["text_freq"].to_numpy() == pytest.approx(
+        given["n_active_texts"] / len(corpus.texts)
+    )
+    expected_rank = (
+        pd.DataFrame({"n": given["n_active_tokens"], "feature": range(info.d_sae)})
+        .sort_values(["n", "feature"], ascending=[False, True])
+        .assign(rank=range(1, info.d_sae + 1))
+        .sort_values("feature")["rank"]
+    )
+    assert stats["freq_rank"].tolist() == expected_rank.tolist()
+    assert np.stack(stats["hist"]).tolist() == given["hist"].tolist()
+    assert np.stack(stats["hist"]).sum(axis=1).tolist() == given["n_active_tokens"].tolist()
+
+    derived = store.compute_feature_stats(info.sae)  # float64 sums; the extraction's float32
+    pd.testing.assert_frame_equal(
+        derived.drop(columns="hist"), stats.drop(columns="hist"), check_dtype=False, rtol=1e-6
+    )
+    assert np.stack(derived["hist"]).tolist() == np.stack(stats["hist"]).tolist()
+    assert store.feature_stats(info.sae, feature=3)["feature"].tolist() == [3]
+
+
+def test_text_views_return_the_text_its_tokens_and_activations(
+    store: Store, corpus: Corpus
+) -> None:
+    text_id = int(corpus.texts["text_id"].iloc[3])
+    text = store.text(text_id)
+    assert text is not None and text["text"] == corpus.texts["text"].iloc[3]
+    assert text["category"] == corpus.texts["category"].iloc[3]
+    assert text["n_tokens"] == (corpus.tokens["text_id"] == text_id).sum()
+    assert store.text(999_999) is None
+
+    tokens = store.text_tokens(text_id)
+    expected_tokens = corpus.tokens[corpus.tokens["text_id"] == text_id]
+    assert tokens["pos"].tolist() == expected_tokens["pos"].tolist()
+    assert tokens["token"].tolist() == expected_tokens["token"].tolist()
+
+    sae = sae_names(corpus)[0]
+    acts = nonzero_acts(corpus)
+    rows = acts[(acts["sae"] == sae) & (acts["text_id"] == text_id)]
+    expected = rows.sort_values(
+        ["pos", "value", "feature"], ascending=[True, False, True], ignore_index=True
+    )[["pos", "feature", "value"]]
+    pd.testing.assert_frame_equal(store.text_acts(text_id, sae), expected, check_dtype=False)
+    chosen = expected[expected["feature"].isin([2, 3])].reset_index(drop=True)
+    pd.testing.assert_frame_equal(
+        store.text_acts(text_id, sae, features=[3, 2, 3]), chosen, check_dtype=False
+    )
+    assert store.text_acts(text_id, sae, features=[]).empty
+
+
+def test_texts_and_categories(store: Store, corpus: Corpus) -> None:
+    texts = store.texts()
+    assert texts["text_id"].tolist() == corpus.texts["text_id"].tolist()
+    assert [list(labels) for labels in texts["labels"]] == corpus.texts["labels"].tolist()
+    code = store.texts(category="code")
+    assert set(code["category"]) == {"code"}
+    assert len(code) == (corpus.texts["category"] == "code").sum()
+    categories = store.categories().set_index("category")
+    assert categories["n_tokens"].sum() == len(corpus.tokens)
+
+
+def test_logit_lens_lists_top_tokens_then_bottom_tokens(store: Store, corpus: Corpus) -> None:
+    lens = store.logit_lens(sae_names(corpus)[0], 2)
+    assert lens["rank"].tolist() == [1, 2, 3, 4, -1, -2, -3, -4]
+    top, bottom = lens[lens["rank"] > 0], lens[lens["rank"] < 0]
+    assert top["logit"].is_monotonic_decreasing and bottom["logit"].is_monotonic_increasing
+    assert (top["logit"].min() > bottom["logit"].max()).all()
+    assert lens["token"].tolist() == [corpus.vocab[i] for i in lens["token_id"]]
+
+
+def test_meta_and_saes_describe_the_build(store: Store, corpus: Corpus) -> None:
+    meta = store.meta()
+    assert meta["schema_version"] == store_module.SCHEMA_VERSION
+    assert meta["source"] == "test"
+    assert "duckdb" in meta["versions"]
+    saes = store.saes()
+    assert saes["sae"].tolist() == sae_names(corpus)
+    assert saes["d_sae"].tolist() == [info.d_sae for info in corpus.saes]
+
+
+def test_unknown_sae_and_out_of_range_features_are_refused(store: Store, corpus: Corpus) -> None:
+    sae = sae_names(corpus)[0]
+    with pytest.raises(StoreError, match="blocks.0.hook_resid_pre"):
+        store.top_examples("blocks.9.hook_resid_pre", 0)
+    d_sae = corpus.saes[0].d_sae
+    for bad in (d_sae, -1, 2.0, "3", True):
+        with pytest.raises(InputError):
+            store.top_examples(sae, bad)
+    with pytest.raises(InputError, match=f"0 to {d_sae - 1}"):
+        store.feature_stats(sae, d_sae)
+    with pytest.raises(InputError):
+        store.text_acts(100, sae, features=[0, d_sae])
+    with pytest.raises(InputError):
+        store.top_examples(sae, 0, k=0)
+    with pytest.raises(InputError):
+        store.text_tokens(-5)
+
+
+def test_table_counts_and_export_round_trip(store: Store, corpus: Corpus, tmp_path: Path) -> None:
+    counts = store.table_counts()
+    assert counts["acts"] == len(nonzero_acts(corpus))
+    assert counts["tokens"] == len(corpus.tokens)
+    assert counts["feature_stats"] == sum(info.d_sae for info in corpus.saes)
+
+    parquet = store.export("acts", tmp_path / "acts.parquet", format="parquet")
+    exported = pd.read_parquet(parquet).sort_values(ACTS_COLUMNS[:4], ignore_index=True)
+    expected = nonzero_acts(corpus).sort_values(ACTS_COLUMNS[:4], ignore_index=True)
+    pd.testing.assert_frame_equal(exported[ACTS_COLUMNS], expected, check_dtype=False)
+
+    csv = store.export("feature_category", tmp_path / "fc.csv", format="csv")
+    from_csv = pd.read_csv(csv)
+    assert len(from_csv) == counts["feature_category"]
+    assert set(from_csv["sae"]) == set(sae_names(corpus))
+    sae = sae_names(corpus)[0]
+    stored = store.feature_category(sae)
+    mine = from_csv[from_csv["sae"] == sae].drop(columns="sae").sort_values(["feature", "category"])
+    pd.testing.assert_frame_equal(
+        mine.reset_index(drop=True), stored, check_dtype=False, rtol=1e-12
+    )
+
+
+def test_export_of_an_unknown_table_lists_the_tables(store: Store, tmp_path: Path) -> None:
+    with pytest.raises(StoreError, match="feature_category"):
+        store.export("activations", tmp_path / "x.csv", format="csv")
+    with pytest.raises(InputError):
+        store.export("acts", tmp_path / "x.json", format="json")
+    with pytest.raises(StoreError, match="does not exist"):
+        store.export("acts", tmp_path / "missing" / "x.csv", format="csv")
+
+
+def test_labels_and_interventions_survive_a_rebuild(tmp_path: Path) -> None:
+    path = tmp_path / "store.duckdb"
+    corpus = make_corpus(seed=1, n_texts=12)
+    sae = corpus.saes[0].sae
+    write_store(path, corpus)
+    with Store.open(path) as store:
+        store.save_label(sae, 3, "closing brackets", note="fires on ')'")
+        store.save_label(sae, 3, "closing brackets in code")
+        run_id = store.save_intervention(sae, {"kind": "ablate", "feature": 3}, {"dloss": 0.25})
+        labels = store.labels(sae, 3)
+        assert labels["label"].tolist() == ["closing brackets in code", "closing brackets"]
+        assert store.top_examples(sae, 3, k=2)["rank"].tolist() == [1, 2]  # reads still work
+
+    write_store(path, make_corpus(seed=2, n_texts=15), source="rebuilt")
+    with Store.open(path) as store:
+        assert store.meta()["source"] == "rebuilt"
+        assert store.table_counts()["texts"] == 15
+        assert store.labels()["label"].tolist() == ["closing brackets in code", "closing brackets"]
+        assert store.labels()["note"].tolist() == ["", "fires on ')'"]
+        runs = store.interventions(sae)
+        assert runs["id"].tolist() == [run_id]
+        assert '"dloss": 0.25' in runs["metrics"].iloc[0]
+    assert not list(tmp_path.glob("*.tmp-*")) and not list(tmp_path.glob("*.wal"))
+
+
+def test_a_label_saved_while_other_threads_read_is_seen_by_everyone(tmp_path: Path) -> None:
+    path = tmp_path / "store.duckdb"
+    corpus = make_corpus(seed=3, n_texts=10)
+    sae = corpus.saes[0].sae
+    write_store(path, corpus)
+    errors: list[BaseException] = []
+    stop = threading.Event()
+
+    def read_forever() -> None:
+        try:
+            while not stop.is_set():
+                assert len(store.top_examples(sae, 0, k=3)) > 0
+        except BaseException as exc:  # surfaced below
+            errors.append(exc)
+
+    with Store.open(path) as store:
+        readers = [threading.Thread(target=read_forever) for _ in range(3)]
+        for reader in readers:
+            reader.start()
+        for i in range(5):
+            store.save_label(sae, i, f"label {i}")
+        stop.set()
+        for reader in readers:
+            reader.join()
+        assert not errors
+        assert len(store.labels(sae)) == 5
+
+
+def test_label_input_is_bounded(store_path: Path, corpus: Corpus) -> None:
+    with Store.open(store_path) as store:
+        with pytest.raises(InputError):
+            store.save_label(sae_names(corpus)[0], 0, "   ")
+        with pytest.raises(InputError):
+            store.save_label(sae_names(corpus)[0], 0, "x" * 201)
+
+
+def test_a_failed_build_leaves_the_previous_store_untouched(tmp_path: Path) -> None:
+    path = tmp_path / "store.duckdb"
+    write_store(path, make_corpus(seed=4, n_texts=9))
+    with Store.open(path) as store:
+        before = store.table_counts()
+    with pytest.raises(RuntimeError, match="extraction failed"):  # noqa: SIM117
+        with StoreWriter(path, meta={}) as writer:
+            writer.add_texts(make_corpus(seed=5, n_texts=20).texts)
+            raise RuntimeError("extraction failed")
+    with Store.open(path) as store:
+        assert store.table_counts() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["store.duckdb"]
+
+
+def test_a_build_refused_at_finish_leaves_the_previous_store_untouched(tmp_path: Path) -> None:
+    path = tmp_path / "store.duckdb"
+    write_store(path, make_corpus(seed=4, n_texts=9))
+    bad = make_corpus(seed=6, n_texts=9)
+    bad.acts.loc[bad.acts.index[-1], ["pos", "value"]] = [0, 1.0]  # an activation on BOS
+    with pytest.raises(StoreError, match="without a token row"):
+        write_store(path, bad)
+    with Store.open(path) as store:
+        assert store.table_counts()["texts"] == 9
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["store.duckdb"]
+
+
+KILLED_BUILD = """
+import sys
+import numpy as np
+from explorer.store import SaeInfo, StoreWriter
+
+with StoreWriter(sys.argv[1], meta={}) as writer:
+    writer.add_sae(SaeInfo(sae="s", hook_name="h", layer=0, d_in=4, d_sae=8))
+    rng = np.random.default_rng(0)
+    n = 200_000
+    for step in range(10_000):
+        writer.add_acts(
+            "s", rng.integers(0, 8, n), rng.integers(0, 50, n), rng.integers(1, 9, n),
+            rng.random(n) + 0.1,
+        )
+        if step == 8:  # after the first Arrow insert
+            print("building", flush=True)
+"""
+
+
+def test_a_build_killed_midway_leaves_the_previous_store_readable(tmp_path: Path) -> None:
+    path = tmp_path / "store.duckdb"
+    write_store(path, make_corpus(seed=7, n_texts=11))
+    with Store.open(path) as store:
+        before = store.table_counts()
+    child = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(KILLED_BUILD), str(path)],
+        stdout=subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+        cwd=REPO_ROOT,
+    )
+    try:
+        assert child.stdout.readline().strip() == b"building"
+        assert list(tmp_path.glob(f"store.duckdb.tmp-{child.pid}*"))  # it was writing
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+        child.stdout.close()
+    with Store.open(path) as store:
+        assert store.table_counts() == before
+    # the next build removes what the killed one left behind
+    write_store(path, make_corpus(seed=8, n_texts=13))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["store.duckdb"]
+    with Store.open(path) as store:
+        assert store.table_counts()["texts"] == 13
+
+
+def test_building_into_a_missing_folder_names_the_folder(tmp_path: Path) -> None:
+    missing = tmp_path / "no" / "such"
+    with pytest.raises(StoreError, match=str(missing)):
+        StoreWriter(missing / "store.duckdb")
+
+
+def test_building_onto_a_folder_or_under_a_file_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(StoreError, match="is a folder"):
+        StoreWriter(tmp_path)
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("x")
+    with pytest.raises(StoreError, match="not a folder"):
+        StoreWriter(a_file / "store.duckdb")
+
+
+def test_building_where_files_cannot_be_written_is_refused(tmp_path: Path) -> None:
+    if os.geteuid() != 0:
+        locked = tmp_path / "locked"
+        locked.mkdir(mode=0o555)
+        with pytest.raises(StoreError, match="no write permission"):
+            StoreWriter(locked / "store.duckdb")
+    elif Path("/proc").is_dir():
+        # root ignores permission bits; /proc refuses new files even to root
+        with pytest.raises(StoreError, match="cannot create"):
+            StoreWriter("/proc/store.duckdb")
+    else:
+        pytest.skip("running as root without /proc: no folder refuses writes")
+
+
+def test_opening_a_missing_store_says_how_to_get_one(tmp_path: Path) -> None:
+    with pytest.raises(StoreError, match="Build one first"):
+        Store.open(tmp_path / "store.duckdb")
+
+
+def read_everything(path: Path) -> None:
+    with Store.open(path) as store:
+        for sae in store.saes()["sae"]:
+            store.feature_category(sae)
+            store.feature_stats(sae)
+            store.top_examples(sae, 0, k=50)
+        store.table_counts()
+        store.texts()
+
+
+def test_a_garbage_file_is_refused_on_open(tmp_path: Path) -> None:
+    path = tmp_path / "store.duckdb"
+    path.write_bytes(np.random.default_rng(0).bytes(20_000))
+    with pytest.raises(StoreError, match="not a DuckDB store"):
+        Store.open(path)
+    with pytest.raises(StoreError, match="cannot be read"):
+        StoreWriter(path)  # a rebuild would lose its labels: refuse, say what to do
+
+
+@pytest.mark.parametrize("damage", ["overwrite", "truncate"])
+def test_a_damaged_store_raises_store_error(store_path: Path, tmp_path: Path, damage: str) -> None:
+    path = tmp_path / "store.duckdb"
+    data = bytearray(store_path.read_bytes())
+    if damage == "overwrite":
+        start = len(data) // 3
+        data[start:] = np.random.default_rng(1).bytes(len(data) - start)
+    else:
+        del data[len(data) // 2 :]
+    path.write_bytes(bytes(data))
+    with pytest.raises(StoreError):
+        read_everything(path)
+
+
+def test_a_duckdb_file_that_is_not_a_store_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "other.duckdb"
+    with duckdb.connect(str(path)) as con:
+        con.execute("CREATE TABLE meta (key VARCHAR, value VARCHAR)")
+    with pytest.raises(StoreError, match="missing tables"):
+        Store.open(path)
+
+
+def test_a_store_of_another_schema_version_is_refused(store_path: Path, tmp_path: Path) -> None:
+    path = tmp_path / "old.duckdb"
+    path.write_bytes(store_path.read_bytes())
+    with duckdb.connect(str(path)) as con:
+        con.execute("UPDATE meta SET value = '0' WHERE key = 'schema_version'")
+    with pytest.raises(StoreError, match="schema version 0"):
+        Store.open(path)
+
+
+def test_the_writer_refuses_inconsistent_input(tmp_path: Path, corpus: Corpus) -> None:
+    info = corpus.saes[0]
+    with StoreWriter(tmp_path / "s.duckdb") as writer:
+        writer.add_sae(info)
+        with pytest.raises(StoreError, match="twice"):
+            writer.add_sae(info)
+        with pytest.raises(StoreError, match="positive"):
+            writer.add_acts(info.sae, [0, 1], [100, 100], [1, 2], [0.5, -0.1])
+        with pytest.raises(StoreError, match="out of range"):
+            writer.add_acts(info.sae, [info.d_sae], [100], [1], [0.5])
+        with pytest.raises(StoreError, match="equal lengths"):
+            writer.add_acts(info.sae, [0, 1], [100], [1], [0.5])
+        with pytest.raises(StoreError, match="add_sae"):
+            writer.add_acts("unknown", [0], [100], [1], [0.5])
+        with pytest.raises(StoreError, match="one row per feature"):
+            writer.add_feature_stats(info.sae, {"feature": [0], "hist": np.zeros((1, 32))})
+        writer.abort()
+    assert not (tmp_path / "s.duckdb").exists()
+    assert not list(tmp_path.iterdir())
