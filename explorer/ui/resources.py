@@ -18,9 +18,17 @@ from explorer.build import build_store
 from explorer.sources import LoadedSource, Source, load_source
 from explorer.store import Store
 
-DEFAULT_SOURCE_SPEC = os.environ.get("EXPLORER_SOURCE", "demo")
-DEFAULT_STORE_PATH = os.environ.get("EXPLORER_STORE", "cache/demo.duckdb")
 DEMO_CORPUS = "bundled+arithmetic"
+
+
+def default_source_spec() -> str:
+    """The source a new session starts on: `EXPLORER_SOURCE`, else the demo bundle."""
+    return os.environ.get("EXPLORER_SOURCE", "demo")
+
+
+def default_store_path() -> str:
+    """The store a new session starts on: `EXPLORER_STORE`, else the demo store."""
+    return os.environ.get("EXPLORER_STORE", "cache/demo.duckdb")
 
 
 @st.cache_resource(show_spinner="Loading the model and its SAEs…", max_entries=1)

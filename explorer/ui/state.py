@@ -15,9 +15,9 @@ from explorer.errors import ExplorerError
 from explorer.sources import LoadedSource, Source
 from explorer.store import Store
 from explorer.ui.resources import (
-    DEFAULT_SOURCE_SPEC,
-    DEFAULT_STORE_PATH,
     build_missing_demo_store,
+    default_source_spec,
+    default_store_path,
     loaded_source,
     open_store,
 )
@@ -28,8 +28,8 @@ STORE_KEY = "store_path"
 
 def sidebar() -> None:
     """Sidebar controls for the source and the store (spec strings as `Source.parse`)."""
-    st.session_state.setdefault(SOURCE_KEY, DEFAULT_SOURCE_SPEC)
-    st.session_state.setdefault(STORE_KEY, DEFAULT_STORE_PATH)
+    st.session_state.setdefault(SOURCE_KEY, default_source_spec())
+    st.session_state.setdefault(STORE_KEY, default_store_path())
     with st.sidebar:
         st.text_input(
             "Source",
@@ -57,7 +57,7 @@ def _stop_with(error: ExplorerError) -> None:
 
 def current_source() -> LoadedSource:
     """The loaded source, or stop the page with the loader's message (never a traceback)."""
-    spec = st.session_state.get(SOURCE_KEY, DEFAULT_SOURCE_SPEC)
+    spec = st.session_state.get(SOURCE_KEY, default_source_spec())
     try:
         return loaded_source(spec)
     except ExplorerError as error:
@@ -67,8 +67,8 @@ def current_source() -> LoadedSource:
 
 def current_store() -> Store:
     """The open store; the demo store is built on first run with a progress bar."""
-    path = st.session_state.get(STORE_KEY, DEFAULT_STORE_PATH)
-    spec = st.session_state.get(SOURCE_KEY, DEFAULT_SOURCE_SPEC)
+    path = st.session_state.get(STORE_KEY, default_store_path())
+    spec = st.session_state.get(SOURCE_KEY, default_source_spec())
     try:
         if not Path(path).exists() and Source.parse(spec).kind == "demo":
             bar = st.progress(0.0, text="Building the demo store (first run)…")
