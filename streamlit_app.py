@@ -8,7 +8,14 @@ st.set_page_config(page_title="SAE feature explorer", page_icon="🔬", layout="
 
 navigation = st.navigation(
     [
-        st.Page("pages/home.py", title="Home", icon="🏠", default=True),
+        st.Page("pages/home.py", title="Home", icon=":material/home:", default=True),
+        st.Page("pages/feature.py", title="Feature", icon=":material/search:", url_path="feature"),
+        st.Page(
+            "pages/tokens.py",
+            title="Token highlighting",
+            icon=":material/format_color_text:",
+            url_path="tokens",
+        ),
     ]
 )
 sidebar()

@@ -22,7 +22,8 @@ def _demo_train(args: argparse.Namespace) -> None:
 
     torch.set_num_threads(args.threads)
     out = Path(args.out) if args.out else bundle_path(args.preset)
-    bundle = train_bundle(PRESETS[args.preset], out)
+    reuse = Path(args.reuse_lm) if args.reuse_lm else None
+    bundle = train_bundle(PRESETS[args.preset], out, reuse_lm=reuse)
     summary = {
         "bundle": str(out),
         "lm_held_out_loss": bundle.manifest["lm_held_out_loss"],
@@ -107,6 +108,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--preset", choices=["demo", "tiny"], default="tiny")
     train.add_argument("--out", help="bundle folder (default: the preset's own place)")
     train.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    train.add_argument(
+        "--reuse-lm", help="bundle folder whose tokenizer and LM to keep (retrain SAEs only)"
+    )
     train.set_defaults(run=_demo_train)
     manifest = demo_commands.add_parser("info", help="print a bundle's manifest")
     manifest.add_argument("--preset", default="demo", help="demo, tiny or a bundle folder")

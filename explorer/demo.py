@@ -79,7 +79,13 @@ class DemoPreset:
     sae_training_tokens: int
     sae_batch_tokens: int
     sae_lr: float
+    sae_dead_window: int  # steps without firing before TopK's auxiliary loss revives a feature
     seed: int = 0
+
+    def lm_fields(self) -> dict:
+        """The fields that determine the tokenizer and the LM (not the SAEs)."""
+        sae_fields = {"d_sae", "k", "sae_training_tokens", "sae_batch_tokens", "sae_lr"}
+        return {k: v for k, v in asdict(self).items() if k not in sae_fields | {"sae_dead_window"}}
 
     def hook_names(self) -> list[str]:
         return [f"blocks.{layer}.hook_resid_post" for layer in range(self.n_layers)]
@@ -89,13 +95,14 @@ PRESETS: dict[str, DemoPreset] = {
     "demo": DemoPreset(
         name="demo", vocab_size=4096, n_layers=4, d_model=128, n_heads=4, d_mlp=512,
         n_ctx=128, corpus_chars=8_000_000, lm_steps=2500, lm_batch_size=32, lm_lr=2e-3,
-        d_sae=1024, k=24, sae_training_tokens=4_000_000, sae_batch_tokens=4096,
-        sae_lr=4e-4,
+        d_sae=1024, k=32, sae_training_tokens=6_000_000, sae_batch_tokens=4096,
+        sae_lr=1e-3, sae_dead_window=50,
     ),
     "tiny": DemoPreset(
         name="tiny", vocab_size=512, n_layers=3, d_model=32, n_heads=2, d_mlp=64,
         n_ctx=64, corpus_chars=300_000, lm_steps=150, lm_batch_size=16, lm_lr=3e-3,
         d_sae=128, k=8, sae_training_tokens=120_000, sae_batch_tokens=1024, sae_lr=1e-3,
+        sae_dead_window=20,
     ),
 }  # fmt: skip
 
@@ -337,6 +344,7 @@ def train_saes(
             lr_decay_steps=preset.sae_training_tokens // preset.sae_batch_tokens // 5,
             prepend_bos=False,  # windows already start with BOS
             exclude_special_tokens=True,
+            dead_feature_window=preset.sae_dead_window,
             n_eval_batches=2,
             n_batches_for_norm_estimate=10,
             seed=preset.seed,
@@ -401,8 +409,26 @@ def load_bundle(path: str | Path) -> DemoBundle:
     return DemoBundle(path=path, model=model, saes=saes, manifest=manifest)
 
 
-def train_bundle(preset: DemoPreset, out: Path, measure_quality: bool = True) -> DemoBundle:
-    """Train a whole bundle into `out` (written to a temporary folder, then moved)."""
+def _reusable_lm(preset: DemoPreset, bundle: Path, corpus_sha: str) -> dict:
+    """The manifest of a bundle whose tokenizer and LM this preset may reuse, or an error."""
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    old = DemoPreset(**{**asdict(preset), **manifest["preset"]}).lm_fields()
+    if old != preset.lm_fields() or manifest["corpus"]["sha256"] != corpus_sha:
+        raise SourceError(
+            f"The LM of {bundle} was trained with other settings or text; "
+            "train the whole bundle instead (drop --reuse-lm)."
+        )
+    return manifest
+
+
+def train_bundle(
+    preset: DemoPreset, out: Path, measure_quality: bool = True, reuse_lm: Path | None = None
+) -> DemoBundle:
+    """Train a whole bundle into `out` (written to a temporary folder, then moved).
+
+    With `reuse_lm`, the tokenizer and LM are copied from that bundle (which must have been
+    trained from the same LM settings and text) and only the SAEs are trained again.
+    """
     from explorer.quality import sae_quality
 
     torch.manual_seed(preset.seed)
@@ -412,7 +438,13 @@ def train_bundle(preset: DemoPreset, out: Path, measure_quality: bool = True) ->
         tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent if out.parent.exists() else None)
     )
     try:
-        tokenizer = train_tokenizer(texts, preset.vocab_size, work / "tokenizer")
+        if reuse_lm is not None:
+            old_manifest = _reusable_lm(preset, reuse_lm, corpus_manifest["sha256"])
+            shutil.copytree(reuse_lm / "tokenizer", work / "tokenizer")
+            shutil.copytree(reuse_lm / "model", work / "model")
+            tokenizer = PreTrainedTokenizerFast.from_pretrained(work / "tokenizer")
+        else:
+            tokenizer = train_tokenizer(texts, preset.vocab_size, work / "tokenizer")
         windows = token_windows(tokenizer, texts, preset.n_ctx)
         perm = torch.randperm(len(windows), generator=torch.Generator().manual_seed(preset.seed))
         n_held = max(8, len(windows) // 50)
@@ -420,10 +452,14 @@ def train_bundle(preset: DemoPreset, out: Path, measure_quality: bool = True) ->
         config = model_config(preset, d_vocab=len(tokenizer))
         torch.manual_seed(preset.seed)
         model = build_model(config, tokenizer)
-        lm_started = time.perf_counter()
-        curve = train_lm(model, train, preset)
-        lm_seconds = time.perf_counter() - lm_started
-        save_model(model, config, work / "model")
+        if reuse_lm is not None:
+            model.load_state_dict(load_file(work / "model" / "model.safetensors"))
+            curve, lm_seconds = old_manifest["lm_loss_curve"], old_manifest["seconds"]["lm"]
+        else:
+            lm_started = time.perf_counter()
+            curve = train_lm(model, train, preset)
+            lm_seconds = time.perf_counter() - lm_started
+            save_model(model, config, work / "model")
         sae_started = time.perf_counter()
         train_saes(model, train, preset, work / "saes")
         sae_seconds = time.perf_counter() - sae_started

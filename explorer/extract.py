@@ -22,6 +22,7 @@ import pandas as pd
 import torch
 from jaxtyping import Bool, Float, Int
 
+from explorer.analysis.logit_lens import unembed_directions
 from explorer.corpus import Corpus
 from explorer.errors import InputError
 from explorer.quality import sae_quality
@@ -241,18 +242,13 @@ class LogitLens:
 def logit_lens(loaded: LoadedSource, handle: SaeHandle, k: int, chunk: int = 2048) -> LogitLens:
     """Decoder logit lens of every feature of one SAE, in chunks of features.
 
-    When the final layer norm has a weight (an unfolded model), the decoder direction is
-    scaled by it first, as the residual stream passes through it before `W_U`.
+    See `explorer.analysis.logit_lens.unembed_directions` for the convention (the final
+    layer norm's weight, then `W_U`).
     """
-    model = loaded.model
-    W_dec = handle.sae.W_dec.detach().float()  # [d_sae, d_model]
-    ln_weight = getattr(model.ln_final, "w", None)
-    if ln_weight is not None:
-        W_dec = W_dec * ln_weight.detach()  # [d_sae, d_model]
-    W_U = model.W_U.detach().float()  # [d_model, d_vocab]
+    W_dec = handle.sae.W_dec  # [d_sae, d_model]
     parts: dict[str, list[np.ndarray]] = {name: [] for name in LogitLens.__dataclass_fields__}
     for start in range(0, W_dec.shape[0], chunk):
-        logits = W_dec[start : start + chunk] @ W_U  # [chunk, d_vocab]
+        logits = unembed_directions(loaded.model, W_dec[start : start + chunk])  # [chunk, d_vocab]
         top_values, top_ids = logits.topk(k, dim=1)  # [chunk, k], largest first
         low_values, low_ids = (-logits).topk(k, dim=1)  # [chunk, k], most negative first
         parts["top_token_ids"].append(top_ids.numpy())

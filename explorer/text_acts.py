@@ -1,0 +1,175 @@
+"""One text's SAE activations, from the store or computed live, in one shape.
+
+Owns `TextActivations` (a text's real tokens and its nonzero activations of one SAE as rows
+pos, feature, value) with the views the token page needs: a [tokens x features] matrix for
+highlighting (with the value shown at full colour), the strongest features of the text, the
+top features at each token (with links to their pages), and parses typed feature ids. It
+reads a stored text with two `Store` reads, and encodes typed text live through the cached
+model and SAE: BOS-prefixed like the build, bounded in characters and in tokens (< n_ctx),
+under `torch.inference_mode()`, without adding hooks to the shared model for residual-stream
+SAEs (the forward stops at the SAE's layer and returns the residual). Other hook points use
+`run_with_cache` under this module's lock, so concurrent sessions never see each other's
+hooks. BOS and padding are never part of the result.
+
+No streamlit and no HTML (see `explorer.tokens_html`).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+
+from explorer.charts import feature_href
+from explorer.errors import InputError
+from explorer.sources import LoadedSource, SaeHandle
+from explorer.store import Store
+from explorer.tokens_html import visible_text
+
+MAX_TEXT_CHARS = 2000
+MAX_HIGHLIGHTED = 8
+_HOOKED_FORWARD_LOCK = threading.Lock()
+
+
+@dataclass(frozen=True)
+class TextActivations:
+    """A text's real tokens (model positions 1..n) and one SAE's nonzero activations."""
+
+    sae: str
+    tokens: list[str]
+    acts: pd.DataFrame  # pos, feature, value; pos is the model position (BOS = 0, never here)
+
+    @property
+    def positions(self) -> np.ndarray:
+        return np.arange(1, len(self.tokens) + 1)
+
+    def values(self, features: Sequence[int]) -> np.ndarray:
+        """[n_tokens, len(features)] activations, zeros where inactive."""
+        matrix = np.zeros((len(self.tokens), len(features)))
+        column = {int(f): i for i, f in enumerate(features)}
+        chosen = self.acts[self.acts["feature"].isin(list(column))]
+        matrix[chosen["pos"].to_numpy() - 1, chosen["feature"].map(column).to_numpy(dtype=int)] = (
+            chosen["value"].to_numpy()
+        )
+        return matrix
+
+    def strongest_features(self, n: int = 3) -> list[int]:
+        """The n features with the largest activation anywhere in the text (ties by id)."""
+        peaks = self.acts.groupby("feature")["value"].max().reset_index()
+        peaks = peaks.sort_values(["value", "feature"], ascending=[False, True])
+        return peaks["feature"].head(n).astype(int).tolist()
+
+    def scales(
+        self, features: Sequence[int], corpus_max: Mapping[int, float] | None = None
+    ) -> list[float]:
+        """The value shown at full colour for each feature: its corpus max when known and
+        positive, else its max on this text, else 1."""
+        text_max = self.acts.groupby("feature")["value"].max()
+        scales = []
+        for feature in features:
+            known = (corpus_max or {}).get(int(feature), 0.0)
+            scales.append(float(known or text_max.get(int(feature), 0.0) or 1.0))
+        return scales
+
+    def top_features_table(self, n: int = 3) -> pd.DataFrame:
+        """One row per token: pos, token (whitespace made visible), then `feature k` (a link
+        to the feature's page) and `value k` for the k-th most active feature there."""
+        shown = [visible_text(token) for token in self.tokens]
+        table = pd.DataFrame({"pos": self.positions, "token": shown})
+        top = self.top_features(n)
+        for rank in range(1, n + 1):
+            at_rank = top[top["rank"] == rank].set_index("pos")
+            links = [feature_href(self.sae, f) for f in at_rank["feature"]]
+            table[f"feature {rank}"] = table["pos"].map(pd.Series(links, index=at_rank.index))
+            table[f"value {rank}"] = table["pos"].map(at_rank["value"])
+        return table
+
+    def top_features(self, n: int = 3) -> pd.DataFrame:
+        """The n most active features at each token: pos, token, rank, feature, value."""
+        ranked = self.acts.sort_values(["pos", "value", "feature"], ascending=[True, False, True])
+        ranked = ranked.assign(rank=ranked.groupby("pos").cumcount() + 1)
+        ranked = ranked[ranked["rank"] <= n]
+        tokens = pd.DataFrame({"pos": self.positions, "token": self.tokens})
+        return tokens.merge(ranked, on="pos", how="inner")[
+            ["pos", "token", "rank", "feature", "value"]
+        ].reset_index(drop=True)
+
+
+def parse_feature_ids(text: str, d_sae: int, max_features: int = MAX_HIGHLIGHTED) -> list[int]:
+    """Feature ids typed as `12, 40 7`: integers in 0..d_sae-1, at most `max_features`,
+    duplicates dropped (first occurrence kept)."""
+    features: list[int] = []
+    for item in text.replace(",", " ").split():
+        if not item.isdigit():
+            raise InputError(f"{item!r} is not a feature id: give integers from 0 to {d_sae - 1}.")
+        if int(item) >= d_sae:
+            raise InputError(f"Feature {item} is out of range: choose 0 to {d_sae - 1}.")
+        if int(item) not in features:
+            features.append(int(item))
+    if len(features) > max_features:
+        raise InputError(f"Highlight at most {max_features} features at once, got {len(features)}.")
+    return features
+
+
+def stored_text_activations(store: Store, text_id: int, sae: str) -> TextActivations:
+    """A stored text's tokens and every activation of one SAE on it."""
+    if store.text(text_id) is None:
+        raise InputError(f"There is no text {text_id} in this store.")
+    tokens = store.text_tokens(text_id)
+    acts = store.text_acts(text_id, sae)
+    return TextActivations(sae=sae, tokens=tokens["token"].tolist(), acts=acts)
+
+
+def _check_text(loaded: LoadedSource, text: str, max_chars: int) -> list[int]:
+    if not text.strip():
+        raise InputError("Type some text first: the text is empty.")
+    if len(text) > max_chars:
+        raise InputError(f"The text has {len(text):,} characters; give at most {max_chars:,}.")
+    token_ids = loaded.tokenizer(text, add_special_tokens=False)["input_ids"]
+    limit = loaded.model.cfg.n_ctx - 1
+    if len(token_ids) > limit:
+        raise InputError(
+            f"The text is {len(token_ids)} tokens; this model reads at most {limit} after its "
+            "BOS token. Shorten the text."
+        )
+    return token_ids
+
+
+def _hook_input(loaded: LoadedSource, handle: SaeHandle, tokens: torch.Tensor) -> torch.Tensor:
+    """The activation the SAE reads at its hook, [1, pos, d_in], without touching shared state
+    for residual-stream hooks."""
+    model = loaded.model
+    if handle.hook_name == f"blocks.{handle.layer}.hook_resid_pre":
+        return model(tokens, stop_at_layer=handle.layer)
+    if handle.hook_name == f"blocks.{handle.layer}.hook_resid_post":
+        return model(tokens, stop_at_layer=handle.layer + 1)
+    with _HOOKED_FORWARD_LOCK:
+        _, cache = model.run_with_cache(
+            tokens, names_filter=[handle.hook_name], stop_at_layer=handle.layer + 1
+        )
+    return cache[handle.hook_name]
+
+
+@torch.inference_mode()
+def encode_text(
+    loaded: LoadedSource, sae: str, text: str, max_chars: int = MAX_TEXT_CHARS
+) -> TextActivations:
+    """Run typed text through the model and one SAE: its tokens and nonzero activations."""
+    handle = loaded.sae(sae)
+    token_ids = _check_text(loaded, text, max_chars)
+    tokens = torch.tensor([[loaded.tokenizer.bos_token_id, *token_ids]])  # [1, pos]
+    feature_acts = handle.sae.encode(_hook_input(loaded, handle, tokens))[0, 1:]  # [pos-1, d_sae]
+    pos, feature = feature_acts.nonzero(as_tuple=True)
+    acts = pd.DataFrame(
+        {
+            "pos": pos.numpy() + 1,
+            "feature": feature.numpy(),
+            "value": feature_acts[pos, feature].float().numpy(),
+        }
+    ).sort_values(["pos", "value", "feature"], ascending=[True, False, True], ignore_index=True)
+    strings = [loaded.tokenizer.decode([token_id]) for token_id in token_ids]
+    return TextActivations(sae=sae, tokens=strings, acts=acts)

@@ -1,0 +1,198 @@
+"""Feature page: deep links, messages on bad links, numbers from the store, escaped examples,
+navigation, decoder neighbours, labels that persist, exports."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch.nn.functional as F
+from streamlit.testing.v1 import AppTest
+
+from explorer.sources import load_source
+from explorer.store import Store
+from tests.stores import build_payload_store
+
+PAGE = str(Path(__file__).resolve().parents[2] / "pages" / "feature.py")
+SAE = "L1.resid_post"
+TITLE_VALUE = re.compile(r'title="token [^"]*?\n' + re.escape(SAE) + r' #\d+: ([0-9.e-]+)"')
+
+
+@pytest.fixture(scope="module")
+def store_path(tiny_bundle_path, tmp_path_factory) -> Path:
+    return build_payload_store(tiny_bundle_path, tmp_path_factory.mktemp("feature_page"))
+
+
+@pytest.fixture(scope="module")
+def facts(store_path):
+    """What the tests compare against, read before the app opens the store."""
+    with Store.open(store_path) as store, store.cursor() as cursor:
+        stats = store.feature_stats(SAE)
+        payload = cursor.execute(
+            """SELECT s.sae, k.feature::BIGINT FROM feature_topk k JOIN saes s USING (sae_idx)
+            JOIN texts x USING (text_id) JOIN tokens t ON t.text_id = k.text_id
+                AND t.pos BETWEEN k.pos::INTEGER - 12 AND k.pos::INTEGER + 4
+            WHERE x.category = 'payload' AND t.token LIKE '%<%'
+            ORDER BY k.rank, s.sae_idx, k.feature LIMIT 1"""
+        ).fetchone()
+        busiest = int(stats.sort_values("n_active_tokens").iloc[-1]["feature"])
+        return {
+            "stats": stats.set_index("feature"),
+            "live": stats.loc[stats["n_active_tokens"] > 0, "feature"].tolist(),
+            "busiest": busiest,
+            "top": store.feature_topk(SAE, busiest),
+            "payload": payload,
+        }
+
+
+@pytest.fixture
+def page(store_path, tiny_bundle_path, monkeypatch):
+    monkeypatch.setenv("EXPLORER_SOURCE", f"demo:{tiny_bundle_path}")
+    monkeypatch.setenv("EXPLORER_STORE", str(store_path))
+    monkeypatch.chdir(Path(PAGE).parents[1])
+
+    def open_page(**query: str) -> AppTest:
+        at = AppTest.from_file(PAGE, default_timeout=120)
+        for key, value in query.items():
+            at.query_params[key] = value
+        at.run()
+        assert not at.exception, at.exception
+        return at
+
+    return open_page
+
+
+def html_bodies(at: AppTest) -> list[str]:
+    return [element.value for element in at.get("html")]
+
+
+def test_deep_link_shows_the_features_numbers_and_highlighted_examples(page, facts):
+    feature = facts["busiest"]
+    at = page(sae=SAE, feature=str(feature))
+    assert at.title[0].value == f"{SAE} · feature {feature}"
+    assert not at.warning
+    stats = facts["stats"].loc[feature]
+    metrics = {metric.label: metric.value for metric in at.metric}
+    assert metrics["token frequency"] == f"{stats['token_freq']:.3%}"
+    assert metrics["frequency rank"] == f"{int(stats['freq_rank'])} of 128"
+    assert metrics["max activation"] == f"{stats['max']:.4g}"
+    assert metrics["mean when active"] == f"{stats['mean_active']:.4g}"
+    assert metrics["active tokens"] == f"{int(stats['n_active_tokens']):,}"
+    top_html = html_bodies(at)[0]
+    top = facts["top"]
+    assert top_html.count("<tr>") == len(top)
+    assert f"#1  {top['value'].iloc[0]:.3f}" in top_html
+    hovered = [float(value) for value in TITLE_VALUE.findall(top_html)]
+    assert any(value == pytest.approx(top["value"].iloc[0], rel=1e-3) for value in hovered)
+    assert "background-color:rgba(217,79,4,1.000)" in top_html  # the max is full colour
+    assert at.query_params["sae"] == SAE and at.query_params["feature"] == str(feature)
+
+
+@pytest.mark.parametrize(
+    ("query", "message"),
+    [
+        ({"sae": "nope", "feature": "3"}, "There is no SAE 'nope'"),
+        ({"sae": SAE, "feature": "abc"}, "'abc' is not an integer"),
+        ({"sae": SAE, "feature": "9999"}, "features 0 to 127"),
+        ({"sae": SAE, "feature": "-4"}, "Feature -4 is out of range"),
+    ],
+)
+def test_bad_links_give_a_message_and_a_live_default(page, facts, query, message):
+    at = page(**query)
+    assert any(message in warning.value for warning in at.warning), [w.value for w in at.warning]
+    shown = at.title[0].value
+    assert re.fullmatch(r"L\d\.resid_post · feature \d+", shown)
+    if query["sae"] == SAE:
+        assert shown == f"{SAE} · feature {facts['live'][0]}"
+
+
+def test_missing_parameters_open_the_first_live_feature_without_a_warning(page):
+    at = page()
+    assert not at.warning
+    assert at.title[0].value.startswith("L0.resid_post · feature ")
+
+
+def test_payload_texts_are_shown_escaped(page, facts):
+    sae, feature = facts["payload"]
+    at = page(sae=sae, feature=str(feature))
+    body = "".join(html_bodies(at))
+    assert "<script" not in body and "<img" not in body and "<b>" not in body
+    assert re.search(r">[^<]*&lt;[^<]*</span>", body), "an escaped '<' is a token's text"
+
+
+def test_previous_next_and_random_move_between_live_features(page, facts):
+    live = facts["live"]
+    start = live[len(live) // 2]
+    at = page(sae=SAE, feature=str(start))
+    next(b for b in at.button if b.label == "Next").click().run()
+    assert at.title[0].value == f"{SAE} · feature {live[len(live) // 2 + 1]}"
+    assert at.query_params["feature"] == str(live[len(live) // 2 + 1])
+    next(b for b in at.button if b.label == "Previous").click().run()
+    next(b for b in at.button if b.label == "Previous").click().run()
+    assert at.title[0].value == f"{SAE} · feature {live[len(live) // 2 - 1]}"
+    for _ in range(3):
+        next(b for b in at.button if b.label == "Random").click().run()
+        assert int(at.title[0].value.rsplit(" ", 1)[1]) in live
+    at.number_input[0].set_value(live[0]).run()
+    assert next(b for b in at.button if b.label == "Previous").disabled == (live[0] == min(live))
+
+
+def test_dead_feature_says_so(page, facts):
+    dead = next(f for f in range(128) if f not in facts["live"])
+    at = page(sae=SAE, feature=str(dead))
+    assert any("never fires" in info.value for info in at.info)
+    assert [m.value for m in at.metric if m.label == "active tokens"] == ["0"]
+
+
+def test_decoder_neighbours_and_co_firing_link_to_feature_pages(page, facts, tiny_bundle_path):
+    feature = facts["busiest"]
+    at = page(sae=SAE, feature=str(feature))
+    same, others = (df.value for df in at.dataframe if "cosine" in df.value.columns)
+    loaded = load_source(f"demo:{tiny_bundle_path}")
+    query = F.normalize(loaded.sae(SAE).sae.W_dec.detach()[feature], dim=0)
+    cosines = {
+        handle.name: F.normalize(handle.sae.W_dec.detach(), dim=1) @ query for handle in loaded.saes
+    }
+    cosines[SAE][feature] = -2
+    values, indices = cosines[SAE].topk(10)
+    assert same["page"].tolist() == [f"feature?sae={SAE}&feature={i}" for i in indices.tolist()]
+    np.testing.assert_allclose(same["cosine"], values.numpy(), atol=1e-5)
+    pooled = sorted(
+        (
+            (float(c), name, i)
+            for name in ("L0.resid_post", "L2.resid_post")
+            for i, c in enumerate(cosines[name])
+        ),
+        reverse=True,
+    )[:10]
+    np.testing.assert_allclose(others["cosine"], [c for c, *_ in pooled], atol=1e-5)
+    assert others["page"].tolist() == [f"feature?sae={n}&feature={i}" for _, n, i in pooled]
+    cofiring = next(df.value for df in at.dataframe if "jaccard" in df.value.columns)
+    assert len(cofiring) == 10 and cofiring["jaccard"].is_monotonic_decreasing
+    assert all(link.startswith(f"feature?sae={SAE}&feature=") for link in cofiring["page"])
+    assert str(feature) not in [link.rsplit("=", 1)[1] for link in cofiring["page"]]
+
+
+def test_label_and_notes_are_saved_in_the_store_and_survive_a_new_session(page, facts):
+    feature = facts["live"][1]
+    at = page(sae=SAE, feature=str(feature))
+    at.text_input[0].set_value("   ")
+    next(b for b in at.button if b.label == "Save label").click().run()
+    assert any("1 to 200 characters" in error.value for error in at.error)
+    at.text_input[0].set_value("closing brackets <b>")
+    at.text_area[0].set_value("fires on ) and ]")
+    next(b for b in at.button if b.label == "Save label").click().run()
+    assert not at.exception
+    assert any("closing brackets <b>" in success.value for success in at.success)
+    saved = at.dataframe[-1].value
+    assert saved["label"].tolist() == ["closing brackets <b>"]
+    assert saved["note"].tolist() == ["fires on ) and ]"]
+    again = page(sae=SAE, feature=str(feature))
+    assert again.dataframe[-1].value["label"].tolist() == ["closing brackets <b>"]
+    assert "Label: closing brackets <b>" in [text.value for text in again.text]
+    assert {button.label for button in again.get("download_button")} == {
+        "Examples (CSV)",
+        "Everything (JSON)",
+    }

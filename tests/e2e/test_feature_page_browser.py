@@ -1,0 +1,157 @@
+"""The feature page in a real browser (Playwright with Debian's chromium): opened from a URL,
+it shows highlighted tokens with their values on hover, and a stored HTML/JS payload renders
+as plain text without running.
+
+The app runs as `streamlit run` in a subprocess on a free port. Until `streamlit_app.py`
+registers the feature page, the test serves a temporary copy of the entry that does.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from explorer.store import Store
+from tests.stores import build_payload_store
+
+pytestmark = pytest.mark.e2e
+
+ROOT = Path(__file__).resolve().parents[2]
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+ENTRY_WITH_PAGES = """import streamlit as st
+
+from explorer.ui.state import sidebar
+
+st.set_page_config(page_title="SAE feature explorer", layout="wide")
+navigation = st.navigation(
+    [
+        st.Page("{root}/pages/home.py", title="Home", default=True),
+        st.Page("{root}/pages/feature.py", title="Feature", url_path="feature"),
+        st.Page("{root}/pages/tokens.py", title="Token highlighting", url_path="tokens"),
+    ]
+)
+sidebar()
+navigation.run()
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def entry_file(folder: Path) -> Path:
+    entry = ROOT / "streamlit_app.py"
+    if 'url_path="feature"' in entry.read_text():
+        return entry
+    copy = folder / "streamlit_app.py"
+    copy.write_text(ENTRY_WITH_PAGES.format(root=ROOT))
+    return copy
+
+
+@pytest.fixture(scope="module")
+def store_path(tiny_bundle_path, tmp_path_factory) -> Path:
+    return build_payload_store(tiny_bundle_path, tmp_path_factory.mktemp("e2e"))
+
+
+@pytest.fixture(scope="module")
+def payload_example(store_path) -> dict:
+    """A feature whose top example is in a payload text with a `<` token in its window."""
+    with Store.open(store_path) as store, store.cursor() as cursor:
+        sae, feature, text_id, pos = cursor.execute(
+            """SELECT s.sae, k.feature::BIGINT, k.text_id::BIGINT, k.pos::BIGINT FROM feature_topk k
+            JOIN saes s USING (sae_idx) JOIN texts x USING (text_id)
+            JOIN tokens t ON t.text_id = k.text_id
+                AND t.pos BETWEEN k.pos::INTEGER - 12 AND k.pos::INTEGER + 4
+            WHERE x.category = 'payload' AND t.token LIKE '%<%'
+            ORDER BY k.rank, s.sae_idx, k.feature LIMIT 1"""
+        ).fetchone()
+        top_value = float(store.feature_topk(sae, feature)["value"].iloc[0])
+        tokens = store.text_tokens(text_id)
+        window = tokens[(tokens["pos"] >= pos - 12) & (tokens["pos"] <= pos + 4)]["token"]
+    return {"sae": sae, "feature": int(feature), "top_value": top_value, "window": "".join(window)}
+
+
+@pytest.fixture(scope="module")
+def server(store_path, tiny_bundle_path, tmp_path_factory) -> Iterator[str]:
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} is missing: install Debian's chromium to run the e2e tests.")
+    port = free_port()
+    env = {
+        **os.environ,
+        "EXPLORER_SOURCE": f"demo:{tiny_bundle_path}",
+        "EXPLORER_STORE": str(store_path),
+        "PYTHONPATH": str(ROOT),
+    }
+    entry = entry_file(tmp_path_factory.mktemp("entry"))
+    command = [sys.executable, "-m", "streamlit", "run", str(entry), "--server.port", str(port)]
+    command += ["--server.headless", "true"]
+    process = subprocess.Popen(
+        command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                if time.monotonic() > deadline or process.poll() is not None:
+                    pytest.fail("streamlit did not start within 60 s")
+                time.sleep(0.5)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=20)
+
+
+@pytest.fixture
+def browser_page():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1200})
+        dialogs: list[str] = []
+        page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
+        yield page, dialogs
+        browser.close()
+
+
+def test_feature_page_from_a_url_highlights_tokens_and_keeps_payloads_inert(
+    server, browser_page, payload_example
+):
+    page, dialogs = browser_page
+    sae, feature = payload_example["sae"], payload_example["feature"]
+    page.goto(f"{server}/feature?sae={sae}&feature={feature}")
+    page.get_by_text(f"{sae} · feature {feature}").wait_for(timeout=120_000)
+    page.get_by_text("Everything (JSON)").wait_for(timeout=120_000)  # the page has run to its end
+    top = page.locator("[data-testid='stHtml']").first
+    highlighted = top.locator("span[title][style*='background-color']")
+    titles = highlighted.evaluate_all("spans => spans.map(span => span.title)")
+    assert len(titles) > 0
+    hover_values = [float(v) for t in titles for v in re.findall(rf"#{feature}: ([0-9.e-]+)", t)]
+    assert any(abs(v - payload_example["top_value"]) < 1e-3 for v in hover_values)
+    highlighted.first.hover()
+
+    shown = " ".join(page.locator("[data-testid='stHtml']").all_inner_texts())
+    assert "<" in payload_example["window"] and payload_example["window"] in shown
+    assert page.locator("[data-testid='stHtml'] script").count() == 0
+    assert page.locator("[data-testid='stHtml'] img").count() == 0
+    assert page.locator("[data-testid='stHtml'] b").count() == 0
+    page.wait_for_timeout(1000)
+    assert dialogs == []
+    assert f"feature={feature}" in page.url
