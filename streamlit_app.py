@@ -11,6 +11,18 @@ navigation = st.navigation(
         st.Page("pages/home.py", title="Home", icon=":material/home:", default=True),
         st.Page("pages/feature.py", title="Feature", icon=":material/search:", url_path="feature"),
         st.Page(
+            "pages/specialists.py",
+            title="Specialist heatmaps",
+            icon=":material/grid_on:",
+            url_path="specialists",
+        ),
+        st.Page(
+            "pages/frequency.py",
+            title="Frequency vs specialization",
+            icon=":material/scatter_plot:",
+            url_path="frequency",
+        ),
+        st.Page(
             "pages/tokens.py",
             title="Token highlighting",
             icon=":material/format_color_text:",

@@ -2,8 +2,7 @@
 it shows highlighted tokens with their values on hover, and a stored HTML/JS payload renders
 as plain text without running.
 
-The app runs as `streamlit run` in a subprocess on a free port. Until `streamlit_app.py`
-registers the feature page, the test serves a temporary copy of the entry that does.
+The real entry runs as `streamlit run` in a subprocess on a free port.
 """
 
 from __future__ import annotations
@@ -28,36 +27,12 @@ pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
-ENTRY_WITH_PAGES = """import streamlit as st
-
-from explorer.ui.state import sidebar
-
-st.set_page_config(page_title="SAE feature explorer", layout="wide")
-navigation = st.navigation(
-    [
-        st.Page("{root}/pages/home.py", title="Home", default=True),
-        st.Page("{root}/pages/feature.py", title="Feature", url_path="feature"),
-        st.Page("{root}/pages/tokens.py", title="Token highlighting", url_path="tokens"),
-    ]
-)
-sidebar()
-navigation.run()
-"""
 
 
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
-
-
-def entry_file(folder: Path) -> Path:
-    entry = ROOT / "streamlit_app.py"
-    if 'url_path="feature"' in entry.read_text():
-        return entry
-    copy = folder / "streamlit_app.py"
-    copy.write_text(ENTRY_WITH_PAGES.format(root=ROOT))
-    return copy
 
 
 @pytest.fixture(scope="module")
@@ -84,7 +59,7 @@ def payload_example(store_path) -> dict:
 
 
 @pytest.fixture(scope="module")
-def server(store_path, tiny_bundle_path, tmp_path_factory) -> Iterator[str]:
+def server(store_path, tiny_bundle_path) -> Iterator[str]:
     if not Path(CHROMIUM).exists():
         pytest.fail(f"{CHROMIUM} is missing: install Debian's chromium to run the e2e tests.")
     port = free_port()
@@ -94,7 +69,7 @@ def server(store_path, tiny_bundle_path, tmp_path_factory) -> Iterator[str]:
         "EXPLORER_STORE": str(store_path),
         "PYTHONPATH": str(ROOT),
     }
-    entry = entry_file(tmp_path_factory.mktemp("entry"))
+    entry = ROOT / "streamlit_app.py"
     command = [sys.executable, "-m", "streamlit", "run", str(entry), "--server.port", str(port)]
     command += ["--server.headless", "true"]
     process = subprocess.Popen(

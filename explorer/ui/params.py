@@ -1,0 +1,262 @@
+"""Sidebar settings that live in the URL, so a what-if view can be shared as a link.
+
+Owns the two-way binding between sidebar widgets and `st.query_params`: on a session's
+first run of a page each widget starts from its query parameter (validated; a bad value
+shows a `st.warning` naming the parameter and falls back to the default), and after every
+run the parameters hold the current non-default values. `specialist_settings_sidebar` is
+the shared sidebar of the specialist pages (one parameter per `SpecialistSettings` field,
+same name); the `url_*` helpers bind one page-specific widget each.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, replace
+from typing import Any, TypeVar
+
+import streamlit as st
+
+from explorer.analysis.specialists import MEASURES, SpecialistSettings
+from explorer.errors import InputError
+
+T = TypeVar("T")
+KEY_PREFIX = "url_"
+# Widget ranges of the numeric settings (None: unbounded); a URL value outside is refused.
+BOUNDS: dict[str, tuple[float | None, float | None]] = {
+    "min_support": (1, 100_000),
+    "strong_threshold": (0.0, None),
+    "min_score": (-100_000, 100_000),
+    "share": (0.0, 1.0),
+    "other_share": (0.0, 1.0),
+    "value_share": (0.0, 1.0),
+    "value_other_share": (0.0, 1.0),
+    "min_auroc": (0.5, 1.0),
+    "min_enrichment": (1.0, None),
+    "fdr": (0.0001, 0.5),
+}
+
+
+def _key(param: str) -> str:
+    return KEY_PREFIX + param
+
+
+def _start_from_url(param: str, default: T, parse: Callable[[str], T]) -> None:
+    """Put the parameter's value (or `default`) into the widget's state, once per session."""
+    key = _key(param)
+    if key in st.session_state:
+        return
+    raw = st.query_params.get(param)
+    if raw is None:
+        st.session_state[key] = default
+        return
+    try:
+        st.session_state[key] = parse(raw)
+    except (InputError, ValueError) as error:
+        st.warning(
+            f"Ignored `{param}={raw[:80]}` from the link: {error} Using the default, {default!r}."
+        )
+        st.session_state[key] = default
+
+
+def _to_url(param: str, value: Any, default: Any) -> None:
+    if value == default:
+        if param in st.query_params:
+            del st.query_params[param]
+    else:
+        st.query_params[param] = str(value)
+
+
+def _parser(default: Any) -> Callable[[str], Any]:
+    """Parse a parameter to the type of its default (numbers must be plain decimals)."""
+    if isinstance(default, int):
+
+        def parse_int(raw: str) -> int:
+            if not raw.strip().lstrip("-").isdigit():
+                raise ValueError("expected a whole number.")
+            return int(raw)
+
+        return parse_int
+    if isinstance(default, float):
+
+        def parse_float(raw: str) -> float:
+            try:
+                return float(raw)
+            except ValueError:
+                raise ValueError("expected a number such as 0.5.") from None
+
+        return parse_float
+    return str
+
+
+def _field_parser(name: str, defaults: SpecialistSettings) -> Callable[[str], Any]:
+    """Parse one field and check it alone (the other fields at their defaults)."""
+    parse = _parser(getattr(defaults, name))
+    low, high = BOUNDS.get(name, (None, None))
+
+    def parse_field(raw: str) -> Any:
+        value = parse(raw)
+        if (low is not None and value < low) or (high is not None and value > high):
+            raise ValueError(f"{name} must lie in [{low}, {high if high is not None else 'inf'}].")
+        replace(defaults, **{name: value})
+        return value
+
+    return parse_field
+
+
+def _bounds(name: str) -> dict[str, Any]:
+    low, high = BOUNDS[name]
+    return {"min_value": low, "max_value": high}
+
+
+def specialist_settings_sidebar() -> SpecialistSettings:
+    """The specialist measure and its thresholds, in the sidebar and the URL."""
+    defaults = SpecialistSettings()
+    for name in SpecialistSettings.field_names():
+        _start_from_url(name, getattr(defaults, name), _field_parser(name, defaults))
+    with st.sidebar:
+        st.subheader("Specialists")
+        st.selectbox(
+            "Measure", list(MEASURES), format_func=MEASURES.__getitem__, key=_key("measure")
+        )
+        st.number_input(
+            "Minimum support (texts)",
+            step=1,
+            key=_key("min_support"),
+            **_bounds("min_support"),
+            help="Texts of the category backing a specialist: strong texts for the notebook "
+            "score, texts where the feature fires otherwise.",
+        )
+        with st.expander("Notebook score"):
+            st.radio(
+                "Strong threshold is",
+                ["relative", "absolute"],
+                key=_key("strong_mode"),
+                horizontal=True,
+                help="Relative: a fraction of the feature's largest text activation.",
+            )
+            st.number_input(
+                "Strong threshold",
+                step=0.05,
+                format="%.3f",
+                key=_key("strong_threshold"),
+                **_bounds("strong_threshold"),
+                help="A text is strong when its activation (mean over its tokens) reaches it.",
+            )
+            st.number_input(
+                "Minimum score (strong inside - outside)",
+                step=1,
+                key=_key("min_score"),
+                **_bounds("min_score"),
+            )
+        with st.expander("Dominance"):
+            st.slider("Category share above", step=0.05, key=_key("share"), **_bounds("share"))
+            st.slider(
+                "Every other category below",
+                step=0.05,
+                key=_key("other_share"),
+                **_bounds("other_share"),
+            )
+            st.slider(
+                "Value share above", step=0.05, key=_key("value_share"), **_bounds("value_share")
+            )
+            st.slider(
+                "Every other value below",
+                step=0.05,
+                key=_key("value_other_share"),
+                **_bounds("value_other_share"),
+            )
+        with st.expander("Statistics"):
+            st.slider("Minimum AUROC", step=0.01, key=_key("min_auroc"), **_bounds("min_auroc"))
+            st.number_input(
+                "Minimum enrichment",
+                step=0.5,
+                key=_key("min_enrichment"),
+                **_bounds("min_enrichment"),
+            )
+            st.radio(
+                "Test",
+                ["fisher", "chi2"],
+                format_func={"fisher": "Fisher exact (one-sided)", "chi2": "chi-squared"}.get,
+                key=_key("test"),
+                horizontal=True,
+            )
+            st.number_input(
+                "FDR (Benjamini-Hochberg)",
+                step=0.01,
+                format="%.4f",
+                key=_key("fdr"),
+                **_bounds("fdr"),
+            )
+    values = {name: st.session_state[_key(name)] for name in SpecialistSettings.field_names()}
+    try:
+        settings = SpecialistSettings(**values)
+    except InputError as error:
+        st.warning(f"{error} Using the default thresholds until this is fixed.")
+        return defaults
+    for name, default in asdict(defaults).items():
+        _to_url(name, values[name], default)
+    return settings
+
+
+def url_selectbox(label: str, param: str, options: Sequence[str], default: str) -> str:
+    """A sidebar selectbox bound to `param`; an unknown value falls back to `default`."""
+
+    def parse(raw: str) -> str:
+        if raw not in options:
+            raise ValueError(f"choose one of {', '.join(options)}.")
+        return raw
+
+    _start_from_url(param, default, parse)
+    if st.session_state[_key(param)] not in options:  # e.g. another store was opened
+        st.session_state[_key(param)] = default
+    value = st.sidebar.selectbox(label, list(options), key=_key(param))
+    _to_url(param, value, default)
+    return value
+
+
+def url_radio(label: str, param: str, options: dict[str, str], default: str) -> str:
+    """A sidebar radio over `options` (value -> label) bound to `param`."""
+
+    def parse(raw: str) -> str:
+        if raw not in options:
+            raise ValueError(f"choose one of {', '.join(options)}.")
+        return raw
+
+    _start_from_url(param, default, parse)
+    value = st.sidebar.radio(label, list(options), format_func=options.get, key=_key(param))
+    _to_url(param, value, default)
+    return value
+
+
+def url_int(label: str, param: str, default: int, low: int, high: int) -> int:
+    """A sidebar whole number in [low, high] bound to `param`."""
+
+    def parse(raw: str) -> int:
+        value = _parser(default)(raw)
+        if not low <= value <= high:
+            raise ValueError(f"choose {low} to {high}.")
+        return value
+
+    _start_from_url(param, default, parse)
+    value = st.sidebar.number_input(label, min_value=low, max_value=high, step=1, key=_key(param))
+    _to_url(param, value, default)
+    return int(value)
+
+
+def url_text(label: str, param: str, default: str, check: Callable[[str], T], **kwargs) -> T:
+    """A sidebar text input bound to `param`, returning `check(text)`; text that `check`
+    refuses (with `InputError`) shows a warning and `check(default)` is used."""
+
+    def parse(raw: str) -> str:
+        check(raw)
+        return raw
+
+    _start_from_url(param, default, parse)
+    text = st.sidebar.text_input(label, key=_key(param), max_chars=500, **kwargs)
+    try:
+        checked = check(text)
+    except InputError as error:
+        st.warning(f"{error} Using {default!r} until this is fixed.")
+        return check(default)
+    _to_url(param, text, default)
+    return checked
