@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from bench.store_queries import feature_category_pandas
 from explorer import store as store_module
 from explorer.errors import InputError, StoreError
 from explorer.store import (
@@ -305,41 +306,6 @@ def test_feature_quantiles_cover_the_activation_range(store: Store, corpus: Corp
         assert examples["bin"].max() == QUANTILE_BINS - 1  # the max lies in the top bin
         ranks = examples.groupby("bin")["rank"].apply(list)
         assert all(r == list(range(1, len(r) + 1)) for r in ranks)
-
-
-def feature_category_pandas(acts: pd.DataFrame, texts: pd.DataFrame) -> pd.DataFrame:
-    """The feature x category table of one SAE, from its nonzero rows, with pandas."""
-    texts = texts[texts["n_tokens"] > 0]
-    n_texts = texts.groupby("category").size()
-    feature_max = acts.groupby("feature")["value"].max()
-    rows = acts.merge(texts[["text_id", "category", "n_tokens"]], on="text_id")
-    rows["share"] = rows["value"].astype(np.float64) / rows["n_tokens"]
-    rows["strong"] = rows["value"] >= 0.5 * rows["feature"].map(feature_max)
-    table = rows.groupby(["feature", "category"]).agg(
-        n_texts_active=("text_id", "nunique"),
-        n_tokens_active=("value", "size"),
-        share=("share", "sum"),
-        max_act=("value", "max"),
-        strong_count=("strong", "sum"),
-    )
-    full = pd.MultiIndex.from_product(
-        [sorted(feature_max.index), sorted(n_texts.index)], names=["feature", "category"]
-    )
-    table = table.reindex(full, fill_value=0).reset_index()
-    table["n_texts"] = table["category"].map(n_texts)
-    table["mean_act"] = table.pop("share") / table["n_texts"]
-    return table[
-        [
-            "feature",
-            "category",
-            "n_texts",
-            "n_texts_active",
-            "n_tokens_active",
-            "mean_act",
-            "max_act",
-            "strong_count",
-        ]
-    ]
 
 
 @pytest.mark.parametrize("sae_index", [0, 1])
