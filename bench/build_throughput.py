@@ -8,6 +8,13 @@ statistics, Arrow ingest, sorting, derived tables, logit lens and quality. Runs 
 recorded in bench/results/build_throughput.json.
 
     python -m bench.build_throughput [--source demo] [--corpus bundled+arithmetic:3000]
+    python -m bench.build_throughput --shape gpt2-small   # GPT-2-small-sized random model
+
+The demo model is tiny (1.9M parameters) while its four TopK SAEs emit 128 rows per token,
+so its build is bound by writing rows, not by compute. `--shape gpt2-small` measures the
+same pipeline on a randomly initialised model and SAEs of GPT-2 small's size (12 layers,
+d_model 768, TopK SAEs of 24576 features, k 32, at blocks 6, 8, 10 and 11, as
+gpt2-small-res-jb), with the demo tokenizer: the compute per row of a real research setup.
 """
 
 from __future__ import annotations
@@ -26,9 +33,9 @@ import torch
 from explorer.build import build_store
 from explorer.corpus import resolve_corpus
 from explorer.extract import BuildSettings, padded_batches, tokenize_corpus
-from explorer.sources import LoadedSource, load_source
+from explorer.sources import LoadedSource, SaeHandle, Source, load_source
 
-RESULTS = Path(__file__).parent / "results" / "build_throughput.json"
+RESULTS = Path(__file__).parent / "results"
 
 
 @torch.inference_mode()
@@ -56,17 +63,41 @@ def full_build(loaded: LoadedSource, corpus, batch_size: int) -> tuple[float, in
         return time.perf_counter() - started, report.n_tokens
 
 
+def gpt2_small_shaped(seed: int = 0) -> LoadedSource:
+    """A random model and SAEs with GPT-2 small's shapes, on the demo bundle's tokenizer."""
+    from sae_lens import TopKSAE, TopKSAEConfig
+    from transformer_lens import HookedTransformer, HookedTransformerConfig
+
+    torch.manual_seed(seed)
+    demo = load_source("demo")
+    config = HookedTransformerConfig(
+        n_layers=12, d_model=768, n_heads=12, d_head=64, d_mlp=3072, n_ctx=128,
+        d_vocab=demo.model.cfg.d_vocab, act_fn="gelu_new", normalization_type="LN",
+        model_name="gpt2-small-shaped", device="cpu",
+    )  # fmt: skip
+    model = HookedTransformer(config, tokenizer=demo.tokenizer).eval()
+    handles = []
+    for layer in (6, 8, 10, 11):
+        hook = f"blocks.{layer}.hook_resid_pre"
+        sae = TopKSAE(TopKSAEConfig(d_in=768, d_sae=24576, k=32, apply_b_dec_to_input=True))
+        sae.cfg.metadata.hook_name = hook
+        handles.append(SaeHandle(name=f"L{layer}", hook_name=hook, layer=layer, sae=sae.eval()))
+    source = Source(kind="demo", preset="gpt2-small-shaped")
+    return LoadedSource(source=source, model=model, saes=handles)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--source", default="demo")
+    parser.add_argument("--shape", choices=["gpt2-small"], help="random model of this size")
     parser.add_argument("--corpus", default="bundled+arithmetic:3000")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--results", type=Path, default=RESULTS)
+    parser.add_argument("--results", type=Path, help="default: bench/results/build_*.json")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    loaded = load_source(args.source)
+    loaded = gpt2_small_shaped() if args.shape else load_source(args.source)
     corpus = resolve_corpus(args.corpus)
     compute_only(loaded, corpus.head(min(len(corpus), 64)), args.batch_size)  # warm-up
     baseline, build = [], []
@@ -76,7 +107,7 @@ def main() -> None:
         seconds, n_tokens = full_build(loaded, corpus, args.batch_size)
         build.append(n_tokens / seconds)
     result = {
-        "source": args.source,
+        "source": args.shape or args.source,
         "corpus": args.corpus,
         "n_texts": len(corpus),
         "n_tokens": n_tokens,
@@ -92,8 +123,9 @@ def main() -> None:
         "load_average": [round(x, 2) for x in os.getloadavg()],
         "measured_at": time.strftime("%Y-%m-%d %H:%M"),
     }
-    args.results.parent.mkdir(parents=True, exist_ok=True)
-    args.results.write_text(json.dumps(result, indent=2) + "\n")
+    results = args.results or RESULTS / f"build_throughput_{args.shape or 'demo'}.json"
+    results.parent.mkdir(parents=True, exist_ok=True)
+    results.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
 
 

@@ -53,16 +53,18 @@ def _build(args: argparse.Namespace) -> None:
         max_texts=args.max_texts,
         hooks=tuple(args.hooks.split(",")) if args.hooks else None,
     )
-    bar = tqdm(total=None, unit="tok", unit_scale=True, desc="extracting", dynamic_ncols=True)
+    bars: list[tqdm] = []  # created at the first batch, so its rate excludes model loading
 
     def progress(done: int, total: int, seconds: float) -> None:
-        bar.total = total
-        bar.update(done - bar.n)
+        if not bars:
+            bars.append(tqdm(total=total, unit="tok", unit_scale=True, desc="extracting"))
+        bars[0].update(done - bars[0].n)
 
     try:
         report = build_store(args.source, args.corpus, args.out, settings, progress)
     finally:
-        bar.close()
+        for bar in bars:
+            bar.close()
     print(
         f"wrote {report.path}: {report.n_texts:,} texts, {report.n_tokens:,} tokens, "
         f"{sum(report.n_rows.values()):,} activation rows, "

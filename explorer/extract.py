@@ -28,6 +28,8 @@ from explorer.errors import InputError
 from explorer.quality import sae_quality
 from explorer.sources import LoadedSource, SaeHandle
 
+RECON_STRIDE = 4
+
 
 @dataclass(frozen=True)
 class BuildSettings:
@@ -38,7 +40,7 @@ class BuildSettings:
     hooks: tuple[str, ...] | None = None  # hook names or SAE names; None = every SAE
     topk: int = 20
     logit_lens_k: int = 20
-    quality_texts: int = 128  # texts used for CE loss recovered (three extra forwards each)
+    quality_texts: int = 32  # texts for CE loss recovered: 1 + 2 x n_saes extra forwards each
 
     def validate(self) -> None:
         if not 1 <= self.batch_size <= 1024:
@@ -132,6 +134,7 @@ class FeatureAccumulator:
     top_pos: torch.Tensor = field(init=False)  # [topk, d_sae]
     sq_err: float = 0.0
     n_tokens: int = 0
+    n_recon_tokens: int = 0
     act_in_sum: torch.Tensor | None = None
     act_in_sq_sum: torch.Tensor | None = None
 
@@ -146,24 +149,43 @@ class FeatureAccumulator:
 
     def update(
         self,
-        feature_acts: Float[torch.Tensor, "batch pos d_sae"],
-        text_ids: Int[torch.Tensor, " batch"],
+        text_id: Int[torch.Tensor, " n_rows"],
+        pos: Int[torch.Tensor, " n_rows"],
+        feature: Int[torch.Tensor, " n_rows"],
+        value: Float[torch.Tensor, " n_rows"],
+        n_real_tokens: int,
     ) -> None:
-        batch, n_pos, _ = feature_acts.shape
-        active = feature_acts > 0
-        self.n_active_tokens += active.sum((0, 1))
-        self.n_active_texts += active.any(1).sum(0)
-        self.act_sum += feature_acts.sum((0, 1), dtype=torch.float64)
-        self.act_max = torch.maximum(self.act_max, feature_acts.amax((0, 1)))
-        flat = feature_acts.reshape(batch * n_pos, self.d_sae)  # [batch*pos, d_sae]
-        k = min(self.topk, flat.shape[0])
-        values, rows = flat.topk(k, dim=0)  # [k, d_sae]
-        merged_values = torch.cat([self.top_values, values])  # [topk + k, d_sae]
-        merged_text = torch.cat([self.top_text, text_ids[rows // n_pos]])
-        merged_pos = torch.cat([self.top_pos, rows % n_pos])
-        self.top_values, keep = merged_values.topk(self.topk, dim=0)  # [topk, d_sae]
-        self.top_text = merged_text.gather(0, keep)
-        self.top_pos = merged_pos.gather(0, keep)
+        """Fold one batch's sparse rows in; cost is linear in rows, not in tokens x d_sae."""
+        self.n_tokens += n_real_tokens
+        self.n_active_tokens += torch.bincount(feature, minlength=self.d_sae)
+        self.act_sum += torch.bincount(feature, weights=value.double(), minlength=self.d_sae)
+        self.act_max = self.act_max.scatter_reduce(0, feature, value, "amax")
+        text_feature = torch.unique(text_id * self.d_sae + feature)  # one per (text, feature)
+        self.n_active_texts += torch.bincount(text_feature % self.d_sae, minlength=self.d_sae)
+        # running top-k: only rows above their feature's current k-th value can enter it
+        enters = value > self.top_values[-1, feature]
+        if enters.any():
+            self._merge_topk(text_id[enters], pos[enters], feature[enters], value[enters])
+
+    def _merge_topk(
+        self, text_id: torch.Tensor, pos: torch.Tensor, feature: torch.Tensor, value: torch.Tensor
+    ) -> None:
+        touched = torch.unique(feature)  # [n_touched]
+        old_feature = touched.repeat(self.topk)  # [topk * n_touched], rank-major
+        all_feature = torch.cat([old_feature, feature])
+        all_value = torch.cat([self.top_values[:, touched].reshape(-1), value])
+        all_text = torch.cat([self.top_text[:, touched].reshape(-1), text_id])
+        all_pos = torch.cat([self.top_pos[:, touched].reshape(-1), pos])
+        by_value = torch.sort(all_value, descending=True, stable=True).indices
+        order = by_value[torch.sort(all_feature[by_value], stable=True).indices]  # feature, -value
+        sorted_feature = all_feature[order]
+        group_start = torch.searchsorted(sorted_feature, sorted_feature, right=False)
+        rank = torch.arange(len(order)) - group_start  # rank within its feature
+        keep = order[rank < self.topk]
+        kept_rank = rank[rank < self.topk]
+        self.top_values[kept_rank, all_feature[keep]] = all_value[keep]
+        self.top_text[kept_rank, all_feature[keep]] = all_text[keep]
+        self.top_pos[kept_rank, all_feature[keep]] = all_pos[keep]
 
     def update_reconstruction(
         self,
@@ -177,7 +199,7 @@ class FeatureAccumulator:
         self.sq_err += float(((recon.double() - acts_in) ** 2).sum())
         self.act_in_sum += acts_in.sum(0)
         self.act_in_sq_sum += (acts_in**2).sum(0)
-        self.n_tokens += acts_in.shape[0]
+        self.n_recon_tokens += acts_in.shape[0]
 
     def feature_stats(self, n_texts: int) -> pd.DataFrame:
         """One row per feature; `freq_rank` 1 = most frequent (ties share the lower rank)."""
@@ -219,11 +241,11 @@ class FeatureAccumulator:
         return rows[rows["value"] > 0].sort_values(["feature", "rank"], ignore_index=True)
 
     def reconstruction_quality(self) -> tuple[float, float, float]:
-        """L0, explained variance and dead fraction over every real token of the corpus."""
-        n = max(self.n_tokens, 1)
+        """L0 and dead fraction over every real token; explained variance on the sample."""
         assert self.act_in_sum is not None and self.act_in_sq_sum is not None
-        total_var = float((self.act_in_sq_sum - self.act_in_sum**2 / n).sum())
-        l0 = float(self.n_active_tokens.sum()) / n
+        n_recon = max(self.n_recon_tokens, 1)
+        total_var = float((self.act_in_sq_sum - self.act_in_sum**2 / n_recon).sum())
+        l0 = float(self.n_active_tokens.sum()) / max(self.n_tokens, 1)
         dead = float((self.n_active_tokens == 0).float().mean())
         return l0, 1.0 - self.sq_err / total_var, dead
 
@@ -320,6 +342,12 @@ def extract(
             tokens, names_filter=hooks, stop_at_layer=stop_at
         )  # cache[hook]: [batch, pos, d_model]
         batch_text_ids = torch.from_numpy(text_ids)
+        n_batch, n_pos = tokens.shape
+        # explained variance is estimated on every RECON_STRIDE-th real token: the decode
+        # is a dense [tokens, d_sae] @ [d_sae, d_in] matmul as costly as the encode
+        offsets = torch.arange(n_pos)[None, :] + torch.arange(n_batch)[:, None]
+        reconstruction_sample = offsets % RECON_STRIDE == 0  # [batch, pos]
+        n_real = int(real.sum())
         if sink is not None:
             rows, cols = real.nonzero(as_tuple=True)
             token_ids = tokens[rows, cols].numpy()
@@ -328,19 +356,23 @@ def extract(
             acts_in = cache[handle.hook_name]  # [batch, pos, d_in]
             feature_acts = handle.sae.encode(acts_in) * real[..., None]  # [batch, pos, d_sae]
             accumulator = accumulators[handle.name]
-            accumulator.update(feature_acts, batch_text_ids)
-            accumulator.update_reconstruction(acts_in[real], handle.sae.decode(feature_acts[real]))
+            b, pos, feature = feature_acts.nonzero(as_tuple=True)
+            value = feature_acts[b, pos, feature]
+            accumulator.update(batch_text_ids[b], pos, feature, value, n_real)
+            sample = real & reconstruction_sample  # [batch, pos]
+            accumulator.update_reconstruction(
+                acts_in[sample], handle.sae.decode(feature_acts[sample])
+            )
             if sink is not None:
-                b, pos, feature = feature_acts.nonzero(as_tuple=True)
                 sink.add_acts(
                     handle.name,
                     feature.numpy(),
                     text_ids[b.numpy()],
                     pos.numpy(),
-                    feature_acts[b, pos, feature].numpy(),
+                    value.numpy(),
                 )
                 n_rows[handle.name] += len(feature)
-        done += int(real.sum())
+        done += n_real
         if progress is not None:
             progress(done, total_tokens, time.perf_counter() - started)
     seconds = time.perf_counter() - started
