@@ -17,14 +17,14 @@ QUALITY_COLUMNS = ["l0", "explained_variance", "ce_loss_recovered", "dead_fracti
 
 def model_facts(loaded: LoadedSource) -> dict[str, object]:
     cfg = loaded.model.cfg
+    n_parameters = sum(p.numel() for p in loaded.model.parameters())
     return {
-        "model": cfg.model_name,
         "layers": cfg.n_layers,
         "d_model": cfg.d_model,
         "heads": cfg.n_heads,
         "context (tokens)": cfg.n_ctx,
         "vocabulary": cfg.d_vocab,
-        "parameters": sum(p.numel() for p in loaded.model.parameters()),
+        "parameters": f"{n_parameters / 1e6:.2f}M",
     }
 
 

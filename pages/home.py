@@ -14,7 +14,7 @@ QUALITY_FORMAT = {
 
 st.title("SAE feature explorer")
 loaded = current_source()
-st.caption(f"Source: `{loaded.source.spec()}`")
+st.caption(f"Source `{loaded.source.spec()}` · model `{loaded.model.cfg.model_name}`")
 
 st.subheader("Model")
 facts = model_facts(loaded)
