@@ -25,7 +25,7 @@ from jaxtyping import Bool, Float, Int
 from explorer.analysis.logit_lens import unembed_directions
 from explorer.corpus import Corpus
 from explorer.errors import InputError
-from explorer.quality import sae_quality
+from explorer.quality import ce_losses, recovered
 from explorer.sources import LoadedSource, SaeHandle
 
 RECON_STRIDE = 4
@@ -402,14 +402,14 @@ def _quality(
     """L0, EV and dead fraction over the whole corpus; CE loss recovered on its first texts."""
     subset = TokenizedCorpus(tokenized.text_ids[:n_texts], tokenized.ids[:n_texts], 0)
     _, tokens, real = next(padded_batches(subset, n_texts, loaded.tokenizer.pad_token_id))
+    losses = ce_losses(loaded.model, {h.hook_name: h.sae for h in handles}, tokens, real)
     quality = {}
     for handle in handles:
         l0, explained_variance, dead = accumulators[handle.name].reconstruction_quality()
-        measured = sae_quality(loaded.model, handle.sae, handle.hook_name, tokens, real)
         quality[handle.name] = {
             "l0": l0,
             "explained_variance": explained_variance,
-            "ce_loss_recovered": measured.ce_loss_recovered,
+            "ce_loss_recovered": recovered(*losses[handle.hook_name]),
             "dead_fraction": dead,
         }
     return quality

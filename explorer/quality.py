@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from jaxtyping import Bool, Int
+from jaxtyping import Bool, Float, Int
 from sae_lens import SAE
 from transformer_lens import HookedTransformer
 
@@ -38,13 +38,72 @@ def _next_token_loss(logits: torch.Tensor, tokens: torch.Tensor, loss_mask: torc
     return float(-(target_lp * mask).sum() / mask.sum())
 
 
-def _splice(replacement: torch.Tensor, mask: torch.Tensor):
-    """A hook that puts `replacement` at the real-token positions of the hooked activation."""
+# Residual-stream hooks, and the block a forward resumes at after replacing them.
+_RESUME_OFFSET = {"hook_resid_pre": 0, "hook_resid_post": 1}
 
-    def hook(value: torch.Tensor, hook) -> torch.Tensor:
-        return torch.where(mask[..., None], replacement, value)
 
-    return hook
+def _resume_layer(hook_name: str) -> int | None:
+    parts = hook_name.split(".")
+    if len(parts) == 3 and parts[0] == "blocks" and parts[2] in _RESUME_OFFSET:
+        return int(parts[1]) + _RESUME_OFFSET[parts[2]]
+    return None
+
+
+def _stop_layer(hook_name: str) -> int | None:
+    """The first block a forward may skip when only `hook_name` is needed."""
+    parts = hook_name.split(".")
+    return int(parts[1]) + 1 if parts[0] == "blocks" and parts[1].isdigit() else None
+
+
+def spliced_logits(
+    model: HookedTransformer,
+    tokens: Int[torch.Tensor, "batch pos"],
+    hook_name: str,
+    replacement: Float[torch.Tensor, "batch pos d_in"],
+) -> Float[torch.Tensor, "batch pos d_vocab"]:
+    """Logits with the activation at `hook_name` replaced by `replacement`.
+
+    A residual-stream hook resumes the forward at the next block (`start_at_layer`), so the
+    layers before the hook are not run again; any other hook runs the model with a hook.
+    """
+    layer = _resume_layer(hook_name)
+    if layer is None:
+        return model.run_with_hooks(
+            tokens, fwd_hooks=[(hook_name, lambda value, hook: replacement)]
+        )
+    return model(replacement, start_at_layer=layer)
+
+
+@torch.inference_mode()
+def ce_losses(
+    model: HookedTransformer,
+    saes: dict[str, SAE],
+    tokens: Int[torch.Tensor, "batch pos"],
+    real_mask: Bool[torch.Tensor, "batch pos"],
+) -> dict[str, tuple[float, float, float]]:
+    """(clean, with SAE, zero-ablated) next-token loss per hook, one clean forward for all.
+
+    The SAE's reconstruction (or zeros) replaces the activation at real tokens only.
+    """
+    clean_logits, cache = model.run_with_cache(tokens, names_filter=list(saes))
+    clean = _next_token_loss(clean_logits, tokens, real_mask)
+    losses = {}
+    for hook_name, sae in saes.items():
+        acts = cache[hook_name]  # [batch, pos, d_in]
+        recon = torch.where(real_mask[..., None], sae.decode(sae.encode(acts)), acts)
+        zeroed = torch.where(real_mask[..., None], torch.zeros_like(acts), acts)
+        with_sae, zero = (
+            _next_token_loss(spliced_logits(model, tokens, hook_name, x), tokens, real_mask)
+            for x in (recon, zeroed)
+        )
+        losses[hook_name] = (clean, with_sae, zero)
+    return losses
+
+
+def recovered(clean: float, with_sae: float, zero: float) -> float:
+    """Share of the zero-ablation loss gap that the SAE's reconstruction closes."""
+    gap = zero - clean
+    return (zero - with_sae) / gap if gap > 0 else float("nan")
 
 
 @torch.inference_mode()
@@ -73,7 +132,9 @@ def sae_quality(
     for start in range(0, tokens.shape[0], batch_size):
         batch = tokens[start : start + batch_size]
         mask = real_mask[start : start + batch_size]
-        clean_logits, cache = model.run_with_cache(batch, names_filter=[hook_name])
+        _, cache = model.run_with_cache(
+            batch, names_filter=[hook_name], stop_at_layer=_stop_layer(hook_name)
+        )
         acts = cache[hook_name]  # [batch, pos, d_in]
         feature_acts = sae.encode(acts)  # [batch, pos, d_sae]
         recon = sae.decode(feature_acts)  # [batch, pos, d_in]
@@ -86,22 +147,18 @@ def sae_quality(
         act_sq_sum += (real_acts**2).sum(0)
         n_tok += int(mask.sum())
 
-        sae_logits = model.run_with_hooks(batch, fwd_hooks=[(hook_name, _splice(recon, mask))])
-        zero_logits = model.run_with_hooks(
-            batch, fwd_hooks=[(hook_name, _splice(torch.zeros_like(acts), mask))]
-        )
         n_batch_targets = int(mask[:, 1:].sum())
-        for name, logits in (("clean", clean_logits), ("sae", sae_logits), ("zero", zero_logits)):
-            losses[name] += _next_token_loss(logits, batch, mask) * n_batch_targets
+        batch_losses = ce_losses(model, {hook_name: sae}, batch, mask)[hook_name]
+        for name, loss in zip(("clean", "sae", "zero"), batch_losses, strict=True):
+            losses[name] += loss * n_batch_targets
         n_targets += n_batch_targets
     assert n_tok > 0, "sae_quality needs at least one real token"
     total_var = float((act_sq_sum - act_sum**2 / n_tok).sum())
     clean, with_sae, zero = (losses[k] / n_targets for k in ("clean", "sae", "zero"))
-    gap = zero - clean
     return SaeQuality(
         l0=l0_sum / n_tok,
         explained_variance=1.0 - sq_err / total_var,
-        ce_loss_recovered=(zero - with_sae) / gap if gap > 0 else float("nan"),
+        ce_loss_recovered=recovered(clean, with_sae, zero),
         dead_fraction=1.0 - float(ever_active.float().mean()),
         clean_loss=clean,
         sae_loss=with_sae,
