@@ -30,7 +30,7 @@ import sys
 import sysconfig
 import tempfile
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import Literal
@@ -501,16 +501,3 @@ def train_bundle(
         if work.exists():
             shutil.rmtree(work)
     return load_bundle(out)
-
-
-def ensure_bundle(preset: str) -> Path:
-    """Return the bundle folder of a preset, training the `tiny` one if it is missing."""
-    path = bundle_path(preset)
-    if not (path / "manifest.json").exists() and preset == "tiny":
-        train_bundle(PRESETS["tiny"], path)
-    return path
-
-
-def preset_with(name: str, **overrides) -> DemoPreset:
-    """A named preset with some fields changed (used by tests and experiments)."""
-    return replace(PRESETS[name], **overrides)

@@ -8,13 +8,7 @@ from __future__ import annotations
 
 from explorer.charts import feature_href
 
-FEATURE_PAGE = "feature"
-
 
 def feature_url(sae: str, feature: int) -> str:
     """Relative URL of one feature's page, usable in LinkColumn, markdown and altair href."""
     return feature_href(sae, feature)
-
-
-def feature_link_markdown(sae: str, feature: int) -> str:
-    return f"[{sae} #{int(feature)}]({feature_url(sae, feature)})"
