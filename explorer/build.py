@@ -13,7 +13,7 @@ from pathlib import Path
 
 from explorer.corpus import Corpus, resolve_corpus
 from explorer.errors import CorpusError
-from explorer.extract import BuildSettings, ExtractionResult, Progress, extract
+from explorer.extract import BuildSettings, ExtractionResult, Progress, extract, select_saes
 from explorer.sources import LoadedSource, Source, load_source
 from explorer.store import SaeInfo, StoreWriter
 
@@ -53,10 +53,9 @@ def build_store(
         "settings": json.dumps(asdict(settings)),
         "model_name": loaded.model.cfg.model_name,
     }
+    handles = select_saes(loaded, settings.hooks)
     with StoreWriter(out, meta=meta) as writer:
-        for handle in loaded.saes:
-            if settings.hooks and not {handle.hook_name, handle.name} & set(settings.hooks):
-                continue
+        for handle in handles:
             writer.add_sae(
                 SaeInfo(
                     sae=handle.name,
