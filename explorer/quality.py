@@ -17,6 +17,8 @@ from jaxtyping import Bool, Float, Int
 from sae_lens import SAE
 from transformer_lens import HookedTransformer
 
+from explorer.hooks import block_of, residual_boundary
+
 
 @dataclass(frozen=True)
 class SaeQuality:
@@ -38,21 +40,10 @@ def _next_token_loss(logits: torch.Tensor, tokens: torch.Tensor, loss_mask: torc
     return float(-(target_lp * mask).sum() / mask.sum())
 
 
-# Residual-stream hooks, and the block a forward resumes at after replacing them.
-_RESUME_OFFSET = {"hook_resid_pre": 0, "hook_resid_post": 1}
-
-
-def _resume_layer(hook_name: str) -> int | None:
-    parts = hook_name.split(".")
-    if len(parts) == 3 and parts[0] == "blocks" and parts[2] in _RESUME_OFFSET:
-        return int(parts[1]) + _RESUME_OFFSET[parts[2]]
-    return None
-
-
-def _stop_layer(hook_name: str) -> int | None:
+def _stop_after(hook_name: str) -> int | None:
     """The first block a forward may skip when only `hook_name` is needed."""
-    parts = hook_name.split(".")
-    return int(parts[1]) + 1 if parts[0] == "blocks" and parts[1].isdigit() else None
+    block = block_of(hook_name)
+    return None if block is None else block + 1
 
 
 def spliced_logits(
@@ -66,7 +57,7 @@ def spliced_logits(
     A residual-stream hook resumes the forward at the next block (`start_at_layer`), so the
     layers before the hook are not run again; any other hook runs the model with a hook.
     """
-    layer = _resume_layer(hook_name)
+    layer = residual_boundary(hook_name)
     if layer is None:
         return model.run_with_hooks(
             tokens, fwd_hooks=[(hook_name, lambda value, hook: replacement)]
@@ -133,7 +124,7 @@ def sae_quality(
         batch = tokens[start : start + batch_size]
         mask = real_mask[start : start + batch_size]
         _, cache = model.run_with_cache(
-            batch, names_filter=[hook_name], stop_at_layer=_stop_layer(hook_name)
+            batch, names_filter=[hook_name], stop_at_layer=_stop_after(hook_name)
         )
         acts = cache[hook_name]  # [batch, pos, d_in]
         feature_acts = sae.encode(acts)  # [batch, pos, d_sae]

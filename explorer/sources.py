@@ -18,7 +18,6 @@ from __future__ import annotations
 import difflib
 import json
 import pickle
-import re
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -46,6 +45,7 @@ from transformer_lens import HookedTransformer
 from transformer_lens.loading_from_pretrained import make_model_alias_map
 
 from explorer.errors import InputError, SourceError
+from explorer.hooks import block_of
 
 if TYPE_CHECKING:  # demo.py is imported lazily: only demo-backed sources need it
     from explorer.demo import DemoBundle
@@ -398,13 +398,13 @@ def _handle(
 
 def _layer_of(hook_name: str) -> int:
     """`blocks.8.hook_resid_pre` -> 8."""
-    match = re.match(r"blocks\.(\d+)\.", hook_name)
-    if match is None:
+    layer = block_of(hook_name)
+    if layer is None:
         raise SourceError(
             f"The hook {hook_name!r} is not inside a transformer block "
             "(expected blocks.<layer>.<hook>, e.g. blocks.8.hook_resid_pre)."
         )
-    return int(match.group(1))
+    return layer
 
 
 def _short_name(hook_name: str, layer: int) -> str:

@@ -26,6 +26,7 @@ import torch
 
 from explorer.charts import feature_href
 from explorer.errors import InputError
+from explorer.hooks import residual_boundary
 from explorer.sources import LoadedSource, SaeHandle
 from explorer.store import Store
 from explorer.tokens_html import visible_text
@@ -143,10 +144,9 @@ def _hook_input(loaded: LoadedSource, handle: SaeHandle, tokens: torch.Tensor) -
     """The activation the SAE reads at its hook, [1, pos, d_in], without touching shared state
     for residual-stream hooks."""
     model = loaded.model
-    if handle.hook_name == f"blocks.{handle.layer}.hook_resid_pre":
-        return model(tokens, stop_at_layer=handle.layer)
-    if handle.hook_name == f"blocks.{handle.layer}.hook_resid_post":
-        return model(tokens, stop_at_layer=handle.layer + 1)
+    boundary = residual_boundary(handle.hook_name)
+    if boundary is not None:
+        return model(tokens, stop_at_layer=boundary)
     with _HOOKED_FORWARD_LOCK:
         _, cache = model.run_with_cache(
             tokens, names_filter=[handle.hook_name], stop_at_layer=handle.layer + 1
