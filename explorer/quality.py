@@ -17,7 +17,7 @@ from jaxtyping import Bool, Float, Int
 from sae_lens import SAE
 from transformer_lens import HookedTransformer
 
-from explorer.hooks import block_of, residual_boundary
+from explorer.hooks import residual_boundary
 
 
 @dataclass(frozen=True)
@@ -38,12 +38,6 @@ def _next_token_loss(logits: torch.Tensor, tokens: torch.Tensor, loss_mask: torc
     target_lp = log_probs.gather(-1, tokens[:, 1:, None])[..., 0]  # [batch, pos-1]
     mask = loss_mask[:, 1:]
     return float(-(target_lp * mask).sum() / mask.sum())
-
-
-def _stop_after(hook_name: str) -> int | None:
-    """The first block a forward may skip when only `hook_name` is needed."""
-    block = block_of(hook_name)
-    return None if block is None else block + 1
 
 
 def spliced_logits(
@@ -77,18 +71,37 @@ def ce_losses(
     The SAE's reconstruction (or zeros) replaces the activation at real tokens only.
     """
     clean_logits, cache = model.run_with_cache(tokens, names_filter=list(saes))
-    clean = _next_token_loss(clean_logits, tokens, real_mask)
-    losses = {}
-    for hook_name, sae in saes.items():
-        acts = cache[hook_name]  # [batch, pos, d_in]
-        recon = torch.where(real_mask[..., None], sae.decode(sae.encode(acts)), acts)
-        zeroed = torch.where(real_mask[..., None], torch.zeros_like(acts), acts)
-        with_sae, zero = (
-            _next_token_loss(spliced_logits(model, tokens, hook_name, x), tokens, real_mask)
-            for x in (recon, zeroed)
+    return {
+        hook_name: _losses(
+            model,
+            tokens,
+            real_mask,
+            clean_logits,
+            hook_name,
+            cache[hook_name],
+            sae.decode(sae.encode(cache[hook_name])),
         )
-        losses[hook_name] = (clean, with_sae, zero)
-    return losses
+        for hook_name, sae in saes.items()
+    }
+
+
+def _losses(
+    model: HookedTransformer,
+    tokens: Int[torch.Tensor, "batch pos"],
+    real_mask: Bool[torch.Tensor, "batch pos"],
+    clean_logits: Float[torch.Tensor, "batch pos d_vocab"],
+    hook_name: str,
+    acts: Float[torch.Tensor, "batch pos d_in"],
+    recon: Float[torch.Tensor, "batch pos d_in"],
+) -> tuple[float, float, float]:
+    """(clean, with SAE, zero-ablated) loss, replacing `acts` at real tokens only."""
+    spliced = torch.where(real_mask[..., None], recon, acts)
+    zeroed = torch.where(real_mask[..., None], torch.zeros_like(acts), acts)
+    with_sae, zero = (
+        _next_token_loss(spliced_logits(model, tokens, hook_name, x), tokens, real_mask)
+        for x in (spliced, zeroed)
+    )
+    return _next_token_loss(clean_logits, tokens, real_mask), with_sae, zero
 
 
 def recovered(clean: float, with_sae: float, zero: float) -> float:
@@ -123,9 +136,7 @@ def sae_quality(
     for start in range(0, tokens.shape[0], batch_size):
         batch = tokens[start : start + batch_size]
         mask = real_mask[start : start + batch_size]
-        _, cache = model.run_with_cache(
-            batch, names_filter=[hook_name], stop_at_layer=_stop_after(hook_name)
-        )
+        clean_logits, cache = model.run_with_cache(batch, names_filter=[hook_name])
         acts = cache[hook_name]  # [batch, pos, d_in]
         feature_acts = sae.encode(acts)  # [batch, pos, d_sae]
         recon = sae.decode(feature_acts)  # [batch, pos, d_in]
@@ -139,7 +150,7 @@ def sae_quality(
         n_tok += int(mask.sum())
 
         n_batch_targets = int(mask[:, 1:].sum())
-        batch_losses = ce_losses(model, {hook_name: sae}, batch, mask)[hook_name]
+        batch_losses = _losses(model, batch, mask, clean_logits, hook_name, acts, recon)
         for name, loss in zip(("clean", "sae", "zero"), batch_losses, strict=True):
             losses[name] += loss * n_batch_targets
         n_targets += n_batch_targets
