@@ -12,15 +12,15 @@ import streamlit as st
 
 from explorer.analysis.specialists import Specialists, SpecialistSettings, load_specialists
 from explorer.store import Store
-from explorer.ui.resources import open_store
+from explorer.ui.resources import StoreKey, open_store, store_key
 
 
 @st.cache_data(max_entries=16, ttl=3600, show_spinner="Computing the specialist measures…")
-def _specialists(path: str, mtime_ns: int, settings: SpecialistSettings) -> Specialists:
-    """`mtime_ns` is only part of the cache key: a rebuilt file gets new entries."""
+def _specialists(key: StoreKey, settings: SpecialistSettings) -> Specialists:
+    path, _ = key  # the modification time is only part of the key
     return load_specialists(open_store(path), settings)
 
 
 def specialists(store: Store, settings: SpecialistSettings) -> Specialists:
     """`load_specialists(store, settings)`, cached per store file and settings."""
-    return _specialists(str(store.path), store.path.stat().st_mtime_ns, settings)
+    return _specialists(store_key(store), settings)

@@ -22,13 +22,9 @@ from explorer.feature_queries import CoFiringLevel
 from explorer.sources import LoadedSource
 from explorer.store import Store
 from explorer.text_acts import TextActivations, encode_text, stored_text_activations
+from explorer.ui.resources import StoreKey, store_key
 
 TTL_S = 3600
-StoreKey = tuple[str, int]
-
-
-def store_key(store: Store) -> StoreKey:
-    return str(store.path), store.path.stat().st_mtime_ns
 
 
 def source_key(loaded: LoadedSource) -> str:

@@ -66,6 +66,15 @@ def _build_lock() -> threading.Lock:
     return threading.Lock()
 
 
+StoreKey = tuple[str, int]
+
+
+def store_key(store: Store) -> StoreKey:
+    """Cache key of a store's content: its path and the file's modification time, so a
+    rebuild or a saved label (both rewrite the file) never reads an old cache entry."""
+    return str(store.path), store.path.stat().st_mtime_ns
+
+
 def open_store(path: str) -> Store:
     return _store_slot(str(Path(path).absolute())).get()
 
