@@ -333,7 +333,6 @@ def extract(
     total_tokens = int(tokenized.n_tokens.sum())
     vocab = vocab_strings(loaded)
     accumulators = {h.name: FeatureAccumulator(h.sae.cfg.d_sae, settings.topk) for h in handles}
-    n_rows = dict.fromkeys(accumulators, 0)
     done = 0
     started = time.perf_counter()
     pad_id = loaded.tokenizer.pad_token_id
@@ -371,7 +370,6 @@ def extract(
                     pos.numpy(),
                     value.numpy(),
                 )
-                n_rows[handle.name] += len(feature)
         done += n_real
         if progress is not None:
             progress(done, total_tokens, time.perf_counter() - started)
@@ -386,7 +384,7 @@ def extract(
         quality=quality,
         vocab=vocab,
         n_tokens=total_tokens,
-        n_rows=n_rows,
+        n_rows={n: int(a.n_active_tokens.sum()) for n, a in accumulators.items()},
         seconds=seconds,
         truncated_texts=tokenized.truncated,
     )
