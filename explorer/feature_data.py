@@ -23,7 +23,6 @@ from explorer.analysis.histograms import activation_histogram
 from explorer.errors import InputError
 from explorer.feature_queries import (
     MAX_TEXTS,
-    check_feature,
     example_windows,
     feature_text_maxima,
     sae_row,
@@ -218,7 +217,7 @@ def category_view(
     """Up to `n_texts` texts of `category` (strongest activation first, then by id, texts
     where the feature is silent included) and up to `n_texts` of other categories where it
     fires most."""
-    check_feature(sae_row(store, sae), feature)
+    store.check_feature(sae, feature)
     if not 1 <= n_texts <= MAX_TEXTS // 2:
         raise InputError(f"n_texts must be from 1 to {MAX_TEXTS // 2}, got {n_texts}.")
     fired = feature_text_maxima(store, sae, feature)

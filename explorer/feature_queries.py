@@ -55,17 +55,6 @@ def sae_row(store: Store, sae: str) -> SaeRow:
     raise StoreError(f"Unknown SAE {sae!r}; this store has {[row[0] for row in rows]}.")
 
 
-def check_feature(row: SaeRow, feature: Any) -> int:
-    """`feature` as an int in 0..d_sae-1, or an `InputError` saying the valid range."""
-    if isinstance(feature, bool) or not isinstance(feature, int | np.integer):
-        raise InputError(f"A feature id must be an integer, got {feature!r}.")
-    if not 0 <= feature < row.d_sae:
-        raise InputError(
-            f"Feature {feature} is out of range for SAE {row.name!r}: choose 0 to {row.d_sae - 1}."
-        )
-    return int(feature)
-
-
 def _bounded(name: str, value: Any, low: int, high: int) -> int:
     if (
         isinstance(value, bool)
@@ -96,7 +85,7 @@ def live_features(store: Store, sae: str) -> np.ndarray:
 def adjacent_live_feature(store: Store, sae: str, feature: int, step: Literal[-1, 1]) -> int | None:
     """The nearest live feature below (`step=-1`) or above (`step=1`) `feature`, if any."""
     row = sae_row(store, sae)
-    feature = check_feature(row, feature)
+    feature = store.check_feature(row.name, feature)
     if step not in (-1, 1):
         raise InputError(f"step must be -1 or 1, got {step!r}.")
     pick = (
@@ -128,7 +117,7 @@ def example_windows(
     cut_before / cut_after (the window does not reach the text's first / last token).
     """
     row = sae_row(store, sae)
-    feature = check_feature(row, feature)
+    feature = store.check_feature(row.name, feature)
     before = _bounded("before", before, 0, MAX_WINDOW)
     after = _bounded("after", after, 0, MAX_WINDOW)
     if len(examples) > MAX_TEXTS:
@@ -175,7 +164,7 @@ def texts_with_feature(
     window is cut and `center` marks each text's largest activation.
     """
     row = sae_row(store, sae)
-    feature = check_feature(row, feature)
+    feature = store.check_feature(row.name, feature)
     if len(text_ids) > MAX_TEXTS:
         raise InputError(f"Give at most {MAX_TEXTS} texts, got {len(text_ids)}.")
     return _df(
@@ -201,7 +190,7 @@ def feature_text_maxima(store: Store, sae: str, feature: int) -> pd.DataFrame:
     """text_id, category, max_value, n_active of every text where the feature fires,
     strongest first (a range read on the feature's run of `acts`)."""
     row = sae_row(store, sae)
-    feature = check_feature(row, feature)
+    feature = store.check_feature(row.name, feature)
     return _df(
         store,
         """WITH per_text AS (
@@ -231,7 +220,7 @@ def feature_scales(store: Store, sae: str, features: Sequence[int]) -> dict[int,
     row = sae_row(store, sae)
     if len(features) > MAX_FEATURES_PER_QUERY:
         raise InputError(f"Give at most {MAX_FEATURES_PER_QUERY} features, got {len(features)}.")
-    chosen = sorted({check_feature(row, f) for f in features})
+    chosen = sorted({store.check_feature(row.name, f) for f in features})
     rows = _df(
         store,
         """SELECT feature::BIGINT AS feature, "max" FROM feature_stats
@@ -258,7 +247,7 @@ def co_firing(
     n_both), best first (ties by feature id).
     """
     row = sae_row(store, sae)
-    feature = check_feature(row, feature)
+    feature = store.check_feature(row.name, feature)
     other = row if other_sae is None else sae_row(store, other_sae)
     k = _bounded("k", k, 1, MAX_NEIGHBOURS)
     if level not in ("token", "text"):

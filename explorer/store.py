@@ -1183,6 +1183,10 @@ class Store:
             raise StoreError(f"Unknown SAE {sae!r}; this store has {list(self._saes)}.")
         return self._saes[sae]
 
+    def check_feature(self, sae: str, feature: Any) -> int:
+        """`feature` as an int in 0..d_sae-1 of `sae`; StoreError / InputError otherwise."""
+        return self._feature(self._sae(sae), feature)
+
     def _feature(self, ref: _SaeRef, feature: Any) -> int:
         if isinstance(feature, bool) or not isinstance(feature, int | np.integer):
             raise InputError(f"A feature id must be an integer, got {feature!r}.")
