@@ -28,6 +28,12 @@ navigation = st.navigation(
             icon=":material/format_color_text:",
             url_path="tokens",
         ),
+        st.Page(
+            "pages/ablation.py",
+            title="Ablation lab",
+            icon=":material/science:",
+            url_path="ablation",
+        ),
     ]
 )
 sidebar()

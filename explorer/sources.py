@@ -44,6 +44,7 @@ from safetensors.torch import load_file
 from transformer_lens import HookedTransformer
 from transformer_lens.loading_from_pretrained import make_model_alias_map
 
+from explorer import request_hooks
 from explorer.errors import InputError, SourceError
 from explorer.hooks import block_of
 
@@ -182,6 +183,10 @@ class LoadedSource:
     source: Source
     model: HookedTransformer
     saes: list[SaeHandle]
+
+    def __post_init__(self) -> None:
+        # at load time, before the model is shared: per-request hooks (see request_hooks)
+        request_hooks.install(self.model, [handle.hook_name for handle in self.saes])
 
     @property
     def tokenizer(self) -> Any:

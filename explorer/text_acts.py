@@ -6,17 +6,16 @@ highlighting (with the value shown at full colour), the strongest features of th
 top features at each token (with links to their pages), and parses typed feature ids. It
 reads a stored text with two `Store` reads, and encodes typed text live through the cached
 model and SAE: BOS-prefixed like the build, bounded in characters and in tokens (< n_ctx),
-under `torch.inference_mode()`, without adding hooks to the shared model for residual-stream
-SAEs (the forward stops at the SAE's layer and returns the residual). Other hook points use
-`run_with_cache` under this module's lock, so concurrent sessions never see each other's
-hooks. BOS and padding are never part of the result.
+under `torch.inference_mode()`, without adding hooks to the shared model: residual-stream
+SAEs stop the forward at the SAE's layer and take the residual, other hook points capture
+the activation through `explorer.request_hooks`, so concurrent sessions never see each
+other's hooks. BOS and padding are never part of the result.
 
 No streamlit and no HTML (see `explorer.tokens_html`).
 """
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -24,6 +23,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from explorer import request_hooks
 from explorer.charts import feature_href
 from explorer.errors import InputError
 from explorer.hooks import residual_boundary
@@ -33,7 +33,6 @@ from explorer.tokens_html import visible_text
 
 MAX_TEXT_CHARS = 2000
 MAX_HIGHLIGHTED = 8
-_HOOKED_FORWARD_LOCK = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -125,7 +124,8 @@ def stored_text_activations(store: Store, text_id: int, sae: str) -> TextActivat
     return TextActivations(sae=sae, tokens=tokens["token"].tolist(), acts=acts)
 
 
-def _check_text(loaded: LoadedSource, text: str, max_chars: int) -> list[int]:
+def check_text(loaded: LoadedSource, text: str, max_chars: int) -> list[int]:
+    """The text's token ids (no BOS); empty, too long or over the context: InputError."""
     if not text.strip():
         raise InputError("Type some text first: the text is empty.")
     if len(text) > max_chars:
@@ -141,17 +141,21 @@ def _check_text(loaded: LoadedSource, text: str, max_chars: int) -> list[int]:
 
 
 def _hook_input(loaded: LoadedSource, handle: SaeHandle, tokens: torch.Tensor) -> torch.Tensor:
-    """The activation the SAE reads at its hook, [1, pos, d_in], without touching shared state
-    for residual-stream hooks."""
+    """The activation the SAE reads at its hook, [1, pos, d_in]. Residual-stream hooks stop
+    the forward at their boundary; other hooks capture it through this context's request
+    hook, so no session's hook is ever visible to another."""
     model = loaded.model
     boundary = residual_boundary(handle.hook_name)
     if boundary is not None:
         return model(tokens, stop_at_layer=boundary)
-    with _HOOKED_FORWARD_LOCK:
-        _, cache = model.run_with_cache(
-            tokens, names_filter=[handle.hook_name], stop_at_layer=handle.layer + 1
-        )
-    return cache[handle.hook_name]
+    captured: list[torch.Tensor] = []
+
+    def capture(activation: torch.Tensor) -> None:
+        captured.append(activation)
+
+    with request_hooks.using({handle.hook_name: capture}):
+        model(tokens, stop_at_layer=handle.layer + 1)
+    return captured[0]
 
 
 @torch.inference_mode()
@@ -160,7 +164,7 @@ def encode_text(
 ) -> TextActivations:
     """Run typed text through the model and one SAE: its tokens and nonzero activations."""
     handle = loaded.sae(sae)
-    token_ids = _check_text(loaded, text, max_chars)
+    token_ids = check_text(loaded, text, max_chars)
     tokens = torch.tensor([[loaded.tokenizer.bos_token_id, *token_ids]])  # [1, pos]
     feature_acts = handle.sae.encode(_hook_input(loaded, handle, tokens))[0, 1:]  # [pos-1, d_sae]
     pos, feature = feature_acts.nonzero(as_tuple=True)

@@ -243,6 +243,25 @@ def url_int(label: str, param: str, default: int, low: int, high: int) -> int:
     return int(value)
 
 
+def url_float(
+    label: str, param: str, default: float, low: float, high: float, **kwargs: Any
+) -> float:
+    """A sidebar number in [low, high] bound to `param`."""
+
+    def parse(raw: str) -> float:
+        value = _parser(float(default))(raw)
+        if not low <= value <= high:
+            raise ValueError(f"choose {low:g} to {high:g}.")
+        return value
+
+    _start_from_url(param, float(default), parse)
+    value = st.sidebar.number_input(
+        label, min_value=float(low), max_value=float(high), key=_key(param), **kwargs
+    )
+    _to_url(param, value, float(default))
+    return float(value)
+
+
 def url_text(label: str, param: str, default: str, check: Callable[[str], T], **kwargs) -> T:
     """A sidebar text input bound to `param`, returning `check(text)`; text that `check`
     refuses (with `InputError`) shows a warning and `check(default)` is used."""
