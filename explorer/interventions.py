@@ -35,6 +35,7 @@ import numpy as np
 import pandas as pd
 import torch
 from jaxtyping import Float
+from sae_lens import SAE
 from scipy.stats import ttest_ind
 
 from explorer import request_hooks
@@ -158,6 +159,49 @@ def _position_mask(n_positions: int, positions: tuple[int, ...] | None) -> torch
     return mask
 
 
+def new_values(
+    chosen: Float[torch.Tensor, "batch pos n_features"],
+    intervention: Intervention,
+    mask: torch.Tensor,
+) -> Float[torch.Tensor, "batch pos n_features"]:
+    """The chosen features' activations after a zero / clamp / scale / swap intervention, at
+    the positions of `mask` ([pos] bool); other positions keep their values."""
+    replaced = {
+        "zero": lambda: torch.zeros_like(chosen),
+        "clamp": lambda: torch.full_like(chosen, intervention.value),
+        "scale": lambda: chosen * intervention.value,
+        "swap": lambda: chosen.flip(-1),
+    }[intervention.mode]()
+    return torch.where(mask[None, :, None], replaced, chosen)
+
+
+def changed_acts(
+    acts: Float[torch.Tensor, "batch pos d_sae"], intervention: Intervention, mask: torch.Tensor
+) -> Float[torch.Tensor, "batch pos d_sae"]:
+    """All SAE activations after the intervention (`new_values` written into a copy)."""
+    features = torch.tensor(intervention.features)
+    changed = acts.clone()
+    changed[..., features] = new_values(acts[..., features], intervention, mask)
+    return changed
+
+
+def _affine_decoder(sae: SAE) -> bool:
+    """SAELens decoders are affine in the activations (`a @ W_dec + b_dec`, optionally with
+    rescaling by decoder norms or a constant output scale) except with layer-norm output
+    normalization."""
+    return getattr(sae.cfg, "normalize_activations", "none") != "layer_norm"
+
+
+@torch.no_grad()
+def decoder_rows(sae: SAE, features: Sequence[int]) -> Float[torch.Tensor, "n_features d_in"]:
+    """What one unit of each feature adds to the SAE's output, as the SAE decodes it:
+    `decode(e_f) - decode(0)` (W_dec[f] for a plain decoder), flattened."""
+    units = torch.zeros(len(features), sae.cfg.d_sae)  # [n_features, d_sae]
+    units[torch.arange(len(features)), torch.tensor(list(features))] = 1.0
+    rows = sae.decode(units) - sae.decode(torch.zeros(1, sae.cfg.d_sae))
+    return rows.reshape(len(features), -1)
+
+
 @dataclass
 class HookTrace:
     """What the last call of an intervention's hook saw (first text of the batch)."""
@@ -167,55 +211,40 @@ class HookTrace:
     activation_change: torch.Tensor | None = None  # [pos] mean |x' - x| over the hook's width
 
 
-def changed_acts(
-    acts: Float[torch.Tensor, "batch pos d_sae"], intervention: Intervention, mask: torch.Tensor
-) -> Float[torch.Tensor, "batch pos d_sae"]:
-    """The SAE activations after a zero / clamp / scale / swap intervention at the positions
-    of `mask` ([pos] bool); other features and positions keep their values."""
-    features = torch.tensor(intervention.features)
-    chosen = acts[..., features]  # [batch, pos, n_features]
-    replaced = {
-        "zero": lambda: torch.zeros_like(chosen),
-        "clamp": lambda: torch.full_like(chosen, intervention.value),
-        "scale": lambda: chosen * intervention.value,
-        "swap": lambda: chosen.flip(-1),
-    }[intervention.mode]()
-    changed = acts.clone()
-    changed[..., features] = torch.where(mask[None, :, None], replaced, chosen)
-    return changed
-
-
 def apply(
     handle: SaeHandle, intervention: Intervention, trace: HookTrace | None = None
 ) -> request_hooks.RequestHook:
-    """The function replacing the activation at `handle`'s hook (see the module docstring)."""
+    """The function replacing the activation at `handle`'s hook (see the module docstring).
+
+    With an affine decoder the change is `(a'_f - a_f) @ decoder_rows` over the chosen
+    features only, which equals `decode(a') - decode(a)` without two full decodes."""
     intervention.check(handle)
     sae = handle.sae
     features = torch.tensor(intervention.features)
-
-    with torch.no_grad():
-        steering = torch.zeros(1, sae.cfg.d_sae)  # [1, d_sae]
-        steering[0, features] = intervention.value
-        direction = sae.decode(steering) - sae.decode(torch.zeros_like(steering))  # [1, d_in]
-
-    def steer(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        shaped = mask.to(x.dtype).reshape(1, -1, *([1] * (x.dim() - 2)))  # [1, pos, 1...]
-        return x + shaped * direction.reshape(1, 1, *x.shape[2:])
+    rows = decoder_rows(sae, intervention.features)  # [n_features, d_in]
+    affine = _affine_decoder(sae)
 
     def patch(x: Float[torch.Tensor, "batch pos ..."]) -> torch.Tensor:
         mask = _position_mask(x.shape[1], intervention.positions)  # [pos]
         if intervention.mode == "steer":
-            patched = steer(x, mask)
+            direction = intervention.value * rows.sum(0)  # [d_in]
+            shaped = mask.to(x.dtype).reshape(1, -1, *([1] * (x.dim() - 2)))  # [1, pos, 1...]
+            patched = x + shaped * direction.reshape(1, 1, *x.shape[2:])
             if trace is not None:
                 trace.before = sae.encode(x[0])[:, features]
                 trace.after = sae.encode(patched[0])[:, features]
         else:
             acts = sae.encode(x)  # [batch, pos, d_sae]
-            changed = changed_acts(acts, intervention, mask)
-            patched = x + (sae.decode(changed) - sae.decode(acts))
+            chosen = acts[..., features]  # [batch, pos, n_features]
+            new = new_values(chosen, intervention, mask)
+            if affine:
+                patched = x + ((new - chosen) @ rows).reshape(x.shape)
+            else:
+                changed = acts.clone()
+                changed[..., features] = new
+                patched = x + (sae.decode(changed) - sae.decode(acts))
             if trace is not None:
-                trace.before = acts[0, :, features]
-                trace.after = changed[0, :, features]
+                trace.before, trace.after = chosen[0], new[0]
         if trace is not None:
             trace.activation_change = (patched[0] - x[0]).abs().flatten(1).mean(-1)
         return patched

@@ -7,32 +7,17 @@ The real entry runs as `streamlit run` in a subprocess on a free port.
 
 from __future__ import annotations
 
-import os
 import re
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from explorer.store import Store
+from tests.e2e.browser import streamlit_server
 from tests.stores import build_payload_store
 
 pytestmark = pytest.mark.e2e
-
-ROOT = Path(__file__).resolve().parents[2]
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -60,50 +45,8 @@ def payload_example(store_path) -> dict:
 
 @pytest.fixture(scope="module")
 def server(store_path, tiny_bundle_path) -> Iterator[str]:
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"{CHROMIUM} is missing: install Debian's chromium to run the e2e tests.")
-    port = free_port()
-    env = {
-        **os.environ,
-        "EXPLORER_SOURCE": f"demo:{tiny_bundle_path}",
-        "EXPLORER_STORE": str(store_path),
-        "PYTHONPATH": str(ROOT),
-    }
-    entry = ROOT / "streamlit_app.py"
-    command = [sys.executable, "-m", "streamlit", "run", str(entry), "--server.port", str(port)]
-    command += ["--server.headless", "true"]
-    process = subprocess.Popen(
-        command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                if time.monotonic() > deadline or process.poll() is not None:
-                    pytest.fail("streamlit did not start within 60 s")
-                time.sleep(0.5)
+    with streamlit_server(store_path, tiny_bundle_path) as url:
         yield url
-    finally:
-        process.terminate()
-        process.wait(timeout=20)
-
-
-@pytest.fixture
-def browser_page():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1400, "height": 1200})
-        dialogs: list[str] = []
-        page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
-        yield page, dialogs
-        browser.close()
 
 
 def test_feature_page_from_a_url_highlights_tokens_and_keeps_payloads_inert(

@@ -1,0 +1,22 @@
+"""Real-browser fixtures: a headless Debian chromium page driven by Playwright that records
+any JS dialog (see `tests.e2e.browser` for the server)."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.e2e.browser import CHROMIUM, CHROMIUM_ARGS
+
+
+@pytest.fixture
+def browser_page():
+    """A fresh chromium page (1400 x 1200) and the list of JS dialogs it opened."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1200})
+        dialogs: list[str] = []
+        page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
+        yield page, dialogs
+        browser.close()
