@@ -29,6 +29,24 @@ navigation = st.navigation(
             url_path="tokens",
         ),
         st.Page(
+            "pages/rankings.py",
+            title="Rankings",
+            icon=":material/leaderboard:",
+            url_path="rankings",
+        ),
+        st.Page(
+            "pages/taxonomy.py",
+            title="Token taxonomy",
+            icon=":material/category:",
+            url_path="taxonomy",
+        ),
+        st.Page(
+            "pages/compare.py",
+            title="Compare SAEs",
+            icon=":material/compare:",
+            url_path="compare",
+        ),
+        st.Page(
             "pages/ablation.py",
             title="Ablation lab",
             icon=":material/science:",

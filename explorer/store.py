@@ -70,6 +70,14 @@ Schema (version `SCHEMA_VERSION`; ids are unsigned on disk and come back as int6
   the value; rank 1 = largest value among the picked.
 - `logit_lens(sae_idx, feature, rank, token_id, token, logit)`: rank 1..k for the top tokens
   (largest logit first), -1..-k for the bottom ones (most negative first).
+- `feature_token(sae_idx, feature, token_id, n_active)`, sorted by (sae_idx, feature,
+  n_active DESC, token_id): per feature, how many of its active tokens (rows of `acts`) are
+  each token id, for its `FEATURE_TOKEN_TOP` most frequent token ids (ties by token_id). With
+  `feature_stats.n_active_tokens` (the feature's active tokens), `token_counts.n` (the token's
+  occurrences) and the rows of `tokens` it gives the 2 x 2 feature x token tables of the
+  token-enrichment taxonomy (`explorer.analysis.enrichment`) without reading `acts`.
+- `token_counts(token_id, token, n)`, sorted by token_id: each token id of `tokens` with its
+  string and its number of rows; their sum is the rows of `tokens`.
 - `labels(sae, feature, label, note, created_at)`, `interventions(id, sae, settings JSON,
   metrics JSON, created_at)`: what users write. They name SAEs by `sae` (sae_idx may change
   between builds) and the writer copies them from the previous store at the same path.
@@ -133,7 +141,7 @@ from explorer.errors import InputError, StoreError
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION = "2"
+SCHEMA_VERSION = "3"
 HIST_BINS = 32
 TOPK_EXAMPLES = 20
 QUANTILE_BINS = 10
@@ -148,6 +156,7 @@ MAX_LABEL_CHARS = 200
 MAX_NOTE_CHARS = 2000
 MAX_LABEL_PREFIX_CHARS = 100
 LABEL_TOP = 5
+FEATURE_TOKEN_TOP = 32
 
 _TABLES: dict[str, str] = {
     "meta": "key VARCHAR PRIMARY KEY, value VARCHAR NOT NULL",
@@ -178,6 +187,8 @@ _TABLES: dict[str, str] = {
         value FLOAT, token VARCHAR""",
     "logit_lens": """sae_idx UTINYINT, feature UINTEGER, rank SMALLINT, token_id UINTEGER,
         token VARCHAR, logit FLOAT""",
+    "feature_token": "sae_idx UTINYINT, feature UINTEGER, token_id UINTEGER, n_active UINTEGER",
+    "token_counts": "token_id UINTEGER, token VARCHAR, n BIGINT",
     "labels": """sae VARCHAR NOT NULL, feature UINTEGER NOT NULL, label VARCHAR NOT NULL,
         note VARCHAR, created_at TIMESTAMP NOT NULL""",
     "interventions": """id BIGINT PRIMARY KEY, sae VARCHAR NOT NULL, settings JSON,
@@ -393,6 +404,23 @@ LEFT JOIN tokens t USING (text_id, pos)
 ORDER BY 1, 2, 3, 6
 """
 
+# Per (SAE, feature, token id): the feature's active tokens that are this token id, kept for
+# the feature's `$top` most frequent token ids (ties by token_id).
+_FEATURE_TOKEN_SQL = """
+INSERT INTO feature_token
+SELECT a.sae_idx, a.feature, t.token_id, count(*) AS n_active
+FROM acts a JOIN tokens t USING (text_id, pos)
+GROUP BY a.sae_idx, a.feature, t.token_id
+QUALIFY row_number() OVER (
+    PARTITION BY a.sae_idx, a.feature ORDER BY count(*) DESC, t.token_id) <= $top
+ORDER BY a.sae_idx, a.feature, n_active DESC, t.token_id
+"""
+
+_TOKEN_COUNTS_SQL = """
+INSERT INTO token_counts
+SELECT token_id, min(token), count(*) FROM tokens GROUP BY token_id ORDER BY token_id
+"""
+
 
 @dataclass(frozen=True)
 class SaeInfo:
@@ -468,6 +496,22 @@ def _open_error(path: Path, exc: duckdb.Error) -> StoreError:
     else:
         reason = f"cannot be read ({message}); rebuild it"
     return StoreError(f"The store {path} {reason}.")
+
+
+def stored_schema_version(path: str | Path) -> str | None:
+    """The schema version written in the store file at `path`; None when there is no file,
+    it is not a store, or it cannot be read now. Reads `meta` only, so a caller can tell a
+    store of an older version (rebuild it) from a damaged or busy one (`Store.open` says why).
+    """
+    path = Path(path)
+    if not path.is_file():
+        return None
+    try:
+        with duckdb.connect(str(path), read_only=True) as con:
+            row = con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+    except duckdb.Error:
+        return None
+    return None if row is None else row[0]
 
 
 def _is_corruption(exc: duckdb.Error) -> bool:
@@ -912,6 +956,8 @@ class StoreWriter:
                 "INSERT INTO logit_lens SELECT * FROM logit_lens_staging ORDER BY 1, 2, 3",
                 {},
             ),
+            ("feature_token", _FEATURE_TOKEN_SQL, {"top": FEATURE_TOKEN_TOP}),
+            ("token_counts", _TOKEN_COUNTS_SQL, {}),
         ]
         for name, sql, params in steps:
             step_started = time.perf_counter()
@@ -1419,6 +1465,32 @@ class Store:
             FROM logit_lens WHERE sae_idx = ? AND feature = ?
             ORDER BY rank < 0, abs(rank)""",
             [ref.idx, self._feature(ref, feature)],
+        )
+
+    def feature_tokens(self, sae: str) -> pd.DataFrame:
+        """The stored feature x token counts of one SAE (see `feature_token`).
+
+        Columns: feature, token_id, token, n_active (the feature's active tokens that are
+        this token), n_token (the token's rows in `tokens`) and n_feature (the feature's
+        active tokens, `feature_stats.n_active_tokens`); per feature its most frequent
+        tokens first (ties by token_id). Live features only; reads no `acts`.
+        """
+        ref = self._sae(sae)
+        return self._df(
+            """SELECT f.feature::BIGINT AS feature, f.token_id::BIGINT AS token_id, c.token,
+                f.n_active::BIGINT AS n_active, c.n AS n_token, s.n_active_tokens AS n_feature
+            FROM feature_token f
+            JOIN token_counts c USING (token_id)
+            JOIN feature_stats s USING (sae_idx, feature)
+            WHERE f.sae_idx = ?
+            ORDER BY f.feature, f.n_active DESC, f.token_id""",
+            [ref.idx],
+        )
+
+    def token_counts(self) -> pd.DataFrame:
+        """token_id, token, n: every token id of the corpus with its rows in `tokens`."""
+        return self._df(
+            "SELECT token_id::BIGINT AS token_id, token, n FROM token_counts ORDER BY token_id"
         )
 
     def compute_feature_stats(self, sae: str) -> pd.DataFrame:

@@ -16,7 +16,7 @@ import torch
 
 from explorer.build import build_store
 from explorer.sources import LoadedSource, Source, load_source
-from explorer.store import Store
+from explorer.store import SCHEMA_VERSION, Store, stored_schema_version
 
 DEMO_CORPUS = "bundled+arithmetic"
 
@@ -79,13 +79,20 @@ def open_store(path: str) -> Store:
     return _store_slot(str(Path(path).absolute())).get()
 
 
+def demo_store_outdated(path: str) -> bool:
+    """True when there is no store at `path` or it has another schema version."""
+    return not Path(path).exists() or stored_schema_version(path) not in (SCHEMA_VERSION, None)
+
+
 def build_missing_demo_store(path: str, spec: str, progress) -> bool:
-    """Build the demo store at `path` if it is missing; True when a build ran.
+    """Build the demo store at `path` if it is missing or of another schema version (one
+    `Store.open` refuses; labels and interventions are carried over by the build); True when
+    a build ran. A file that is not a readable store is left for `Store.open` to report.
 
     One build at a time per process: a second session waits, then finds the file.
     """
     with _build_lock():
-        if Path(path).exists():
+        if not demo_store_outdated(path):
             return False
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         build_store(loaded_source(spec), DEMO_CORPUS, path, progress=progress)

@@ -7,8 +7,6 @@ pages get the loaded source and the open store through `current_source()` and
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import streamlit as st
 
 from explorer.errors import ExplorerError
@@ -18,12 +16,14 @@ from explorer.ui.resources import (
     build_missing_demo_store,
     default_source_spec,
     default_store_path,
+    demo_store_outdated,
     loaded_source,
     open_store,
 )
 
 SOURCE_KEY = "source_spec"
 STORE_KEY = "store_path"
+DEMO_CHECKED_KEY = "demo_store_checked"  # (path, spec) whose demo store is known current
 
 
 def sidebar() -> None:
@@ -70,7 +70,8 @@ def current_store() -> Store:
     path = st.session_state.get(STORE_KEY, default_store_path())
     spec = st.session_state.get(SOURCE_KEY, default_source_spec())
     try:
-        if not Path(path).exists() and Source.parse(spec).kind == "demo":
+        checked = st.session_state.get(DEMO_CHECKED_KEY) == (path, spec)
+        if not checked and Source.parse(spec).kind == "demo" and demo_store_outdated(path):
             bar = st.progress(0.0, text="Building the demo store (first run)…")
 
             def progress(done: int, total: int, seconds: float) -> None:
@@ -84,6 +85,7 @@ def current_store() -> Store:
 
             build_missing_demo_store(path, spec, progress)
             bar.empty()
+        st.session_state[DEMO_CHECKED_KEY] = (path, spec)
         return open_store(path)
     except ExplorerError as error:
         _stop_with(error)

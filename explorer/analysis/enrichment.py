@@ -1,0 +1,366 @@
+"""Token-enrichment taxonomy: which tokens a feature fires on, and what kind of feature that is.
+
+Owns the statistics and the rules of issue 4, item 5, computed from the store's precomputed
+feature x token counts (`Store.feature_tokens`, `Store.token_counts`), vectorised over every
+(feature, token) pair of an SAE:
+
+- the 2 x 2 table of one (feature, token): a = the feature's active tokens that are this token,
+  n_f = the feature's active tokens, n_t = the token's occurrences in the corpus, N = all
+  tokens; Pearson's chi-squared on it (no continuity correction, 1 degree of freedom, p from
+  the chi-squared survival function), and enrichment = (a / n_f) / (n_t / N);
+- a token is *significant* for a feature when p < `p_threshold`, a >= `min_support` and it is
+  over-represented (enrichment > 1);
+- `token_kind`: number, operator, code, punctuation, word or other (the rules are on the
+  function);
+- a feature's *top tokens* are its significant tokens by a (most active first; ties by
+  enrichment, then token id), the first `TOP_TOKENS` of them, each weighted by a.
+  `label_features` turns them into a label: "specific number", "number range", "operator",
+  "word", "code", "punctuation", "other" when one kind holds at least `DOMINANT_SHARE` of the
+  weight, "polysemantic" when none does, "unlabelled" when the feature has no significant token;
+- a live feature is *monosemantic* when its largest enrichment over significant tokens is
+  >= `min_enrichment`, or its top three tokens (all of them if it has fewer, at least one)
+  are of one kind.
+
+The store keeps each feature's `FEATURE_TOKEN_TOP` most frequent token ids only, so rarer
+tokens never enter the statistics. It runs no SQL (the store does) and draws nothing (see
+`explorer.charts.taxonomy`).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import unicodedata
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
+
+import numpy as np
+import pandas as pd
+from scipy import stats as scipy_stats
+
+from explorer.errors import InputError
+
+if TYPE_CHECKING:
+    from explorer.store import Store
+
+TokenKind = Literal["number", "operator", "code", "punctuation", "word", "other"]
+Label = Literal[
+    "specific number",
+    "number range",
+    "operator",
+    "word",
+    "code",
+    "punctuation",
+    "other",
+    "polysemantic",
+    "unlabelled",
+]
+LABELS: tuple[Label, ...] = (
+    "specific number",
+    "number range",
+    "operator",
+    "word",
+    "code",
+    "punctuation",
+    "other",
+    "polysemantic",
+    "unlabelled",
+)
+NUMBER_LABELS: tuple[Label, ...] = ("specific number", "number range")
+KIND_LABELS: dict[TokenKind, Label] = {
+    "operator": "operator",
+    "word": "word",
+    "code": "code",
+    "punctuation": "punctuation",
+    "other": "other",
+}
+TOP_TOKENS = 5
+MONOSEMANTIC_TOP = 3
+DOMINANT_SHARE = 0.75
+MAX_MIN_SUPPORT = 100_000
+
+OPERATORS = frozenset("+-*/=xX×÷^%<>≤≥≠±−·∗≈√") | {"**", "//", "==", "!=", "<=", ">="}
+CODE_SYMBOLS = frozenset("()[]{}#@\\`$|&~;_")
+CODE_KEYWORDS = frozenset((
+    "def", "elif", "lambda", "self", "None", "True", "False", "import", "nonlocal", "async",
+    "await", "yield", "print", "len", "range", "isinstance", "args", "kwargs", "__init__",
+    "__name__", "__main__", "str", "int", "dict", "tuple", "bool", "float", "null", "nullptr",
+    "const", "var", "func", "fn", "struct", "impl", "println", "printf", "console", "std",
+))  # fmt: skip
+_NUMBER = re.compile(r"[0-9]+(?:[.,][0-9]+)*")
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_CAMEL = re.compile(r"[a-z][A-Z]")
+
+
+def token_kind(token: str) -> TokenKind:
+    """The kind of one token string, judged on the token without surrounding whitespace.
+
+    In order: digits with optional inner `.` or `,` groups are a *number* ("5", " 100",
+    "3.5"); a symbol of `OPERATORS` (+ - * / = x × ÷ ^ % < > and compound ones like `**`,
+    `==`) is an *operator*; a `CODE_KEYWORDS` word, an identifier with an underscore, a digit
+    or a camelCase hump, or a symbol run containing a bracket or another `CODE_SYMBOLS` character
+    is *code*; other runs of punctuation characters are *punctuation*; letters alone (any
+    script, inner apostrophes and hyphens allowed) are a *word*; the rest (whitespace, partial
+    UTF-8 bytes shown as U+FFFD, emoji, mixed runs) is *other*.
+    """
+    text = token.strip()
+    if not text:
+        return "other"
+    if _NUMBER.fullmatch(text):
+        return "number"
+    if text in OPERATORS:
+        return "operator"
+    if text in CODE_KEYWORDS:
+        return "code"
+    if _IDENTIFIER.fullmatch(text) and (
+        "_" in text or any(c.isdigit() for c in text) or _CAMEL.search(text)
+    ):
+        return "code"
+    if all(unicodedata.category(c).startswith(("P", "S")) for c in text):
+        if any(c in CODE_SYMBOLS for c in text) or (len(text) > 1 and set(text) <= set("=<>!+-*/")):
+            return "code"
+        if all(unicodedata.category(c).startswith("P") for c in text):
+            return "punctuation"
+        return "other"
+    if all(c.isalpha() or c in "'’-" for c in text) and text[0].isalpha():
+        return "word"
+    return "other"
+
+
+@dataclass(frozen=True)
+class TaxonomySettings:
+    """Thresholds of the taxonomy; invalid values raise `InputError`.
+
+    A token is significant for a feature when its chi-squared p < p_threshold, a >=
+    min_support and enrichment > 1; a feature is monosemantic when its largest significant
+    enrichment is >= min_enrichment or its top three tokens are of one kind.
+    """
+
+    min_support: int = 3
+    p_threshold: float = 0.01
+    min_enrichment: float = 5.0
+
+    def __post_init__(self) -> None:
+        support = self.min_support
+        if (
+            isinstance(support, bool)
+            or not isinstance(support, int | np.integer)
+            or not 1 <= support <= MAX_MIN_SUPPORT
+        ):
+            raise InputError(
+                f"min_support must be a whole number from 1 to {MAX_MIN_SUPPORT}, got {support!r}."
+            )
+        for name in ("p_threshold", "min_enrichment"):
+            value = getattr(self, name)
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, int | float | np.number)
+                or not math.isfinite(value)
+            ):
+                raise InputError(f"{name} must be a finite number, got {value!r}.")
+        if not 0 < self.p_threshold <= 0.5:
+            raise InputError(f"p_threshold must be in (0, 0.5], got {self.p_threshold}.")
+        if self.min_enrichment < 1:
+            raise InputError(
+                f"min_enrichment must be at least 1 (no enrichment), got {self.min_enrichment}."
+            )
+
+
+def chi_squared(
+    a: np.ndarray, n_feature: np.ndarray, n_token: np.ndarray, n_total: int | np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Pearson's chi-squared (no continuity correction) and its p-value (1 degree of freedom)
+    of the 2 x 2 tables [[a, n_feature - a], [n_token - a, rest]], one per element; a table
+    with an empty row or column has statistic 0 and p = 1."""
+    a, n_feature, n_token = (np.asarray(x, dtype=np.float64) for x in (a, n_feature, n_token))
+    n_total = np.asarray(n_total, dtype=np.float64)
+    b = n_feature - a  # active, another token
+    c = n_token - a  # this token, inactive
+    d = n_total - n_feature - n_token + a  # neither
+    margins = n_feature * (n_total - n_feature) * n_token * (n_total - n_token)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        statistic = np.where(margins > 0, n_total * (a * d - b * c) ** 2 / margins, 0.0)
+    return statistic, scipy_stats.chi2.sf(statistic, df=1)
+
+
+def token_enrichment(
+    feature_tokens: pd.DataFrame, n_total: int, settings: TaxonomySettings
+) -> pd.DataFrame:
+    """The (feature, token) rows of `Store.feature_tokens` with their statistics.
+
+    Adds enrichment = (n_active / n_feature) / (n_token / n_total), chi2, p_value,
+    significant (see the module docstring) and kind (`token_kind`).
+    """
+    a = feature_tokens["n_active"].to_numpy(np.float64)
+    n_feature = feature_tokens["n_feature"].to_numpy(np.float64)
+    n_token = feature_tokens["n_token"].to_numpy(np.float64)
+    statistic, p_value = chi_squared(a, n_feature, n_token, n_total)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        enrichment = (a / n_feature) / (n_token / n_total)
+    kinds = {token: token_kind(token) for token in feature_tokens["token"].unique()}
+    return feature_tokens.assign(
+        enrichment=enrichment,
+        chi2=statistic,
+        p_value=p_value,
+        significant=(p_value < settings.p_threshold)
+        & (a >= settings.min_support)
+        & (enrichment > 1),
+        kind=feature_tokens["token"].map(kinds),
+    )
+
+
+def label_features(top: pd.DataFrame) -> pd.Series:
+    """The label of every feature of `top`: its top tokens (columns feature, token, kind and
+    n_active, the weight), by the rules of the module docstring. A number feature is a
+    "specific number" when one number value (the token without whitespace, so "5" and " 5"
+    are one) holds at least `DOMINANT_SHARE` of its number tokens' weight. Indexed by feature;
+    features without a row are not in it (they are "unlabelled")."""
+    if top.empty:
+        return pd.Series([], index=pd.Index([], name="feature"), dtype=object, name="label")
+    weight = top["n_active"].astype(np.float64)
+    by_kind = (
+        top.assign(weight=weight)
+        .pivot_table(index="feature", columns="kind", values="weight", aggfunc="sum")
+        .fillna(0.0)
+    )
+    total = by_kind.sum(axis=1)
+    dominant = by_kind.idxmax(axis=1)
+    dominant_share = by_kind.max(axis=1) / total
+    numbers = top[top["kind"] == "number"].assign(
+        value=lambda frame: frame["token"].str.strip(), weight=weight
+    )
+    per_value = numbers.groupby(["feature", "value"])["weight"].sum()
+    top_value_share = (
+        per_value.groupby(level="feature").max() / per_value.groupby(level="feature").sum()
+    ).reindex(by_kind.index)
+    kind_label = dominant.map(lambda kind: KIND_LABELS.get(kind, "number range"))
+    labels = np.select(
+        [
+            dominant_share < DOMINANT_SHARE,
+            (dominant == "number") & (top_value_share >= DOMINANT_SHARE),
+        ],
+        ["polysemantic", "specific number"],
+        default=kind_label.to_numpy(dtype=object),
+    )
+    return pd.Series(labels, index=by_kind.index, name="label")
+
+
+def feature_taxonomy(
+    enriched: pd.DataFrame, settings: TaxonomySettings, n_top: int = TOP_TOKENS
+) -> pd.DataFrame:
+    """One row per live feature of `token_enrichment`'s table, strongest enrichment first.
+
+    Columns: feature, n_active_tokens, n_significant, label, top_tokens (the top tokens,
+    most active first, as "'token' ×enrichment"), top_kinds (their kinds, first seen first),
+    max_enrichment (over significant tokens; NaN without one), max_token (its token), p_value
+    (that token's chi-squared p), monosemantic, is_number. Ties of max_enrichment by feature id.
+    """
+    features = enriched.groupby("feature", sort=True)["n_feature"].first().rename("n_active_tokens")
+    significant = enriched[enriched["significant"]]
+    top = (
+        significant.sort_values(
+            ["feature", "n_active", "enrichment", "token_id"], ascending=[True, False, False, True]
+        )
+        .groupby("feature", sort=False)
+        .head(n_top)
+    )
+    strongest = (
+        significant.sort_values(
+            ["feature", "enrichment", "token_id"], ascending=[True, False, True]
+        )
+        .drop_duplicates("feature")
+        .set_index("feature")
+    )
+    described = [_describe(t, e) for t, e in zip(top["token"], top["enrichment"], strict=True)]
+    first_kinds = top.drop_duplicates(["feature", "kind"])
+    one_kind = (
+        top.groupby("feature", sort=False)
+        .head(MONOSEMANTIC_TOP)
+        .groupby("feature")["kind"]
+        .nunique()
+        .eq(1)
+    )
+    table = pd.DataFrame(
+        {
+            "n_active_tokens": features,
+            "n_significant": significant.groupby("feature").size(),
+            "label": label_features(top),
+            "top_tokens": _join_per_feature(top["feature"].to_numpy(), described),
+            "top_kinds": _join_per_feature(
+                first_kinds["feature"].to_numpy(), first_kinds["kind"].tolist()
+            ),
+            "max_enrichment": strongest["enrichment"],
+            "max_token": strongest["token"],
+            "p_value": strongest["p_value"],
+        },
+        index=features.index,
+    )
+    table = table.fillna(
+        {"n_significant": 0, "label": "unlabelled", "top_tokens": "", "top_kinds": ""}
+    )
+    table["n_significant"] = table["n_significant"].astype(np.int64)
+    table["monosemantic"] = (table["max_enrichment"] >= settings.min_enrichment) | one_kind.reindex(
+        table.index, fill_value=False
+    )
+    table["is_number"] = table["label"].isin(NUMBER_LABELS)
+    return (
+        table.rename_axis("feature")
+        .reset_index()
+        .sort_values(["max_enrichment", "feature"], ascending=[False, True], na_position="last")
+        .reset_index(drop=True)
+    )
+
+
+def _describe(token: str, enrichment: float) -> str:
+    return f"{token!r} ×{enrichment:.1f}"
+
+
+def _join_per_feature(features: np.ndarray, texts: list[str]) -> pd.Series:
+    """Per feature, its `texts` joined with ", "; rows come grouped by feature."""
+    if len(features) == 0:
+        return pd.Series([], dtype=object)
+    starts = np.flatnonzero(np.r_[True, features[1:] != features[:-1]])
+    ends = np.r_[starts[1:], len(features)]
+    joined = [", ".join(texts[start:end]) for start, end in zip(starts, ends, strict=True)]
+    return pd.Series(joined, index=features[starts], dtype=object)
+
+
+def taxonomy_summary(features: pd.DataFrame) -> dict[str, float]:
+    """n_features (live features analysed), monosemantic_rate and number_share (fractions
+    of them, NaN without features) and max_enrichment (NaN without a significant token)."""
+    n = len(features)
+    enrichment = features["max_enrichment"].dropna()
+    return {
+        "n_features": n,
+        "monosemantic_rate": float(features["monosemantic"].mean()) if n else math.nan,
+        "number_share": float(features["is_number"].mean()) if n else math.nan,
+        "max_enrichment": float(enrichment.max()) if len(enrichment) else math.nan,
+    }
+
+
+def label_distribution(features: pd.DataFrame) -> pd.DataFrame:
+    """label, n_features, share: every label of `LABELS` (zeros included), in that order."""
+    counts = features["label"].value_counts().reindex(list(LABELS), fill_value=0)
+    n = max(len(features), 1)
+    return pd.DataFrame(
+        {"label": list(LABELS), "n_features": counts.to_numpy(), "share": counts.to_numpy() / n}
+    )
+
+
+def load_taxonomy(store: Store, sae: str, settings: TaxonomySettings) -> pd.DataFrame:
+    """`feature_taxonomy` of one SAE of `store`, with an `sae` column first."""
+    n_total = int(store.token_counts()["n"].sum())
+    enriched = token_enrichment(store.feature_tokens(sae), n_total, settings)
+    table = feature_taxonomy(enriched, settings)
+    table.insert(0, "sae", sae)
+    return table
+
+
+def compare_saes(store: Store, settings: TaxonomySettings) -> pd.DataFrame:
+    """sae, layer and the `taxonomy_summary` of every SAE of `store`, in build order."""
+    saes = store.saes()
+    rows = [
+        {"sae": sae, "layer": layer, **taxonomy_summary(load_taxonomy(store, sae, settings))}
+        for sae, layer in zip(saes["sae"], saes["layer"], strict=True)
+    ]
+    return pd.DataFrame(rows)

@@ -1,0 +1,134 @@
+"""Token taxonomy: which tokens each feature fires on, and what kind of feature that makes it."""
+
+import math
+
+import pandas as pd
+import streamlit as st
+
+from explorer.analysis.enrichment import (
+    LABELS,
+    TaxonomySettings,
+    compare_saes,
+    label_distribution,
+    load_taxonomy,
+    taxonomy_summary,
+)
+from explorer.charts.taxonomy import (
+    COMPARED,
+    enrichment_scatter,
+    label_distribution_chart,
+    store_comparison_chart,
+)
+from explorer.errors import ExplorerError
+from explorer.store import Store
+from explorer.ui.params import url_int, url_selectbox, url_text
+from explorer.ui.resources import StoreKey, open_store, store_key
+from explorer.ui.state import current_store
+from explorer.ui.tables import feature_table
+
+P_THRESHOLDS = ["0.05", "0.01", "0.001", "0.0001", "1e-06"]
+TABLE_COLUMNS = ["sae", "feature", "label", "top_tokens", "max_enrichment", "p_value",
+                 "n_active_tokens", "n_significant", "monosemantic"]  # fmt: skip
+
+
+@st.cache_data(max_entries=32, ttl=3600, show_spinner="Computing token enrichment…")
+def taxonomy(key: StoreKey, sae: str, settings: TaxonomySettings) -> pd.DataFrame:
+    return load_taxonomy(open_store(key[0]), sae, settings)
+
+
+@st.cache_data(max_entries=16, ttl=3600, show_spinner="Comparing the SAEs…")
+def comparison(key: StoreKey, settings: TaxonomySettings) -> pd.DataFrame:
+    return compare_saes(open_store(key[0]), settings)
+
+
+def formatted(value: float, spec: str) -> str:
+    return "n/a" if math.isnan(value) else format(value, spec)
+
+
+def second_store(text: str) -> Store | None:
+    """The store at the typed path (None when empty), or None after an error message."""
+    if not text.strip():
+        return None
+    try:
+        return open_store(text.strip())
+    except ExplorerError as error:
+        st.error(f"Second store: {error} The comparison shows this store only.")
+        return None
+
+
+st.title("Token taxonomy")
+store = current_store()
+saes = store.saes()
+sae = url_selectbox("SAE", "sae", saes["sae"].tolist(), default=saes["sae"].iloc[-1])
+settings = TaxonomySettings(
+    min_support=url_int("Minimum support (active tokens)", "support", 3, 1, 100_000),
+    p_threshold=float(url_selectbox("p threshold (chi-squared)", "p", P_THRESHOLDS, "0.01")),
+    min_enrichment=float(url_int("Monosemantic enrichment", "enrichment", 5, 1, 100_000)),
+)
+label = url_selectbox("Show label", "label", ["all", *LABELS], default="all")
+rows = url_int("Features in the table", "rows", 200, 10, 5000)
+other_text = url_text(
+    "Second store (optional)",
+    "compare",
+    default="",
+    check=str,
+    help="Path of another store (e.g. another model) to compare with this one.",
+)
+
+features = taxonomy(store_key(store), sae, settings)
+summary = taxonomy_summary(features)
+st.caption(
+    f"A token is significant for a feature when its 2 x 2 chi-squared p < {settings.p_threshold:g}"
+    f", at least {settings.min_support} of the feature's active tokens are this token and it is "
+    "enriched (its share among the feature's active tokens over its share of the corpus > 1). "
+    f"Monosemantic: largest enrichment >= {settings.min_enrichment:g} or top three tokens of one "
+    "kind. Labels come from the kinds of each feature's most active significant tokens."
+)
+columns = st.columns(4)
+columns[0].metric("features analysed", f"{summary['n_features']:,}")
+columns[1].metric("monosemantic rate", formatted(summary["monosemantic_rate"], ".1%"))
+columns[2].metric("number features", formatted(summary["number_share"], ".1%"))
+columns[3].metric("max enrichment", formatted(summary["max_enrichment"], ",.1f"))
+if not summary["n_features"]:
+    st.warning(f"No feature of {sae} fires on this store's corpus: nothing to classify.")
+
+left, right = st.columns(2)
+left.subheader("Labels")
+left.altair_chart(label_distribution_chart(label_distribution(features)), width="stretch")
+right.subheader("Enrichment against activity")
+right.altair_chart(enrichment_scatter(features), width="stretch")
+
+st.subheader("Top features by enrichment")
+shown = features if label == "all" else features[features["label"] == label]
+st.caption(f"{min(rows, len(shown)):,} of {len(shown):,} features; click a header to sort.")
+feature_table(
+    shown.head(rows),
+    TABLE_COLUMNS,
+    top_tokens=st.column_config.TextColumn("top tokens (enrichment)", width="medium"),
+    max_enrichment=st.column_config.NumberColumn("max enrichment", format="%.1f"),
+    p_value=st.column_config.NumberColumn("p (max enrichment)", format="%.2e"),
+)
+
+st.subheader("Stores side by side")
+other = second_store(other_text)
+stores = {f"A: {store.path.name}": store}
+if other is not None:
+    stores[f"B: {other.path.name}"] = other
+compared = pd.concat(
+    [comparison(store_key(s), settings).assign(store=name) for name, s in stores.items()],
+    ignore_index=True,
+)[["store", "sae", "layer", "n_features", *COMPARED]]
+st.dataframe(
+    compared,
+    hide_index=True,
+    column_config={
+        "n_features": st.column_config.NumberColumn("features analysed"),
+        "monosemantic_rate": st.column_config.NumberColumn("monosemantic rate", format="%.3f"),
+        "number_share": st.column_config.NumberColumn("number features", format="%.3f"),
+        "max_enrichment": st.column_config.NumberColumn("max enrichment", format="%.1f"),
+    },
+)
+measure = st.radio(
+    "Measure", list(COMPARED), format_func=COMPARED.get, horizontal=True, key="taxonomy_measure"
+)
+st.altair_chart(store_comparison_chart(compared, measure), width="stretch")

@@ -1,0 +1,211 @@
+"""Token taxonomy page: metrics, the feature table and the store comparison equal the library's
+for the SAE and thresholds chosen in the sidebar or the URL; a bad second store path gets a
+message; an old demo store is rebuilt on first use."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import duckdb
+import pandas as pd
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from explorer.analysis.enrichment import (
+    TaxonomySettings,
+    compare_saes,
+    load_taxonomy,
+    taxonomy_summary,
+)
+from explorer.build import build_store
+from explorer.charts import feature_href
+from explorer.store import SCHEMA_VERSION, Store, stored_schema_version
+from explorer.ui import resources
+
+PAGE = str(Path(__file__).resolve().parents[2] / "pages" / "taxonomy.py")
+CORPUS = "bundled+arithmetic:60"
+TABLE_COLUMNS = ["sae", "feature", "label", "top_tokens", "max_enrichment", "p_value",
+                 "n_active_tokens", "n_significant", "monosemantic"]  # fmt: skip
+COMPARED = ["store", "sae", "layer", "n_features", "monosemantic_rate", "number_share",
+            "max_enrichment"]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def store_path(tiny_bundle_path, tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("taxonomy") / "tiny.duckdb"
+    build_store(f"demo:{tiny_bundle_path}", CORPUS, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def other_store_path(tiny_bundle_path, tmp_path_factory) -> Path:
+    """A second store of the same model over another corpus (arithmetic only)."""
+    path = tmp_path_factory.mktemp("taxonomy_other") / "arithmetic.duckdb"
+    build_store(f"demo:{tiny_bundle_path}", "arithmetic:80", path)
+    return path
+
+
+@pytest.fixture
+def page(store_path, tiny_bundle_path, monkeypatch) -> AppTest:
+    monkeypatch.setenv("EXPLORER_SOURCE", f"demo:{tiny_bundle_path}")
+    monkeypatch.setenv("EXPLORER_STORE", str(store_path))
+    return AppTest.from_file(PAGE, default_timeout=120)
+
+
+def comparison_of(path: Path, name: str, settings: TaxonomySettings) -> pd.DataFrame:
+    with Store.open(path) as store:
+        return compare_saes(store, settings).assign(store=name)[COMPARED]
+
+
+def assert_page_shows(
+    at: AppTest,
+    store_path: Path,
+    sae: str,
+    label: str = "all",
+    rows: int = 200,
+    other: Path | None = None,
+    **settings,
+) -> pd.DataFrame:
+    """The page's numbers equal the library's; returns the library's feature table."""
+    assert not at.exception, at.exception
+    chosen = TaxonomySettings(**settings)
+    with Store.open(store_path) as store:
+        features = load_taxonomy(store, sae, chosen)
+    summary = taxonomy_summary(features)
+    shown = {metric.label: metric.value for metric in at.metric}
+    assert shown == {
+        "features analysed": f"{summary['n_features']:,}",
+        "monosemantic rate": f"{summary['monosemantic_rate']:.1%}",
+        "number features": f"{summary['number_share']:.1%}",
+        "max enrichment": f"{summary['max_enrichment']:,.1f}",
+    }
+    expected = (features if label == "all" else features[features["label"] == label]).head(rows)
+    table = at.dataframe[0].value
+    pd.testing.assert_frame_equal(
+        table[TABLE_COLUMNS].reset_index(drop=True),
+        expected[TABLE_COLUMNS].reset_index(drop=True),
+        check_dtype=False,
+    )
+    assert table["link"].tolist() == [feature_href(sae, f) for f in expected["feature"]]
+    compared = [comparison_of(store_path, f"A: {store_path.name}", chosen)]
+    if other is not None:
+        compared.append(comparison_of(other, f"B: {other.name}", chosen))
+    pd.testing.assert_frame_equal(
+        at.dataframe[1].value.reset_index(drop=True),
+        pd.concat(compared, ignore_index=True),
+        check_dtype=False,
+    )
+    return features
+
+
+def test_default_view_is_the_deepest_sae(page, store_path) -> None:
+    at = page.run()
+    features = assert_page_shows(at, store_path, "L2.resid_post")
+    assert len(features) > 50 and features["label"].nunique() >= 3
+    assert not at.warning and not at.error and at.query_params == {}
+    assert len(at.get("vega_lite_chart")) == 3
+
+
+def test_sidebar_controls_change_the_numbers(page, store_path) -> None:
+    at = page.run()
+    at.selectbox(key="url_sae").set_value("L0.resid_post").run()
+    at.number_input(key="url_support").set_value(1).run()
+    at.selectbox(key="url_p").set_value("0.001").run()
+    at.number_input(key="url_enrichment").set_value(20).run()
+    settings = {"min_support": 1, "p_threshold": 0.001, "min_enrichment": 20.0}
+    features = assert_page_shows(at, store_path, "L0.resid_post", **settings)
+    label = features["label"].value_counts().index[0]
+    at.selectbox(key="url_label").set_value(label).run()
+    at.number_input(key="url_rows").set_value(10).run()
+    assert_page_shows(at, store_path, "L0.resid_post", label=label, rows=10, **settings)
+    assert (at.dataframe[0].value["label"] == label).all()
+    assert at.query_params == {
+        "sae": "L0.resid_post",
+        "support": "1",
+        "p": "0.001",
+        "enrichment": "20",
+        "label": label,
+        "rows": "10",
+    }
+
+
+def test_a_shared_link_opens_its_view(page, store_path, other_store_path) -> None:
+    page.query_params.update(
+        {"sae": "L1.resid_post", "support": "5", "p": "0.05", "compare": str(other_store_path)}
+    )
+    at = page.run()
+    assert not at.warning and not at.error
+    assert_page_shows(
+        at, store_path, "L1.resid_post", other=other_store_path, min_support=5, p_threshold=0.05
+    )
+
+
+def test_a_second_store_is_compared_side_by_side(page, store_path, other_store_path) -> None:
+    at = page.run()
+    at.text_input(key="url_compare").set_value(str(other_store_path)).run()
+    assert not at.error
+    assert_page_shows(at, store_path, "L2.resid_post", other=other_store_path)
+    stores = at.dataframe[1].value["store"].unique().tolist()
+    assert stores == [f"A: {store_path.name}", f"B: {other_store_path.name}"]
+    assert at.query_params == {"compare": str(other_store_path)}
+    at.radio(key="taxonomy_measure").set_value("number_share").run()
+    assert not at.exception
+
+
+@pytest.mark.parametrize(
+    ("make_path", "message"),
+    [
+        (lambda folder: folder / "missing.duckdb", "No store at"),
+        (lambda folder: folder, "is a folder"),
+        (lambda folder: folder / "notes.txt", "is not a DuckDB store"),
+    ],
+)
+def test_a_bad_second_store_path_gets_a_message(
+    page, store_path, tmp_path, make_path, message
+) -> None:
+    (tmp_path / "notes.txt").write_text("not a store")
+    at = page.run()
+    at.text_input(key="url_compare").set_value(str(make_path(tmp_path))).run()
+    errors = [error.value for error in at.error]
+    assert len(errors) == 1 and message in errors[0] and errors[0].startswith("Second store:")
+    assert_page_shows(at, store_path, "L2.resid_post")
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({"sae": "L9.resid_post"}, "choose one of L0.resid_post"),
+        ({"p": "0.5"}, "choose one of 0.05"),
+        ({"support": "0"}, "choose 1 to 100000"),
+        ({"enrichment": "lots"}, "expected a whole number"),
+        ({"label": "<b>bold</b>"}, "choose one of all"),
+    ],
+)
+def test_a_bad_link_value_warns_and_uses_the_default(page, store_path, params, message) -> None:
+    page.query_params.update(params)
+    at = page.run()
+    assert any(message in warning.value for warning in at.warning), [w.value for w in at.warning]
+    assert_page_shows(at, store_path, "L2.resid_post")
+
+
+def test_an_old_demo_store_is_rebuilt(tiny_bundle_path, store_path, tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr(resources, "DEMO_CORPUS", CORPUS)
+    spec = f"demo:{tiny_bundle_path}"
+    old = tmp_path / "demo.duckdb"
+    old.write_bytes(store_path.read_bytes())
+    with duckdb.connect(str(old)) as con:
+        con.execute("DROP TABLE feature_token")
+        con.execute("UPDATE meta SET value = '2' WHERE key = 'schema_version'")
+        con.execute("INSERT INTO labels VALUES ('L0.resid_post', 3, 'kept', '', now())")
+    assert resources.build_missing_demo_store(str(old), spec, None)
+    assert stored_schema_version(old) == SCHEMA_VERSION
+    with Store.open(old) as rebuilt, Store.open(store_path) as original:
+        pd.testing.assert_frame_equal(
+            rebuilt.feature_tokens("L1.resid_post"), original.feature_tokens("L1.resid_post")
+        )
+        assert rebuilt.labels()["label"].tolist() == ["kept"]
+    assert not resources.build_missing_demo_store(str(old), spec, None)
+    not_a_store = tmp_path / "other.duckdb"
+    not_a_store.write_text("not a store")
+    assert not resources.build_missing_demo_store(str(not_a_store), spec, None)
+    assert not_a_store.read_text() == "not a store"
