@@ -1,0 +1,89 @@
+"""Compare SAEs page: the per-SAE table and the per-category counts equal the library's for the
+thresholds set in the sidebar or in the URL; a bad URL value gets a warning and the defaults."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from explorer.analysis.compare import compare_saes
+from explorer.analysis.specialists import SpecialistSettings, category_matrix, load_specialists
+from explorer.build import build_store
+from explorer.store import Store
+
+PAGE = str(Path(__file__).resolve().parents[2] / "pages" / "compare.py")
+SAES = ["L0.resid_post", "L1.resid_post", "L2.resid_post"]
+
+
+@pytest.fixture(scope="module")
+def store_path(tiny_bundle_path, tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("compare") / "tiny.duckdb"
+    build_store(f"demo:{tiny_bundle_path}", "bundled+arithmetic:60", path)
+    return path
+
+
+@pytest.fixture
+def page(store_path, tiny_bundle_path, monkeypatch) -> AppTest:
+    monkeypatch.setenv("EXPLORER_SOURCE", f"demo:{tiny_bundle_path}")
+    monkeypatch.setenv("EXPLORER_STORE", str(store_path))
+    return AppTest.from_file(PAGE, default_timeout=120)
+
+
+def assert_page_shows(at: AppTest, store_path: Path, **settings) -> pd.DataFrame:
+    assert not at.exception, at.exception
+    with Store.open(store_path) as store:
+        result = load_specialists(store, SpecialistSettings(**settings))
+        expected = compare_saes(store.saes(), result)
+    shown = at.dataframe[0].value
+    pd.testing.assert_frame_equal(shown, expected, check_dtype=False)
+    assert shown["sae"].tolist() == SAES
+    counts = at.dataframe[1].value
+    pivot = category_matrix(result.table).pivot(
+        index="category", columns="sae", values="n_specialists"
+    )
+    assert counts.to_dict() == pivot.to_dict()
+    assert shown["n_specialists"].gt(0).any(), "the tiny store has specialists to compare"
+    return shown
+
+
+def test_default_thresholds(page, store_path) -> None:
+    at = page.run()
+    shown = assert_page_shows(at, store_path)
+    assert not at.warning and at.query_params == {}
+    assert shown["n_features"].tolist() == [128, 128, 128]
+    assert any("notebook score" in caption.value for caption in at.caption)
+
+
+def test_sidebar_thresholds_change_the_comparison(page, store_path) -> None:
+    at = page.run()
+    before = at.dataframe[0].value
+    at.selectbox(key="url_measure").set_value("auroc").run()
+    at.number_input(key="url_min_support").set_value(1).run()
+    after = assert_page_shows(at, store_path, measure="auroc", min_support=1)
+    assert not before["n_specialists"].equals(after["n_specialists"])
+    assert at.query_params == {"measure": "auroc", "min_support": "1"}
+
+
+def test_a_shared_link_opens_its_view(page, store_path) -> None:
+    page.query_params.update({"measure": "dominance", "share": "0.6", "other_share": "0.35"})
+    at = page.run()
+    assert not at.warning
+    assert_page_shows(at, store_path, measure="dominance", share=0.6, other_share=0.35)
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({"measure": "best"}, "measure must be one of score"),
+        ({"min_support": "many"}, "expected a whole number"),
+        ({"fdr": "0.9"}, "fdr must lie in"),
+    ],
+)
+def test_a_bad_link_value_warns_and_uses_the_default(page, store_path, params, message) -> None:
+    page.query_params.update(params)
+    at = page.run()
+    assert any(message in warning.value for warning in at.warning), [w.value for w in at.warning]
+    assert_page_shows(at, store_path)

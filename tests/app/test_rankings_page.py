@@ -1,0 +1,186 @@
+"""Rankings and relations page: the ranking, co-firing and concept tables equal the library's
+for the SAE, ranking and count chosen in the sidebar or the URL; typed examples run live
+through the tiny model; a bad feature id, bad examples or a bad link value get a message."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from explorer.analysis.concepts import category_concept, example_concept, stack_examples
+from explorer.analysis.rankings import rank_features
+from explorer.analysis.specialists import SpecialistSettings, load_specialists
+from explorer.build import build_store
+from explorer.feature_queries import co_firing
+from explorer.relation_queries import category_contrast
+from explorer.sources import Source, load_source
+from explorer.store import Store
+from explorer.text_acts import encode_text
+from explorer.ui.links import feature_url
+
+PAGE = str(Path(__file__).resolve().parents[2] / "pages" / "rankings.py")
+DEFAULT_SAE = "L2.resid_post"
+
+
+@pytest.fixture(scope="module")
+def store_path(tiny_bundle_path, tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("rankings") / "tiny.duckdb"
+    build_store(f"demo:{tiny_bundle_path}", "bundled+arithmetic:60", path)
+    return path
+
+
+@pytest.fixture
+def page(store_path, tiny_bundle_path, monkeypatch) -> AppTest:
+    monkeypatch.setenv("EXPLORER_SOURCE", f"demo:{tiny_bundle_path}")
+    monkeypatch.setenv("EXPLORER_STORE", str(store_path))
+    return AppTest.from_file(PAGE, default_timeout=120)
+
+
+def frequency(store: Store, sae: str) -> pd.DataFrame:
+    table = store.frequency_table()
+    return table[table["sae"] == sae]
+
+
+def assert_shows(shown: pd.DataFrame, expected: pd.DataFrame, sae: str) -> None:
+    """A linked table on the page: the expected columns and a link to each feature."""
+    assert shown["link"].tolist() == [feature_url(sae, f) for f in expected["feature"]]
+    columns = [c for c in expected.columns if c in shown.columns]
+    pd.testing.assert_frame_equal(
+        shown[columns].reset_index(drop=True),
+        expected[columns].reset_index(drop=True),
+        check_dtype=False,
+    )
+
+
+def assert_ranking(
+    at: AppTest, store_path: Path, sae: str, ranking: str, k: int, **settings
+) -> pd.DataFrame:
+    assert not at.exception, at.exception
+    with Store.open(store_path) as store:
+        table = None
+        if ranking == "most selective":
+            table = load_specialists(store, SpecialistSettings(**settings)).table
+            table = table[table["sae"] == sae]
+        expected = rank_features(frequency(store, sae), ranking, k, table)
+    assert_shows(at.dataframe[0].value, expected, sae)
+    assert len(expected) == k
+    return expected
+
+
+def test_default_view_ranks_the_deepest_saes_strongest_features(page, store_path) -> None:
+    at = page.run()
+    expected = assert_ranking(at, store_path, DEFAULT_SAE, "strongest", 25)
+    assert expected["max"].is_monotonic_decreasing
+    assert not at.warning and not at.error and at.query_params == {}
+    with Store.open(store_path) as store:
+        top = int(expected["feature"].iloc[0])
+        cofiring = co_firing(store, DEFAULT_SAE, top, 15, "token")
+        concept = category_concept(category_contrast(store, DEFAULT_SAE, "addition"), 25)
+    assert_shows(at.dataframe[1].value, cofiring, DEFAULT_SAE)
+    assert_shows(at.dataframe[2].value, concept, DEFAULT_SAE)
+    assert at.number_input(key=f"rankings_page.feature.{DEFAULT_SAE}").value == top
+
+
+@pytest.mark.parametrize(
+    ("ranking", "settings"),
+    [("most frequent", {}), ("composite", {}), ("most selective", {"measure": "dominance"})],
+)
+def test_sidebar_chooses_sae_ranking_and_count(page, store_path, ranking, settings) -> None:
+    at = page.run()
+    at.selectbox(key="url_sae").set_value("L0.resid_post").run()
+    at.selectbox(key="url_ranking").set_value(ranking).run()
+    at.number_input(key="url_n").set_value(12).run()
+    for name, value in settings.items():
+        at.selectbox(key=f"url_{name}").set_value(value).run()
+    assert_ranking(at, store_path, "L0.resid_post", ranking, 12, **settings)
+    assert at.query_params == {"sae": "L0.resid_post", "ranking": ranking, "n": "12", **settings}
+
+
+def test_a_shared_link_opens_its_ranking(page, store_path) -> None:
+    page.query_params.update({"sae": "L1.resid_post", "ranking": "most selective", "n": "40"})
+    at = page.run()
+    assert not at.warning
+    assert_ranking(at, store_path, "L1.resid_post", "most selective", 40)
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({"ranking": "loudest"}, "choose one of strongest"),
+        ({"n": "5"}, "choose 10 to 500"),
+        ({"sae": "L9.resid_post"}, "choose one of L0.resid_post"),
+    ],
+)
+def test_a_bad_link_value_warns_and_uses_the_default(page, store_path, params, message) -> None:
+    page.query_params.update(params)
+    at = page.run()
+    assert any(message in warning.value for warning in at.warning), [w.value for w in at.warning]
+    assert_ranking(at, store_path, DEFAULT_SAE, "strongest", 25)
+
+
+def test_co_firing_of_a_chosen_feature_and_a_bad_feature_id(page, store_path) -> None:
+    at = page.run()
+    with Store.open(store_path) as store:
+        live = frequency(store, DEFAULT_SAE)
+        feature = int(live.loc[live["freq_rank"] == 10, "feature"].iloc[0])
+        expected = co_firing(store, DEFAULT_SAE, feature, 8, "text")
+    at.number_input(key=f"rankings_page.feature.{DEFAULT_SAE}").set_value(feature).run()
+    at.radio(key="rankings_page.level").set_value("text").run()
+    at.slider(key="rankings_page.k").set_value(8).run()
+    assert not at.exception, at.exception
+    assert len(expected) == 8
+    assert_shows(at.dataframe[1].value, expected, DEFAULT_SAE)
+
+    at.number_input(key=f"rankings_page.feature.{DEFAULT_SAE}").set_value(5000).run()
+    assert not at.exception, at.exception
+    assert [error.value for error in at.error] == [
+        f"Feature 5000 is out of range for SAE '{DEFAULT_SAE}': choose 0 to 127."
+    ]
+
+
+def test_category_concept_follows_the_chosen_category(page, store_path) -> None:
+    at = page.run()
+    at.selectbox(key="rankings_page.category").set_value("python_code").run()
+    assert not at.exception, at.exception
+    with Store.open(store_path) as store:
+        expected = category_concept(category_contrast(store, DEFAULT_SAE, "python_code"), 25)
+    assert len(expected) > 0
+    assert_shows(at.dataframe[2].value, expected, DEFAULT_SAE)
+
+
+def test_typed_examples_run_live_and_rank_like_the_library(
+    page, store_path, tiny_bundle_path
+) -> None:
+    lines = ["def add(a, b):", "    return a + b"]
+    at = page.run()
+    at.text_area(key="rankings_page.examples_text").set_value("\n".join(lines) + "\n\n")
+    at.button[0].click().run()
+    assert not at.exception, at.exception
+    assert not at.error, [error.value for error in at.error]
+    loaded = load_source(Source.parse(f"demo:{tiny_bundle_path}"))
+    acts, n_tokens = stack_examples([encode_text(loaded, DEFAULT_SAE, line) for line in lines])
+    with Store.open(store_path) as store:
+        expected = example_concept(acts, n_tokens, frequency(store, DEFAULT_SAE), 25)
+    shown = at.dataframe[3].value
+    assert shown["feature"].iloc[0] == expected["feature"].iloc[0]
+    assert_shows(shown, expected, DEFAULT_SAE)
+    assert any(f"2 examples, {n_tokens} tokens" in caption.value for caption in at.caption)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("   \n", "Type at least one example"),
+        ("\n".join(f"line {i}" for i in range(11)), "at most 10 examples"),
+    ],
+)
+def test_bad_examples_get_a_message(page, text, message) -> None:
+    at = page.run()
+    at.text_area(key="rankings_page.examples_text").set_value(text)
+    at.button[0].click().run()
+    assert not at.exception, at.exception
+    assert any(message in error.value for error in at.error), [e.value for e in at.error]
+    assert len(at.dataframe) == 3  # ranking, co-firing and category concept only
