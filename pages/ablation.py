@@ -220,7 +220,8 @@ with corpus_tab:
     if CORPUS_RUN in st.session_state:
         run, run_id = st.session_state[CORPUS_RUN]
         test = run.test
-        st.markdown(f"Run **#{run_id}**: {run.intervention.describe()}, {len(run.effects):,} rows")
+        n_texts = int((run.effects["setting"] == 0).sum())
+        st.markdown(f"Run **#{run_id}**: {run.intervention.describe()}, over {n_texts:,} texts")
         verdict = "hurts" if test["difference"] > 0 and test["p_value"] < 0.05 else "does not hurt"
         st.markdown(
             f"The intervention **{verdict}** `{test['category']}` texts more than the others: "

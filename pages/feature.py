@@ -21,7 +21,7 @@ from explorer.feature_queries import adjacent_live_feature
 from explorer.store import MAX_LABEL_CHARS, MAX_NOTE_CHARS
 from explorer.tokens_html import Highlight, examples_html
 from explorer.ui import feature_cache as cache
-from explorer.ui.links import feature_url
+from explorer.ui.links import ablation_url, feature_url
 from explorer.ui.state import current_source, current_store
 
 SAE_KEY, FEATURE_KEY, APPLIED_KEY = "feature_page.sae", "feature_page.feature", "feature_page.url"
@@ -96,14 +96,18 @@ labels = store.labels(sae, feature)
 st.title(f"{sae} · feature {feature}")
 if len(labels):
     st.text(f"Label: {labels['label'].iloc[0]}")
+link_columns = st.columns([1, 1, 4])
+link_columns[0].link_button(
+    "Ablate or steer it", ablation_url(sae, feature), icon=":material/science:", width="stretch"
+)
 if data.neuronpedia_url:
-    st.link_button("Open on Neuronpedia", data.neuronpedia_url)
+    link_columns[1].link_button("Open on Neuronpedia", data.neuronpedia_url, width="stretch")
 
 stats = data.stats
 metrics = {
     "token frequency": f"{stats['token_freq']:.3%}",
     "text frequency": f"{stats['text_freq']:.1%}",
-    "frequency rank": f"{int(stats['freq_rank'])} of {d_sae}",
+    f"frequency rank (of {d_sae:,})": f"{int(stats['freq_rank']):,}",
     "max activation": f"{stats['max']:.4g}",
     "mean when active": f"{stats['mean_active']:.4g}",
     "active tokens": f"{int(stats['n_active_tokens']):,}",

@@ -18,9 +18,9 @@ DECREASE_COLOR = "#1f77b4"
 def token_effect_chart(per_token: pd.DataFrame) -> alt.Chart:
     """Bars of the change in loss at each token (red: the intervention made the token harder
     to predict), with the KL divergence after the token as a line."""
-    data = per_token.assign(direction=per_token["delta_loss"].ge(0).map(
-        {True: "loss up", False: "loss down"}
-    ))
+    data = per_token.assign(
+        direction=per_token["delta_loss"].ge(0).map({True: "loss up", False: "loss down"})
+    )
     tooltip = [
         alt.Tooltip("pos:Q", title="position"),
         alt.Tooltip("token:N", title="token"),
@@ -65,13 +65,11 @@ def category_effect_chart(summary: pd.DataFrame, target: str | None = None) -> a
     base = alt.Chart(data).encode(y=alt.Y("category:N", sort=order, title="category"))
     bars = base.mark_bar().encode(
         x=alt.X("mean_delta_loss:Q", title="mean change in loss per text (nats)"),
-        color=alt.condition(
-            alt.datum.is_target, alt.value(INCREASE_COLOR), alt.value("#9ecae1")
-        ),
+        color=alt.condition(alt.datum.is_target, alt.value(INCREASE_COLOR), alt.value("#9ecae1")),
         tooltip=tooltip,
     )
     errors = base.mark_rule(color="#333").encode(x="low:Q", x2="high:Q", tooltip=tooltip)
-    return alt.layer(bars, errors).properties(height=max(160, 24 * len(data)))
+    return alt.layer(bars, errors).properties(height=alt.Step(22))
 
 
 def specialist_score_chart(scores: pd.DataFrame, score_title: str, order: list[str]) -> alt.Chart:
@@ -88,7 +86,7 @@ def specialist_score_chart(scores: pd.DataFrame, score_title: str, order: list[s
                 alt.Tooltip("score:Q", title=score_title, format=".4g"),
             ],
         )
-        .properties(height=max(160, 24 * len(scores)))
+        .properties(height=alt.Step(22))
     )
 
 

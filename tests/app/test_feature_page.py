@@ -76,10 +76,12 @@ def test_deep_link_shows_the_features_numbers_and_highlighted_examples(page, fac
     stats = facts["stats"].loc[feature]
     metrics = {metric.label: metric.value for metric in at.metric}
     assert metrics["token frequency"] == f"{stats['token_freq']:.3%}"
-    assert metrics["frequency rank"] == f"{int(stats['freq_rank'])} of 128"
+    assert metrics["frequency rank (of 128)"] == f"{int(stats['freq_rank']):,}"
     assert metrics["max activation"] == f"{stats['max']:.4g}"
     assert metrics["mean when active"] == f"{stats['mean_active']:.4g}"
     assert metrics["active tokens"] == f"{int(stats['n_active_tokens']):,}"
+    ablate = next(b for b in at.get("link_button") if b.proto.label == "Ablate or steer it")
+    assert ablate.proto.url == f"ablation?sae={SAE}&features={feature}"
     top_html = html_bodies(at)[0]
     top = facts["top"]
     assert top_html.count("<tr>") == len(top)
