@@ -8,9 +8,7 @@ import streamlit as st
 from explorer.analysis.enrichment import (
     LABELS,
     TaxonomySettings,
-    compare_saes,
     label_distribution,
-    load_taxonomy,
     taxonomy_summary,
 )
 from explorer.charts.taxonomy import (
@@ -21,24 +19,15 @@ from explorer.charts.taxonomy import (
 )
 from explorer.errors import ExplorerError
 from explorer.store import Store
+from explorer.ui import cached
 from explorer.ui.params import url_int, url_selectbox, url_text
-from explorer.ui.resources import StoreKey, open_store, store_key
+from explorer.ui.resources import open_store
 from explorer.ui.state import current_store
 from explorer.ui.tables import feature_table
 
 P_THRESHOLDS = ["0.05", "0.01", "0.001", "0.0001", "1e-06"]
 TABLE_COLUMNS = ["sae", "feature", "label", "top_tokens", "max_enrichment", "p_value",
                  "n_active_tokens", "n_significant", "monosemantic"]  # fmt: skip
-
-
-@st.cache_data(max_entries=32, ttl=3600, show_spinner="Computing token enrichment…")
-def taxonomy(key: StoreKey, sae: str, settings: TaxonomySettings) -> pd.DataFrame:
-    return load_taxonomy(open_store(key[0]), sae, settings)
-
-
-@st.cache_data(max_entries=16, ttl=3600, show_spinner="Comparing the SAEs…")
-def comparison(key: StoreKey, settings: TaxonomySettings) -> pd.DataFrame:
-    return compare_saes(open_store(key[0]), settings)
 
 
 def formatted(value: float, spec: str) -> str:
@@ -75,7 +64,7 @@ other_text = url_text(
     help="Path of another store (e.g. another model) to compare with this one.",
 )
 
-features = taxonomy(store_key(store), sae, settings)
+features = cached.taxonomy(store, sae, settings)
 summary = taxonomy_summary(features)
 st.caption(
     f"A token is significant for a feature when its 2 x 2 chi-squared p < {settings.p_threshold:g}"
@@ -115,7 +104,7 @@ stores = {f"A: {store.path.name}": store}
 if other is not None:
     stores[f"B: {other.path.name}"] = other
 compared = pd.concat(
-    [comparison(store_key(s), settings).assign(store=name) for name, s in stores.items()],
+    [cached.taxonomy_comparison(s, settings).assign(store=name) for name, s in stores.items()],
     ignore_index=True,
 )[["store", "sae", "layer", "n_features", *COMPARED]]
 st.dataframe(

@@ -1,15 +1,18 @@
 """Cached analysis results of the app's pages, shared by every session.
 
 Owns the `st.cache_data` wrappers around analyses that read a whole table of the store
-(specialist measures over every feature x category). Entries are keyed on the store's path
-and modification time, so a rebuilt store is never answered from an old entry, and bounded
-by `max_entries` and `ttl`. Pages call these instead of the analysis functions directly.
+(specialist measures over every feature x category, token enrichment of every feature).
+Entries are keyed on the store's path and modification time, so a rebuilt store is never
+answered from an old entry, and bounded by `max_entries` and `ttl`. Pages call these
+instead of the analysis functions directly.
 """
 
 from __future__ import annotations
 
+import pandas as pd
 import streamlit as st
 
+from explorer.analysis.enrichment import TaxonomySettings, compare_saes, load_taxonomy
 from explorer.analysis.specialists import Specialists, SpecialistSettings, load_specialists
 from explorer.store import Store
 from explorer.ui.resources import StoreKey, open_store, store_key
@@ -24,3 +27,23 @@ def _specialists(key: StoreKey, settings: SpecialistSettings) -> Specialists:
 def specialists(store: Store, settings: SpecialistSettings) -> Specialists:
     """`load_specialists(store, settings)`, cached per store file and settings."""
     return _specialists(store_key(store), settings)
+
+
+@st.cache_data(max_entries=32, ttl=3600, show_spinner="Computing token enrichment…")
+def _taxonomy(key: StoreKey, sae: str, settings: TaxonomySettings) -> pd.DataFrame:
+    return load_taxonomy(open_store(key[0]), sae, settings)
+
+
+def taxonomy(store: Store, sae: str, settings: TaxonomySettings) -> pd.DataFrame:
+    """`load_taxonomy(store, sae, settings)`, cached per store file, SAE and settings."""
+    return _taxonomy(store_key(store), sae, settings)
+
+
+@st.cache_data(max_entries=16, ttl=3600, show_spinner="Comparing the SAEs…")
+def _taxonomy_comparison(key: StoreKey, settings: TaxonomySettings) -> pd.DataFrame:
+    return compare_saes(open_store(key[0]), settings)
+
+
+def taxonomy_comparison(store: Store, settings: TaxonomySettings) -> pd.DataFrame:
+    """`enrichment.compare_saes(store, settings)`, cached per store file and settings."""
+    return _taxonomy_comparison(store_key(store), settings)
