@@ -113,6 +113,34 @@ def test_stored_histograms_and_topk_agree_with_the_rows(store):
         np.testing.assert_allclose(top.value.to_numpy(), values.to_numpy())
 
 
+def direct_explained_variance(loaded, hook_name: str, sae) -> float:
+    """1 - sum |x - decode(encode(x))|^2 / sum |x - mean(x)|^2 over every real token of the
+    corpus, one text at a time (no batching, no padding)."""
+    errors, inputs = [], []
+    for text in resolve_corpus(CORPUS).texts["text"]:
+        tokens = loaded.model.to_tokens(text)[:, : loaded.model.cfg.n_ctx]
+        with torch.no_grad():
+            _, cache = loaded.model.run_with_cache(tokens, names_filter=[hook_name])
+            x = cache[hook_name][0, 1:].double()  # real tokens, [n, d_in]
+            errors.append(((sae.decode(sae.encode(x.float())).double() - x) ** 2).sum())
+        inputs.append(x)
+    x = torch.cat(inputs)
+    return float(1 - sum(errors) / ((x - x.mean(0)) ** 2).sum())
+
+
+def test_explained_variance_equals_a_direct_computation(store, loaded, monkeypatch):
+    from explorer import extract
+
+    direct = {h.name: direct_explained_variance(loaded, h.hook_name, h.sae) for h in loaded.saes}
+    stored = store.saes().set_index("sae")["explained_variance"]
+    for name, value in direct.items():  # the build samples 1 token in RECON_STRIDE
+        assert stored[name] == pytest.approx(value, abs=0.03)
+    monkeypatch.setattr(extract, "RECON_STRIDE", 1)
+    result = extract.extract(loaded, resolve_corpus(CORPUS), None, BuildSettings(batch_size=16))
+    for name, value in direct.items():  # every token: the same number
+        assert result.quality[name]["explained_variance"] == pytest.approx(value, abs=1e-5)
+
+
 def test_quality_and_meta_are_recorded(store, loaded):
     saes = store.saes()
     assert list(saes.sae) == [handle.name for handle in loaded.saes]
