@@ -41,6 +41,18 @@ navigation = st.navigation(
             url_path="taxonomy",
         ),
         st.Page(
+            "pages/logit_lens.py",
+            title="Logit lens",
+            icon=":material/functions:",
+            url_path="logit-lens",
+        ),
+        st.Page(
+            "pages/search.py",
+            title="Search",
+            icon=":material/manage_search:",
+            url_path="search",
+        ),
+        st.Page(
             "pages/compare.py",
             title="Compare SAEs",
             icon=":material/compare:",

@@ -9,14 +9,18 @@ not cached: they are read on each run so a saved label shows at once.
 
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np
 import pandas as pd
 import streamlit as st
 
-from explorer import feature_queries
+from explorer import feature_queries, lens_queries
 from explorer.analysis.histograms import value_histogram
-from explorer.analysis.logit_lens import feature_logits
+from explorer.analysis.lens_checks import ConsistencySettings, consistency
+from explorer.analysis.logit_lens import feature_logits, unembed_directions
 from explorer.analysis.similarity import decoder_neighbours
+from explorer.charts.feature import token_label
 from explorer.feature_data import CategoryView, FeatureData, category_view, load_feature_data
 from explorer.feature_queries import CoFiringLevel
 from explorer.sources import LoadedSource
@@ -137,3 +141,38 @@ def _feature_scales(
 
 def feature_scales(store: Store, sae: str, features: list[int]) -> dict[int, float]:
     return _feature_scales(store, store_key(store), sae, tuple(features))
+
+
+@st.cache_data(max_entries=16, ttl=TTL_S, show_spinner=False)
+def _lens_overview(_store: Store, key: StoreKey, sae: str, n_tokens: int) -> pd.DataFrame:
+    table = lens_queries.lens_overview(_store, sae, n_tokens)
+    for column in ("promoted", "suppressed"):
+        table[column] = [
+            [] if tokens is None else [token_label(t) for t in tokens] for tokens in table[column]
+        ]
+    return table.assign(sae=sae)
+
+
+def lens_overview(store: Store, sae: str, n_tokens: int) -> pd.DataFrame:
+    """Every feature of `sae` with its top promoted / suppressed tokens (display labels)."""
+    return _lens_overview(store, store_key(store), sae, n_tokens)
+
+
+@st.cache_data(max_entries=16, ttl=TTL_S, show_spinner="Ranking every feature's next tokens…")
+def _lens_consistency(
+    _store: Store,
+    _loaded: LoadedSource,
+    keys: tuple[StoreKey, str],
+    sae: str,
+    settings: ConsistencySettings,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    examples = lens_queries.top_examples_with_next(_store, sae)
+    unembed = partial(unembed_directions, _loaded.model)
+    return examples, consistency(examples, _loaded.sae(sae).sae.W_dec, unembed, settings)
+
+
+def lens_consistency(
+    store: Store, loaded: LoadedSource, sae: str, settings: ConsistencySettings
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The top examples with their next tokens, and every feature's consistency check."""
+    return _lens_consistency(store, loaded, (store_key(store), source_key(loaded)), sae, settings)

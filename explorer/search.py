@@ -1,0 +1,165 @@
+"""Feature search: by label, by promoted token, and by a text that activates them.
+
+Owns the search page's questions and their SQL. By label: the newest label of each feature
+(`labels` keeps every version) containing the query, case-insensitive, as a parameterised
+`ILIKE` whose wildcards (`%`, `_`) and escape character are escaped, so every character the
+user types is literal. By token: features whose stored top promoted tokens (`logit_lens`,
+ranks 1..max_rank) equal the query (surrounding spaces ignored, as BPE tokens carry a leading
+space) or contain it (case-insensitive). By text: the nonzero activations of a text encoded
+live (`explorer.text_acts.TextActivations`) summarised per feature and ranked by their largest
+or summed value. Every result carries `sae` and `feature` so the page can link to it; labels
+of SAEs that the store no longer has, or of features out of their range, are left out.
+
+It does not run the model (`explorer.text_acts.encode_text` does) and does not render.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+
+from explorer.errors import InputError
+from explorer.feature_queries import sae_row
+from explorer.lens_queries import CURRENT_LABELS_SQL
+from explorer.store import Store
+from explorer.text_acts import TextActivations
+
+MAX_QUERY_CHARS = 200
+MAX_RESULTS = 1000
+MAX_TOKEN_RANK = 100
+LIKE_ESCAPE = "\\"
+
+TokenMatch = Literal["exact", "substring"]
+TOKEN_MATCHES: dict[str, str] = {
+    "exact": "exact token (spaces around it ignored)",
+    "substring": "token contains the text (any case)",
+}
+TextRanking = Literal["max", "sum"]
+TEXT_RANKINGS: dict[str, str] = {"max": "largest activation", "sum": "summed activation"}
+
+
+def escape_like(text: str) -> str:
+    """`text` with LIKE's wildcards and the escape character escaped (use `ESCAPE '\\'`)."""
+    for special in (LIKE_ESCAPE, "%", "_"):
+        text = text.replace(special, LIKE_ESCAPE + special)
+    return text
+
+
+def _query(text: Any) -> str:
+    if not isinstance(text, str) or not text.strip():
+        raise InputError("Type something to search for: the search text is empty.")
+    if len(text) > MAX_QUERY_CHARS:
+        raise InputError(f"A search text has at most {MAX_QUERY_CHARS} characters.")
+    return text
+
+
+def _limit(limit: Any) -> int:
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_RESULTS:
+        raise InputError(f"Show 1 to {MAX_RESULTS} results, got {limit!r}.")
+    return limit
+
+
+def _sae_filter(store: Store, sae: str | None) -> str | None:
+    return None if sae is None else sae_row(store, sae).name
+
+
+def _df(store: Store, sql: str, params: list[Any]) -> pd.DataFrame:
+    with store.cursor() as cursor:
+        return cursor.execute(sql, params).df()
+
+
+def search_labels(
+    store: Store, text: str, sae: str | None = None, limit: int = 200
+) -> pd.DataFrame:
+    """Features whose current label contains `text` (case-insensitive, literal): sae,
+    feature, label, note; by SAE (build order) then feature. `sae` restricts to one SAE."""
+    pattern = f"%{escape_like(_query(text).strip())}%"
+    return _df(
+        store,
+        f"""WITH current AS ({CURRENT_LABELS_SQL})
+        SELECT c.sae, c.feature::BIGINT AS feature, c.label, c.note
+        FROM current c JOIN saes s ON s.sae = c.sae AND c.feature < s.d_sae
+        WHERE c.label ILIKE ? ESCAPE '{LIKE_ESCAPE}' AND (? IS NULL OR c.sae = ?)
+        ORDER BY s.sae_idx, c.feature
+        LIMIT ?""",
+        [pattern, _sae_filter(store, sae), _sae_filter(store, sae), _limit(limit)],
+    )
+
+
+def search_tokens(
+    store: Store,
+    text: str,
+    match: TokenMatch = "exact",
+    sae: str | None = None,
+    max_rank: int = 5,
+    limit: int = 200,
+) -> pd.DataFrame:
+    """Features that promote a token matching `text` among their `max_rank` top tokens.
+
+    Returns sae, feature, rank (of the token among the feature's promoted tokens), token_id,
+    token, logit and label (current, or None): best rank first, then largest logit, SAE and
+    feature. A feature appears once per matching token.
+    """
+    text = _query(text)
+    if match not in TOKEN_MATCHES:
+        raise InputError(f"Match tokens by one of {', '.join(TOKEN_MATCHES)}, got {match!r}.")
+    if (
+        isinstance(max_rank, bool)
+        or not isinstance(max_rank, int)
+        or not 1 <= max_rank <= MAX_TOKEN_RANK
+    ):
+        raise InputError(f"The token rank must be from 1 to {MAX_TOKEN_RANK}, got {max_rank!r}.")
+    sae_name = _sae_filter(store, sae)
+    return _df(
+        store,
+        f"""WITH current AS ({CURRENT_LABELS_SQL})
+        SELECT s.sae, l.feature::BIGINT AS feature, l.rank::INTEGER AS rank,
+            l.token_id::BIGINT AS token_id, l.token, l.logit::DOUBLE AS logit, c.label
+        FROM logit_lens l JOIN saes s USING (sae_idx)
+        LEFT JOIN current c ON c.sae = s.sae AND c.feature = l.feature
+        WHERE l.rank BETWEEN 1 AND ? AND (? IS NULL OR s.sae = ?)
+            AND CASE WHEN ? THEN trim(l.token) = trim(?)
+                ELSE contains(lower(l.token), lower(?)) END
+        ORDER BY l.rank, l.logit DESC, s.sae_idx, l.feature
+        LIMIT ?""",
+        [max_rank, sae_name, sae_name, match == "exact", text, text, _limit(limit)],
+    )
+
+
+def rank_text_features(acts: TextActivations, by: TextRanking = "max", n: int = 20) -> pd.DataFrame:
+    """The n features most active on a text, by their largest (`max`) or summed (`sum`)
+    activation over its tokens; ties by feature id.
+
+    Returns sae, feature, max, sum, n_tokens (tokens where it fires), peak_pos and
+    peak_token (its strongest token; the first on ties).
+    """
+    if by not in TEXT_RANKINGS:
+        raise InputError(f"Rank features by one of {', '.join(TEXT_RANKINGS)}, got {by!r}.")
+    n = _limit(n)
+    rows = acts.acts
+    peaks = rows.sort_values(["feature", "value", "pos"], ascending=[True, False, True])
+    peaks = peaks.drop_duplicates("feature").set_index("feature")
+    grouped = rows.groupby("feature")["value"]
+    table = pd.DataFrame(
+        {
+            "max": grouped.max(),
+            "sum": grouped.sum(),
+            "n_tokens": grouped.size(),
+            "peak_pos": peaks["pos"],
+        }
+    ).rename_axis("feature")
+    table = table.reset_index().sort_values([by, "feature"], ascending=[False, True]).head(n)
+    tokens = np.asarray(acts.tokens, dtype=object)
+    table["peak_token"] = tokens[table["peak_pos"].to_numpy(dtype=np.int64) - 1]
+    table.insert(0, "sae", acts.sae)
+    return table.reset_index(drop=True)
+
+
+def with_share_of_max(table: pd.DataFrame, corpus_max: Mapping[int, float]) -> pd.DataFrame:
+    """`table` (with feature and max) plus share_of_max = max / the feature's largest
+    activation over the store's corpus (`corpus_max`; NaN where unknown or 0)."""
+    scale = table["feature"].map(lambda f: corpus_max.get(int(f)) or np.nan).astype(float)
+    return table.assign(share_of_max=table["max"] / scale)
