@@ -1,4 +1,4 @@
-"""Entry of the SAE feature explorer: page config, shared sidebar, navigation over pages/."""
+"""Entry of the SAE feature explorer: page config, shared sidebar, navigation over app_pages/."""
 
 import streamlit as st
 
@@ -8,58 +8,58 @@ st.set_page_config(page_title="SAE feature explorer", page_icon="🔬", layout="
 
 navigation = st.navigation(
     [
-        st.Page("pages/home.py", title="Home", icon=":material/home:", default=True),
-        st.Page("pages/feature.py", title="Feature", icon=":material/search:", url_path="feature"),
+        st.Page("app_pages/home.py", title="Home", icon=":material/home:", default=True),
+        st.Page("app_pages/feature.py", title="Feature", icon=":material/search:", url_path="feature"),
         st.Page(
-            "pages/specialists.py",
+            "app_pages/specialists.py",
             title="Specialist heatmaps",
             icon=":material/grid_on:",
             url_path="specialists",
         ),
         st.Page(
-            "pages/frequency.py",
+            "app_pages/frequency.py",
             title="Frequency vs specialization",
             icon=":material/scatter_plot:",
             url_path="frequency",
         ),
         st.Page(
-            "pages/tokens.py",
+            "app_pages/tokens.py",
             title="Token highlighting",
             icon=":material/format_color_text:",
             url_path="tokens",
         ),
         st.Page(
-            "pages/rankings.py",
+            "app_pages/rankings.py",
             title="Rankings",
             icon=":material/leaderboard:",
             url_path="rankings",
         ),
         st.Page(
-            "pages/taxonomy.py",
+            "app_pages/taxonomy.py",
             title="Token taxonomy",
             icon=":material/category:",
             url_path="taxonomy",
         ),
         st.Page(
-            "pages/logit_lens.py",
+            "app_pages/logit_lens.py",
             title="Logit lens",
             icon=":material/functions:",
             url_path="logit-lens",
         ),
         st.Page(
-            "pages/search.py",
+            "app_pages/search.py",
             title="Search",
             icon=":material/manage_search:",
             url_path="search",
         ),
         st.Page(
-            "pages/compare.py",
+            "app_pages/compare.py",
             title="Compare SAEs",
             icon=":material/compare:",
             url_path="compare",
         ),
         st.Page(
-            "pages/ablation.py",
+            "app_pages/ablation.py",
             title="Ablation lab",
             icon=":material/science:",
             url_path="ablation",

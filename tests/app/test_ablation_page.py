@@ -16,7 +16,7 @@ from explorer.interventions import Intervention
 from explorer.sources import load_source
 from explorer.store import Store
 
-PAGE = str(Path(__file__).resolve().parents[2] / "pages" / "ablation.py")
+PAGE = str(Path(__file__).resolve().parents[2] / "app_pages" / "ablation.py")
 SAE = "L2.resid_post"  # the tiny preset's last SAE
 
 

@@ -14,7 +14,7 @@ from explorer.analysis.specialists import SpecialistSettings, category_matrix, l
 from explorer.build import build_store
 from explorer.store import Store
 
-PAGE = str(Path(__file__).resolve().parents[2] / "pages" / "compare.py")
+PAGE = str(Path(__file__).resolve().parents[2] / "app_pages" / "compare.py")
 SAES = ["L0.resid_post", "L1.resid_post", "L2.resid_post"]
 
 

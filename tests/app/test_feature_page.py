@@ -15,7 +15,7 @@ from explorer.sources import load_source
 from explorer.store import Store
 from tests.stores import build_payload_store
 
-PAGE = str(Path(__file__).resolve().parents[2] / "pages" / "feature.py")
+PAGE = str(Path(__file__).resolve().parents[2] / "app_pages" / "feature.py")
 SAE = "L1.resid_post"
 TITLE_VALUE = re.compile(r'title="token [^"]*?\n' + re.escape(SAE) + r' #\d+: ([0-9.e-]+)"')
 
@@ -76,7 +76,9 @@ def test_deep_link_shows_the_features_numbers_and_highlighted_examples(page, fac
     stats = facts["stats"].loc[feature]
     metrics = {metric.label: metric.value for metric in at.metric}
     assert metrics["token frequency"] == f"{stats['token_freq']:.3%}"
-    assert metrics["frequency rank (of 128)"] == f"{int(stats['freq_rank']):,}"
+    assert metrics["frequency rank"] == f"{int(stats['freq_rank']):,}"
+    rank_help = next(m.help for m in at.metric if m.label == "frequency rank")
+    assert "of the SAE's 128 features" in rank_help
     assert metrics["max activation"] == f"{stats['max']:.4g}"
     assert metrics["mean when active"] == f"{stats['mean_active']:.4g}"
     assert metrics["active tokens"] == f"{int(stats['n_active_tokens']):,}"

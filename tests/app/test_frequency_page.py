@@ -20,7 +20,7 @@ from explorer.analysis.specialists import SpecialistSettings, load_specialists
 from explorer.build import build_store
 from explorer.store import Store
 
-PAGE = str(Path(__file__).resolve().parents[2] / "pages" / "frequency.py")
+PAGE = str(Path(__file__).resolve().parents[2] / "app_pages" / "frequency.py")
 D_SAE = 128  # the tiny preset's SAEs
 
 

@@ -28,7 +28,7 @@ from explorer.lens_queries import feature_ranking, lens_overview, top_examples_w
 from explorer.sources import load_source
 from explorer.store import Store
 
-PAGE = str(Path(__file__).resolve().parents[2] / "pages" / "logit_lens.py")
+PAGE = str(Path(__file__).resolve().parents[2] / "app_pages" / "logit_lens.py")
 DEEPEST = "L2.resid_post"  # the tiny preset's last SAE, the page's default
 
 

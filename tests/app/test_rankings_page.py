@@ -21,7 +21,7 @@ from explorer.store import Store
 from explorer.text_acts import encode_text
 from explorer.ui.links import feature_url
 
-PAGE = str(Path(__file__).resolve().parents[2] / "pages" / "rankings.py")
+PAGE = str(Path(__file__).resolve().parents[2] / "app_pages" / "rankings.py")
 DEFAULT_SAE = "L2.resid_post"
 
 

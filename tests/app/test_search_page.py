@@ -16,7 +16,7 @@ from explorer.sources import load_source
 from explorer.store import Store
 from explorer.text_acts import encode_text
 
-PAGE = str(Path(__file__).resolve().parents[2] / "pages" / "search.py")
+PAGE = str(Path(__file__).resolve().parents[2] / "app_pages" / "search.py")
 LABELS = [("L0.resid_post", 3, "carries 50% of sums"), ("L1.resid_post", 7, "snake_case names")]
 QUERY_KEY, TEXT_KEY = "search_page.query", "search_page.text"
 

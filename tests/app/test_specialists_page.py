@@ -19,7 +19,7 @@ from explorer.build import build_store
 from explorer.store import Store
 from explorer.ui.links import feature_url
 
-PAGE = str(Path(__file__).resolve().parents[2] / "pages" / "specialists.py")
+PAGE = str(Path(__file__).resolve().parents[2] / "app_pages" / "specialists.py")
 
 
 @pytest.fixture(scope="module")

@@ -22,7 +22,7 @@ from explorer.charts import feature_href
 from explorer.store import SCHEMA_VERSION, Store, stored_schema_version
 from explorer.ui import resources
 
-PAGE = str(Path(__file__).resolve().parents[2] / "pages" / "taxonomy.py")
+PAGE = str(Path(__file__).resolve().parents[2] / "app_pages" / "taxonomy.py")
 CORPUS = "bundled+arithmetic:60"
 TABLE_COLUMNS = ["sae", "feature", "label", "top_tokens", "max_enrichment", "p_value",
                  "n_active_tokens", "n_significant", "monosemantic"]  # fmt: skip

@@ -16,7 +16,7 @@ from explorer.sources import load_source
 from explorer.store import Store
 from tests.stores import build_payload_store
 
-PAGE = str(Path(__file__).resolve().parents[2] / "pages" / "tokens.py")
+PAGE = str(Path(__file__).resolve().parents[2] / "app_pages" / "tokens.py")
 SAE = "L1.resid_post"
 SPAN = re.compile(r'<span style="([^"]*)" title="([^"]*)">([^<]*)</span>')
 

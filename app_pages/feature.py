@@ -26,6 +26,7 @@ from explorer.ui.state import current_source, current_store
 
 SAE_KEY, FEATURE_KEY, APPLIED_KEY = "feature_page.sae", "feature_page.feature", "feature_page.url"
 LINK = st.column_config.LinkColumn("feature", display_text=r"feature=(\d+)$")
+METRIC_HELP = {"frequency rank": "1 = the most frequent of the SAE's {d_sae:,} features."}
 
 store = current_store()
 saes = store.saes().set_index("sae", drop=False)
@@ -107,13 +108,13 @@ stats = data.stats
 metrics = {
     "token frequency": f"{stats['token_freq']:.3%}",
     "text frequency": f"{stats['text_freq']:.1%}",
-    f"frequency rank (of {d_sae:,})": f"{int(stats['freq_rank']):,}",
+    "frequency rank": f"{int(stats['freq_rank']):,}",
     "max activation": f"{stats['max']:.4g}",
     "mean when active": f"{stats['mean_active']:.4g}",
     "active tokens": f"{int(stats['n_active_tokens']):,}",
 }
 for column, (name, value) in zip(st.columns(len(metrics)), metrics.items(), strict=True):
-    column.metric(name, value)
+    column.metric(name, value, help=METRIC_HELP.get(name, "").format(d_sae=d_sae))
 
 if data.is_dead:
     st.info("This feature never fires on the store's corpus: no examples or histogram to show.")
