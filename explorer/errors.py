@@ -3,8 +3,12 @@
 Every error a user can cause (a bad corpus file, an unknown SAE, a feature id out of range,
 no network) is raised as an `ExplorerError` subclass whose message says what went wrong and
 what to do instead. The CLI prints the message and exits with status 2; the app shows it with
-`st.error`. Internal invariants use `assert`, never these classes.
+`st.error`. Internal invariants use `assert`, never these classes. `check_finite` is the
+one check of numeric settings that several settings dataclasses share.
 """
+
+import math
+from numbers import Real
 
 
 class ExplorerError(Exception):
@@ -25,3 +29,12 @@ class StoreError(ExplorerError):
 
 class InputError(ExplorerError):
     """A value typed or chosen by the user is out of range (feature id, text length, scale)."""
+
+
+def check_finite(settings: object, names: tuple[str, ...]) -> None:
+    """InputError unless each named attribute of `settings` is a finite real number (not a
+    bool)."""
+    for name in names:
+        value = getattr(settings, name)
+        if isinstance(value, bool) or not isinstance(value, Real) or not math.isfinite(value):
+            raise InputError(f"{name} must be a finite number, got {value!r}.")

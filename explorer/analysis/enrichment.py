@@ -32,13 +32,13 @@ import math
 import re
 import unicodedata
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, get_args
 
 import numpy as np
 import pandas as pd
 from scipy import stats as scipy_stats
 
-from explorer.errors import InputError
+from explorer.errors import InputError, check_finite
 
 if TYPE_CHECKING:
     from explorer.store import Store
@@ -55,17 +55,7 @@ Label = Literal[
     "polysemantic",
     "unlabelled",
 ]
-LABELS: tuple[Label, ...] = (
-    "specific number",
-    "number range",
-    "operator",
-    "word",
-    "code",
-    "punctuation",
-    "other",
-    "polysemantic",
-    "unlabelled",
-)
+LABELS: tuple[Label, ...] = get_args(Label)
 NUMBER_LABELS: tuple[Label, ...] = ("specific number", "number range")
 KIND_LABELS: dict[TokenKind, Label] = {
     "operator": "operator",
@@ -150,14 +140,7 @@ class TaxonomySettings:
             raise InputError(
                 f"min_support must be a whole number from 1 to {MAX_MIN_SUPPORT}, got {support!r}."
             )
-        for name in ("p_threshold", "min_enrichment"):
-            value = getattr(self, name)
-            if (
-                isinstance(value, bool)
-                or not isinstance(value, int | float | np.number)
-                or not math.isfinite(value)
-            ):
-                raise InputError(f"{name} must be a finite number, got {value!r}.")
+        check_finite(self, ("p_threshold", "min_enrichment"))
         if not 0 < self.p_threshold <= 0.5:
             raise InputError(f"p_threshold must be in (0, 0.5], got {self.p_threshold}.")
         if self.min_enrichment < 1:

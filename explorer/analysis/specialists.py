@@ -26,7 +26,6 @@ does) and draws nothing (see `explorer.charts.specialists`).
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Literal, get_args
 
@@ -34,7 +33,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats as scipy_stats
 
-from explorer.errors import InputError
+from explorer.errors import InputError, check_finite
 
 if TYPE_CHECKING:
     from explorer.store import Store
@@ -99,23 +98,19 @@ class SpecialistSettings:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | np.integer):
                 raise InputError(f"{name} must be a whole number, got {value!r}.")
-        for name in (
-            "strong_threshold",
-            "share",
-            "other_share",
-            "value_share",
-            "value_other_share",
-            "min_auroc",
-            "min_enrichment",
-            "fdr",
-        ):
-            value = getattr(self, name)
-            if (
-                isinstance(value, bool)
-                or not isinstance(value, int | float | np.number)
-                or not math.isfinite(value)
-            ):
-                raise InputError(f"{name} must be a finite number, got {value!r}.")
+        check_finite(
+            self,
+            (
+                "strong_threshold",
+                "share",
+                "other_share",
+                "value_share",
+                "value_other_share",
+                "min_auroc",
+                "min_enrichment",
+                "fdr",
+            ),
+        )
         if self.strong_threshold <= 0 or (
             self.strong_mode == "relative" and self.strong_threshold > 1
         ):
