@@ -89,23 +89,32 @@ def layer_progression_chart(progression: pd.DataFrame) -> alt.Chart:
         ],
         ignore_index=True,
     )
-    return (
-        alt.Chart(long)
-        .mark_line(point=True)
-        .encode(
-            x=alt.X("layer:Q", title="layer", axis=alt.Axis(tickMinStep=1)),
-            y=alt.Y("categories:Q", title="categories", scale=alt.Scale(zero=True)),
-            color=alt.Color("series:N", title=None, legend=alt.Legend(orient="bottom")),
-            strokeDash=alt.StrokeDash("series:N", legend=None),
-            tooltip=[
-                alt.Tooltip("sae:N", title="SAE"),
-                alt.Tooltip("layer:Q", title="layer"),
-                alt.Tooltip("series:N", title="series"),
-                alt.Tooltip("categories:Q", title="categories"),
-                alt.Tooltip("n_specialists:Q", title="specialists (all categories)"),
-            ],
-        )
+    base = alt.Chart(long).encode(
+        x=alt.X("layer:Q", title="layer", axis=alt.Axis(tickMinStep=1)),
+        y=alt.Y("categories:Q", title="categories", scale=alt.Scale(zero=True)),
+        color=alt.Color(
+            "series:N",
+            title=None,
+            scale=alt.Scale(
+                domain=["categories with a specialist", "target: all categories"],
+                range=["#d62728", "#7f7f7f"],
+            ),
+            legend=alt.Legend(orient="bottom"),
+        ),
+        tooltip=[
+            alt.Tooltip("sae:N", title="SAE"),
+            alt.Tooltip("layer:Q", title="layer"),
+            alt.Tooltip("series:N", title="series"),
+            alt.Tooltip("categories:Q", title="categories"),
+            alt.Tooltip("n_specialists:Q", title="specialists (all categories)"),
+        ],
     )
+    is_target = alt.datum.series == "target: all categories"
+    # the target is drawn first, thin and dashed, so the found line stays visible on top of it
+    # when every category has a specialist
+    target = base.transform_filter(is_target).mark_line(strokeDash=[6, 4], strokeWidth=1.5)
+    found = base.transform_filter(~is_target).mark_line(point=True, strokeWidth=3)
+    return alt.layer(target, found)
 
 
 def frequency_scatter(

@@ -81,7 +81,9 @@ def test_layer_progression_draws_the_target_line() -> None:
     target = {r["layer"]: r["categories"] for r in rows if r["series"].startswith("target")}
     found = {r["layer"]: r["categories"] for r in rows if not r["series"].startswith("target")}
     assert target == {1: 2, 3: 2} and found == {1: 1, 3: 2}
-    assert chart["encoding"]["y"]["title"] == "categories"
+    assert all(layer["encoding"]["y"]["title"] == "categories" for layer in chart["layer"])
+    # the found line is the last layer, drawn over the dashed target
+    assert [layer["mark"].get("strokeDash") for layer in chart["layer"]] == [[6, 4], None]
 
 
 def test_scatter_uses_a_log_axis_and_links_points() -> None:
