@@ -14,7 +14,7 @@ from pathlib import Path
 from explorer.corpus import Corpus, resolve_corpus
 from explorer.errors import CorpusError
 from explorer.extract import BuildSettings, ExtractionResult, Progress, extract, select_saes
-from explorer.sources import LoadedSource, Source, load_source
+from explorer.sources import LoadedSource, SaeHandle, Source, load_source
 from explorer.store import SaeInfo, StoreWriter
 
 
@@ -47,28 +47,11 @@ def build_store(
     if len(corpus) == 0:
         raise CorpusError(f"The corpus {corpus.name!r} has no texts; nothing to build.")
     loaded = source if isinstance(source, LoadedSource) else load_source(source)
-    meta = {
-        "source": loaded.source.spec(),
-        "corpus": corpus.name,
-        "settings": json.dumps(asdict(settings)),
-        "model_name": loaded.model.cfg.model_name,
-    }
+    meta = build_meta(loaded, corpus.name, settings)
     handles = select_saes(loaded, settings.hooks)
     with StoreWriter(out, meta=meta) as writer:
         for handle in handles:
-            writer.add_sae(
-                SaeInfo(
-                    sae=handle.name,
-                    hook_name=handle.hook_name,
-                    layer=handle.layer,
-                    d_in=handle.sae.cfg.d_in,
-                    d_sae=handle.sae.cfg.d_sae,
-                    architecture=handle.sae.cfg.architecture(),
-                    release=handle.release,
-                    sae_id=handle.sae_id,
-                    neuronpedia_id=handle.neuronpedia_id,
-                )
-            )
+            writer.add_sae(sae_info(handle))
         result = extract(loaded, corpus, writer, settings, progress)
         writer.add_texts(result.texts)
         _write_results(writer, result)
@@ -80,6 +63,31 @@ def build_store(
         seconds=result.seconds,
         tokens_per_second=result.n_tokens / max(result.seconds, 1e-9),
         truncated_texts=result.truncated_texts,
+    )
+
+
+def build_meta(loaded: LoadedSource, corpus_name: str, settings: BuildSettings) -> dict[str, str]:
+    """The build's own `meta` keys: what a store was built from and how."""
+    return {
+        "source": loaded.source.spec(),
+        "corpus": corpus_name,
+        "settings": json.dumps(asdict(settings)),
+        "model_name": loaded.model.cfg.model_name,
+    }
+
+
+def sae_info(handle: SaeHandle) -> SaeInfo:
+    """The `saes` row of an SAE of a loaded source, before its quality is measured."""
+    return SaeInfo(
+        sae=handle.name,
+        hook_name=handle.hook_name,
+        layer=handle.layer,
+        d_in=handle.sae.cfg.d_in,
+        d_sae=handle.sae.cfg.d_sae,
+        architecture=handle.sae.cfg.architecture(),
+        release=handle.release,
+        sae_id=handle.sae_id,
+        neuronpedia_id=handle.neuronpedia_id,
     )
 
 

@@ -11,8 +11,15 @@ import json
 import logging
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from explorer.errors import ExplorerError
+from explorer.errors import ExplorerError, InputError
+
+if TYPE_CHECKING:
+    from explorer.extract import BuildSettings, Progress
+    from explorer.shards import MergeReport
+
+DEFAULT_STORE = "cache/demo.duckdb"
 
 
 def _demo_train(args: argparse.Namespace) -> None:
@@ -44,7 +51,6 @@ def _build(args: argparse.Namespace) -> None:
     import torch
     from tqdm import tqdm
 
-    from explorer.build import build_store
     from explorer.extract import BuildSettings
 
     torch.set_num_threads(args.threads)
@@ -60,11 +66,24 @@ def _build(args: argparse.Namespace) -> None:
             bars.append(tqdm(total=total, unit="tok", unit_scale=True, desc="extracting"))
         bars[0].update(done - bars[0].n)
 
+    if args.engine != "ray" and (args.shards is not None or args.shard_dir):
+        raise InputError("--shards and --shard-dir go with --engine ray.")
     try:
-        report = build_store(args.source, args.corpus, args.out, settings, progress)
+        if args.shard:
+            _build_shard(args, settings, progress)
+        elif args.engine == "ray":
+            _build_with_ray(args, settings)
+        else:
+            _build_store(args, settings, progress)
     finally:
         for bar in bars:
             bar.close()
+
+
+def _build_store(args: argparse.Namespace, settings: BuildSettings, progress: Progress) -> None:
+    from explorer.build import build_store
+
+    report = build_store(args.source, args.corpus, args.out or DEFAULT_STORE, settings, progress)
     print(
         f"wrote {report.path}: {report.n_texts:,} texts, {report.n_tokens:,} tokens, "
         f"{sum(report.n_rows.values()):,} activation rows, "
@@ -72,6 +91,55 @@ def _build(args: argparse.Namespace) -> None:
     )
     if report.truncated_texts:
         print(f"note: {report.truncated_texts} texts were cut at the model's context length")
+
+
+def _build_shard(args: argparse.Namespace, settings: BuildSettings, progress: Progress) -> None:
+    from explorer.corpus import resolve_corpus
+    from explorer.shards import ShardSpec, write_shard
+    from explorer.sources import load_source
+
+    shard = ShardSpec.parse(args.shard)
+    if args.engine != "local":
+        raise InputError("--shard writes one shard here; --engine ray runs every shard itself.")
+    if not args.out:
+        raise InputError("--shard writes Parquet into a folder: give --out FOLDER.")
+    corpus = resolve_corpus(args.corpus)  # checked before the model loads
+    report = write_shard(load_source(args.source), corpus, args.out, shard, settings, progress)
+    print(
+        f"wrote shard {report.shard} into {report.folder}: {report.n_texts:,} texts, "
+        f"{report.n_tokens:,} tokens, {sum(report.n_rows.values()):,} activation rows "
+        f"in {report.seconds:,.1f} s"
+    )
+
+
+def _build_with_ray(args: argparse.Namespace, settings: BuildSettings) -> None:
+    from explorer.ray_engine import build_with_ray
+
+    report = build_with_ray(
+        args.source,
+        args.corpus,
+        args.out or DEFAULT_STORE,
+        settings,
+        workers=args.workers,
+        n_shards=args.shards,
+        shard_folder=args.shard_dir,
+        threads=args.threads,
+    )
+    _print_merge(report)
+
+
+def _merge(args: argparse.Namespace) -> None:
+    from explorer.shards import merge_shards
+
+    _print_merge(merge_shards(args.folder, args.out))
+
+
+def _print_merge(report: MergeReport) -> None:
+    print(
+        f"wrote {report.path} from {report.n_shards} shards: {report.n_texts:,} texts, "
+        f"{report.n_tokens:,} tokens, {sum(report.n_rows.values()):,} activation rows, "
+        f"merged in {report.seconds:,.1f} s"
+    )
 
 
 def _info(args: argparse.Namespace) -> None:
@@ -123,12 +191,37 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument(
         "--corpus", default="bundled", help="bundled, arithmetic[:N], FILE, A+B, FILE?rules=R"
     )
-    build.add_argument("--out", default="cache/demo.duckdb", help="store file to (re)write")
+    build.add_argument(
+        "--out",
+        help=f"store file to (re)write (default {DEFAULT_STORE}); with --shard, the shard folder",
+    )
     build.add_argument("--max-texts", type=int, help="use only the first N texts")
     build.add_argument("--batch-size", type=int, default=32, help="texts per forward pass")
     build.add_argument("--hooks", help="comma-separated hook or SAE names (default: all)")
-    build.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    build.add_argument("--threads", type=int, default=2, help="torch CPU threads (per worker)")
+    build.add_argument(
+        "--shard", metavar="I/N", help="write only shard I of N as Parquet into the --out folder"
+    )
+    build.add_argument(
+        "--engine",
+        choices=["local", "ray"],
+        default="local",
+        help="ray: run every shard on Ray Data actors, then merge (pip install -r "
+        "requirements-scale.txt)",
+    )
+    build.add_argument("--workers", type=int, default=2, help="--engine ray: model actors")
+    build.add_argument("--shards", type=int, help="--engine ray: shards (default: --workers)")
+    build.add_argument(
+        "--shard-dir",
+        help="--engine ray: shard folder, kept after the merge (default: a temporary folder "
+        "beside --out, removed after the merge)",
+    )
     build.set_defaults(run=_build)
+
+    merge = commands.add_parser("merge", help="merge a folder of build shards into one store")
+    merge.add_argument("folder", help="the folder that build --shard I/N --out FOLDER wrote")
+    merge.add_argument("--out", required=True, help="store file to (re)write")
+    merge.set_defaults(run=_merge)
 
     info = commands.add_parser("info", help="tables, row counts and SAE quality of a store")
     info.add_argument("store")

@@ -13,7 +13,7 @@ does either (masked by each text's length, since the demo tokenizer pads with BO
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -99,18 +99,32 @@ def vocab_strings(loaded: LoadedSource) -> np.ndarray:
     return np.array([tokenizer.decode([token_id]) for token_id in range(d_vocab)], dtype=object)
 
 
+def batch_plan(corpus: TokenizedCorpus, batch_size: int) -> list[np.ndarray]:
+    """The forward passes of a build: corpus indices of each batch, texts of similar length
+    together (less padding). Texts are sorted by token count (stable, so ties keep corpus
+    order) and cut into runs of `batch_size`; sharded builds take whole batches of this plan
+    (see `explorer.shards`)."""
+    order = np.argsort([len(ids) for ids in corpus.ids], kind="stable")
+    return [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
+
+
 def padded_batches(
     corpus: TokenizedCorpus, batch_size: int, pad_id: int
 ) -> Iterator[tuple[np.ndarray, torch.Tensor, torch.Tensor]]:
     """Batches of texts of similar length (less padding): text ids, tokens, real-token mask."""
-    order = np.argsort([len(ids) for ids in corpus.ids], kind="stable")
-    for start in range(0, len(order), batch_size):
-        members = order[start : start + batch_size]
-        lengths = torch.tensor([len(corpus.ids[i]) for i in members])
-        tokens = torch.full((len(members), int(lengths.max())), pad_id, dtype=torch.long)
-        for row, i in enumerate(members):
-            tokens[row, : lengths[row]] = torch.tensor(corpus.ids[i])
-        yield corpus.text_ids[members], tokens, real_token_mask(tokens, lengths)
+    for members in batch_plan(corpus, batch_size):
+        yield padded_batch(corpus, members, pad_id)
+
+
+def padded_batch(
+    corpus: TokenizedCorpus, members: np.ndarray, pad_id: int
+) -> tuple[np.ndarray, torch.Tensor, torch.Tensor]:
+    """Text ids, padded tokens [batch, pos] and real-token mask of the texts at `members`."""
+    lengths = torch.tensor([len(corpus.ids[i]) for i in members])
+    tokens = torch.full((len(members), int(lengths.max())), pad_id, dtype=torch.long)
+    for row, i in enumerate(members):
+        tokens[row, : lengths[row]] = torch.tensor(corpus.ids[i])
+    return corpus.text_ids[members], tokens, real_token_mask(tokens, lengths)
 
 
 def real_token_mask(tokens: torch.Tensor, lengths: torch.Tensor) -> Bool[torch.Tensor, "b p"]:
@@ -243,11 +257,25 @@ class FeatureAccumulator:
     def reconstruction_quality(self) -> tuple[float, float, float]:
         """L0 and dead fraction over every real token; explained variance on the sample."""
         assert self.act_in_sum is not None and self.act_in_sq_sum is not None
-        n_recon = max(self.n_recon_tokens, 1)
-        total_var = float((self.act_in_sq_sum - self.act_in_sum**2 / n_recon).sum())
         l0 = float(self.n_active_tokens.sum()) / max(self.n_tokens, 1)
         dead = float((self.n_active_tokens == 0).float().mean())
-        return l0, 1.0 - self.sq_err / total_var, dead
+        ev = explained_variance(
+            self.sq_err, self.act_in_sum, self.act_in_sq_sum, self.n_recon_tokens
+        )
+        return l0, ev, dead
+
+
+def explained_variance(
+    sq_err: float,
+    act_in_sum: Float[torch.Tensor, " d_in"],
+    act_in_sq_sum: Float[torch.Tensor, " d_in"],
+    n_recon_tokens: int,
+) -> float:
+    """1 - squared reconstruction error / total variance, from sums over the sampled tokens
+    (sums of several parts of a corpus add up to the sums of the whole)."""
+    n_recon = max(n_recon_tokens, 1)
+    total_var = float((act_in_sq_sum - act_in_sum**2 / n_recon).sum())
+    return 1.0 - sq_err / total_var
 
 
 @dataclass
@@ -325,56 +353,27 @@ def extract(
     if settings.max_texts is not None:
         corpus = corpus.head(settings.max_texts)
     handles = select_saes(loaded, settings.hooks)
-    hooks = sorted({h.hook_name for h in handles})
-    stop_at = max(h.layer for h in handles) + 1
     texts = corpus.texts.copy()
     tokenized = tokenize_corpus(loaded, texts)
     texts["n_tokens"] = tokenized.n_tokens
-    total_tokens = int(tokenized.n_tokens.sum())
     vocab = vocab_strings(loaded)
-    accumulators = {h.name: FeatureAccumulator(h.sae.cfg.d_sae, settings.topk) for h in handles}
-    done = 0
     started = time.perf_counter()
-    pad_id = loaded.tokenizer.pad_token_id
-    for text_ids, tokens, real in padded_batches(tokenized, settings.batch_size, pad_id):
-        _, cache = loaded.model.run_with_cache(
-            tokens, names_filter=hooks, stop_at_layer=stop_at
-        )  # cache[hook]: [batch, pos, d_model]
-        batch_text_ids = torch.from_numpy(text_ids)
-        n_batch, n_pos = tokens.shape
-        # explained variance is estimated on every RECON_STRIDE-th real token: the decode
-        # is a dense [tokens, d_sae] @ [d_sae, d_in] matmul as costly as the encode
-        offsets = torch.arange(n_pos)[None, :] + torch.arange(n_batch)[:, None]
-        reconstruction_sample = offsets % RECON_STRIDE == 0  # [batch, pos]
-        n_real = int(real.sum())
-        if sink is not None:
-            rows, cols = real.nonzero(as_tuple=True)
-            token_ids = tokens[rows, cols].numpy()
-            sink.add_tokens(text_ids[rows.numpy()], cols.numpy(), token_ids, vocab[token_ids])
-        for handle in handles:
-            acts_in = cache[handle.hook_name]  # [batch, pos, d_in]
-            feature_acts = handle.sae.encode(acts_in) * real[..., None]  # [batch, pos, d_sae]
-            accumulator = accumulators[handle.name]
-            b, pos, feature = feature_acts.nonzero(as_tuple=True)
-            value = feature_acts[b, pos, feature]
-            accumulator.update(batch_text_ids[b], pos, feature, value, n_real)
-            sample = real & reconstruction_sample  # [batch, pos]
-            accumulator.update_reconstruction(
-                acts_in[sample], handle.sae.decode(feature_acts[sample])
-            )
-            if sink is not None:
-                sink.add_acts(
-                    handle.name,
-                    feature.numpy(),
-                    text_ids[b.numpy()],
-                    pos.numpy(),
-                    value.numpy(),
-                )
-        done += n_real
-        if progress is not None:
-            progress(done, total_tokens, time.perf_counter() - started)
+    plan = batch_plan(tokenized, settings.batch_size)
+    accumulators = accumulate(
+        loaded, handles, tokenized, plan, sink, settings.topk, vocab, progress
+    )
     seconds = time.perf_counter() - started
-    quality = _quality(loaded, handles, accumulators, tokenized, settings.quality_texts)
+    losses = quality_losses(loaded, handles, tokenized, settings.quality_texts)
+    quality = {}
+    for handle in handles:
+        l0, ev, dead = accumulators[handle.name].reconstruction_quality()
+        quality[handle.name] = {
+            "l0": l0,
+            "explained_variance": ev,
+            "ce_loss_recovered": recovered(*losses[handle.hook_name]),
+            "dead_fraction": dead,
+        }
+    total_tokens = int(tokenized.n_tokens.sum())
     return ExtractionResult(
         texts=texts,
         saes=handles,
@@ -390,24 +389,81 @@ def extract(
     )
 
 
-def _quality(
+@torch.inference_mode()
+def accumulate(
     loaded: LoadedSource,
     handles: list[SaeHandle],
-    accumulators: dict[str, FeatureAccumulator],
     tokenized: TokenizedCorpus,
-    n_texts: int,
-) -> dict[str, dict[str, float]]:
-    """L0, EV and dead fraction over the whole corpus; CE loss recovered on its first texts."""
+    plan: Sequence[np.ndarray],
+    sink: BuildSink | None,
+    topk: int,
+    vocab: np.ndarray,
+    progress: Progress | None = None,
+) -> dict[str, FeatureAccumulator]:
+    """The forward passes of `plan`: tokens and sparse activations go to `sink`, per-feature
+    statistics, running top-k and reconstruction sums to one accumulator per SAE.
+
+    Tensors stay on the model's device; only the sparse rows and the sampled activations
+    come back to the CPU.
+    """
+    hooks = sorted({h.hook_name for h in handles})
+    stop_at = max(h.layer for h in handles) + 1
+    device = loaded.model.cfg.device
+    accumulators = {h.name: FeatureAccumulator(h.sae.cfg.d_sae, topk) for h in handles}
+    total_tokens = int(sum(tokenized.n_tokens[members].sum() for members in plan))
+    done = 0
+    started = time.perf_counter()
+    pad_id = loaded.tokenizer.pad_token_id
+    for members in plan:
+        text_ids, tokens, real = padded_batch(tokenized, members, pad_id)
+        _, cache = loaded.model.run_with_cache(
+            tokens, names_filter=hooks, stop_at_layer=stop_at
+        )  # cache[hook]: [batch, pos, d_model]
+        batch_text_ids = torch.from_numpy(text_ids)
+        n_batch, n_pos = tokens.shape
+        # explained variance is estimated on every RECON_STRIDE-th real token: the decode
+        # is a dense [tokens, d_sae] @ [d_sae, d_in] matmul as costly as the encode
+        offsets = torch.arange(n_pos)[None, :] + torch.arange(n_batch)[:, None]
+        reconstruction_sample = offsets % RECON_STRIDE == 0  # [batch, pos]
+        n_real = int(real.sum())
+        if sink is not None:
+            rows, cols = real.nonzero(as_tuple=True)
+            token_ids = tokens[rows, cols].numpy()
+            sink.add_tokens(text_ids[rows.numpy()], cols.numpy(), token_ids, vocab[token_ids])
+        real_on_device = real.to(device)
+        sample = (real & reconstruction_sample).to(device)  # [batch, pos]
+        for handle in handles:
+            acts_in = cache[handle.hook_name]  # [batch, pos, d_in]
+            feature_acts = handle.sae.encode(acts_in) * real_on_device[..., None]  # [b, p, d_sae]
+            accumulator = accumulators[handle.name]
+            b, pos, feature = feature_acts.nonzero(as_tuple=True)  # [n_rows] each
+            value = feature_acts[b, pos, feature]
+            b, pos, feature, value = b.cpu(), pos.cpu(), feature.cpu(), value.cpu()
+            accumulator.update(batch_text_ids[b], pos, feature, value, n_real)
+            accumulator.update_reconstruction(
+                acts_in[sample].cpu(), handle.sae.decode(feature_acts[sample]).cpu()
+            )
+            if sink is not None:
+                sink.add_acts(
+                    handle.name,
+                    feature.numpy(),
+                    text_ids[b.numpy()],
+                    pos.numpy(),
+                    value.numpy(),
+                )
+        done += n_real
+        if progress is not None:
+            progress(done, total_tokens, time.perf_counter() - started)
+    return accumulators
+
+
+def quality_losses(
+    loaded: LoadedSource, handles: list[SaeHandle], tokenized: TokenizedCorpus, n_texts: int
+) -> dict[str, tuple[float, float, float]]:
+    """(clean, with SAE, zero-ablated) next-token loss per hook, on the corpus's first
+    `n_texts` texts in one padded batch (for CE loss recovered)."""
     subset = TokenizedCorpus(tokenized.text_ids[:n_texts], tokenized.ids[:n_texts], 0)
     _, tokens, real = next(padded_batches(subset, n_texts, loaded.tokenizer.pad_token_id))
-    losses = ce_losses(loaded.model, {h.hook_name: h.sae for h in handles}, tokens, real)
-    quality = {}
-    for handle in handles:
-        l0, explained_variance, dead = accumulators[handle.name].reconstruction_quality()
-        quality[handle.name] = {
-            "l0": l0,
-            "explained_variance": explained_variance,
-            "ce_loss_recovered": recovered(*losses[handle.hook_name]),
-            "dead_fraction": dead,
-        }
-    return quality
+    device = loaded.model.cfg.device
+    saes = {h.hook_name: h.sae for h in handles}
+    return ce_losses(loaded.model, saes, tokens.to(device), real.to(device))

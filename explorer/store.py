@@ -773,6 +773,77 @@ class StoreWriter:
         columns["sae_idx"] = np.full(n_rows, ref.idx, dtype=np.uint8)
         self._acts.append(pa.record_batch(columns, schema=_ACTS_SCHEMA))
 
+    def add_texts_parquet(self, files: Sequence[str | Path]) -> int:
+        """Add texts from Parquet files with the columns of `add_texts` (labels a list of
+        strings), read by DuckDB directly; returns the rows added."""
+        self._check_parquet(
+            files,
+            "count(*) FILTER (WHERE category IS NULL OR category = '')",
+            [],
+            "Every text needs a non-empty category.",
+        )
+        columns = "text_id, category, source, text, labels"
+        return self._insert_parquet("texts_staging", columns, [], files)
+
+    def add_tokens_parquet(self, files: Sequence[str | Path]) -> int:
+        """Add token rows from Parquet files with the columns of `add_tokens`; returns the
+        rows added."""
+        return self._insert_parquet("tokens_staging", "text_id, pos, token_id, token", [], files)
+
+    def add_acts_parquet(self, sae: str, files: Sequence[str | Path]) -> int:
+        """Add one SAE's activations from Parquet files with the columns feature, text_id,
+        pos, value (positive values only, as `add_acts` keeps), read by DuckDB directly;
+        returns the rows added."""
+        ref = self._sae(sae)
+        self._check_parquet(
+            files,
+            "count(*) FILTER (WHERE NOT (value > 0 AND isfinite(value)))",
+            [],
+            f"Activations of SAE {sae!r} must be positive and finite.",
+        )
+        self._check_parquet(
+            files,
+            "count(*) FILTER (WHERE feature >= ?)",
+            [ref.d_sae],
+            f"A feature is out of range for SAE {sae!r} (d_sae {ref.d_sae}).",
+        )
+        columns = "?::UTINYINT AS sae_idx, feature, text_id, pos, value"
+        n_rows = self._insert_parquet("acts_staging", columns, [ref.idx], files)
+        self._rows_per_sae[sae] = self._rows_per_sae.get(sae, 0) + n_rows
+        return n_rows
+
+    def _check_parquet(
+        self, files: Sequence[str | Path], count_sql: str, params: list[Any], message: str
+    ) -> None:
+        """Raise StoreError(message) when `count_sql` (an aggregate written in this module)
+        counts any bad row of the files."""
+        if files:
+            sql = f"SELECT {count_sql} FROM read_parquet(?, hive_partitioning = false)"
+            if self._read_parquet(sql, [*params, _paths(files)], files).fetchone()[0]:
+                raise StoreError(message)
+
+    def _insert_parquet(
+        self, table: str, columns: str, params: list[Any], files: Sequence[str | Path]
+    ) -> int:
+        """Insert `columns` (a select list written in this module) of the files into `table`."""
+        if not files:
+            return 0
+        sql = (
+            f"INSERT INTO {table} BY NAME SELECT {columns} "
+            "FROM read_parquet(?, hive_partitioning = false)"
+        )
+        return self._read_parquet(sql, [*params, _paths(files)], files).fetchone()[0]
+
+    def _read_parquet(
+        self, sql: str, params: list[Any], files: Sequence[str | Path]
+    ) -> duckdb.DuckDBPyConnection:
+        try:
+            return self._con.execute(sql, params)
+        except duckdb.Error as exc:
+            raise StoreError(
+                f"Cannot load {len(files)} Parquet file(s) such as {files[0]} ({exc})."
+            ) from exc
+
     def add_feature_stats(self, sae: str, stats: pd.DataFrame | Mapping[str, Any]) -> None:
         """Add one SAE's per-feature statistics (one row per feature, dead ones included).
 
@@ -1066,6 +1137,10 @@ _TABLE_NAMES_SQL = """
 SELECT table_name FROM duckdb_tables()
 WHERE database_name = current_database() AND schema_name = 'main'
 """
+
+
+def _paths(files: Sequence[str | Path]) -> list[str]:
+    return [str(path) for path in files]
 
 
 def _strings(values: Any) -> pa.Array:

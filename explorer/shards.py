@@ -1,0 +1,744 @@
+"""Sharded builds: shard I of N of a build written as Parquet, and the merge of N shards.
+
+Owns the shard folder format, which texts a shard extracts, writing a shard atomically,
+reading and checking a folder of shards, and merging their statistics into one store. The
+compute is `explorer.extract`'s, the store format and its SQL are `explorer.store`'s, and
+running many shards at once is an engine's job (`explorer.ray_engine`, or a job array).
+
+Which texts. Shard I of N runs batches I, I + N, I + 2N, ... of the single build's batch plan
+(`explorer.extract.batch_plan`: texts sorted by token count, cut into `batch_size` runs).
+Every forward pass of a sharded build is then one that the single build runs too, with the
+same texts and the same padding, so the activations are the same numbers (bit for bit on the
+same hardware, versions and thread count), and dealing length-sorted batches round robin
+gives the shards nearly equal token counts. The price: each shard tokenizes the whole
+corpus, which is cheap next to the forward passes. Text ids stay the corpus's own.
+
+Layout of a shard folder (`sae=NAME` is the SAE name, percent-escaped):
+
+- `manifests/shard=I.json`: written last; a shard exists once its manifest does. Source,
+  corpus (spec, SHA-256 of its texts), settings, N, I, SAE infos, versions, and every file
+  of the shard with its row count.
+- `texts/shard=I/part-0.parquet`: text_id, category, source, text, labels.
+- `tokens/shard=I/part-K.parquet`: text_id, pos, token_id, token (real tokens only).
+- `acts/sae=NAME/shard=I/part-K.parquet`: feature, text_id, pos, value (positive only).
+- `stats/sae=NAME/shard=I/part-0.parquet`: per feature n_active_tokens, n_active_texts,
+  act_sum (float64) and act_max: sums, counts and maxima, which add up over shards.
+- `topk/sae=NAME/shard=I/part-0.parquet`: the running top-k (feature, rank, text_id, pos,
+  value); `merged_top_examples` merges it over shards.
+- `quality/shard=I/part-0.parquet`: per SAE the shard's real tokens and the sums of the
+  explained-variance sample (squared error, activation sum and sum of squares per input
+  dimension, sampled tokens); shard 0 adds the CE losses of the corpus's first
+  `quality_texts` texts, the ones a single build measures.
+- `logit_lens/sae=NAME/shard=0/part-0.parquet` and `vocab/shard=0/part-0.parquet`: shard 0
+  only, since the decoder logit lens depends on the weights alone.
+
+Atomic writes. A shard writes into `_incomplete/shard=I.HOST.PID/` with the same layout,
+then deletes any earlier manifest of shard I and its partitions, moves its partition
+folders into place and writes its manifest last (`os.replace`). The merge reads only the
+files that manifests list, so a killed shard is never half-present: it has no manifest, the
+merge names it as missing and mentions the leftover temporary folder, which the next write
+of a shard on the same host removes once its process is gone.
+
+Merge. Texts, tokens and activations are loaded by DuckDB straight from the Parquet files
+into one `StoreWriter`, which derives every other table in SQL exactly as for a single
+build. feature_stats come from summed counts and sums and the max of maxima; histograms are
+not merged but computed by the writer from `acts`, as for a single build, because their bins
+depend on the global max. Quality: L0 and the dead fraction from summed counts, explained
+variance from summed sums over the same sampled tokens, CE loss recovered from shard 0.
+Every number equals the single build's up to float summation order (within 1e-12 on the
+tiny and demo bundles).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import logging
+import os
+import platform
+import shutil
+import socket
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import duckdb
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+
+from explorer.build import build_meta, sae_info
+from explorer.corpus import Corpus, resolve_corpus
+from explorer.errors import CorpusError, InputError, StoreError
+from explorer.extract import (
+    RECON_STRIDE,
+    BuildSettings,
+    FeatureAccumulator,
+    Progress,
+    TokenizedCorpus,
+    accumulate,
+    batch_plan,
+    explained_variance,
+    logit_lens,
+    quality_losses,
+    select_saes,
+    tokenize_corpus,
+    vocab_strings,
+)
+from explorer.quality import recovered
+from explorer.sources import LoadedSource, SaeHandle
+from explorer.store import FLUSH_ROWS, SaeInfo, StoreWriter
+
+logger = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+MAX_SHARDS = 4096
+INCOMPLETE = "_incomplete"
+MANIFESTS = "manifests"
+# what shards of one build must share; everything else may differ (host, time, versions)
+AGREEING_KEYS = ("format", "n_shards", "source", "corpus", "corpus_sha256", "settings")
+AGREEING_KEYS += ("recon_stride", "saes")
+
+_ACTS_SCHEMA = pa.schema(
+    [
+        ("feature", pa.uint32()),
+        ("text_id", pa.uint32()),
+        ("pos", pa.uint16()),
+        ("value", pa.float32()),
+    ]
+)
+_TOKENS_SCHEMA = pa.schema(
+    [
+        ("text_id", pa.uint32()),
+        ("pos", pa.uint16()),
+        ("token_id", pa.uint32()),
+        ("token", pa.string()),
+    ]
+)
+
+# Merged per-feature statistics of one SAE: counts and sums add up, maxima take the max.
+_MERGED_STATS_SQL = """
+SELECT feature, sum(n_active_tokens)::BIGINT AS n_active_tokens,
+    sum(n_active_texts)::BIGINT AS n_active_texts,
+    CASE WHEN sum(n_active_tokens) > 0 THEN sum(act_sum) / sum(n_active_tokens) ELSE 0 END
+        AS mean_active,
+    max(act_max)::DOUBLE AS "max"
+FROM read_parquet(?, hive_partitioning = false)
+GROUP BY feature ORDER BY feature
+"""
+
+# Each feature's k largest activations over the shards' running top-k (ties by text, pos).
+_MERGED_TOPK_SQL = """
+SELECT feature::BIGINT AS feature, merged_rank AS rank, text_id::BIGINT AS text_id,
+    pos::BIGINT AS pos, value
+FROM (
+    SELECT feature, text_id, pos, value,
+        row_number() OVER (PARTITION BY feature ORDER BY value DESC, text_id, pos)
+            AS merged_rank
+    FROM read_parquet(?, hive_partitioning = false)
+    QUALIFY merged_rank <= ?)
+ORDER BY feature, rank
+"""
+
+
+@dataclass(frozen=True)
+class ShardSpec:
+    """Shard `index` of `count` (`--shard I/N`)."""
+
+    index: int
+    count: int
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.count <= MAX_SHARDS:
+            raise InputError(f"The number of shards must be 1 to {MAX_SHARDS}, got {self.count}.")
+        if not 0 <= self.index < self.count:
+            raise InputError(
+                f"Shard {self.index} of {self.count} does not exist: choose 0 to {self.count - 1}."
+            )
+
+    @classmethod
+    def parse(cls, text: str) -> ShardSpec:
+        """Read `I/N`, e.g. `0/4` for the first of four shards."""
+        index, slash, count = text.strip().partition("/")
+        if not (slash and index.isdigit() and count.isdigit()):
+            raise InputError(f"--shard takes I/N (e.g. 0/4 for the first of 4), got {text!r}.")
+        return cls(int(index), int(count))
+
+    def __str__(self) -> str:
+        return f"{self.index}/{self.count}"
+
+
+@dataclass(frozen=True)
+class ShardReport:
+    folder: Path
+    shard: ShardSpec
+    n_texts: int
+    n_tokens: int
+    n_rows: dict[str, int]
+    seconds: float
+
+
+@dataclass(frozen=True)
+class MergeReport:
+    path: Path
+    n_shards: int
+    n_texts: int
+    n_tokens: int
+    n_rows: dict[str, int]
+    seconds: float
+
+
+@dataclass(frozen=True)
+class Shard:
+    """A finished shard of a folder: its manifest, with file paths made absolute."""
+
+    folder: Path
+    manifest: dict[str, Any]
+
+    @property
+    def index(self) -> int:
+        return int(self.manifest["shard"])
+
+    def files(self, kind: str, sae: str | None = None) -> list[Path]:
+        """The shard's files of one kind (and SAE); none when the shard wrote no rows of it."""
+        listed = self.manifest["files"].get(kind, {} if sae else [])
+        return [self.folder / name for name in (listed.get(sae, []) if sae else listed)]
+
+
+# --------------------------------------------------------------------------- writing
+
+
+def write_shard(
+    loaded: LoadedSource,
+    corpus: Corpus | str,
+    folder: str | Path,
+    shard: ShardSpec,
+    settings: BuildSettings | None = None,
+    progress: Progress | None = None,
+) -> ShardReport:
+    """Extract shard `shard` of `corpus` through `loaded` into the shard folder `folder`,
+    replacing an earlier write of the same shard; see the module docstring."""
+    settings = settings or BuildSettings()
+    settings.validate()
+    corpus = resolve_corpus(corpus) if isinstance(corpus, str) else corpus
+    if len(corpus) == 0:
+        raise CorpusError(f"The corpus {corpus.name!r} has no texts; nothing to build.")
+    folder = _shard_folder(folder)
+    fingerprint = corpus_sha256(corpus)
+    if settings.max_texts is not None:
+        corpus = corpus.head(settings.max_texts)
+    handles = select_saes(loaded, settings.hooks)
+    started = time.perf_counter()
+    tokenized = tokenize_corpus(loaded, corpus.texts)
+    plan = batch_plan(tokenized, settings.batch_size)[shard.index :: shard.count]
+    vocab = vocab_strings(loaded)
+    _remove_stale_writes(folder)
+    tmp = folder / INCOMPLETE / f"shard={shard.index}.{socket.gethostname()}.{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        files = _ShardFiles(tmp, shard.index)
+        sink = _ParquetSink(files, FLUSH_ROWS)
+        accumulators = accumulate(
+            loaded, handles, tokenized, plan, sink, settings.topk, vocab, progress
+        )
+        sink.close()
+        members = np.sort(np.concatenate(plan)) if plan else np.zeros(0, dtype=np.int64)
+        files.write("texts", None, _texts_table(corpus.texts.iloc[members]))
+        _write_statistics(files, loaded, handles, accumulators, tokenized, settings)
+        if shard.index == 0:
+            vocab_table = pa.table({"token_id": np.arange(len(vocab)), "token": vocab})
+            files.write("vocab", None, vocab_table)
+        n_tokens = int(sum(tokenized.n_tokens[batch].sum() for batch in plan))
+        n_rows = {n: int(a.n_active_tokens.sum()) for n, a in accumulators.items()}
+        seconds = time.perf_counter() - started
+        manifest = {
+            "format": FORMAT_VERSION,
+            "shard": shard.index,
+            "n_shards": shard.count,
+            "source": loaded.source.spec(),
+            "corpus": corpus.name,
+            "corpus_sha256": fingerprint,
+            "settings": json.loads(json.dumps(asdict(settings))),
+            "recon_stride": RECON_STRIDE,
+            "saes": [asdict(sae_info(handle)) for handle in handles],
+            "meta": build_meta(loaded, corpus.name, settings),
+            "assignment": "batches I, I+N, ... of the length-sorted batch plan",
+            "n_texts": len(members),
+            "n_tokens": n_tokens,
+            "n_rows": n_rows,
+            "files": files.listing,
+            "rows": files.rows,
+            "versions": _versions(),
+            "host": socket.gethostname(),
+            "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            "seconds": seconds,
+        }
+        _publish(tmp, folder, shard.index, manifest)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return ShardReport(folder, shard, len(members), n_tokens, n_rows, seconds)
+
+
+def _write_statistics(
+    files: _ShardFiles,
+    loaded: LoadedSource,
+    handles: list[SaeHandle],
+    accumulators: dict[str, FeatureAccumulator],
+    tokenized: TokenizedCorpus,
+    settings: BuildSettings,
+) -> None:
+    """Per SAE: mergeable feature statistics, running top-k and quality sums; shard 0 adds
+    the CE losses and the decoder logit lens."""
+    first = files.index == 0
+    losses = quality_losses(loaded, handles, tokenized, settings.quality_texts) if first else {}
+    quality = []
+    for handle in handles:
+        accumulator = accumulators[handle.name]
+        files.write("stats", handle.name, _stats_table(accumulator))
+        top = pa.Table.from_pandas(accumulator.top_examples(), preserve_index=False)
+        files.write("topk", handle.name, top)
+        quality.append(_quality_row(handle, accumulator, losses.get(handle.hook_name)))
+        if first:
+            lens = logit_lens(loaded, handle, settings.logit_lens_k)
+            files.write("logit_lens", handle.name, _logit_lens_table(asdict(lens)))
+    files.write("quality", None, pa.Table.from_pylist(quality))
+
+
+def corpus_sha256(corpus: Corpus) -> str:
+    """SHA-256 of the corpus's texts (ids, categories, sources, texts and labels), so that
+    shards of different corpora that share a spec, such as an edited file, are told apart."""
+    digest = hashlib.sha256()
+    columns = [corpus.texts[name].tolist() for name in corpus.texts.columns]
+    for row in zip(*columns, strict=True):
+        digest.update(json.dumps(row, default=_json_list, ensure_ascii=False).encode())
+    return digest.hexdigest()
+
+
+def _json_list(value: Any) -> Any:
+    if isinstance(value, np.ndarray | tuple):
+        return list(value)
+    if isinstance(value, np.integer):
+        return int(value)
+    return str(value)
+
+
+def _shard_folder(folder: str | Path) -> Path:
+    folder = Path(folder).absolute()
+    if folder.exists() and not folder.is_dir():
+        raise InputError(f"--out {folder} is a file; a shard is written into a folder.")
+    if not folder.parent.is_dir():
+        raise InputError(f"Cannot write shards into {folder}: {folder.parent} does not exist.")
+    folder.mkdir(exist_ok=True)
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise InputError(f"Cannot write shards into {folder}: no write permission.")
+    return folder
+
+
+class _ShardFiles:
+    """The files of one shard being written under `root`, with their row counts."""
+
+    def __init__(self, root: Path, index: int) -> None:
+        self.root = root
+        self.index = index
+        self.listing: dict[str, Any] = {}
+        self.rows: dict[str, int] = {}
+
+    def partition(self, kind: str, sae: str | None) -> Path:
+        parts = [kind] if sae is None else [kind, f"sae={quote(sae, safe='')}"]
+        return Path(*parts, f"shard={self.index}")
+
+    def write(self, kind: str, sae: str | None, table: pa.Table) -> None:
+        partition = self.partition(kind, sae)
+        listed = self.listing.setdefault(kind, [] if sae is None else {})
+        names = listed if sae is None else listed.setdefault(sae, [])
+        name = str(partition / f"part-{len(names):05d}.parquet")
+        (self.root / partition).mkdir(parents=True, exist_ok=True)
+        pq.write_table(table, self.root / name, compression="zstd")
+        names.append(name)
+        self.rows[name] = table.num_rows
+
+
+class _ParquetSink:
+    """The `BuildSink` of a shard: tokens and each SAE's activations as Parquet parts of
+    about `flush_rows` rows."""
+
+    def __init__(self, files: _ShardFiles, flush_rows: int) -> None:
+        self._files = files
+        self._flush_rows = flush_rows
+        self._batches: dict[str | None, list[pa.RecordBatch]] = {}
+
+    def add_tokens(
+        self, text_id: np.ndarray, pos: np.ndarray, token_id: np.ndarray, token: np.ndarray
+    ) -> None:
+        columns = [text_id.astype(np.uint32), pos.astype(np.uint16), token_id.astype(np.uint32)]
+        arrays = [*map(pa.array, columns), pa.array(token.tolist(), pa.string())]
+        self._append(None, pa.record_batch(arrays, schema=_TOKENS_SCHEMA))
+
+    def add_acts(
+        self,
+        sae: str,
+        feature: np.ndarray,
+        text_id: np.ndarray,
+        pos: np.ndarray,
+        value: np.ndarray,
+    ) -> None:
+        columns = [
+            feature.astype(np.uint32),
+            text_id.astype(np.uint32),
+            pos.astype(np.uint16),
+            value.astype(np.float32),
+        ]
+        self._append(sae, pa.record_batch(list(map(pa.array, columns)), schema=_ACTS_SCHEMA))
+
+    def _append(self, sae: str | None, batch: pa.RecordBatch) -> None:
+        batches = self._batches.setdefault(sae, [])
+        batches.append(batch)
+        if sum(b.num_rows for b in batches) >= self._flush_rows:
+            self._flush(sae)
+
+    def _flush(self, sae: str | None) -> None:
+        batches = self._batches.pop(sae, [])
+        if batches:
+            kind = "tokens" if sae is None else "acts"
+            self._files.write(kind, sae, pa.Table.from_batches(batches))
+
+    def close(self) -> None:
+        for sae in list(self._batches):
+            self._flush(sae)
+
+
+def _texts_table(texts: pd.DataFrame) -> pa.Table:
+    labels = [
+        [str(x) for x in v] if isinstance(v, list | tuple | np.ndarray) else []
+        for v in texts["labels"]
+    ]
+    return pa.table(
+        {
+            "text_id": pa.array(texts["text_id"].to_numpy(np.uint32)),
+            "category": pa.array(texts["category"].astype(str).tolist(), pa.string()),
+            "source": pa.array(
+                [None if pd.isna(s) else str(s) for s in texts["source"]], pa.string()
+            ),
+            "text": pa.array(texts["text"].astype(str).tolist(), pa.string()),
+            "labels": pa.array(labels, pa.list_(pa.string())),
+        }
+    )
+
+
+def _stats_table(accumulator: FeatureAccumulator) -> pa.Table:
+    return pa.table(
+        {
+            "feature": np.arange(accumulator.d_sae, dtype=np.uint32),
+            "n_active_tokens": accumulator.n_active_tokens.numpy(),
+            "n_active_texts": accumulator.n_active_texts.numpy(),
+            "act_sum": accumulator.act_sum.numpy(),
+            "act_max": accumulator.act_max.numpy(),
+        }
+    )
+
+
+def _quality_row(
+    handle: SaeHandle,
+    accumulator: FeatureAccumulator,
+    losses: tuple[float, float, float] | None,
+) -> dict[str, Any]:
+    d_in = handle.sae.cfg.d_in
+    zeros = torch.zeros(d_in, dtype=torch.float64)
+    act_in_sum = zeros if accumulator.act_in_sum is None else accumulator.act_in_sum
+    act_in_sq_sum = zeros if accumulator.act_in_sq_sum is None else accumulator.act_in_sq_sum
+    clean, with_sae, zero = losses if losses is not None else (None, None, None)
+    return {
+        "sae": handle.name,
+        "n_tokens": accumulator.n_tokens,
+        "n_recon_tokens": accumulator.n_recon_tokens,
+        "sq_err": accumulator.sq_err,
+        "act_in_sum": act_in_sum.tolist(),
+        "act_in_sq_sum": act_in_sq_sum.tolist(),
+        "clean_loss": clean,
+        "sae_loss": with_sae,
+        "zero_loss": zero,
+    }
+
+
+def _logit_lens_table(lens: dict[str, np.ndarray]) -> pa.Table:
+    """One row per feature, the `[d_sae, k]` arrays of `LogitLens` as fixed-size lists."""
+    return pa.table(
+        {
+            name: pa.FixedSizeListArray.from_arrays(pa.array(array.ravel()), array.shape[1])
+            for name, array in lens.items()
+        }
+    )
+
+
+def _versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for package in ("torch", "transformer-lens", "sae-lens", "duckdb", "pyarrow", "numpy"):
+        versions[package] = metadata.version(package)
+    return versions
+
+
+def _publish(tmp: Path, folder: Path, index: int, manifest: dict[str, Any]) -> None:
+    """Move a finished shard from `tmp` into `folder`, its manifest last."""
+    manifest_path = folder / MANIFESTS / f"shard={index}.json"
+    manifest_path.unlink(missing_ok=True)  # from here on, shard `index` does not exist
+    for old in _partitions(folder, index):
+        shutil.rmtree(old)
+    for new in _partitions(tmp, index):
+        target = folder / new.relative_to(tmp)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(new, target)
+    manifest_path.parent.mkdir(exist_ok=True)
+    staged = tmp / manifest_path.name
+    staged.write_text(json.dumps(manifest, indent=1))
+    os.replace(staged, manifest_path)
+    shutil.rmtree(tmp)
+
+
+def _partitions(root: Path, index: int) -> list[Path]:
+    """Partition folders of shard `index` under `root` (`KIND/shard=I`, `KIND/sae=X/shard=I`)."""
+    name = f"shard={index}"
+    found = [*root.glob(f"*/{name}"), *root.glob(f"*/*/{name}")]
+    return [path for path in found if path.is_dir() and path.parts[len(root.parts)] != INCOMPLETE]
+
+
+def _remove_stale_writes(folder: Path) -> None:
+    """Delete this host's temporary shard folders whose writing process no longer runs."""
+    host = socket.gethostname()
+    for leftover in _incomplete_writes(folder):
+        _, _, rest = leftover.name.partition(".")
+        leftover_host, _, pid = rest.rpartition(".")
+        if leftover_host == host and pid.isdigit() and not _pid_alive(int(pid)):
+            logger.info("removing %s, left by a shard write that no longer runs", leftover)
+            shutil.rmtree(leftover, ignore_errors=True)
+
+
+def _incomplete_writes(folder: Path) -> list[Path]:
+    incomplete = folder / INCOMPLETE
+    return sorted(incomplete.iterdir()) if incomplete.is_dir() else []
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def read_shards(folder: str | Path) -> list[Shard]:
+    """The finished shards of `folder`, checked to form one complete build (shards 0..N-1
+    of the same source, corpus and settings, every listed file present with its rows);
+    a StoreError says what is missing or inconsistent otherwise."""
+    folder = Path(folder).absolute()
+    if not folder.is_dir():
+        raise StoreError(f"No shard folder at {folder}.")
+    unfinished = _incomplete_writes(folder)
+    manifests = sorted((folder / MANIFESTS).glob("shard=*.json"))
+    if not manifests:
+        raise StoreError(
+            f"{folder} holds no finished shard (no {MANIFESTS}/shard=I.json)"
+            + _unfinished_note(unfinished)
+            + ". Write shards with `python -m explorer build --shard I/N --out FOLDER`."
+        )
+    shards = [_read_manifest(folder, path) for path in manifests]
+    _check_agreement(folder, shards)
+    n_shards = int(shards[0].manifest["n_shards"])
+    present = {shard.index for shard in shards}
+    missing = sorted(set(range(n_shards)) - present)
+    if missing:
+        unfinished_missing = [path for path in unfinished if _write_index(path) in missing]
+        raise StoreError(
+            f"{folder} has {len(present)} of {n_shards} shards: missing shard(s) "
+            f"{', '.join(map(str, missing))}{_unfinished_note(unfinished_missing)}. "
+            f"Run them with --shard I/{n_shards} and the same source, corpus and settings."
+        )
+    if unfinished:
+        logger.warning("ignoring unfinished shard writes: %s", ", ".join(map(str, unfinished)))
+    for shard in shards:
+        _check_files(shard)
+    return sorted(shards, key=lambda shard: shard.index)
+
+
+def _write_index(path: Path) -> int | None:
+    """The shard index of a temporary folder `shard=I.HOST.PID`, None if it is not one."""
+    name, _, index = path.name.partition(".")[0].partition("=")
+    return int(index) if name == "shard" and index.isdigit() else None
+
+
+def _unfinished_note(paths: Sequence[Path]) -> str:
+    if not paths:
+        return ""
+    names = ", ".join(str(path) for path in paths)
+    return f" (unfinished writes, killed or still running: {names})"
+
+
+def _read_manifest(folder: Path, path: Path) -> Shard:
+    try:
+        manifest = json.loads(path.read_text())
+        index = int(manifest["shard"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise StoreError(
+            f"Cannot read the shard manifest {path} ({exc}); rerun that shard."
+        ) from exc
+    if path.name != f"shard={index}.json":
+        raise StoreError(f"{path} describes shard {index}; its name must be shard={index}.json.")
+    if manifest.get("format") != FORMAT_VERSION:
+        raise StoreError(
+            f"{path} has shard format {manifest.get('format')}; this explorer merges format "
+            f"{FORMAT_VERSION}. Rewrite the shards with this version."
+        )
+    return Shard(folder, manifest)
+
+
+def _check_agreement(folder: Path, shards: list[Shard]) -> None:
+    """Every shard names the same build; the message groups the shards by what differs."""
+    problems = []
+    for key in AGREEING_KEYS:
+        groups: dict[str, list[int]] = {}
+        for shard in shards:
+            value = json.dumps(shard.manifest.get(key), sort_keys=True)
+            groups.setdefault(value, []).append(shard.index)
+        if len(groups) > 1:
+            described = "; ".join(
+                f"shard(s) {', '.join(map(str, sorted(indices)))}: {_short(value)}"
+                for value, indices in groups.items()
+            )
+            problems.append(f"{key} differs ({described})")
+    if problems:
+        raise StoreError(
+            f"The shards in {folder} are not of one build: {'. '.join(problems)}. "
+            "Remove the foreign shards or rewrite them with the same source, corpus, "
+            "settings and number of shards."
+        )
+
+
+def _short(value: str, limit: int = 120) -> str:
+    return value if len(value) <= limit else value[: limit - 3] + "..."
+
+
+def _check_files(shard: Shard) -> None:
+    for name, rows in shard.manifest["rows"].items():
+        path = shard.folder / name
+        try:
+            found = pq.read_metadata(path).num_rows
+        except (OSError, pa.ArrowException) as exc:
+            raise StoreError(
+                f"Shard {shard.index} in {shard.folder} is damaged: cannot read {name} ({exc}). "
+                f"Rerun shard {shard.index}."
+            ) from exc
+        if found != rows:
+            raise StoreError(
+                f"Shard {shard.index} in {shard.folder} is damaged: {name} has {found} rows, "
+                f"its manifest says {rows}. Rerun shard {shard.index}."
+            )
+
+
+# --------------------------------------------------------------------------- merging
+
+
+def merge_shards(folder: str | Path, out: str | Path) -> MergeReport:
+    """Load every shard of `folder` into one store at `out` (atomically replaced); its
+    tables equal those of a single build of the same corpus (see the module docstring)."""
+    started = time.perf_counter()
+    shards = read_shards(folder)
+    first = shards[0].manifest
+    saes = [SaeInfo(**info) for info in first["saes"]]
+    meta = first["meta"] | {"shards": str(len(shards))}
+    con = duckdb.connect()
+    try:
+        with StoreWriter(out, meta=meta) as writer:
+            for info in saes:
+                writer.add_sae(info)
+            n_texts = writer.add_texts_parquet(_all_files(shards, "texts"))
+            n_tokens = writer.add_tokens_parquet(_all_files(shards, "tokens"))
+            n_rows = {}
+            for info in saes:
+                n_rows[info.sae] = writer.add_acts_parquet(
+                    info.sae, _all_files(shards, "acts", info.sae)
+                )
+                stats = con.execute(
+                    _MERGED_STATS_SQL, [_paths(_all_files(shards, "stats", info.sae))]
+                ).df()
+                writer.add_feature_stats(info.sae, stats)
+                writer.set_quality(info.sae, **_merged_quality(con, shards, info, stats))
+                writer.add_logit_lens(info.sae, **_logit_lens(shards[0], info.sae))
+    finally:
+        con.close()
+    return MergeReport(
+        Path(out), len(shards), n_texts, n_tokens, n_rows, time.perf_counter() - started
+    )
+
+
+def merged_top_examples(folder: str | Path, sae: str, k: int = 20) -> pd.DataFrame:
+    """feature, rank, text_id, pos, value: each feature's `k` largest activations over the
+    shards' running top-k (ties by text_id, pos), without merging the activations."""
+    shards = read_shards(folder)
+    if sae not in {info["sae"] for info in shards[0].manifest["saes"]}:
+        raise StoreError(f"The shards in {folder} have no SAE {sae!r}.")
+    if not 1 <= k <= int(shards[0].manifest["settings"]["topk"]):
+        raise InputError(f"k must be 1 to the shards' topk setting, got {k}.")
+    with duckdb.connect() as con:
+        return con.execute(_MERGED_TOPK_SQL, [_paths(_all_files(shards, "topk", sae)), k]).df()
+
+
+def _all_files(shards: list[Shard], kind: str, sae: str | None = None) -> list[Path]:
+    return [path for shard in shards for path in shard.files(kind, sae)]
+
+
+def _paths(files: Sequence[Path]) -> list[str]:
+    return [str(path) for path in files]
+
+
+def _merged_quality(
+    con: duckdb.DuckDBPyConnection, shards: list[Shard], info: SaeInfo, stats: pd.DataFrame
+) -> dict[str, float]:
+    """The single build's quality numbers from the shards' sums (see the module docstring)."""
+    rows = con.execute(
+        "SELECT * FROM read_parquet(?, hive_partitioning = false) WHERE sae = ?",
+        [_paths(_all_files(shards, "quality")), info.sae],
+    ).df()
+    assert len(rows) == len(shards), f"one quality row per shard for {info.sae}"
+    losses = rows.dropna(subset=["clean_loss"])
+    assert len(losses) == 1, "shard 0 alone carries the CE losses"
+    clean, with_sae, zero = (
+        float(x) for x in losses.iloc[0][["clean_loss", "sae_loss", "zero_loss"]]
+    )
+    n_active = stats["n_active_tokens"].to_numpy()
+    ev = explained_variance(
+        float(rows["sq_err"].sum()),
+        torch.tensor(np.stack(rows["act_in_sum"].to_numpy()).sum(0)),
+        torch.tensor(np.stack(rows["act_in_sq_sum"].to_numpy()).sum(0)),
+        int(rows["n_recon_tokens"].sum()),
+    )
+    return {
+        "l0": float(n_active.sum()) / max(int(rows["n_tokens"].sum()), 1),
+        "explained_variance": ev,
+        "ce_loss_recovered": recovered(clean, with_sae, zero),
+        "dead_fraction": float((n_active == 0).mean()),
+    }
+
+
+def _logit_lens(shard: Shard, sae: str) -> dict[str, Any]:
+    """`StoreWriter.add_logit_lens` arguments from shard 0's files."""
+    (lens_file,) = shard.files("logit_lens", sae)
+    (vocab_file,) = shard.files("vocab")
+    lens = pq.read_table(lens_file)
+    arrays = {
+        name: np.asarray(column.combine_chunks().flatten()).reshape(len(lens), -1)
+        for name, column in zip(lens.column_names, lens.columns, strict=True)
+    }
+    vocab = pq.read_table(vocab_file).sort_by("token_id")["token"].to_numpy(zero_copy_only=False)
+    return arrays | {"vocab": vocab}
