@@ -15,7 +15,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
@@ -29,6 +29,7 @@ from explorer.quality import ce_losses, recovered
 from explorer.sources import LoadedSource, SaeHandle
 
 RECON_STRIDE = 4
+REPLACEMENT = "\ufffd"  # what a decoder shows for bytes that are not a whole character
 
 
 @dataclass(frozen=True)
@@ -97,6 +98,45 @@ def vocab_strings(loaded: LoadedSource) -> np.ndarray:
     tokenizer = loaded.tokenizer
     d_vocab = loaded.model.cfg.d_vocab
     return np.array([tokenizer.decode([token_id]) for token_id in range(d_vocab)], dtype=object)
+
+
+def token_strings(tokenizer: Any, token_ids: Sequence[int]) -> list[str]:
+    """Display strings of one text's tokens, joining to the text.
+
+    Decoded one at a time, a byte-level token that holds part of a multi-byte character
+    (é, emoji, CJK) shows the replacement character. Such texts are decoded by prefix
+    instead: each character appears once, on the token that completes it, and the tokens
+    holding its first bytes show ''.
+    """
+    single = [tokenizer.decode([int(token_id)]) for token_id in token_ids]
+    if not any(REPLACEMENT in piece for piece in single):
+        return single
+    strings: list[str] = []
+    done = ""
+    for end in range(1, len(token_ids) + 1):
+        text = tokenizer.decode([int(token_id) for token_id in token_ids[:end]])
+        if end < len(token_ids) and text.endswith(REPLACEMENT):
+            strings.append("")  # a character still missing bytes
+        elif text.startswith(done):
+            strings.append(text[len(done) :])
+            done = text
+        else:  # a decoder that rewrites earlier text: keep the token's own string
+            strings.append(single[end - 1])
+            done = text
+    return strings
+
+
+def batch_token_strings(
+    tokenizer: Any, vocab: np.ndarray, rows: np.ndarray, token_ids: np.ndarray
+) -> np.ndarray:
+    """Display strings of a batch's real tokens (`rows`: each token's row, in text order):
+    the vocabulary's strings, except in the texts where one shows a partial character."""
+    strings = vocab[token_ids]
+    partial = np.fromiter((REPLACEMENT in piece for piece in strings), bool, len(strings))
+    for row in np.unique(rows[partial]):
+        in_row = rows == row
+        strings[in_row] = token_strings(tokenizer, token_ids[in_row])
+    return strings
 
 
 def batch_plan(corpus: TokenizedCorpus, batch_size: int) -> list[np.ndarray]:
@@ -429,7 +469,8 @@ def accumulate(
         if sink is not None:
             rows, cols = real.nonzero(as_tuple=True)
             token_ids = tokens[rows, cols].numpy()
-            sink.add_tokens(text_ids[rows.numpy()], cols.numpy(), token_ids, vocab[token_ids])
+            strings = batch_token_strings(loaded.tokenizer, vocab, rows.numpy(), token_ids)
+            sink.add_tokens(text_ids[rows.numpy()], cols.numpy(), token_ids, strings)
         real_on_device = real.to(device)
         sample = (real & reconstruction_sample).to(device)  # [batch, pos]
         for handle in handles:

@@ -40,7 +40,7 @@ from scipy.stats import ttest_ind
 
 from explorer import request_hooks
 from explorer.errors import InputError
-from explorer.extract import padded_batches, tokenize_corpus
+from explorer.extract import padded_batches, token_strings, tokenize_corpus
 from explorer.sources import LoadedSource, SaeHandle
 from explorer.text_acts import MAX_TEXT_CHARS, check_text
 
@@ -347,7 +347,7 @@ def text_effect(
     top = _top_next(loaded, clean_lp[next_at], patched_lp[next_at], top_k)
     return TextEffect(
         intervention=intervention,
-        tokens=_decode_each(loaded, token_ids),
+        tokens=token_strings(loaded.tokenizer, token_ids),
         token_ids=list(token_ids),
         clean_loss=_next_token_loss(clean, tokens)[0].numpy(),
         patched_loss=_next_token_loss(patched, tokens)[0].numpy(),
@@ -517,10 +517,10 @@ def parse_positions(text: str) -> tuple[int, ...] | None:
         return None
     positions: list[int] = []
     for item in text.replace(",", " ").split():
-        if not item.isdigit() or int(item) < 1:
+        if not item.isdecimal() or len(item.lstrip("0")) > 18 or int(item) < 1:
             raise InputError(
-                f"{item!r} is not a position: give token positions from 1, or leave it empty "
-                "for every position."
+                f"{item[:40]!r} is not a position: give token positions from 1, or leave it "
+                "empty for every position."
             )
         if int(item) not in positions:
             positions.append(int(item))

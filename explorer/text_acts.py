@@ -26,6 +26,7 @@ import torch
 from explorer import request_hooks
 from explorer.charts import feature_href
 from explorer.errors import InputError
+from explorer.extract import token_strings
 from explorer.hooks import residual_boundary
 from explorer.sources import LoadedSource, SaeHandle
 from explorer.store import Store
@@ -104,10 +105,11 @@ def parse_feature_ids(text: str, d_sae: int, max_features: int = MAX_HIGHLIGHTED
     duplicates dropped (first occurrence kept)."""
     features: list[int] = []
     for item in text.replace(",", " ").split():
-        if not item.isdigit():
-            raise InputError(f"{item!r} is not a feature id: give integers from 0 to {d_sae - 1}.")
-        if int(item) >= d_sae:
-            raise InputError(f"Feature {item} is out of range: choose 0 to {d_sae - 1}.")
+        if not item.isdecimal():  # not isdigit: int() refuses digits such as '²'
+            shown = item[:40]
+            raise InputError(f"{shown!r} is not a feature id: give integers from 0 to {d_sae - 1}.")
+        if len(item.lstrip("0")) > 18 or int(item) >= d_sae:
+            raise InputError(f"Feature {item[:40]} is out of range: choose 0 to {d_sae - 1}.")
         if int(item) not in features:
             features.append(int(item))
     if len(features) > max_features:
@@ -130,6 +132,14 @@ def check_text(loaded: LoadedSource, text: str, max_chars: int) -> list[int]:
         raise InputError("Type some text first: the text is empty.")
     if len(text) > max_chars:
         raise InputError(f"The text has {len(text):,} characters; give at most {max_chars:,}.")
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            raise InputError(
+                "The text holds characters that are not valid Unicode (lone surrogates); "
+                "type or paste it again."
+            ) from None
     token_ids = loaded.tokenizer(text, add_special_tokens=False)["input_ids"]
     limit = loaded.model.cfg.n_ctx - 1
     if len(token_ids) > limit:
@@ -175,5 +185,5 @@ def encode_text(
             "value": feature_acts[pos, feature].float().numpy(),
         }
     ).sort_values(["pos", "value", "feature"], ascending=[True, False, True], ignore_index=True)
-    strings = [loaded.tokenizer.decode([token_id]) for token_id in token_ids]
+    strings = token_strings(loaded.tokenizer, token_ids)
     return TextActivations(sae=sae, tokens=strings, acts=acts)

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 
-from explorer.corpus import arithmetic_corpus, bundled_corpus
+from explorer.corpus import arithmetic_corpus, bundled_corpus, resolve_corpus
 from explorer.errors import InputError
-from explorer.extract import BuildSettings, extract
+from explorer.extract import BuildSettings, extract, token_strings
 from explorer.sources import load_source
 
 
@@ -19,7 +21,9 @@ class ListSink:
         self.acts: list[pd.DataFrame] = []
 
     def add_tokens(self, text_id, pos, token_id, token) -> None:
-        self.tokens.append(pd.DataFrame({"text_id": text_id, "pos": pos, "token_id": token_id}))
+        self.tokens.append(
+            pd.DataFrame({"text_id": text_id, "pos": pos, "token_id": token_id, "token": token})
+        )
 
     def add_acts(self, sae, feature, text_id, pos, value) -> None:
         self.acts.append(
@@ -166,3 +170,29 @@ def test_hooks_subset_and_unknown_hook(loaded):
 def test_bad_settings_are_refused(loaded, settings):
     with pytest.raises(InputError):
         extract(loaded, arithmetic_corpus(n_texts=5), None, settings)
+
+
+MULTI_BYTE = ("Voilà une idée très simple: ça marche", "über Straße 🙂 ok", "日本語のテキスト")
+
+
+@pytest.mark.parametrize("text", [*MULTI_BYTE, "plain ascii"])
+def test_token_strings_join_to_the_text_without_replacement_characters(loaded, text):
+    ids = loaded.tokenizer(text, add_special_tokens=False)["input_ids"]
+    strings = token_strings(loaded.tokenizer, ids)
+    assert len(strings) == len(ids)
+    assert "".join(strings) == text
+    assert "\ufffd" not in "".join(strings)
+    if text == "plain ascii":  # nothing to mend: the tokens' own strings
+        assert strings == [loaded.tokenizer.decode([i]) for i in ids]
+
+
+def test_stored_token_strings_join_to_each_text(loaded, tmp_path):
+    path = tmp_path / "multi_byte.jsonl"
+    path.write_text(
+        "".join(json.dumps({"text": t, "category": "x"}) + "\n" for t in MULTI_BYTE), "utf-8"
+    )
+    sink = ListSink()
+    extract(loaded, resolve_corpus(str(path)), sink, BuildSettings(batch_size=2))
+    tokens = pd.concat(sink.tokens).sort_values(["text_id", "pos"])
+    joined = tokens.groupby("text_id")["token"].agg("".join)
+    assert joined.to_dict() == dict(enumerate(MULTI_BYTE))
