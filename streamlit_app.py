@@ -9,7 +9,9 @@ st.set_page_config(page_title="SAE feature explorer", page_icon="🔬", layout="
 navigation = st.navigation(
     [
         st.Page("app_pages/home.py", title="Home", icon=":material/home:", default=True),
-        st.Page("app_pages/feature.py", title="Feature", icon=":material/search:", url_path="feature"),
+        st.Page(
+            "app_pages/feature.py", title="Feature", icon=":material/search:", url_path="feature"
+        ),
         st.Page(
             "app_pages/specialists.py",
             title="Specialist heatmaps",

@@ -123,12 +123,13 @@ class CorpusRun:
         return {
             "n_texts": len(rows),
             "mean_delta_loss": float(rows["delta_loss"].mean()),
-            "per_category": {
-                row.category: float(row.mean_delta_loss) for row in base.itertuples()
-            },
+            "per_category": {row.category: float(row.mean_delta_loss) for row in base.itertuples()},
             "dose_response": [
-                {"scale": float(row.scale), "category": row.category,
-                 "mean_delta_loss": float(row.mean_delta_loss)}
+                {
+                    "scale": float(row.scale),
+                    "category": row.category,
+                    "mean_delta_loss": float(row.mean_delta_loss),
+                }
                 for row in self.dose_response().itertuples()
             ],
             "test": self.test,
