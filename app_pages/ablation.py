@@ -1,5 +1,6 @@
 """Ablation lab: zero-ablate, clamp, scale, swap or steer SAE features on the loaded model and
-measure what changes on one text and per category of the corpus; every run goes to the ledger."""
+measure what changes on one text and per category of the corpus; every run goes to the ledger
+(except in the public demo, where runs work but are not saved)."""
 
 import json
 from functools import partial
@@ -15,7 +16,9 @@ from explorer.charts.interventions import (
 )
 from explorer.errors import ExplorerError, InputError
 from explorer.intervention_runs import (
+    CorpusRun,
     GenerationSettings,
+    TextRun,
     ledger_table,
     rerun,
     run_corpus,
@@ -30,12 +33,14 @@ from explorer.interventions import (
     Intervention,
     parse_positions,
 )
-from explorer.text_acts import MAX_TEXT_CHARS, parse_feature_ids
+from explorer.store import Store
+from explorer.text_acts import parse_feature_ids
 from explorer.tokens_html import Highlight, highlight_html, legend_html
 from explorer.ui.cached import specialists
+from explorer.ui.limits import live_model_slot, max_text_chars
 from explorer.ui.links import feature_url
 from explorer.ui.params import url_float, url_radio, url_selectbox, url_text
-from explorer.ui.state import current_source, current_store
+from explorer.ui.state import current_source, current_store, public_demo
 from explorer.ui.tables import feature_table
 
 TEXT_RUN = "ablation.text_run"
@@ -54,7 +59,17 @@ def show_error(error: ExplorerError) -> None:
     st.error(str(error))
 
 
+def save_run(store: Store, sae: str, run: TextRun | CorpusRun, demo: bool) -> int | None:
+    """The run's id in the store's ledger; None in the public demo, which saves nothing."""
+    return None if demo else store.save_intervention(sae, run.settings(), run.metrics())
+
+
+def run_title(run_id: int | None) -> str:
+    return "Run (not saved: public demo)" if run_id is None else f"Run **#{run_id}**"
+
+
 st.title("Ablation lab")
+demo = public_demo()
 store = current_store()
 loaded = current_source()
 saes = store.saes()
@@ -92,7 +107,12 @@ links = ", ".join(f"[#{f}]({feature_url(sae, f)})" for f in intervention.feature
 st.markdown(f"**{intervention.describe()}** · feature pages: {links}")
 st.caption(
     "The SAE's error term is kept: only the chosen features' own contribution to the "
-    "activation at the hook changes. Each run is saved to the store's ledger."
+    "activation at the hook changes. "
+    + (
+        "Public demo: runs work but are not saved to the ledger."
+        if demo
+        else "Each run is saved to the store's ledger."
+    )
 )
 
 text_tab, corpus_tab, ledger_tab = st.tabs(["One text", "Over the corpus", "Ledger"])
@@ -107,7 +127,7 @@ with text_tab:
             max_value=int(texts["text_id"].max()),
             step=1,
         )
-        typed = st.text_area("Typed text", max_chars=MAX_TEXT_CHARS, height=100)
+        typed = st.text_area("Typed text", max_chars=max_text_chars(), height=100)
         with st.expander("Generations with and without the intervention"):
             with_generation = st.checkbox("Generate", value=True)
             columns = st.columns(4)
@@ -131,16 +151,17 @@ with text_tab:
             else None
         )
         try:
-            with st.spinner("Running the model with and without the intervention…"):
+            if kind == "Typed text" and len(text) > max_text_chars():
+                raise InputError(f"Give at most {max_text_chars():,} characters of text.")
+            with live_model_slot(), st.spinner("Running the model with and without it…"):
                 run = run_text(loaded, intervention, text, generation)
-            run_id = store.save_intervention(sae, run.settings(), run.metrics())
-            st.session_state[TEXT_RUN] = (run, run_id)
+            st.session_state[TEXT_RUN] = (run, save_run(store, sae, run, demo))
         except ExplorerError as error:
             show_error(error)
     if TEXT_RUN in st.session_state:
         run, run_id = st.session_state[TEXT_RUN]
         effect, summary = run.effect, run.effect.summary()
-        st.markdown(f"Run **#{run_id}**: {run.intervention.describe()}")
+        st.markdown(f"{run_title(run_id)}: {run.intervention.describe()}")
         columns = st.columns(4)
         columns[0].metric("mean change in loss", f"{summary['mean_delta_loss']:+.4f}")
         columns[1].metric("largest change in loss", f"{summary['max_delta_loss']:+.4f}")
@@ -198,30 +219,30 @@ with corpus_tab:
         dose = st.checkbox(f"Dose-response over scales {', '.join(map(str, DOSE_SCALES))}")
         submitted = st.form_submit_button("Run over every text", type="primary")
     if submitted:
-        bar = st.progress(0.0, text="Running the corpus…")
+        with live_model_slot():
+            bar = st.progress(0.0, text="Running the corpus…")
 
-        def progress(done: int, total: int) -> None:
-            bar.progress(done / total, text=f"{done:,} of {total:,} texts")
+            def progress(done: int, total: int) -> None:
+                bar.progress(done / total, text=f"{done:,} of {total:,} texts")
 
-        try:
-            run = run_corpus(
-                loaded,
-                store.texts(),
-                intervention,
-                target=target,
-                scales=DOSE_SCALES if dose else (),
-                progress=progress,
-            )
-            run_id = store.save_intervention(sae, run.settings(), run.metrics())
-            st.session_state[CORPUS_RUN] = (run, run_id)
-        except ExplorerError as error:
-            show_error(error)
-        bar.empty()
+            try:
+                run = run_corpus(
+                    loaded,
+                    store.texts(),
+                    intervention,
+                    target=target,
+                    scales=DOSE_SCALES if dose else (),
+                    progress=progress,
+                )
+                st.session_state[CORPUS_RUN] = (run, save_run(store, sae, run, demo))
+            except ExplorerError as error:
+                show_error(error)
+            bar.empty()
     if CORPUS_RUN in st.session_state:
         run, run_id = st.session_state[CORPUS_RUN]
         test = run.test
         n_texts = int((run.effects["setting"] == 0).sum())
-        st.markdown(f"Run **#{run_id}**: {run.intervention.describe()}, over {n_texts:,} texts")
+        st.markdown(f"{run_title(run_id)}: {run.intervention.describe()}, over {n_texts:,} texts")
         verdict = "hurts" if test["difference"] > 0 and test["p_value"] < 0.05 else "does not hurt"
         st.markdown(
             f"The intervention **{verdict}** `{test['category']}` texts more than the others: "
@@ -268,7 +289,7 @@ with ledger_tab:
         if again:
             entry = ledger[ledger["id"] == run_id].iloc[0]
             try:
-                with st.spinner(f"Re-running #{run_id}…"):
+                with live_model_slot(), st.spinner(f"Re-running #{run_id}…"):
                     metrics = rerun(loaded, store, json.loads(entry["settings"]))
                 if same_metrics(metrics, json.loads(entry["metrics"])):
                     st.success(f"Re-ran #{run_id}: the same numbers as recorded.")

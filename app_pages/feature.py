@@ -22,7 +22,7 @@ from explorer.store import MAX_LABEL_CHARS, MAX_NOTE_CHARS
 from explorer.tokens_html import Highlight, examples_html
 from explorer.ui import feature_cache as cache
 from explorer.ui.links import ablation_url, feature_url
-from explorer.ui.state import current_source, current_store
+from explorer.ui.state import current_source, current_store, public_demo
 
 SAE_KEY, FEATURE_KEY, APPLIED_KEY = "feature_page.sae", "feature_page.feature", "feature_page.url"
 LINK = st.column_config.LinkColumn("feature", display_text=r"feature=(\d+)$")
@@ -183,11 +183,14 @@ cofiring_column.dataframe(
 )
 
 st.subheader("Label and notes")
+read_only = public_demo()
+if read_only:
+    st.caption("Labels are read-only in the public demo: the form is switched off.")
 with st.form(f"label.{sae}.{feature}"):
-    label = st.text_input("Label", max_chars=MAX_LABEL_CHARS)
-    note = st.text_area("Notes", max_chars=MAX_NOTE_CHARS)
-    saved = st.form_submit_button("Save label")
-if saved:
+    label = st.text_input("Label", max_chars=MAX_LABEL_CHARS, disabled=read_only)
+    note = st.text_area("Notes", max_chars=MAX_NOTE_CHARS, disabled=read_only)
+    saved = st.form_submit_button("Save label", disabled=read_only)
+if saved and not read_only:
     try:
         store.save_label(sae, feature, label, note)
         labels = store.labels(sae, feature)

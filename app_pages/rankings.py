@@ -17,6 +17,7 @@ from explorer.errors import ExplorerError, SourceError
 from explorer.relation_queries import categories, category_contrast
 from explorer.ui import feature_cache as cache
 from explorer.ui.cached import specialists
+from explorer.ui.limits import max_text_chars
 from explorer.ui.params import specialist_settings_sidebar, url_int, url_selectbox
 from explorer.ui.state import current_source, current_store
 from explorer.ui.tables import feature_table
@@ -117,7 +118,7 @@ with from_examples:
         text = st.text_area(
             f"Examples, one per line (at most {MAX_EXAMPLES} lines of {MAX_EXAMPLE_CHARS} "
             "characters)",
-            max_chars=MAX_EXAMPLES * (MAX_EXAMPLE_CHARS + 1),
+            max_chars=max_text_chars(MAX_EXAMPLES * (MAX_EXAMPLE_CHARS + 1)),
             height=160,
             key="rankings_page.examples_text",
         )

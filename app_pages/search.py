@@ -16,8 +16,8 @@ from explorer.search import (
     search_tokens,
     with_share_of_max,
 )
-from explorer.text_acts import MAX_TEXT_CHARS
 from explorer.ui import feature_cache as cache
+from explorer.ui.limits import max_text_chars
 from explorer.ui.params import url_int, url_radio, url_selectbox
 from explorer.ui.state import current_source, current_store
 from explorer.ui.tables import feature_table
@@ -77,7 +77,7 @@ else:
     loaded = current_source()
     by = url_radio("Rank features by", "rank_by", TEXT_RANKINGS, default="max")
     n = url_int("Features per SAE", "n", 20, 1, 200)
-    text = st.text_area("Text", key=TEXT_KEY, max_chars=MAX_TEXT_CHARS, height=120)
+    text = st.text_area("Text", key=TEXT_KEY, max_chars=max_text_chars(), height=120)
     in_store = [
         h.name
         for h in loaded.saes

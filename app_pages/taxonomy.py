@@ -22,7 +22,7 @@ from explorer.store import Store
 from explorer.ui import cached
 from explorer.ui.params import url_int, url_selectbox, url_text
 from explorer.ui.resources import open_store
-from explorer.ui.state import current_store
+from explorer.ui.state import current_store, public_demo
 from explorer.ui.tables import feature_table
 
 P_THRESHOLDS = ["0.05", "0.01", "0.001", "0.0001", "1e-06"]
@@ -56,13 +56,16 @@ settings = TaxonomySettings(
 )
 label = url_selectbox("Show label", "label", ["all", *LABELS], default="all")
 rows = url_int("Features in the table", "rows", 200, 10, 5000)
-other_text = url_text(
-    "Second store (optional)",
-    "compare",
-    default="",
-    check=str,
-    help="Path of another store (e.g. another model) to compare with this one.",
-)
+demo = public_demo()  # no other stores in the public demo
+other_text = ""
+if not demo:
+    other_text = url_text(
+        "Second store (optional)",
+        "compare",
+        default="",
+        check=str,
+        help="Path of another store (e.g. another model) to compare with this one.",
+    )
 
 features = cached.taxonomy(store, sae, settings)
 summary = taxonomy_summary(features)
@@ -99,6 +102,8 @@ feature_table(
 )
 
 st.subheader("Stores side by side")
+if demo:
+    st.caption("Comparing with a second store is switched off in the public demo.")
 other = second_store(other_text)
 stores = {f"A: {store.path.name}": store}
 if other is not None:

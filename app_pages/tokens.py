@@ -6,7 +6,7 @@ from dataclasses import replace
 import streamlit as st
 
 from explorer.errors import ExplorerError
-from explorer.text_acts import MAX_HIGHLIGHTED, MAX_TEXT_CHARS, parse_feature_ids
+from explorer.text_acts import MAX_HIGHLIGHTED, parse_feature_ids
 from explorer.tokens_html import (
     GREY,
     TARGET_COLOR,
@@ -17,6 +17,7 @@ from explorer.tokens_html import (
     legend_html,
 )
 from explorer.ui import feature_cache as cache
+from explorer.ui.limits import max_text_chars
 from explorer.ui.state import current_source, current_store
 
 TOP_PER_TOKEN = 3
@@ -74,7 +75,7 @@ elif mode == "Typed text":
     loaded = current_source()
     with st.form("typed_text"):
         sae = st.selectbox("SAE", [handle.name for handle in loaded.saes])
-        text = st.text_area("Text", max_chars=MAX_TEXT_CHARS, height=120)
+        text = st.text_area("Text", max_chars=max_text_chars(), height=120)
         features_text = st.text_input("Features", max_chars=200, help=FEATURE_HELP)
         if st.form_submit_button("Run"):
             st.session_state[TYPED_KEY] = (sae, text, features_text)

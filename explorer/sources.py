@@ -55,7 +55,7 @@ SourceKind = Literal["demo", "registry", "local", "topk"]
 SOURCE_KINDS: tuple[str, ...] = get_args(SourceKind)
 SPEC_FORMS = (
     "demo | demo:tiny | demo:BUNDLE_FOLDER",
-    "registry:RELEASE:SAE_ID[,SAE_ID...]",
+    "registry:RELEASE:SAE_ID[,SAE_ID...] (or saelens:RELEASE:SAE_ID[,SAE_ID...])",
     "local:FOLDER[,FOLDER...][@MODEL]",
     "topk:CHECKPOINT[,CHECKPOINT...][@MODEL][#HOOK]",
 )
@@ -135,7 +135,7 @@ class Source:
         kind, has_rest, rest = spec.strip().partition(":")
         if kind == "demo":
             return cls(kind="demo", preset=rest if has_rest else "demo")
-        if kind == "registry":
+        if kind in ("registry", "saelens"):  # saelens: is an alias
             release, _, sae_ids = rest.partition(":")
             return cls(kind="registry", release=release or None, sae_ids=_split_list(sae_ids))
         if kind == "local":

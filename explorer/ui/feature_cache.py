@@ -4,7 +4,8 @@ Owns the cache keys: a store is keyed by its path and the file's modification ti
 rebuild or a saved label (both rewrite the file) starts fresh entries; a loaded source is
 keyed by its spec. The `Store` and `LoadedSource` objects themselves are passed with a
 leading underscore (not hashed). Every cache is bounded (`max_entries`, `ttl`). Labels are
-not cached: they are read on each run so a saved label shows at once.
+not cached: they are read on each run so a saved label shows at once. Typed text is encoded
+under a live-model slot (`explorer.ui.limits`) and bounded to the deployment's length.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from explorer.feature_queries import CoFiringLevel
 from explorer.sources import LoadedSource
 from explorer.store import Store
 from explorer.text_acts import TextActivations, encode_text, stored_text_activations
+from explorer.ui.limits import live_model_slot, max_text_chars
 from explorer.ui.resources import StoreKey, store_key
 
 TTL_S = 3600
@@ -111,12 +113,17 @@ def stored_text(store: Store, text_id: int, sae: str) -> TextActivations:
 
 
 @st.cache_data(max_entries=32, ttl=TTL_S, show_spinner=False)
-def _typed_text(_loaded: LoadedSource, key: str, sae: str, text: str) -> TextActivations:
-    return encode_text(_loaded, sae, text)
+def _typed_text(
+    _loaded: LoadedSource, key: str, sae: str, text: str, max_chars: int
+) -> TextActivations:
+    with live_model_slot():
+        return encode_text(_loaded, sae, text, max_chars)
 
 
 def typed_text(loaded: LoadedSource, sae: str, text: str) -> TextActivations:
-    return _typed_text(loaded, source_key(loaded), sae, text)
+    """Typed text encoded live (under a live-model slot; bounded to the deployment's length);
+    a text seen before comes from the cache without a slot."""
+    return _typed_text(loaded, source_key(loaded), sae, text, max_text_chars())
 
 
 @st.cache_data(max_entries=64, ttl=TTL_S, show_spinner=False)

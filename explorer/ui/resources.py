@@ -1,8 +1,13 @@
-"""Process-wide cached resources of the app: the loaded source and the open store.
+"""Process-wide cached resources of the app: the settings, the loaded source and the store.
 
 Everything here is a `st.cache_resource` singleton shared by every session, so callers must
 never mutate what they get (no `.to()`, no hooks added, no config changes). The store is
-opened read-only once per path and reopened when a rebuild replaced the file.
+opened read-only once per path and reopened when a rebuild replaced the file. One source is
+loaded at a time (`max_entries=1`): loading another evicts the first once the new one is in
+(both are in memory while it loads), and before a load its memory is estimated
+(`explorer.memory`), shown in the spinner and refused with a `SourceError` if it would not
+fit. The deployment's settings come from `explorer.settings` (environment variables) plus a
+TOML boolean `EXPLORER_PUBLIC_DEMO` in `.streamlit/secrets.toml`.
 """
 
 from __future__ import annotations
@@ -14,26 +19,56 @@ from pathlib import Path
 import streamlit as st
 import torch
 
+from explorer import settings
 from explorer.build import build_store
+from explorer.memory import MemoryEstimate, check_fits, estimate_source
+from explorer.settings import Settings
 from explorer.sources import LoadedSource, Source, load_source
 from explorer.store import SCHEMA_VERSION, Store, stored_schema_version
 
 DEMO_CORPUS = "bundled+arithmetic"
 
 
+def app_settings() -> Settings:
+    """The deployment's settings: environment variables, and `EXPLORER_PUBLIC_DEMO = true`
+    from `.streamlit/secrets.toml` (Streamlit copies only string and number secrets into the
+    environment). A bad value raises `SettingsError`."""
+    environ = dict(os.environ)
+    if settings.PUBLIC_DEMO_VAR not in environ and st.secrets.load_if_toml_exists():
+        secret = st.secrets.get(settings.PUBLIC_DEMO_VAR)
+        if isinstance(secret, bool):
+            environ[settings.PUBLIC_DEMO_VAR] = str(secret)
+    return settings.from_environ(environ)
+
+
 def default_source_spec() -> str:
     """The source a new session starts on: `EXPLORER_SOURCE`, else the demo bundle."""
-    return os.environ.get("EXPLORER_SOURCE", "demo")
+    return app_settings().source
 
 
 def default_store_path() -> str:
     """The store a new session starts on: `EXPLORER_STORE`, else the demo store."""
-    return os.environ.get("EXPLORER_STORE", "cache/demo.duckdb")
+    return app_settings().store
 
 
-@st.cache_resource(show_spinner="Loading the model and its SAEs…", max_entries=1)
+@st.cache_data(max_entries=16, ttl=600, show_spinner=False)
+def memory_estimate(spec: str) -> MemoryEstimate:
+    """What loading `spec` would take, from configs on disk (see `explorer.memory`)."""
+    return estimate_source(Source.parse(spec))
+
+
 def loaded_source(spec: str) -> LoadedSource:
-    """Load a source once per process; `max_entries=1` keeps one model in memory."""
+    """The source, loaded once per process; the spinner shows its estimated memory."""
+    source = Source.parse(spec)
+    with st.spinner(f"Loading `{source.spec()}`: {memory_estimate(spec).describe()}…"):
+        return _loaded_source(source.spec())
+
+
+@st.cache_resource(show_spinner=False, max_entries=1)
+def _loaded_source(spec: str) -> LoadedSource:
+    """Load a source once per process; `max_entries=1` keeps one model in memory. A source
+    whose estimated memory does not fit is refused before anything is loaded."""
+    check_fits(memory_estimate(spec))
     torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
     return load_source(Source.parse(spec))
 

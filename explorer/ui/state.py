@@ -3,6 +3,9 @@
 Owns the sidebar's source and store pickers and the keys they keep in `st.session_state`;
 pages get the loaded source and the open store through `current_source()` and
 `current_store()` and never touch the keys directly. Errors become `st.error` messages.
+In the public demo mode (`explorer.settings`) the pickers are shown disabled and both
+functions use the deployment's source and store whatever the session holds; pages ask
+`public_demo()` to switch off what a visitor must not do (saving labels or runs).
 """
 
 from __future__ import annotations
@@ -13,9 +16,8 @@ from explorer.errors import ExplorerError
 from explorer.sources import LoadedSource, Source
 from explorer.store import Store
 from explorer.ui.resources import (
+    app_settings,
     build_missing_demo_store,
-    default_source_spec,
-    default_store_path,
     demo_store_outdated,
     loaded_source,
     open_store,
@@ -27,27 +29,61 @@ DEMO_CHECKED_KEY = "demo_store_checked"  # (path, spec) whose demo store is know
 
 
 def sidebar() -> None:
-    """Sidebar controls for the source and the store (spec strings as `Source.parse`)."""
-    st.session_state.setdefault(SOURCE_KEY, default_source_spec())
-    st.session_state.setdefault(STORE_KEY, default_store_path())
+    """Sidebar controls for the source and the store (spec strings as `Source.parse`);
+    shown disabled, on the deployment's source and store, in the public demo."""
+    try:
+        settings = app_settings()
+    except ExplorerError as error:
+        _stop_with(error)
+        raise
+    if settings.public_demo:
+        st.session_state[SOURCE_KEY], st.session_state[STORE_KEY] = settings.source, settings.store
+    st.session_state.setdefault(SOURCE_KEY, settings.source)
+    st.session_state.setdefault(STORE_KEY, settings.store)
+    locked = " Fixed in this public demo." if settings.public_demo else ""
     with st.sidebar:
         st.text_input(
             "Source",
             key=SOURCE_KEY,
             max_chars=500,
+            disabled=settings.public_demo,
             help=(
                 "`demo` (offline bundle), `demo:tiny`, "
-                "`registry:RELEASE:SAE_ID[,SAE_ID]` (needs the network or a warm cache), "
-                "`local:FOLDER[,FOLDER][@MODEL]`, `topk:CHECKPOINT@MODEL#HOOK`."
+                "`registry:RELEASE:SAE_ID[,SAE_ID]` or `saelens:RELEASE:SAE_ID[,SAE_ID]` "
+                "(needs the network or a warm cache), "
+                "`local:FOLDER[,FOLDER][@MODEL]`, `topk:CHECKPOINT@MODEL#HOOK`." + locked
             ),
         )
         st.text_input(
             "Store",
             key=STORE_KEY,
             max_chars=500,
+            disabled=settings.public_demo,
             help="A DuckDB file built with `python -m explorer build`. "
-            "The demo store is built on first run.",
+            "The demo store is built on first run." + locked,
         )
+        if settings.public_demo:
+            st.caption("Public demo: the source and store are fixed; nothing is saved.")
+
+
+def public_demo() -> bool:
+    """Whether the app runs as the public demo (a bad setting stops the page with a message)."""
+    try:
+        return app_settings().public_demo
+    except ExplorerError as error:
+        _stop_with(error)
+        raise
+
+
+def _session_choice() -> tuple[str, str]:
+    """(source spec, store path) of this session; the deployment's own in the public demo."""
+    settings = app_settings()
+    if settings.public_demo:
+        return settings.source, settings.store
+    return (
+        st.session_state.get(SOURCE_KEY, settings.source),
+        st.session_state.get(STORE_KEY, settings.store),
+    )
 
 
 def _stop_with(error: ExplorerError) -> None:
@@ -57,8 +93,8 @@ def _stop_with(error: ExplorerError) -> None:
 
 def current_source() -> LoadedSource:
     """The loaded source, or stop the page with the loader's message (never a traceback)."""
-    spec = st.session_state.get(SOURCE_KEY, default_source_spec())
     try:
+        spec, _ = _session_choice()
         return loaded_source(spec)
     except ExplorerError as error:
         _stop_with(error)
@@ -67,9 +103,8 @@ def current_source() -> LoadedSource:
 
 def current_store() -> Store:
     """The open store; the demo store is built on first run with a progress bar."""
-    path = st.session_state.get(STORE_KEY, default_store_path())
-    spec = st.session_state.get(SOURCE_KEY, default_source_spec())
     try:
+        spec, path = _session_choice()
         checked = st.session_state.get(DEMO_CHECKED_KEY) == (path, spec)
         if not checked and Source.parse(spec).kind == "demo" and demo_store_outdated(path):
             bar = st.progress(0.0, text="Building the demo store (first run)…")

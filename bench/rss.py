@@ -1,0 +1,309 @@
+"""Peak memory (RSS) of the app in public demo mode, and of loading one source.
+
+`python -m bench.rss` starts a headless `streamlit run streamlit_app.py` with
+`EXPLORER_PUBLIC_DEMO=1` on the demo bundle and store, visits every page with headless
+chromium (Playwright, Debian's /usr/bin/chromium), runs one typed-text highlight on the token
+page and one ablation on a stored text, and samples the RSS of the server's process tree
+(psutil) every 0.2 s throughout. It records the peak against the 1 GB target, the RSS after
+start-up and after each step, in bench/results/rss_public_demo.json.
+
+`python -m bench.rss --load SPEC` measures instead what `explorer.memory` estimates: the peak
+RSS growth of `load_source(SPEC)` in a fresh process after the app's imports (sampled every
+2 ms), beside the estimate.
+
+    python -m bench.rss                              # -> bench/results/rss_public_demo.json
+    python -m bench.rss --screenshots /tmp/shots     # also a full-page PNG of every page
+    python -m bench.rss --load demo                  # load calibration, printed as JSON
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import socket
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import psutil
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = Path(__file__).parent / "results"
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+TARGET_MB = 1000  # 1 GB; every figure here is in decimal MB (10^6 bytes)
+MB = 1e6
+SAMPLE_S = 0.2
+PAGE_TIMEOUT_MS = 180_000
+# url path -> the page's title, as registered in streamlit_app.py
+PAGES = {
+    "": "SAE feature explorer",
+    "feature": "· feature",
+    "specialists": "Specialist heatmaps",
+    "frequency": "Frequency vs specialization",
+    "tokens": "Token highlighting",
+    "rankings": "Rankings and relations",
+    "taxonomy": "Token taxonomy",
+    "logit-lens": "Logit lens",
+    "search": "Search features",
+    "compare": "Compare SAEs",
+    "ablation": "Ablation lab",
+}
+TYPED_TEXT = "def add(a, b):\n    return a + b  # see https://example.com"
+
+
+def tree_rss(process: psutil.Process) -> int:
+    """RSS of a process and all its children, in bytes (0 once it is gone)."""
+    total = 0
+    try:
+        for member in [process, *process.children(recursive=True)]:
+            try:
+                total += member.memory_info().rss
+            except psutil.NoSuchProcess:
+                continue
+    except psutil.NoSuchProcess:
+        return 0
+    return total
+
+
+class RssSampler:
+    """Samples a process tree's RSS every `SAMPLE_S` seconds in a thread; keeps the peak."""
+
+    def __init__(self, pid: int) -> None:
+        self.process = psutil.Process(pid)
+        self.peak = 0
+        self.samples = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, tree_rss(self.process))
+            self.samples += 1
+            self._stop.wait(SAMPLE_S)
+
+    def now(self) -> int:
+        return tree_rss(self.process)
+
+    def __enter__(self) -> RssSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@contextmanager
+def demo_server(port: int, store: Path) -> Iterator[tuple[str, subprocess.Popen]]:
+    """`streamlit run streamlit_app.py` in public demo mode; yields its URL and process."""
+    env = {
+        **os.environ,
+        "EXPLORER_PUBLIC_DEMO": "1",
+        "EXPLORER_SOURCE": "demo",
+        "EXPLORER_STORE": str(store),
+        "PYTHONPATH": str(ROOT),
+    }
+    command = [sys.executable, "-m", "streamlit", "run", str(ROOT / "streamlit_app.py")]
+    command += ["--server.port", str(port), "--server.headless", "true"]
+    process = subprocess.Popen(
+        command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                if time.monotonic() > deadline or process.poll() is not None:
+                    raise SystemExit("streamlit did not start within 90 s") from None
+                time.sleep(0.5)
+        yield url, process
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def wait_until_idle(page, timeout_s: float = 180) -> None:
+    """Wait until the app's script run is over (no 'Running' status widget) and settled."""
+    deadline = time.monotonic() + timeout_s
+    page.wait_for_timeout(500)
+    while page.locator("[data-testid='stStatusWidget']").count() and time.monotonic() < deadline:
+        page.wait_for_timeout(250)
+    page.wait_for_timeout(1000)
+
+
+def visit(page, url: str, title: str) -> None:
+    page.goto(url)
+    page.get_by_role("heading", level=1).filter(has_text=title).first.wait_for(
+        timeout=PAGE_TIMEOUT_MS
+    )
+    wait_until_idle(page)
+    if page.locator("[data-testid='stException']").count():
+        raise SystemExit(f"{url} shows a traceback")
+
+
+def typed_highlight(page, url: str) -> None:
+    visit(page, f"{url}/tokens", PAGES["tokens"])
+    page.get_by_text("Typed text", exact=True).click()
+    wait_until_idle(page)
+    page.get_by_label("Text", exact=True).fill(TYPED_TEXT)
+    page.get_by_role("button", name="Run", exact=True).click()
+    page.locator("[data-testid='stHtml'] span[title]").first.wait_for(timeout=PAGE_TIMEOUT_MS)
+    wait_until_idle(page)
+
+
+def ablation_run(page, url: str) -> None:
+    visit(page, f"{url}/ablation", PAGES["ablation"])
+    page.get_by_role("button", name="Run on the text").click()
+    page.get_by_text("mean change in loss", exact=True).wait_for(timeout=PAGE_TIMEOUT_MS)
+    wait_until_idle(page)
+
+
+def measure_app(store: Path, port: int, screenshots: Path | None) -> dict:
+    from playwright.sync_api import sync_playwright
+
+    if not Path(CHROMIUM).exists():
+        raise SystemExit(f"{CHROMIUM} is missing: apt-get install -y chromium")
+    built_store = not store.exists()
+    steps: list[dict] = []
+    started = time.perf_counter()
+    with demo_server(port, store) as (url, process), RssSampler(process.pid) as rss:
+        time.sleep(1)
+        steps.append({"step": "server started", "rss_mb": round(rss.now() / MB, 1)})
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+            page = browser.new_page(viewport={"width": 1400, "height": 1200})
+            actions = [(f"page /{path}", path, title) for path, title in PAGES.items()]
+            for name, path, title in actions:
+                visit(page, f"{url}/{path}", title)
+                steps.append({"step": name, "rss_mb": round(rss.now() / MB, 1)})
+                if screenshots:
+                    screenshots.mkdir(parents=True, exist_ok=True)
+                    shot = screenshots / f"{path or 'home'}.png"
+                    page.screenshot(path=str(shot), full_page=True)
+            typed_highlight(page, url)
+            steps.append({"step": "typed-text highlight", "rss_mb": round(rss.now() / MB, 1)})
+            ablation_run(page, url)
+            steps.append({"step": "ablation text run", "rss_mb": round(rss.now() / MB, 1)})
+            if screenshots:
+                page.screenshot(path=str(screenshots / "ablation_run.png"), full_page=True)
+            browser.close()
+        time.sleep(2 * SAMPLE_S)
+        peak = rss.peak
+        samples = rss.samples
+    peak_mb = round(peak / MB, 1)
+    return {
+        "what": "peak RSS of the streamlit server's process tree, public demo mode",
+        "store": str(store),
+        "store_built_during_run": built_store,
+        "peak_rss_mb": peak_mb,
+        "target_mb": TARGET_MB,
+        "passed": peak_mb <= TARGET_MB,
+        "steps": steps,
+        "samples": samples,
+        "sample_interval_s": SAMPLE_S,
+        "seconds": round(time.perf_counter() - started, 1),
+        "machine": {
+            "cores": os.cpu_count(),
+            "ram_gb": round(psutil.virtual_memory().total / 1e9, 1),
+            "platform": platform.platform(),
+        },
+        "load_average": [round(x, 2) for x in os.getloadavg()],
+        "measured_at": time.strftime("%Y-%m-%d %H:%M"),
+    }
+
+
+LOAD_SCRIPT = textwrap.dedent(
+    """
+    import gc, json, sys, threading, time
+    import psutil
+    import explorer.demo, explorer.sources  # what the app has imported before any load
+    from explorer.memory import estimate_source
+    from explorer.sources import load_source
+
+    spec = sys.argv[1]
+    process = psutil.Process()
+    gc.collect()
+    base = peak = process.memory_info().rss
+    done = False
+
+    def sample():
+        global peak
+        while not done:
+            peak = max(peak, process.memory_info().rss)
+            time.sleep(0.002)
+
+    thread = threading.Thread(target=sample)
+    thread.start()
+    started = time.perf_counter()
+    loaded = load_source(spec)
+    seconds = time.perf_counter() - started
+    done = True
+    thread.join()
+    estimate = estimate_source(spec)
+    print(json.dumps({
+        "spec": spec,
+        "rss_after_imports_mb": round(base / 1e6, 1),
+        "weights_mb": round(estimate.weight_bytes / 1e6, 1),
+        "estimated_peak_growth_mb": round(estimate.needed_bytes / 1e6, 1),
+        "measured_peak_growth_mb": round((peak - base) / 1e6, 1),
+        "measured_over_weights": round((peak - base) / estimate.weight_bytes, 3),
+        "load_s": round(seconds, 2),
+    }))
+    """
+)
+
+
+def measure_load(spec: str) -> dict:
+    """Peak RSS growth of one `load_source(spec)` in a fresh process, beside the estimate."""
+    result = subprocess.run(
+        [sys.executable, "-c", LOAD_SCRIPT, spec],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--store", type=Path, default=ROOT / "cache" / "demo.duckdb")
+    parser.add_argument("--port", type=int, help="default: a free port")
+    parser.add_argument("--screenshots", type=Path, help="folder for a PNG of every page")
+    parser.add_argument("--results", type=Path, default=RESULTS / "rss_public_demo.json")
+    parser.add_argument("--load", metavar="SPEC", help="measure one source's load instead")
+    args = parser.parse_args()
+    if args.load:
+        print(json.dumps(measure_load(args.load), indent=2))
+        return
+    result = measure_app(args.store.absolute(), args.port or free_port(), args.screenshots)
+    args.results.parent.mkdir(parents=True, exist_ok=True)
+    args.results.write_text(json.dumps(result, indent=2) + "\n")
+    for step in result["steps"]:
+        print(f"{step['step']:<28} {step['rss_mb']:>8.1f} MB")
+    verdict = "ok" if result["passed"] else "MISSED"
+    print(f"peak RSS {result['peak_rss_mb']:.1f} MB (target <= {TARGET_MB} MB): {verdict}")
+
+
+if __name__ == "__main__":
+    main()
