@@ -19,7 +19,12 @@ if TYPE_CHECKING:
     from explorer.extract import BuildSettings, Progress
     from explorer.shards import MergeReport
 
-DEFAULT_STORE = "cache/demo.duckdb"
+
+def _default_store() -> str:
+    """EXPLORER_STORE, else the demo store in the cache folder (`explorer.settings`)."""
+    from explorer.settings import from_environ
+
+    return from_environ().store
 
 
 def _demo_train(args: argparse.Namespace) -> None:
@@ -68,6 +73,9 @@ def _build(args: argparse.Namespace) -> None:
 
     if args.engine != "ray" and (args.shards is not None or args.shard_dir):
         raise InputError("--shards and --shard-dir go with --engine ray.")
+    from explorer.memory import check_fits, estimate_source
+
+    check_fits(estimate_source(args.source))  # before loading: refuse what would not fit
     try:
         if args.shard:
             _build_shard(args, settings, progress)
@@ -83,7 +91,7 @@ def _build(args: argparse.Namespace) -> None:
 def _build_store(args: argparse.Namespace, settings: BuildSettings, progress: Progress) -> None:
     from explorer.build import build_store
 
-    report = build_store(args.source, args.corpus, args.out or DEFAULT_STORE, settings, progress)
+    report = build_store(args.source, args.corpus, args.out or _default_store(), settings, progress)
     print(
         f"wrote {report.path}: {report.n_texts:,} texts, {report.n_tokens:,} tokens, "
         f"{sum(report.n_rows.values()):,} activation rows, "
@@ -118,7 +126,7 @@ def _build_with_ray(args: argparse.Namespace, settings: BuildSettings) -> None:
     report = build_with_ray(
         args.source,
         args.corpus,
-        args.out or DEFAULT_STORE,
+        args.out or _default_store(),
         settings,
         workers=args.workers,
         n_shards=args.shards,
@@ -193,7 +201,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     build.add_argument(
         "--out",
-        help=f"store file to (re)write (default {DEFAULT_STORE}); with --shard, the shard folder",
+        help="store file to (re)write (default: $EXPLORER_STORE, else cache/demo.duckdb); "
+        "with --shard, the shard folder",
     )
     build.add_argument("--max-texts", type=int, help="use only the first N texts")
     build.add_argument("--batch-size", type=int, default=32, help="texts per forward pass")

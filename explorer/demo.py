@@ -48,7 +48,6 @@ MODEL_NAME = "sae-explorer-demo"
 SPECIAL_TOKEN = "<|endoftext|>"
 PACKAGE_DIR = Path(__file__).resolve().parent
 COMMITTED_BUNDLES = PACKAGE_DIR / "bundles"
-CACHE_BUNDLES = PACKAGE_DIR.parent / "cache" / "bundles"
 # Packages whose README metadata joins the training corpus (prose, URLs, markdown, code).
 CORPUS_PACKAGES = (
     "altair", "duckdb", "numpy", "pandas", "pyarrow", "requests", "rich", "sae-lens",
@@ -108,14 +107,17 @@ PRESETS: dict[str, DemoPreset] = {
 
 
 def bundle_path(preset: str) -> Path:
-    """Where a preset's bundle lives: `demo` is committed, `tiny` is built into cache/.
+    """Where a preset's bundle lives: `demo` is committed, `tiny` is built into the cache
+    folder (`EXPLORER_CACHE_DIR`, default cache/).
 
     Any other string is taken as a bundle folder path.
     """
     if preset == "demo":
         return COMMITTED_BUNDLES / "demo"
     if preset == "tiny":
-        return CACHE_BUNDLES / "tiny"
+        from explorer.settings import from_environ
+
+        return from_environ().cache_dir / "bundles" / "tiny"
     return Path(preset)
 
 

@@ -163,6 +163,25 @@ def test_cli_build_info_and_export(tiny_bundle_path, tmp_path, capsys):
     assert len(pd.read_csv(csv)) == 30
 
 
+def test_cli_build_writes_to_explorer_store_and_refuses_what_does_not_fit(
+    tiny_bundle_path, tmp_path, monkeypatch, capsys
+):
+    from explorer import memory
+
+    out = tmp_path / "from_env.duckdb"
+    monkeypatch.setenv("EXPLORER_STORE", str(out))
+    argv = ["build", "--source", f"demo:{tiny_bundle_path}", "--corpus", "arithmetic:5"]
+    assert main(argv) == 0
+    with Store.open(out) as store:
+        assert len(store.texts()) == 5
+    before = out.stat().st_mtime_ns
+    monkeypatch.setattr(memory, "available_memory", lambda: memory.AvailableMemory(1000, "test"))
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "needs" in err and "this machine has" in err and "Traceback" not in err
+    assert out.stat().st_mtime_ns == before  # refused before anything was written
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
