@@ -39,7 +39,7 @@ from explorer.tokens_html import Highlight, highlight_html, legend_html
 from explorer.ui.cached import specialists
 from explorer.ui.limits import live_model_slot, max_text_chars
 from explorer.ui.links import feature_url
-from explorer.ui.params import url_float, url_radio, url_selectbox, url_text
+from explorer.ui.params import url_float, url_int, url_radio, url_selectbox, url_text
 from explorer.ui.state import current_source, current_store, public_demo
 from explorer.ui.tables import feature_table
 
@@ -76,15 +76,19 @@ saes = store.saes()
 sae = url_selectbox("SAE", "sae", saes["sae"].tolist(), default=saes["sae"].iloc[-1])
 d_sae = int(saes.loc[saes["sae"] == sae, "d_sae"].iloc[0])
 frequency = store.frequency_table()
-most_frequent = frequency[frequency["sae"] == sae].sort_values("freq_rank")["feature"].iloc[0]
+by_frequency = frequency[frequency["sae"] == sae].sort_values(["freq_rank", "feature"])
+general = url_int("The N most frequent features", "general", 0, 0, MAX_FEATURES)
 features = url_text(
     "Features",
     "features",
-    default=str(int(most_frequent)),
+    default=str(int(by_frequency["feature"].iloc[0])),
     check=partial(parse_features, d_sae=d_sae),
     help=f"Up to {MAX_FEATURES} feature ids (0 to {d_sae - 1}), separated by commas or spaces. "
     "The default is this SAE's most frequent feature.",
+    disabled=general > 0,
 )
+if general:  # the "general" features: the SAE's most frequent ones, together
+    features = by_frequency["feature"].head(general).astype(int).tolist()
 mode = url_radio("Intervention", "mode", MODES, default="zero")
 value = 0.0
 if mode in VALUE_LABELS:

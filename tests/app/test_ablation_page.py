@@ -116,3 +116,15 @@ def test_bad_settings_get_messages(page, store_path):
     assert any("empty" in e.value for e in fresh.error)
     with Store.open(store_path) as store:
         assert len(store.interventions()) == before  # a refused run saves nothing
+
+
+def test_the_n_most_frequent_features_are_ablated_together(page, store_path):
+    page.query_params.update({"sae": SAE, "general": "3"})
+    page.run()
+    assert not page.exception and not page.error
+    with Store.open(store_path) as store:
+        frequency = store.frequency_table()
+    top = frequency[frequency["sae"] == SAE].sort_values(["freq_rank", "feature"])["feature"]
+    named = ", ".join(f"#{int(f)}" for f in top.head(3))
+    assert page.markdown[0].value.startswith(f"**zero-ablate {named} in {SAE} at every position")
+    assert next(t for t in page.sidebar.text_input if t.label == "Features").disabled
