@@ -15,7 +15,7 @@ from explorer.charts.feature import (
     logit_histogram_chart,
     logit_lens_chart,
 )
-from explorer.errors import ExplorerError
+from explorer.errors import ExplorerError, quoted
 from explorer.feature_data import resolve_feature_request
 from explorer.feature_queries import adjacent_live_feature
 from explorer.store import MAX_LABEL_CHARS, MAX_NOTE_CHARS
@@ -95,8 +95,7 @@ st.session_state[APPLIED_KEY] = (sae, str(feature))
 data = cache.feature_data(store, sae, feature, before, after)
 labels = store.labels(sae, feature)
 st.title(f"{sae} · feature {feature}")
-if len(labels):
-    st.text(f"Label: {labels['label'].iloc[0]}")
+label_line = st.empty()  # filled at the end, so a label saved below shows at once
 link_columns = st.columns([1, 1, 4])
 link_columns[0].link_button(
     "Ablate or steer it", ablation_url(sae, feature), icon=":material/science:", width="stretch"
@@ -194,10 +193,12 @@ if saved and not read_only:
     try:
         store.save_label(sae, feature, label, note)
         labels = store.labels(sae, feature)
-        st.success(f"Saved the label {label.strip()!r}.")
+        st.success(f"Saved the label {quoted(label.strip(), MAX_LABEL_CHARS)}.")
     except ExplorerError as error:
         st.error(str(error))
 st.dataframe(labels[["label", "note", "created_at"]], hide_index=True)
+if len(labels):
+    label_line.text(f"Label: {labels['label'].iloc[0]}")
 
 st.subheader("Export")
 export = replace(data, labels=labels)

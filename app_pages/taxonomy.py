@@ -17,7 +17,7 @@ from explorer.charts.taxonomy import (
     label_distribution_chart,
     store_comparison_chart,
 )
-from explorer.errors import ExplorerError
+from explorer.errors import ExplorerError, markdown_escaped
 from explorer.store import Store
 from explorer.ui import cached
 from explorer.ui.params import url_int, url_selectbox, url_text
@@ -41,7 +41,9 @@ def second_store(text: str) -> Store | None:
     try:
         return open_store(text.strip())
     except ExplorerError as error:
-        st.error(f"Second store: {error} The comparison shows this store only.")
+        st.error(
+            f"Second store: {markdown_escaped(str(error))} The comparison shows this store only."
+        )
         return None
 
 

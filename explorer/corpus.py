@@ -497,8 +497,10 @@ def _resolve_one(spec: str) -> Corpus:
         return arithmetic_corpus()
     if spec.startswith("arithmetic:"):
         count = spec.removeprefix("arithmetic:")
-        if not count.isdigit():
-            raise CorpusError(f"'{spec}': N in 'arithmetic:N' must be a whole number.")
+        if not count.isdecimal() or len(count) > 9:
+            raise CorpusError(
+                f"'{spec[:60]}': N in 'arithmetic:N' must be a whole number of at most 9 digits."
+            )
         return arithmetic_corpus(int(count))
     if "?rules=" in spec:
         texts_path, _, rules_path = spec.partition("?rules=")

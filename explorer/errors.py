@@ -4,11 +4,17 @@ Every error a user can cause (a bad corpus file, an unknown SAE, a feature id ou
 no network) is raised as an `ExplorerError` subclass whose message says what went wrong and
 what to do instead. The CLI prints the message and exits with status 2; the app shows it with
 `st.error`. Internal invariants use `assert`, never these classes. `check_finite` is the
-one check of numeric settings that several settings dataclasses share.
+one check of numeric settings that several settings dataclasses share; `quoted` is how a
+message quotes what the user typed.
 """
 
 import math
+import re
 from numbers import Real
+
+# What would start Markdown in a quoted value: links and images ([text](url)), code spans,
+# maths, and the escape character itself. (A bare URL still shows as a link to itself.)
+_MARKDOWN_ACTIVE = re.compile(r"([\\`\[\]$])")
 
 
 class ExplorerError(Exception):
@@ -38,3 +44,18 @@ def check_finite(settings: object, names: tuple[str, ...]) -> None:
         value = getattr(settings, name)
         if isinstance(value, bool) or not isinstance(value, Real) or not math.isfinite(value):
             raise InputError(f"{name} must be a finite number, got {value!r}.")
+
+
+def quoted(value: object, limit: int = 80) -> str:
+    """A user's value as a message quotes it: the repr of its first `limit` characters, with
+    the characters that start Markdown links, images, code or maths backslash-escaped. The
+    app shows messages as Markdown (`st.error`, `st.warning`), so a typed or linked value
+    such as `![x](https://...)` shows as typed instead of loading an image."""
+    text = value if isinstance(value, str) else str(value)
+    return markdown_escaped(repr(text[:limit]))
+
+
+def markdown_escaped(text: str) -> str:
+    """`text` with the characters that start Markdown links, images, code or maths
+    backslash-escaped, for a message that shows a path or value the user gave."""
+    return _MARKDOWN_ACTIVE.sub(r"\\\1", text)

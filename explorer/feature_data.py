@@ -20,7 +20,7 @@ from typing import Any
 import pandas as pd
 
 from explorer.analysis.histograms import activation_histogram
-from explorer.errors import InputError
+from explorer.errors import InputError, quoted
 from explorer.feature_queries import (
     MAX_TEXTS,
     example_windows,
@@ -61,17 +61,18 @@ def resolve_feature_request(
     if sae is not None and sae in d_sae:
         chosen = sae
     elif sae is not None:
-        problems.append(f"There is no SAE {sae!r} in this store; showing {chosen!r}.")
+        problems.append(f"There is no SAE {quoted(sae)} in this store; showing {chosen!r}.")
     feature_id = int((default_features or {}).get(chosen, 0))
     if feature is not None:
         text = feature.strip()
-        if not text.lstrip("-").isdigit():
+        digits = text.removeprefix("-")
+        if not digits.isdecimal():  # not isdigit: int() refuses digits such as '²'
             problems.append(
-                f"The feature id {feature!r} is not an integer; showing feature {feature_id}."
+                f"The feature id {quoted(feature)} is not an integer; showing feature {feature_id}."
             )
-        elif not 0 <= int(text) < d_sae[chosen]:
+        elif len(digits.lstrip("0")) > 18 or not 0 <= int(text) < d_sae[chosen]:
             problems.append(
-                f"Feature {int(text)} is out of range for {chosen}: it has features 0 to "
+                f"Feature {text[:40]} is out of range for {chosen}: it has features 0 to "
                 f"{d_sae[chosen] - 1}. Showing feature {feature_id}."
             )
         else:

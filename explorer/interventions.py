@@ -39,7 +39,7 @@ from sae_lens import SAE
 from scipy.stats import ttest_ind
 
 from explorer import request_hooks
-from explorer.errors import InputError
+from explorer.errors import InputError, quoted
 from explorer.extract import padded_batches, token_strings, tokenize_corpus
 from explorer.sources import LoadedSource, SaeHandle
 from explorer.text_acts import MAX_TEXT_CHARS, check_text
@@ -519,7 +519,7 @@ def parse_positions(text: str) -> tuple[int, ...] | None:
     for item in text.replace(",", " ").split():
         if not item.isdecimal() or len(item.lstrip("0")) > 18 or int(item) < 1:
             raise InputError(
-                f"{item[:40]!r} is not a position: give token positions from 1, or leave it "
+                f"{quoted(item, 40)} is not a position: give token positions from 1, or leave it "
                 "empty for every position."
             )
         if int(item) not in positions:

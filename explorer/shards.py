@@ -167,7 +167,7 @@ class ShardSpec:
     def parse(cls, text: str) -> ShardSpec:
         """Read `I/N`, e.g. `0/4` for the first of four shards."""
         index, slash, count = text.strip().partition("/")
-        if not (slash and index.isdigit() and count.isdigit()):
+        if not (slash and index.isdecimal() and count.isdecimal()):
             raise InputError(f"--shard takes I/N (e.g. 0/4 for the first of 4), got {text!r}.")
         return cls(int(index), int(count))
 
@@ -515,7 +515,7 @@ def _remove_stale_writes(folder: Path) -> None:
     for leftover in _incomplete_writes(folder):
         _, _, rest = leftover.name.partition(".")
         leftover_host, _, pid = rest.rpartition(".")
-        if leftover_host == host and pid.isdigit() and not _pid_alive(int(pid)):
+        if leftover_host == host and pid.isdecimal() and not _pid_alive(int(pid)):
             logger.info("removing %s, left by a shard write that no longer runs", leftover)
             shutil.rmtree(leftover, ignore_errors=True)
 
@@ -575,7 +575,7 @@ def read_shards(folder: str | Path) -> list[Shard]:
 def _write_index(path: Path) -> int | None:
     """The shard index of a temporary folder `shard=I.HOST.PID`, None if it is not one."""
     name, _, index = path.name.partition(".")[0].partition("=")
-    return int(index) if name == "shard" and index.isdigit() else None
+    return int(index) if name == "shard" and index.isdecimal() else None
 
 
 def _unfinished_note(paths: Sequence[Path]) -> str:

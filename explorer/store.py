@@ -1218,11 +1218,15 @@ class Store:
     def open(cls, path: str | Path) -> Store:
         """Open the store at `path` read-only, checking it is a complete store of this version."""
         path = Path(path).absolute()
-        if not path.exists():
+        try:
+            exists, is_dir = path.exists(), path.is_dir()
+        except OSError as exc:  # e.g. a name longer than the file system allows
+            raise StoreError(f"Cannot open the store {str(path)[:200]}: {exc.strerror}.") from exc
+        if not exists:
             raise StoreError(
                 f"No store at {path}. Build one first (python -m explorer build, or the demo)."
             )
-        if path.is_dir():
+        if is_dir:
             raise StoreError(f"{path} is a folder; give the path of a store file.")
         return cls(path)
 

@@ -18,7 +18,7 @@ import pandas as pd
 from scipy import stats as scipy_stats
 
 from explorer.analysis.specialists import DEAD, KINDS
-from explorer.errors import InputError
+from explorer.errors import InputError, quoted
 
 MAX_RANK_RANGES = 12
 CORE_KINDS = ("general", "operation", "value", "operation + value")
@@ -55,7 +55,7 @@ def parse_rank_ranges(text: str, max_rank: int) -> list[tuple[int, int]]:
         match = _RANGE.match(part)
         if match is None:
             raise InputError(
-                f"{part.strip()!r} is not a rank range: write FIRST-LAST, e.g. 50-200, "
+                f"{quoted(part.strip(), 40)} is not a rank range: write FIRST-LAST, e.g. 50-200, "
                 "and separate ranges with commas."
             )
         first = int(match.group(1))

@@ -74,8 +74,10 @@ def resolve_token(tokenizer: Any, d_vocab: int, value: str, given_as: TokenInput
     leading spaces count) or its id; anything that is not exactly one token is refused."""
     if given_as == "id":
         text = value.strip()
-        if not text.isdigit() or int(text) >= d_vocab:
-            raise InputError(f"A token id is a whole number from 0 to {d_vocab - 1}, got {text!r}.")
+        if not text.isdecimal() or len(text.lstrip("0")) > 18 or int(text) >= d_vocab:
+            raise InputError(
+                f"A token id is a whole number from 0 to {d_vocab - 1}, got {text[:40]!r}."
+            )
         token_id = int(text)
     elif given_as == "text":
         if not value:

@@ -33,7 +33,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats as scipy_stats
 
-from explorer.errors import InputError, check_finite
+from explorer.errors import InputError, check_finite, quoted
 
 if TYPE_CHECKING:
     from explorer.store import Store
@@ -92,7 +92,7 @@ class SpecialistSettings:
             value = getattr(self, name)
             if value not in get_args(literal):
                 raise InputError(
-                    f"{name} must be one of {', '.join(get_args(literal))}; got {value!r}."
+                    f"{name} must be one of {', '.join(get_args(literal))}; got {quoted(value)}."
                 )
         for name in ("min_score", "min_support"):
             value = getattr(self, name)

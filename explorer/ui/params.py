@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 import streamlit as st
 
 from explorer.analysis.specialists import MEASURES, SpecialistSettings
-from explorer.errors import InputError
+from explorer.errors import InputError, quoted
 
 T = TypeVar("T")
 KEY_PREFIX = "url_"
@@ -53,7 +53,7 @@ def _start_from_url(param: str, default: T, parse: Callable[[str], T]) -> None:
         st.session_state[key] = parse(raw)
     except (InputError, ValueError) as error:
         st.warning(
-            f"Ignored `{param}={raw[:80]}` from the link: {error} Using the default, {default!r}."
+            f"Ignored {param}={quoted(raw)} from the link: {error} Using the default, {default!r}."
         )
         st.session_state[key] = default
 

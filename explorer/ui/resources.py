@@ -21,6 +21,7 @@ import torch
 
 from explorer import settings
 from explorer.build import build_store
+from explorer.errors import StoreError, quoted
 from explorer.memory import MemoryEstimate, check_fits, estimate_source
 from explorer.settings import Settings
 from explorer.sources import LoadedSource, Source, load_source
@@ -115,8 +116,17 @@ def open_store(path: str) -> Store:
 
 
 def demo_store_outdated(path: str) -> bool:
-    """True when there is no store at `path` or it has another schema version."""
-    return not Path(path).exists() or stored_schema_version(path) not in (SCHEMA_VERSION, None)
+    """True when there is no store at `path` or it has another schema version; a path the
+    system refuses (e.g. a name too long) is a StoreError."""
+    try:
+        return not Path(path).exists() or stored_schema_version(path) not in (
+            SCHEMA_VERSION,
+            None,
+        )
+    except OSError as exc:
+        raise StoreError(
+            f"Cannot use {quoted(path)} as a store path: {exc.strerror or exc}."
+        ) from exc
 
 
 def build_missing_demo_store(path: str, spec: str, progress) -> bool:

@@ -190,6 +190,7 @@ def test_label_and_notes_are_saved_in_the_store_and_survive_a_new_session(page, 
     next(b for b in at.button if b.label == "Save label").click().run()
     assert not at.exception
     assert any("closing brackets <b>" in success.value for success in at.success)
+    assert "Label: closing brackets <b>" in [text.value for text in at.text]  # at once
     saved = at.dataframe[-1].value
     assert saved["label"].tolist() == ["closing brackets <b>"]
     assert saved["note"].tolist() == ["fires on ) and ]"]

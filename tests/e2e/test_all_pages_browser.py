@@ -1,0 +1,326 @@
+"""Every page of the app's navigation in a real browser: it runs to its end without an
+exception or an unexpected message, its main control works (a sidebar select or radio, a
+button or a form), links from a chart and from a table open the feature they name, and a
+screenshot of each page is kept in `tests/e2e/screenshots/` (the CI artefact folder).
+
+The real entry runs as `streamlit run` on a free 127.0.0.1 port (see `tests.e2e.browser`).
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from explorer.build import build_store
+from explorer.search import search_tokens
+from explorer.store import Store
+from tests.e2e.browser import CHROMIUM, CHROMIUM_ARGS, ROOT, streamlit_server
+
+pytestmark = pytest.mark.e2e
+SCREENSHOTS = Path(__file__).resolve().parent / "screenshots"
+VIEWPORT = {"width": 1400, "height": 2200}  # tall: Streamlit scrolls inside its main block
+FEATURE_TITLE = re.compile(r"^(L\d\.resid_post) · feature (\d+)$")
+
+
+@pytest.fixture(scope="module")
+def store_path(tiny_bundle_path, tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("e2e_pages") / "pages.duckdb"
+    build_store(f"demo:{tiny_bundle_path}", "bundled+arithmetic:60", path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def server(store_path, tiny_bundle_path) -> Iterator[str]:
+    with streamlit_server(store_path, tiny_bundle_path) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield launched
+        launched.close()
+
+
+@pytest.fixture
+def context(browser):
+    """A fresh browser context (its own Streamlit sessions) that records JS dialogs."""
+    context = browser.new_context(viewport=VIEWPORT)
+    context.dialogs = []
+    context.on("page", lambda page: watch_dialogs(page, context.dialogs))
+    yield context
+    context.close()
+
+
+def watch_dialogs(page, dialogs: list[str]) -> None:
+    page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
+
+
+def navigation_paths() -> list[str]:
+    """The url_path of every `st.Page` in streamlit_app.py ("" for the default page)."""
+    tree = ast.parse((ROOT / "streamlit_app.py").read_text())
+    paths = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and getattr(node.func, "attr", "") == "Page":
+            keywords = {k.arg: ast.literal_eval(k.value) for k in node.keywords}
+            paths.append("" if keywords.get("default") else keywords["url_path"])
+    return paths
+
+
+def settle(page, timeout: float = 120_000) -> None:
+    """Wait until the app's script run has ended and no element is stale."""
+    page.wait_for_timeout(400)
+    page.wait_for_function(
+        """() => !document.querySelector("[data-testid='stStatusWidget']")
+            && !document.querySelector("[data-stale='true']")""",
+        timeout=timeout,
+    )
+
+
+def assert_clean(page, name: str, expected: tuple[str, ...] = ()) -> None:
+    """No exception and no error or warning except the `expected` ones (regexes)."""
+    assert page.locator("[data-testid='stException']").count() == 0, (
+        name,
+        page.locator("[data-testid='stException']").all_inner_texts(),
+    )
+    messages = page.locator(
+        "[data-testid='stAlertContentError'], [data-testid='stAlertContentWarning']"
+    ).all_inner_texts()
+    unexpected = [m for m in messages if not any(re.search(e, m) for e in expected)]
+    assert not unexpected, (name, unexpected)
+
+
+def open_page(page, url: str, heading: str | re.Pattern) -> None:
+    page.goto(url)
+    page.get_by_role("heading", name=heading).first.wait_for(timeout=120_000)
+    settle(page)
+
+
+def choose(page, label: str, option: str | None = None, index: int | None = None) -> str:
+    """Pick an option of a select box by its text or position; returns the option's text."""
+    page.get_by_role("combobox", name=label).first.click()
+    options = page.get_by_role("option")
+    chosen = options.nth(index) if index is not None else options.filter(has_text=option).first
+    text = chosen.inner_text()
+    chosen.click()
+    settle(page)
+    return text
+
+
+def feature_title(page) -> tuple[str, int]:
+    title = page.get_by_role("heading", level=1).filter(has_text=" · feature ").first
+    title.wait_for(timeout=120_000)
+    match = FEATURE_TITLE.match(title.inner_text().strip())
+    assert match, title.inner_text()
+    return match.group(1), int(match.group(2))
+
+
+def grid_link(page, grid_index: int = 0) -> str:
+    """The target of the first link cell of a table (from the grid's accessible copy)."""
+    cell = page.locator("[data-testid='stDataFrame']").nth(grid_index).locator("td").first
+    return cell.inner_text().strip()
+
+
+def click_first_link_cell(page, grid_index: int = 0):
+    """Click the first row's link cell of a table; the link opens in a new tab."""
+    grid = page.locator("[data-testid='stDataFrame']").nth(grid_index)
+    grid.scroll_into_view_if_needed()
+    box = grid.bounding_box()
+    x, y = box["x"] + 25, box["y"] + 35 + 17  # below the header row, in row 1
+    page.mouse.move(x, y)  # the grid makes a cell a link on hover
+    page.wait_for_timeout(300)
+    with page.context.expect_page(timeout=30_000) as opened:
+        page.mouse.click(x, y)
+    new_page = opened.value
+    new_page.wait_for_load_state()
+    return new_page
+
+
+def screenshot(page, name: str) -> None:
+    SCREENSHOTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
+
+
+# -- what each page's main controls do ------------------------------------------------------
+
+
+def home(page, server: str, store: Path) -> None:
+    counts = read(store, lambda opened: opened.table_counts())
+    open_page(page, f"{server}/", "SAE feature explorer")
+    page.get_by_text("Texts per category").wait_for(timeout=120_000)
+    metrics = dict(
+        zip(
+            page.locator("[data-testid='stMetricLabel']").all_inner_texts(),
+            page.locator("[data-testid='stMetricValue']").all_inner_texts(),
+            strict=True,
+        )
+    )
+    assert metrics["texts"] == f"{counts['texts']:,}"
+    assert metrics["activation rows"] == f"{counts['acts']:,}"
+
+
+def feature(page, server: str, store: Path) -> None:
+    open_page(page, f"{server}/feature", re.compile(" · feature "))
+    sae, first = feature_title(page)
+    stats = read(store, lambda opened: opened.feature_stats(sae))
+    live = stats[stats["n_active_tokens"] > 0]["feature"].tolist()
+    page.get_by_role("button", name="Next").click()
+    settle(page)
+    assert feature_title(page) == (sae, next(f for f in live if f > first))
+    assert f"feature={next(f for f in live if f > first)}" in page.url
+
+
+def specialists(page, server: str, store: Path) -> None:
+    open_page(page, f"{server}/specialists", "Specialist heatmaps")
+    choose(page, "Measure", "AUROC")
+    assert "measure=auroc" in page.url
+    page.get_by_text("Measure: AUROC").first.wait_for()
+
+
+def frequency(page, server: str, store: Path) -> None:
+    open_page(page, f"{server}/frequency", "Frequency vs specialization")
+    choose(page, "SAE", "L0.resid_post")
+    assert "sae=L0.resid_post" in page.url
+    saes = read(store, lambda opened: opened.saes()).set_index("sae")
+    n_features = int(saes.loc["L0.resid_post", "d_sae"])
+    features = page.locator("[data-testid='stMetricValue']").first.inner_text()
+    assert features == f"{n_features:,}"
+
+
+def tokens(page, server: str, store: Path) -> None:
+    open_page(page, f"{server}/tokens", "Token highlighting")
+    page.get_by_text("Typed text", exact=True).click()
+    settle(page)
+    page.get_by_label("Text", exact=True).fill("def add(a, b): return a + b")
+    page.get_by_role("button", name="Run").click()
+    settle(page)
+    spans = page.locator("[data-testid='stHtml'] span[title]")
+    spans.first.wait_for()
+    shown = "".join(page.locator("[data-testid='stHtml']").last.all_inner_texts())
+    assert "add" in shown and spans.count() > 5
+
+
+def rankings(page, server: str, store: Path) -> None:
+    open_page(page, f"{server}/rankings", "Rankings and relations")
+    choose(page, "Ranking", "most frequent")
+    assert "ranking=most+frequent" in page.url or "ranking=most%20frequent" in page.url
+    page.get_by_role("heading", name="Most frequent features").wait_for()
+    # a table link (opens the feature in a new tab)
+    target = grid_link(page)
+    sae, feature_id = re.search(r"sae=([^&]+)&feature=(\d+)", target).groups()
+    opened = click_first_link_cell(page)
+    assert feature_title(opened) == (sae, int(feature_id))
+    assert_clean(opened, "feature page from a table link")
+    opened.close()
+    # a chart link (the co-firing bars; opens in this tab)
+    chart = page.locator("[data-testid='stVegaLiteChart']").first
+    chart.scroll_into_view_if_needed()
+    bar = chart.locator("svg .mark-rect path").first
+    bar.wait_for()
+    bar.click()
+    page.wait_for_url(re.compile(r"/feature\?sae=L\d\.resid_post&feature=\d+"), timeout=60_000)
+    linked = re.search(r"sae=([^&]+)&feature=(\d+)", page.url).groups()
+    assert feature_title(page) == (linked[0], int(linked[1]))
+    assert_clean(page, "feature page from a chart link")
+
+
+def taxonomy(page, server: str, store: Path) -> None:
+    open_page(page, f"{server}/taxonomy", "Token taxonomy")
+    choose(page, "Show label", index=1)
+    assert "label=" in page.url
+
+
+def logit_lens(page, server: str, store: Path) -> None:
+    open_page(page, f"{server}/logit-lens", "Logit lens")
+    page.get_by_text("Reverse lookup: token → features").click()
+    settle(page)
+    page.get_by_role("heading", name=re.compile("most promote or suppress")).wait_for()
+    assert "view=reverse" in page.url
+
+
+def search(page, server: str, store: Path) -> None:
+    open_page(page, f"{server}/search", "Search features")
+    page.get_by_text("promoted token", exact=True).click()
+    settle(page)
+    token, first = read(store, promoted_token)
+    page.get_by_label("Token", exact=True).fill(token)
+    page.keyboard.press("Enter")
+    page.get_by_text(re.compile(r"results; 'open' goes to")).wait_for(timeout=60_000)
+    settle(page)
+    target = grid_link(page)
+    assert target == f"feature?sae={first[0]}&feature={first[1]}"
+    opened = click_first_link_cell(page)
+    assert feature_title(opened) == first
+    opened.close()
+
+
+def promoted_token(store: Store) -> tuple[str, tuple[str, int]]:
+    """A word that some feature promotes, and the first feature the search lists for it."""
+    lens = store.logit_lens("L2.resid_post", 0)
+    for token in ["the", *(t.strip() for t in lens["token"])]:
+        if token.isascii() and token.isalpha():
+            found = search_tokens(store, token)
+            if len(found):
+                return token, (found["sae"].iloc[0], int(found["feature"].iloc[0]))
+    raise AssertionError("no promoted word to search for")
+
+
+def compare(page, server: str, store: Path) -> None:
+    open_page(page, f"{server}/compare", "Compare SAEs")
+    choose(page, "Measure", "dominance")
+    assert "measure=dominance" in page.url
+
+
+def ablation(page, server: str, store: Path) -> None:
+    open_page(page, f"{server}/ablation", "Ablation lab")
+    before = len(read(store, lambda opened: opened.interventions()))
+    page.get_by_role("button", name="Run on the text").click()
+    page.get_by_text("mean change in loss", exact=True).wait_for(timeout=120_000)
+    settle(page)
+    assert len(read(store, lambda opened: opened.interventions())) == before + 1
+
+
+def read(path: Path, query: Callable[[Store], Any]) -> Any:
+    """One read of the store, closed at once: the app's label and ledger saves need the file
+    free of other processes' connections."""
+    with Store.open(path) as store:
+        return query(store)
+
+
+VISITS: dict[str, Callable] = {
+    "": home,
+    "feature": feature,
+    "specialists": specialists,
+    "frequency": frequency,
+    "tokens": tokens,
+    "rankings": rankings,
+    "taxonomy": taxonomy,
+    "logit-lens": logit_lens,
+    "search": search,
+    "compare": compare,
+    "ablation": ablation,
+}
+
+
+def test_every_page_of_the_navigation_is_covered() -> None:
+    assert sorted(navigation_paths()) == sorted(VISITS)
+
+
+@pytest.mark.parametrize("path", list(VISITS))
+def test_page_in_a_browser(server, context, store_path, path) -> None:
+    page = context.new_page()
+    VISITS[path](page, server, store_path)
+    assert_clean(page, path or "home")
+    page.wait_for_timeout(300)
+    screenshot(page, path or "home")
+    assert context.dialogs == []
+    sidebar_links = page.locator("[data-testid='stSidebarNav'] a")
+    assert sidebar_links.count() == len(VISITS)
