@@ -94,7 +94,7 @@ from explorer.extract import (
 )
 from explorer.quality import recovered
 from explorer.sources import LoadedSource, SaeHandle
-from explorer.store import FLUSH_ROWS, SaeInfo, StoreWriter
+from explorer.store import ACTS_SCHEMA, FLUSH_ROWS, TOKENS_SCHEMA, SaeInfo, StoreWriter
 
 logger = logging.getLogger(__name__)
 
@@ -106,22 +106,8 @@ MANIFESTS = "manifests"
 AGREEING_KEYS = ("format", "n_shards", "source", "corpus", "corpus_sha256", "settings")
 AGREEING_KEYS += ("recon_stride", "saes")
 
-_ACTS_SCHEMA = pa.schema(
-    [
-        ("feature", pa.uint32()),
-        ("text_id", pa.uint32()),
-        ("pos", pa.uint16()),
-        ("value", pa.float32()),
-    ]
-)
-_TOKENS_SCHEMA = pa.schema(
-    [
-        ("text_id", pa.uint32()),
-        ("pos", pa.uint16()),
-        ("token_id", pa.uint32()),
-        ("token", pa.string()),
-    ]
-)
+# a shard keeps each SAE's rows in its own folder, so its acts have no sae_idx column
+_ACTS_SCHEMA = ACTS_SCHEMA.remove(ACTS_SCHEMA.get_field_index("sae_idx"))
 
 # Merged per-feature statistics of one SAE: counts and sums add up, maxima take the max.
 _MERGED_STATS_SQL = """
@@ -380,7 +366,7 @@ class _ParquetSink:
     ) -> None:
         columns = [text_id.astype(np.uint32), pos.astype(np.uint16), token_id.astype(np.uint32)]
         arrays = [*map(pa.array, columns), pa.array(token.tolist(), pa.string())]
-        self._append(None, pa.record_batch(arrays, schema=_TOKENS_SCHEMA))
+        self._append(None, pa.record_batch(arrays, schema=TOKENS_SCHEMA))
 
     def add_acts(
         self,

@@ -208,7 +208,7 @@ _STAGING: dict[str, str] = {
     "logit_lens_staging": _TABLES["logit_lens"],
 }
 
-_ACTS_SCHEMA = pa.schema(
+ACTS_SCHEMA = pa.schema(
     [
         ("sae_idx", pa.uint8()),
         ("feature", pa.uint32()),
@@ -217,7 +217,7 @@ _ACTS_SCHEMA = pa.schema(
         ("value", pa.float32()),
     ]
 )
-_TOKENS_SCHEMA = pa.schema(
+TOKENS_SCHEMA = pa.schema(
     [
         ("text_id", pa.uint32()),
         ("pos", pa.uint16()),
@@ -741,7 +741,7 @@ class StoreWriter:
             ),
         }
         _check_lengths(columns)
-        self._tokens.append(pa.record_batch(columns, schema=_TOKENS_SCHEMA))
+        self._tokens.append(pa.record_batch(columns, schema=TOKENS_SCHEMA))
 
     def add_acts(self, sae: str, feature: Any, text_id: Any, pos: Any, value: Any) -> None:
         """Add activations of one SAE as equal-length arrays; zeros are dropped.
@@ -771,7 +771,7 @@ class StoreWriter:
         n_rows = columns["value"].size
         self._rows_per_sae[sae] = self._rows_per_sae.get(sae, 0) + n_rows
         columns["sae_idx"] = np.full(n_rows, ref.idx, dtype=np.uint8)
-        self._acts.append(pa.record_batch(columns, schema=_ACTS_SCHEMA))
+        self._acts.append(pa.record_batch(columns, schema=ACTS_SCHEMA))
 
     def add_texts_parquet(self, files: Sequence[str | Path]) -> int:
         """Add texts from Parquet files with the columns of `add_texts` (labels a list of
