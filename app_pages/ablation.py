@@ -8,6 +8,7 @@ from functools import partial
 import streamlit as st
 
 from explorer.analysis.specialists import MEASURES, SpecialistSettings
+from explorer.charts.feature import token_label
 from explorer.charts.interventions import (
     category_effect_chart,
     dose_response_chart,
@@ -188,9 +189,14 @@ with text_tab:
         with left:
             st.markdown("**Top next tokens after the last token**")
             st.dataframe(
-                effect.top_next,
+                effect.top_next.assign(
+                    clean_token=effect.top_next["clean_token"].map(token_label),
+                    patched_token=effect.top_next["patched_token"].map(token_label),
+                ),
                 hide_index=True,
                 column_config={
+                    "clean_token": "clean",
+                    "patched_token": "intervened",
                     "clean_prob": st.column_config.NumberColumn("clean p", format="%.3f"),
                     "patched_prob": st.column_config.NumberColumn("intervened p", format="%.3f"),
                 },
