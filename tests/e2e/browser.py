@@ -10,7 +10,7 @@ import sys
 import time
 import urllib.request
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import pytest
@@ -60,3 +60,18 @@ def streamlit_server(store_path: Path, bundle_path: Path) -> Iterator[str]:
     finally:
         process.terminate()
         process.wait(timeout=20)
+
+
+def settle(page, timeout: float = 120_000) -> None:
+    """Wait for the script run a click or a visit started to end, with no stale element:
+    first for Streamlit's running indicator to appear (a quick run may end before it
+    shows), then for it to go."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    with suppress(PlaywrightTimeout):
+        page.wait_for_selector("[data-testid='stStatusWidget']", timeout=1_500)
+    page.wait_for_function(
+        """() => !document.querySelector("[data-testid='stStatusWidget']")
+            && !document.querySelector("[data-stale='true']")""",
+        timeout=timeout,
+    )

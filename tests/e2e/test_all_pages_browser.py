@@ -19,7 +19,7 @@ import pytest
 from explorer.build import build_store
 from explorer.search import search_tokens
 from explorer.store import Store
-from tests.e2e.browser import CHROMIUM, CHROMIUM_ARGS, ROOT, streamlit_server
+from tests.e2e.browser import CHROMIUM, CHROMIUM_ARGS, ROOT, settle, streamlit_server
 
 pytestmark = pytest.mark.e2e
 SCREENSHOTS = Path(__file__).resolve().parent / "screenshots"
@@ -73,16 +73,6 @@ def navigation_paths() -> list[str]:
             keywords = {k.arg: ast.literal_eval(k.value) for k in node.keywords}
             paths.append("" if keywords.get("default") else keywords["url_path"])
     return paths
-
-
-def settle(page, timeout: float = 120_000) -> None:
-    """Wait until the app's script run has ended and no element is stale."""
-    page.wait_for_timeout(400)
-    page.wait_for_function(
-        """() => !document.querySelector("[data-testid='stStatusWidget']")
-            && !document.querySelector("[data-stale='true']")""",
-        timeout=timeout,
-    )
 
 
 def assert_clean(page, name: str, expected: tuple[str, ...] = ()) -> None:

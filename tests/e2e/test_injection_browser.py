@@ -10,6 +10,7 @@ nothing fixed on top).
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlencode
@@ -19,7 +20,7 @@ import pytest
 from explorer.build import build_store
 from explorer.extract import BuildSettings
 from explorer.store import Store
-from tests.e2e.browser import CHROMIUM, CHROMIUM_ARGS, streamlit_server
+from tests.e2e.browser import CHROMIUM, CHROMIUM_ARGS, settle, streamlit_server
 from tests.reliability.helpers import PAGE_PARAMS
 
 pytestmark = pytest.mark.e2e
@@ -131,15 +132,6 @@ def page():
         tab.on("dialog", lambda dialog: (tab.dialogs.append(dialog.message), dialog.dismiss()))
         yield tab
         browser.close()
-
-
-def settle(page) -> None:
-    page.wait_for_timeout(250)
-    page.wait_for_function(
-        """() => !document.querySelector("[data-testid='stStatusWidget']")
-            && !document.querySelector("[data-stale='true']")""",
-        timeout=120_000,
-    )
 
 
 def open_url(page, url: str) -> None:
@@ -293,7 +285,14 @@ def test_payload_labels_render_as_text(server, page, store_path) -> None:
         table.scroll_into_view_if_needed()
         cells = table.locator("td")  # the grid's accessible copy, hidden behind its canvas
         cells.first.wait_for(state="attached", timeout=30_000)
-        assert label in cells.evaluate_all("cells => cells.map(cell => cell.textContent)")
+        # the previous save's message stays on screen while the new run finishes: wait for
+        # the new label itself to reach the table
+        deadline = time.monotonic() + 60
+        shown: list[str] = []
+        while label not in shown and time.monotonic() < deadline:
+            shown = cells.evaluate_all("cells => cells.map(cell => cell.textContent)")
+            page.wait_for_timeout(250)
+        assert label in shown
         provoke(page)
         return inspect(page)
 
