@@ -92,8 +92,10 @@ class _StoreSlot:
             return self.store
 
 
-@st.cache_resource
+@st.cache_resource(max_entries=16)
 def _store_slot(path: str) -> _StoreSlot:
+    # bounded: paths come from users; an evicted slot's Store stays usable by sessions that
+    # still hold it and its connection closes when the last reference goes
     return _StoreSlot(path)
 
 
