@@ -94,7 +94,14 @@ from explorer.extract import (
 )
 from explorer.quality import recovered
 from explorer.sources import LoadedSource, SaeHandle
-from explorer.store import ACTS_SCHEMA, FLUSH_ROWS, TOKENS_SCHEMA, SaeInfo, StoreWriter
+from explorer.store import (
+    ACTS_SCHEMA,
+    FLUSH_ROWS,
+    TOKENS_SCHEMA,
+    SaeInfo,
+    StoreWriter,
+    pid_alive,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -501,7 +508,7 @@ def _remove_stale_writes(folder: Path) -> None:
     for leftover in _incomplete_writes(folder):
         _, _, rest = leftover.name.partition(".")
         leftover_host, _, pid = rest.rpartition(".")
-        if leftover_host == host and pid.isdecimal() and not _pid_alive(int(pid)):
+        if leftover_host == host and pid.isdecimal() and not pid_alive(int(pid)):
             logger.info("removing %s, left by a shard write that no longer runs", leftover)
             shutil.rmtree(leftover, ignore_errors=True)
 
@@ -509,16 +516,6 @@ def _remove_stale_writes(folder: Path) -> None:
 def _incomplete_writes(folder: Path) -> list[Path]:
     incomplete = folder / INCOMPLETE
     return sorted(incomplete.iterdir()) if incomplete.is_dir() else []
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 # --------------------------------------------------------------------------- reading

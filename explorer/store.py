@@ -459,7 +459,8 @@ def _remove_db_files(db: Path) -> None:
     shutil.rmtree(db.with_name(db.name + ".tmp"), ignore_errors=True)
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this id runs (a build or shard write that left a temp file)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -476,7 +477,7 @@ def _remove_stale_builds(path: Path) -> None:
         if not leftover.name.startswith(prefix):
             continue
         pid_text = leftover.name[len(prefix) :].split(".", 1)[0]
-        if not pid_text.isdigit() or int(pid_text) == os.getpid() or _pid_alive(int(pid_text)):
+        if not pid_text.isdigit() or int(pid_text) == os.getpid() or pid_alive(int(pid_text)):
             continue
         logger.info("removing %s, left by build process %s that no longer runs", leftover, pid_text)
         if leftover.is_dir():
