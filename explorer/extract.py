@@ -126,14 +126,23 @@ def token_strings(tokenizer: Any, token_ids: Sequence[int]) -> list[str]:
     return strings
 
 
+def partial_character_ids(vocab: np.ndarray) -> np.ndarray:
+    """[d_vocab] bool: the token ids whose own string shows a partial character."""
+    return np.fromiter((REPLACEMENT in piece for piece in vocab), bool, len(vocab))
+
+
 def batch_token_strings(
-    tokenizer: Any, vocab: np.ndarray, rows: np.ndarray, token_ids: np.ndarray
+    tokenizer: Any,
+    vocab: np.ndarray,
+    partial_ids: np.ndarray,
+    rows: np.ndarray,
+    token_ids: np.ndarray,
 ) -> np.ndarray:
     """Display strings of a batch's real tokens (`rows`: each token's row, in text order):
-    the vocabulary's strings, except in the texts where one shows a partial character."""
+    the vocabulary's strings, except in the texts holding a token of `partial_ids`
+    (`partial_character_ids`), which `token_strings` decodes whole."""
     strings = vocab[token_ids]
-    partial = np.fromiter((REPLACEMENT in piece for piece in strings), bool, len(strings))
-    for row in np.unique(rows[partial]):
+    for row in np.unique(rows[partial_ids[token_ids]]):
         in_row = rows == row
         strings[in_row] = token_strings(tokenizer, token_ids[in_row])
     return strings
@@ -454,6 +463,7 @@ def accumulate(
     done = 0
     started = time.perf_counter()
     pad_id = loaded.tokenizer.pad_token_id
+    partial_ids = partial_character_ids(vocab)  # once, not per token of every batch
     for members in plan:
         text_ids, tokens, real = padded_batch(tokenized, members, pad_id)
         _, cache = loaded.model.run_with_cache(
@@ -469,7 +479,9 @@ def accumulate(
         if sink is not None:
             rows, cols = real.nonzero(as_tuple=True)
             token_ids = tokens[rows, cols].numpy()
-            strings = batch_token_strings(loaded.tokenizer, vocab, rows.numpy(), token_ids)
+            strings = batch_token_strings(
+                loaded.tokenizer, vocab, partial_ids, rows.numpy(), token_ids
+            )
             sink.add_tokens(text_ids[rows.numpy()], cols.numpy(), token_ids, strings)
         real_on_device = real.to(device)
         sample = (real & reconstruction_sample).to(device)  # [batch, pos]
