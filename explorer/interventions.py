@@ -240,8 +240,7 @@ def apply(
             if affine:
                 patched = x + ((new - chosen) @ rows).reshape(x.shape)
             else:
-                changed = acts.clone()
-                changed[..., features] = new
+                changed = changed_acts(acts, intervention, mask)
                 patched = x + (sae.decode(changed) - sae.decode(acts))
             if trace is not None:
                 trace.before, trace.after = chosen[0], new[0]

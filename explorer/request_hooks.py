@@ -47,11 +47,6 @@ def install(model: HookedTransformer, hook_names: Iterable[str]) -> None:
             point.add_hook(_dispatch, is_permanent=True)
 
 
-def installed(model: HookedTransformer, hook_name: str) -> bool:
-    point = model.hook_dict.get(hook_name)
-    return point is not None and any(handle.user_hook is _dispatch for handle in point.fwd_hooks)
-
-
 @contextmanager
 def using(functions: Mapping[str, RequestHook]) -> Iterator[None]:
     """Run the forwards inside the block with `functions` at their hook points, in this

@@ -82,6 +82,18 @@ def test_zero_ablation_subtracts_the_features_decoder_contribution(handle, hook_
     torch.testing.assert_close(patched, expected, atol=1e-5, rtol=0)
 
 
+def test_the_two_full_decodes_path_equals_the_decoder_rows_path(handle, hook_input, monkeypatch):
+    feature, other = live_features(handle, hook_input, 2)
+    swap = Intervention(handle.name, (feature, other), "swap", positions=(1, 2, 4))
+    with torch.no_grad():
+        by_rows = apply(handle, swap)(hook_input)
+        # a layer-norm output normalization makes the decoder non-affine: two full decodes
+        monkeypatch.setattr(handle.sae.cfg, "normalize_activations", "layer_norm")
+        by_decodes = apply(handle, swap)(hook_input)
+    assert not torch.equal(by_rows, hook_input)
+    torch.testing.assert_close(by_decodes, by_rows, atol=1e-5, rtol=0)
+
+
 def test_clamp_and_chosen_positions_change_only_those_positions(handle, hook_input):
     feature = live_features(handle, hook_input, 1)[0]
     intervention = Intervention(handle.name, (feature,), "clamp", 3.0, positions=(2, 5))
