@@ -95,6 +95,7 @@ def _write_results(writer: StoreWriter, result: ExtractionResult) -> None:
     for handle in result.saes:
         writer.set_quality(handle.name, **result.quality[handle.name])
         writer.add_feature_stats(handle.name, result.feature_stats[handle.name])
+        writer.add_top_examples(handle.name, result.top_examples[handle.name])
         writer.add_logit_lens(
             handle.name, **asdict(result.logit_lens[handle.name]), vocab=result.vocab
         )

@@ -28,7 +28,6 @@ from explorer.errors import InputError
 from explorer.quality import ce_losses, recovered
 from explorer.sources import LoadedSource, SaeHandle
 
-RECON_STRIDE = 4
 REPLACEMENT = "\ufffd"  # what a decoder shows for bytes that are not a whole character
 
 
@@ -182,6 +181,51 @@ def real_token_mask(tokens: torch.Tensor, lengths: torch.Tensor) -> Bool[torch.T
     return (positions[None, :] < lengths[:, None]) & (positions[None, :] > 0)
 
 
+@dataclass(frozen=True)
+class TokenOrdinals:
+    """Numbers every real token of a corpus in (text_id, pos) order: `starts[i]` is the
+    ordinal of the first real token (pos 1) of the i-th text by text_id. Running top-k keys
+    carry ordinals, so ties between equal values go to the smaller (text_id, pos), as the
+    store orders them, and a key is one int64."""
+
+    text_ids: np.ndarray  # [n_texts], sorted
+    starts: np.ndarray  # [n_texts]
+
+    @classmethod
+    def of(cls, corpus: TokenizedCorpus) -> TokenOrdinals:
+        order = np.argsort(corpus.text_ids, kind="stable")
+        n_tokens = corpus.n_tokens[order]
+        starts = np.cumsum(n_tokens) - n_tokens
+        return cls(corpus.text_ids[order].astype(np.int64), starts.astype(np.int64))
+
+    def base(self, text_ids: np.ndarray) -> np.ndarray:
+        """Ordinal of position 0 of each text (its first real token is at position 1)."""
+        return self.starts[np.searchsorted(self.text_ids, text_ids)] - 1
+
+    def decode(self, ordinal: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(text_id, pos) of each ordinal; texts without tokens share a start with the next
+        text, so the last text at a start is the one holding its tokens."""
+        index = np.searchsorted(self.starts, ordinal, side="right") - 1
+        return self.text_ids[index], ordinal - self.starts[index] + 1
+
+
+ORDINAL_BITS = 32  # low bits of a top-k key; a corpus holds fewer than 2**32 tokens
+
+
+def topk_keys(value: torch.Tensor, ordinal: torch.Tensor) -> torch.Tensor:
+    """int64 keys ordered as (value DESC, ordinal ASC): a positive float32's bits order like
+    its value and fit in 31 bits, the complement of the ordinal fills the low 32."""
+    value_bits = value.float().view(torch.int32).long()
+    return (value_bits << ORDINAL_BITS) | ((1 << ORDINAL_BITS) - 1 - ordinal)
+
+
+def key_values(keys: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(value float32, ordinal) of `topk_keys`; key 0 (an empty slot) gives value 0."""
+    value = (keys >> ORDINAL_BITS).int().view(torch.float32)
+    ordinal = (1 << ORDINAL_BITS) - 1 - (keys & ((1 << ORDINAL_BITS) - 1))
+    return value, ordinal
+
+
 @dataclass
 class FeatureAccumulator:
     """Per-feature statistics and running top-k of one SAE, kept on tensors."""
@@ -192,9 +236,7 @@ class FeatureAccumulator:
     n_active_texts: torch.Tensor = field(init=False)
     act_sum: torch.Tensor = field(init=False)
     act_max: torch.Tensor = field(init=False)
-    top_values: torch.Tensor = field(init=False)  # [topk, d_sae]
-    top_text: torch.Tensor = field(init=False)  # [topk, d_sae]
-    top_pos: torch.Tensor = field(init=False)  # [topk, d_sae]
+    top_keys: torch.Tensor = field(init=False)  # [d_sae, topk] `topk_keys`, largest first
     sq_err: float = 0.0
     n_tokens: int = 0
     n_recon_tokens: int = 0
@@ -206,56 +248,55 @@ class FeatureAccumulator:
         self.n_active_texts = torch.zeros(self.d_sae, dtype=torch.long)
         self.act_sum = torch.zeros(self.d_sae, dtype=torch.float64)
         self.act_max = torch.zeros(self.d_sae)
-        self.top_values = torch.zeros(self.topk, self.d_sae)
-        self.top_text = torch.full((self.topk, self.d_sae), -1, dtype=torch.long)
-        self.top_pos = torch.full((self.topk, self.d_sae), -1, dtype=torch.long)
+        self.top_keys = torch.zeros(self.d_sae, self.topk, dtype=torch.long)
 
     def update(
         self,
-        text_id: Int[torch.Tensor, " n_rows"],
-        pos: Int[torch.Tensor, " n_rows"],
         feature: Int[torch.Tensor, " n_rows"],
         value: Float[torch.Tensor, " n_rows"],
+        text_row: Int[torch.Tensor, " n_rows"],
+        n_batch_texts: int,
+        ordinal: Int[torch.Tensor, " n_rows"],
         n_real_tokens: int,
     ) -> None:
-        """Fold one batch's sparse rows in; cost is linear in rows, not in tokens x d_sae."""
+        """Fold one batch's sparse rows in (`text_row`: the row's text within the batch,
+        whose texts are whole); cost is linear in rows and in texts x d_sae, not in
+        tokens x d_sae."""
         self.n_tokens += n_real_tokens
         self.n_active_tokens += torch.bincount(feature, minlength=self.d_sae)
         self.act_sum += torch.bincount(feature, weights=value.double(), minlength=self.d_sae)
         self.act_max = self.act_max.scatter_reduce(0, feature, value, "amax")
-        text_feature = torch.unique(text_id * self.d_sae + feature)  # one per (text, feature)
-        self.n_active_texts += torch.bincount(text_feature % self.d_sae, minlength=self.d_sae)
-        # running top-k: only rows above their feature's current k-th value can enter it
-        enters = value > self.top_values[-1, feature]
+        text_feature = text_row * self.d_sae + feature
+        per_text = torch.bincount(text_feature, minlength=n_batch_texts * self.d_sae)
+        self.n_active_texts += (per_text.view(n_batch_texts, self.d_sae) > 0).sum(0)
+        # running top-k: only rows above their feature's current k-th key can enter it
+        keys = topk_keys(value, ordinal)
+        enters = keys > self.top_keys[feature, -1]
         if enters.any():
-            self._merge_topk(text_id[enters], pos[enters], feature[enters], value[enters])
+            self._merge_topk(feature[enters], keys[enters])
 
-    def _merge_topk(
-        self, text_id: torch.Tensor, pos: torch.Tensor, feature: torch.Tensor, value: torch.Tensor
-    ) -> None:
-        touched = torch.unique(feature)  # [n_touched]
-        old_feature = touched.repeat(self.topk)  # [topk * n_touched], rank-major
-        all_feature = torch.cat([old_feature, feature])
-        all_value = torch.cat([self.top_values[:, touched].reshape(-1), value])
-        all_text = torch.cat([self.top_text[:, touched].reshape(-1), text_id])
-        all_pos = torch.cat([self.top_pos[:, touched].reshape(-1), pos])
-        by_value = torch.sort(all_value, descending=True, stable=True).indices
-        order = by_value[torch.sort(all_feature[by_value], stable=True).indices]  # feature, -value
-        sorted_feature = all_feature[order]
-        group_start = torch.searchsorted(sorted_feature, sorted_feature, right=False)
-        rank = torch.arange(len(order)) - group_start  # rank within its feature
-        keep = order[rank < self.topk]
-        kept_rank = rank[rank < self.topk]
-        self.top_values[kept_rank, all_feature[keep]] = all_value[keep]
-        self.top_text[kept_rank, all_feature[keep]] = all_text[keep]
-        self.top_pos[kept_rank, all_feature[keep]] = all_pos[keep]
+    def _merge_topk(self, feature: torch.Tensor, keys: torch.Tensor) -> None:
+        """Each touched feature's current keys and its new ones side by side in one
+        [touched, topk + most new] matrix (empty slots 0), then `topk` along rows."""
+        counts = torch.bincount(feature, minlength=self.d_sae)
+        touched = counts.nonzero()[:, 0]  # [n_touched]
+        order = torch.sort(feature, stable=True).indices
+        sorted_feature = feature[order]
+        slot = torch.arange(len(order)) - (counts.cumsum(0) - counts)[sorted_feature]
+        row = torch.zeros(self.d_sae, dtype=torch.long)
+        row[touched] = torch.arange(len(touched))
+        merged = torch.zeros(len(touched), self.topk + int(counts.max()), dtype=torch.long)
+        merged[:, : self.topk] = self.top_keys[touched]
+        merged[row[sorted_feature], self.topk + slot] = keys[order]
+        self.top_keys[touched] = merged.topk(self.topk, dim=1).values
 
     def update_reconstruction(
         self,
         acts_in: Float[torch.Tensor, "n_real d_in"],
         recon: Float[torch.Tensor, "n_real d_in"],
     ) -> None:
-        acts_in = acts_in.double()
+        acts_in = acts_in.flatten(1).double()
+        recon = recon.flatten(1)
         if self.act_in_sum is None:
             self.act_in_sum = torch.zeros(acts_in.shape[1], dtype=torch.float64)
             self.act_in_sq_sum = torch.zeros(acts_in.shape[1], dtype=torch.float64)
@@ -289,22 +330,25 @@ class FeatureAccumulator:
         )
         return stats
 
-    def top_examples(self) -> pd.DataFrame:
-        """Running top-k as rows (feature, rank, text_id, pos, value); empty slots dropped."""
-        rank, feature = np.meshgrid(np.arange(self.topk), np.arange(self.d_sae), indexing="ij")
-        rows = pd.DataFrame(
+    def top_examples(self, ordinals: TokenOrdinals) -> pd.DataFrame:
+        """Running top-k as rows (feature, rank, text_id, pos, value), ranked by value
+        (ties by text_id, pos); empty slots dropped."""
+        value, ordinal = key_values(self.top_keys)  # [d_sae, topk] each
+        filled = (value > 0).numpy()
+        feature, rank = np.nonzero(filled)
+        text_id, pos = ordinals.decode(ordinal.numpy()[filled])
+        return pd.DataFrame(
             {
-                "feature": feature.ravel(),
-                "rank": rank.ravel() + 1,
-                "text_id": self.top_text.numpy().ravel(),
-                "pos": self.top_pos.numpy().ravel(),
-                "value": self.top_values.numpy().ravel(),
+                "feature": feature.astype(np.int64),
+                "rank": rank.astype(np.int64) + 1,
+                "text_id": text_id,
+                "pos": pos,
+                "value": value.numpy()[filled],
             }
         )
-        return rows[rows["value"] > 0].sort_values(["feature", "rank"], ignore_index=True)
 
     def reconstruction_quality(self) -> tuple[float, float, float]:
-        """L0 and dead fraction over every real token; explained variance on the sample."""
+        """L0, explained variance and dead fraction over every real token."""
         assert self.act_in_sum is not None and self.act_in_sq_sum is not None
         l0 = float(self.n_active_tokens.sum()) / max(self.n_tokens, 1)
         dead = float((self.n_active_tokens == 0).float().mean())
@@ -320,7 +364,7 @@ def explained_variance(
     act_in_sq_sum: Float[torch.Tensor, " d_in"],
     n_recon_tokens: int,
 ) -> float:
-    """1 - squared reconstruction error / total variance, from sums over the sampled tokens
+    """1 - squared reconstruction error / total variance, from sums over the tokens
     (sums of several parts of a corpus add up to the sums of the whole)."""
     n_recon = max(n_recon_tokens, 1)
     total_var = float((act_in_sq_sum - act_in_sum**2 / n_recon).sum())
@@ -408,7 +452,7 @@ def extract(
     vocab = vocab_strings(loaded)
     started = time.perf_counter()
     plan = batch_plan(tokenized, settings.batch_size)
-    accumulators = accumulate(
+    accumulators, ordinals = accumulate(
         loaded, handles, tokenized, plan, sink, settings.topk, vocab, progress
     )
     seconds = time.perf_counter() - started
@@ -427,7 +471,7 @@ def extract(
         texts=texts,
         saes=handles,
         feature_stats={n: a.feature_stats(len(texts)) for n, a in accumulators.items()},
-        top_examples={n: a.top_examples() for n, a in accumulators.items()},
+        top_examples={n: a.top_examples(ordinals) for n, a in accumulators.items()},
         logit_lens={h.name: logit_lens(loaded, h, settings.logit_lens_k) for h in handles},
         quality=quality,
         vocab=vocab,
@@ -448,17 +492,21 @@ def accumulate(
     topk: int,
     vocab: np.ndarray,
     progress: Progress | None = None,
-) -> dict[str, FeatureAccumulator]:
+) -> tuple[dict[str, FeatureAccumulator], TokenOrdinals]:
     """The forward passes of `plan`: tokens and sparse activations go to `sink`, per-feature
     statistics, running top-k and reconstruction sums to one accumulator per SAE.
 
-    Tensors stay on the model's device; only the sparse rows and the sampled activations
-    come back to the CPU.
+    Only real tokens are encoded (no padding, no BOS). Explained variance sums every real
+    token: the reconstruction is decoded from the sparse rows (`decode_rows`). Tensors stay
+    on the model's device; only the sparse rows and the hook's activations come back to
+    the CPU. Also returns the corpus's token ordinals, which the top-k keys hold.
     """
     hooks = sorted({h.hook_name for h in handles})
     stop_at = max(h.layer for h in handles) + 1
     device = loaded.model.cfg.device
     accumulators = {h.name: FeatureAccumulator(h.sae.cfg.d_sae, topk) for h in handles}
+    sparse_decode = {h.name: sparse_decode_matches(h.sae) for h in handles}
+    ordinals = TokenOrdinals.of(tokenized)
     total_tokens = int(sum(tokenized.n_tokens[members].sum() for members in plan))
     done = 0
     started = time.perf_counter()
@@ -469,45 +517,91 @@ def accumulate(
         _, cache = loaded.model.run_with_cache(
             tokens, names_filter=hooks, stop_at_layer=stop_at
         )  # cache[hook]: [batch, pos, d_model]
-        batch_text_ids = torch.from_numpy(text_ids)
-        n_batch, n_pos = tokens.shape
-        # explained variance is estimated on every RECON_STRIDE-th real token: the decode
-        # is a dense [tokens, d_sae] @ [d_sae, d_in] matmul as costly as the encode
-        offsets = torch.arange(n_pos)[None, :] + torch.arange(n_batch)[:, None]
-        reconstruction_sample = offsets % RECON_STRIDE == 0  # [batch, pos]
-        n_real = int(real.sum())
+        rows, cols = real.nonzero(as_tuple=True)  # the real tokens, in text order
+        n_real = len(rows)
         if sink is not None:
-            rows, cols = real.nonzero(as_tuple=True)
             token_ids = tokens[rows, cols].numpy()
             strings = batch_token_strings(
                 loaded.tokenizer, vocab, partial_ids, rows.numpy(), token_ids
             )
             sink.add_tokens(text_ids[rows.numpy()], cols.numpy(), token_ids, strings)
+        token_ordinal = torch.from_numpy(ordinals.base(text_ids))[rows] + cols  # [n_real]
         real_on_device = real.to(device)
-        sample = (real & reconstruction_sample).to(device)  # [batch, pos]
         for handle in handles:
-            acts_in = cache[handle.hook_name]  # [batch, pos, d_in]
-            feature_acts = handle.sae.encode(acts_in) * real_on_device[..., None]  # [b, p, d_sae]
+            acts_in = cache[handle.hook_name][real_on_device]  # [n_real, d_in], no padding
+            feature_acts = handle.sae.encode(acts_in)  # [n_real, d_sae]
+            token, feature = feature_acts.nonzero(as_tuple=True)  # [n_rows] each
+            value = feature_acts[token, feature]
+            if sparse_decode[handle.name]:
+                recon = decode_rows(handle.sae, token, feature, value, n_real)
+            else:
+                recon = handle.sae.decode(feature_acts)
             accumulator = accumulators[handle.name]
-            b, pos, feature = feature_acts.nonzero(as_tuple=True)  # [n_rows] each
-            value = feature_acts[b, pos, feature]
-            b, pos, feature, value = b.cpu(), pos.cpu(), feature.cpu(), value.cpu()
-            accumulator.update(batch_text_ids[b], pos, feature, value, n_real)
-            accumulator.update_reconstruction(
-                acts_in[sample].cpu(), handle.sae.decode(feature_acts[sample]).cpu()
+            accumulator.update_reconstruction(acts_in.cpu(), recon.cpu())
+            token, feature, value = token.cpu(), feature.cpu(), value.cpu()
+            accumulator.update(
+                feature, value, rows[token], len(members), token_ordinal[token], n_real
             )
             if sink is not None:
                 sink.add_acts(
                     handle.name,
                     feature.numpy(),
-                    text_ids[b.numpy()],
-                    pos.numpy(),
+                    text_ids[rows[token].numpy()],
+                    cols[token].numpy(),
                     value.numpy(),
                 )
         done += n_real
         if progress is not None:
             progress(done, total_tokens, time.perf_counter() - started)
-    return accumulators
+    return accumulators, ordinals
+
+
+def decode_rows(
+    sae: Any,
+    token: Int[torch.Tensor, " n_rows"],
+    feature: Int[torch.Tensor, " n_rows"],
+    value: Float[torch.Tensor, " n_rows"],
+    n_tokens: int,
+) -> Float[torch.Tensor, "n_tokens d_in"]:
+    """`sae.decode` of the activations given as sparse rows (row-major, as `nonzero` gives
+    them): SAELens decoders multiply `feature_acts @ W_dec`, which a sparse COO tensor does
+    in time linear in the rows instead of tokens x d_sae."""
+    acts = torch.sparse_coo_tensor(
+        torch.stack([token, feature]),
+        value,
+        (n_tokens, sae.cfg.d_sae),
+        is_coalesced=True,
+        check_invariants=False,
+    )
+    return sae.decode(acts)
+
+
+@torch.inference_mode()
+def sparse_decode_matches(sae: Any, n_tokens: int = 8) -> bool:
+    """Whether `decode_rows` gives `sae.decode` of the dense activations for this SAE (an
+    architecture whose decode needs a dense tensor raises or differs: the build then
+    decodes densely)."""
+    generator = torch.Generator().manual_seed(0)
+    param = next(sae.parameters())
+    x = torch.randn(n_tokens, sae.cfg.d_in, generator=generator).to(param.device, param.dtype)
+    dense = sae.encode(x.reshape(n_tokens, *_input_shape(sae)))
+    token, feature = dense.nonzero(as_tuple=True)
+    try:
+        sparse = decode_rows(sae, token, feature, dense[token, feature], n_tokens)
+    except (RuntimeError, NotImplementedError, TypeError, ValueError):
+        return False
+    expected = sae.decode(dense)
+    return sparse.shape == expected.shape and bool(
+        torch.allclose(sparse, expected, rtol=1e-4, atol=1e-5)
+    )
+
+
+def _input_shape(sae: Any) -> tuple[int, ...]:
+    """The shape of one token's input: [d_in], or [n_heads, d_head] for hook_z SAEs."""
+    d_head = getattr(sae, "d_head", None)
+    if getattr(sae.cfg, "reshape_activations", "none") == "hook_z" and d_head:
+        return (sae.cfg.d_in // d_head, d_head)
+    return (sae.cfg.d_in,)
 
 
 def quality_losses(

@@ -25,9 +25,9 @@ Layout of a shard folder (`sae=NAME` is the SAE name, percent-escaped):
   act_sum (float64) and act_max: sums, counts and maxima, which add up over shards.
 - `topk/sae=NAME/shard=I/part-0.parquet`: the running top-k (feature, rank, text_id, pos,
   value); `merged_top_examples` merges it over shards.
-- `quality/shard=I/part-0.parquet`: per SAE the shard's real tokens and the sums of the
-  explained-variance sample (squared error, activation sum and sum of squares per input
-  dimension, sampled tokens); shard 0 adds the CE losses of the corpus's first
+- `quality/shard=I/part-0.parquet`: per SAE the shard's real tokens and the sums behind
+  explained variance over them (squared error, activation sum and sum of squares per input
+  dimension, tokens); shard 0 adds the CE losses of the corpus's first
   `quality_texts` texts, the ones a single build measures.
 - `logit_lens/sae=NAME/shard=0/part-0.parquet` and `vocab/shard=0/part-0.parquet`: shard 0
   only, since the decoder logit lens depends on the weights alone.
@@ -78,11 +78,11 @@ from explorer.build import build_meta, sae_info
 from explorer.corpus import Corpus, resolve_corpus
 from explorer.errors import CorpusError, InputError, StoreError
 from explorer.extract import (
-    RECON_STRIDE,
     BuildSettings,
     FeatureAccumulator,
     Progress,
     TokenizedCorpus,
+    TokenOrdinals,
     accumulate,
     batch_plan,
     explained_variance,
@@ -105,13 +105,13 @@ from explorer.store import (
 
 logger = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: quality sums over every real token, top-k keys
 MAX_SHARDS = 4096
 INCOMPLETE = "_incomplete"
 MANIFESTS = "manifests"
 # what shards of one build must share; everything else may differ (host, time, versions)
 AGREEING_KEYS = ("format", "n_shards", "source", "corpus", "corpus_sha256", "settings")
-AGREEING_KEYS += ("recon_stride", "saes")
+AGREEING_KEYS += ("saes",)
 
 # a shard keeps each SAE's rows in its own folder, so its acts have no sae_idx column
 _ACTS_SCHEMA = ACTS_SCHEMA.remove(ACTS_SCHEMA.get_field_index("sae_idx"))
@@ -238,13 +238,13 @@ def write_shard(
     try:
         files = _ShardFiles(tmp, shard.index)
         sink = _ParquetSink(files, FLUSH_ROWS)
-        accumulators = accumulate(
+        accumulators, ordinals = accumulate(
             loaded, handles, tokenized, plan, sink, settings.topk, vocab, progress
         )
         sink.close()
         members = np.sort(np.concatenate(plan)) if plan else np.zeros(0, dtype=np.int64)
         files.write("texts", None, _texts_table(corpus.texts.iloc[members]))
-        _write_statistics(files, loaded, handles, accumulators, tokenized, settings)
+        _write_statistics(files, loaded, handles, accumulators, ordinals, tokenized, settings)
         if shard.index == 0:
             vocab_table = pa.table({"token_id": np.arange(len(vocab)), "token": vocab})
             files.write("vocab", None, vocab_table)
@@ -259,7 +259,6 @@ def write_shard(
             "corpus": corpus.name,
             "corpus_sha256": fingerprint,
             "settings": json.loads(json.dumps(asdict(settings))),
-            "recon_stride": RECON_STRIDE,
             "saes": [asdict(sae_info(handle)) for handle in handles],
             "meta": build_meta(loaded, corpus.name, settings),
             "assignment": "batches I, I+N, ... of the length-sorted batch plan",
@@ -285,6 +284,7 @@ def _write_statistics(
     loaded: LoadedSource,
     handles: list[SaeHandle],
     accumulators: dict[str, FeatureAccumulator],
+    ordinals: TokenOrdinals,
     tokenized: TokenizedCorpus,
     settings: BuildSettings,
 ) -> None:
@@ -296,7 +296,7 @@ def _write_statistics(
     for handle in handles:
         accumulator = accumulators[handle.name]
         files.write("stats", handle.name, _stats_table(accumulator))
-        top = pa.Table.from_pandas(accumulator.top_examples(), preserve_index=False)
+        top = pa.Table.from_pandas(accumulator.top_examples(ordinals), preserve_index=False)
         files.write("topk", handle.name, top)
         quality.append(_quality_row(handle, accumulator, losses.get(handle.hook_name)))
         if first:
@@ -658,6 +658,11 @@ def merge_shards(folder: str | Path, out: str | Path) -> MergeReport:
                 writer.add_feature_stats(info.sae, stats)
                 writer.set_quality(info.sae, **_merged_quality(con, shards, info, stats))
                 writer.add_logit_lens(info.sae, **_logit_lens(shards[0], info.sae))
+                k = int(first["settings"]["topk"])
+                top = con.execute(
+                    _MERGED_TOPK_SQL, [_paths(_all_files(shards, "topk", info.sae)), k]
+                ).df()
+                writer.add_top_examples(info.sae, top)
     finally:
         con.close()
     return MergeReport(

@@ -62,7 +62,8 @@ Schema (version `SCHEMA_VERSION`; ids are unsigned on disk and come back as int6
   most texts, ties by label. Enough for dominance (the top two of a family) at a fraction
   of the size of every (feature, label) pair (330k rows for 589 texts of the demo store).
 - `feature_topk(sae_idx, feature, rank, text_id, pos, value, token)`: each feature's
-  `TOPK_EXAMPLES` largest activations (rank 1 first; ties by text_id, pos), with the token.
+  `TOPK_EXAMPLES` largest activations (rank 1 first; ties by text_id, pos), with the token:
+  the extraction's running top-k (`add_top_examples`), or ranked from `acts` at finish.
 - `feature_quantiles(sae_idx, feature, bin, bin_low, bin_high, rank, text_id, pos, value,
   token)`: examples spread over the activation range. `QUANTILE_BINS` linear bins over [0,
   max] (bin b holds values in [b, b + 1) x max / 10, the top bin includes max); in each bin up
@@ -206,6 +207,8 @@ _STAGING: dict[str, str] = {
     "feature_stats_staging": """sae_idx UTINYINT, feature UINTEGER, n_active_tokens BIGINT,
         n_active_texts BIGINT, mean_active DOUBLE, "max" DOUBLE, hist BIGINT[]""",
     "logit_lens_staging": _TABLES["logit_lens"],
+    "feature_topk_staging": """sae_idx UTINYINT, feature UINTEGER, rank USMALLINT,
+        text_id UINTEGER, pos USMALLINT, value FLOAT""",
 }
 
 ACTS_SCHEMA = pa.schema(
@@ -374,14 +377,21 @@ LEFT JOIN strong st USING (sae_idx, feature, category)
 ORDER BY c.sae_idx, c.feature, c.category
 """
 
+# Each feature's `$k` largest activations: the extraction's running top-k where it passed
+# one in (`add_top_examples`), else ranked from `acts`.
 _FEATURE_TOPK_SQL = """
 INSERT INTO feature_topk
 SELECT a.sae_idx, a.feature, a.rank, a.text_id, a.pos, a.value, t.token
 FROM (
-    SELECT sae_idx, feature, text_id, pos, value,
+    SELECT sae_idx, feature, rank, text_id, pos, value FROM feature_topk_staging
+    WHERE rank <= $k
+    UNION ALL
+    SELECT sae_idx, feature,
         row_number() OVER (PARTITION BY sae_idx, feature ORDER BY value DESC, text_id, pos)
-            AS rank
+            AS rank,
+        text_id, pos, value
     FROM acts
+    WHERE sae_idx NOT IN (SELECT sae_idx FROM feature_topk_staging)
     QUALIFY rank <= $k) a
 LEFT JOIN tokens t USING (text_id, pos)
 ORDER BY sae_idx, feature, rank
@@ -888,6 +898,28 @@ class StoreWriter:
         _check_lengths(columns)
         _insert(self._con, "feature_stats_staging", pa.record_batch(columns))
         self._stats_added.add(sae)
+
+    def add_top_examples(self, sae: str, top: pd.DataFrame | Mapping[str, Any]) -> None:
+        """Add one SAE's largest activations as the extraction ranked them (columns feature,
+        rank from 1, text_id, pos, value; rank by value DESC, then text_id, pos), so
+        `finish` does not rank `acts`; ranks past `TOPK_EXAMPLES` are dropped. Without it,
+        `finish` ranks `acts` itself."""
+        ref = self._sae(sae)
+        columns = {
+            "feature": _uint_array(_column(top, "feature"), np.uint32, "feature"),
+            "rank": _uint_array(_column(top, "rank"), np.uint16, "rank"),
+            "text_id": _uint_array(_column(top, "text_id"), np.uint32, "text_id"),
+            "pos": _uint_array(_column(top, "pos"), np.uint16, "pos"),
+            "value": np.asarray(_column(top, "value"), dtype=np.float32),
+        }
+        _check_lengths(columns)
+        if columns["feature"].size and columns["feature"].max() >= ref.d_sae:
+            raise StoreError(f"Top examples of SAE {sae!r}: feature out of range.")
+        if not (columns["value"] > 0).all() or (columns["rank"] == 0).any():
+            raise StoreError(f"Top examples of SAE {sae!r} need positive values and ranks.")
+        n_rows = columns["value"].size
+        columns["sae_idx"] = np.full(n_rows, ref.idx, dtype=np.uint8)
+        _insert(self._con, "feature_topk_staging", pa.record_batch(columns))
 
     def add_logit_lens(
         self,
