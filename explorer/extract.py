@@ -605,12 +605,27 @@ def _input_shape(sae: Any) -> tuple[int, ...]:
 
 
 def quality_losses(
-    loaded: LoadedSource, handles: list[SaeHandle], tokenized: TokenizedCorpus, n_texts: int
+    loaded: LoadedSource,
+    handles: list[SaeHandle],
+    tokenized: TokenizedCorpus,
+    n_texts: int,
+    batch_size: int = 8,
 ) -> dict[str, tuple[float, float, float]]:
     """(clean, with SAE, zero-ablated) next-token loss per hook, on the corpus's first
-    `n_texts` texts in one padded batch (for CE loss recovered)."""
+    `n_texts` texts (for CE loss recovered): batches of similar length, so little padding is
+    run, each batch's mean weighted by its predicted tokens."""
     subset = TokenizedCorpus(tokenized.text_ids[:n_texts], tokenized.ids[:n_texts], 0)
-    _, tokens, real = next(padded_batches(subset, n_texts, loaded.tokenizer.pad_token_id))
     device = loaded.model.cfg.device
     saes = {h.hook_name: h.sae for h in handles}
-    return ce_losses(loaded.model, saes, tokens.to(device), real.to(device))
+    sums = {hook: np.zeros(3) for hook in saes}
+    n_targets = 0
+    for _, tokens, real in padded_batches(subset, batch_size, loaded.tokenizer.pad_token_id):
+        weight = int(real[:, 1:].sum())  # the targets `_next_token_loss` averages over
+        for hook, losses in ce_losses(
+            loaded.model, saes, tokens.to(device), real.to(device)
+        ).items():
+            sums[hook] += weight * np.asarray(losses)
+        n_targets += weight
+    return {
+        hook: tuple(float(x) for x in total / max(n_targets, 1)) for hook, total in sums.items()
+    }

@@ -397,19 +397,24 @@ LEFT JOIN tokens t USING (text_id, pos)
 ORDER BY sae_idx, feature, rank
 """
 
+# In each bin, the `$per_bin` rows with the smallest hash(text_id, pos): `min_by` keeps them
+# per group while aggregating, so `acts` is never sorted for it.
 _FEATURE_QUANTILES_SQL = """
 INSERT INTO feature_quantiles
+WITH picked AS (
+    SELECT a.sae_idx, a.feature, m.fmax::DOUBLE AS fmax,
+        least(floor(a.value::DOUBLE / m.fmax * $bins), $bins - 1)::UTINYINT AS bin,
+        unnest(
+            min_by({'text_id': a.text_id, 'pos': a.pos, 'value': a.value},
+                hash(a.text_id, a.pos), $per_bin),
+            recursive := true)
+    FROM acts a JOIN feature_max m USING (sae_idx, feature)
+    GROUP BY a.sae_idx, a.feature, m.fmax, bin)
 SELECT q.sae_idx, q.feature, q.bin, q.bin * q.fmax / $bins, (q.bin + 1) * q.fmax / $bins,
     row_number() OVER (
         PARTITION BY q.sae_idx, q.feature, q.bin ORDER BY q.value DESC, q.text_id, q.pos),
     q.text_id, q.pos, q.value, t.token
-FROM (
-    SELECT a.sae_idx, a.feature, a.text_id, a.pos, a.value, m.fmax::DOUBLE AS fmax,
-        least(floor(a.value::DOUBLE / m.fmax * $bins), $bins - 1)::UTINYINT AS bin
-    FROM acts a JOIN feature_max m USING (sae_idx, feature)
-    QUALIFY row_number() OVER (
-        PARTITION BY a.sae_idx, a.feature, bin ORDER BY hash(a.text_id, a.pos)) <= $per_bin
-) q
+FROM picked q
 LEFT JOIN tokens t USING (text_id, pos)
 ORDER BY 1, 2, 3, 6
 """

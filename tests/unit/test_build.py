@@ -273,3 +273,47 @@ def test_topk_keys_order_by_value_then_token():
     assert torch.argsort(keys, descending=True).tolist() == [2, 1, 0, 4, 3]
     back_value, back_ordinal = extract.key_values(keys)
     assert torch.equal(back_value, value) and torch.equal(back_ordinal, ordinal)
+
+
+def test_ce_loss_recovered_equals_a_direct_computation(store, loaded):
+    """Each of the first `quality_texts` texts alone (no padding, no batching), the hook's
+    activation replaced at its real tokens through `run_with_hooks`."""
+    settings = BuildSettings()
+    texts = resolve_corpus(CORPUS).texts["text"].head(settings.quality_texts)
+    stored = store.saes().set_index("sae")["ce_loss_recovered"]
+    for handle in loaded.saes:
+        totals = np.zeros(3)  # clean, with the SAE, zero-ablated: summed -log p
+        n_targets = 0
+        for text in texts:
+            tokens = loaded.model.to_tokens(text)[:, : loaded.model.cfg.n_ctx]
+
+            def splice(replace):
+                def hook(value, hook):
+                    value = value.clone()
+                    value[:, 1:] = replace(value[:, 1:])
+                    return value
+
+                return hook
+
+            with torch.no_grad():
+                runs = [
+                    loaded.model(tokens),
+                    loaded.model.run_with_hooks(
+                        tokens,
+                        fwd_hooks=[
+                            (
+                                handle.hook_name,
+                                splice(lambda x, sae=handle.sae: sae.decode(sae.encode(x))),
+                            )
+                        ],
+                    ),
+                    loaded.model.run_with_hooks(
+                        tokens, fwd_hooks=[(handle.hook_name, splice(torch.zeros_like))]
+                    ),
+                ]
+            for i, logits in enumerate(runs):
+                log_probs = logits[0, :-1].double().log_softmax(-1)
+                totals[i] -= float(log_probs.gather(-1, tokens[0, 1:, None]).sum())
+            n_targets += tokens.shape[1] - 1
+        clean, with_sae, zero = totals / n_targets
+        assert stored[handle.name] == pytest.approx((zero - with_sae) / (zero - clean), abs=1e-4)
