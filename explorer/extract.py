@@ -65,6 +65,7 @@ class BuildSink(Protocol):
         text_id: np.ndarray,
         pos: np.ndarray,
         value: np.ndarray,
+        token_id: np.ndarray | None = None,
     ) -> None: ...
 
 
@@ -549,6 +550,7 @@ def accumulate(
                     text_ids[rows[token].numpy()],
                     cols[token].numpy(),
                     value.numpy(),
+                    token_ids[token.numpy()],
                 )
         done += n_real
         if progress is not None:

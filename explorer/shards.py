@@ -382,6 +382,7 @@ class _ParquetSink:
         text_id: np.ndarray,
         pos: np.ndarray,
         value: np.ndarray,
+        token_id: np.ndarray | None = None,  # not kept: the merge joins `tokens`
     ) -> None:
         columns = [
             feature.astype(np.uint32),

@@ -203,7 +203,7 @@ _STAGING: dict[str, str] = {
     "texts_staging": """text_id UINTEGER, category VARCHAR, source VARCHAR, text VARCHAR,
         labels VARCHAR[]""",
     "tokens_staging": _TABLES["tokens"],
-    "acts_staging": _TABLES["acts"],
+    "acts_staging": _TABLES["acts"] + ", token_id UINTEGER",  # token_id: see add_acts
     "feature_stats_staging": """sae_idx UTINYINT, feature UINTEGER, n_active_tokens BIGINT,
         n_active_texts BIGINT, mean_active DOUBLE, "max" DOUBLE, hist BIGINT[]""",
     "logit_lens_staging": _TABLES["logit_lens"],
@@ -220,6 +220,7 @@ ACTS_SCHEMA = pa.schema(
         ("value", pa.float32()),
     ]
 )
+_ACTS_STAGING_SCHEMA = ACTS_SCHEMA.append(pa.field("token_id", pa.uint32()))
 TOKENS_SCHEMA = pa.schema(
     [
         ("text_id", pa.uint32()),
@@ -420,15 +421,23 @@ ORDER BY 1, 2, 3, 6
 """
 
 # Per (SAE, feature, token id): the feature's active tokens that are this token id, kept for
-# the feature's `$top` most frequent token ids (ties by token_id).
+# the feature's `$top` most frequent token ids (ties by token_id). Reads the staged rows:
+# those added with their token id need no join with `tokens` (Parquet rows, or `add_acts`
+# without `token_id`, are joined).
 _FEATURE_TOKEN_SQL = """
 INSERT INTO feature_token
-SELECT a.sae_idx, a.feature, t.token_id, count(*) AS n_active
-FROM acts a JOIN tokens t USING (text_id, pos)
-GROUP BY a.sae_idx, a.feature, t.token_id
+WITH row_tokens AS (
+    SELECT sae_idx, feature, token_id FROM acts_staging WHERE token_id IS NOT NULL
+    UNION ALL
+    SELECT s.sae_idx, s.feature, t.token_id
+    FROM acts_staging s JOIN tokens t USING (text_id, pos)
+    WHERE s.token_id IS NULL)
+SELECT sae_idx, feature, token_id, count(*) AS n_active
+FROM row_tokens
+GROUP BY sae_idx, feature, token_id
 QUALIFY row_number() OVER (
-    PARTITION BY a.sae_idx, a.feature ORDER BY count(*) DESC, t.token_id) <= $top
-ORDER BY a.sae_idx, a.feature, n_active DESC, t.token_id
+    PARTITION BY sae_idx, feature ORDER BY count(*) DESC, token_id) <= $top
+ORDER BY sae_idx, feature, n_active DESC, token_id
 """
 
 _TOKEN_COUNTS_SQL = """
@@ -759,11 +768,15 @@ class StoreWriter:
         _check_lengths(columns)
         self._tokens.append(pa.record_batch(columns, schema=TOKENS_SCHEMA))
 
-    def add_acts(self, sae: str, feature: Any, text_id: Any, pos: Any, value: Any) -> None:
+    def add_acts(
+        self, sae: str, feature: Any, text_id: Any, pos: Any, value: Any, token_id: Any = None
+    ) -> None:
         """Add activations of one SAE as equal-length arrays; zeros are dropped.
 
         Values are stored as float32 and must be positive (ReLU, JumpReLU and TopK SAEs
         never produce negative activations). Rows are buffered and inserted with Arrow.
+        `token_id`, each row's token (optional, as the extraction knows it), saves `finish`
+        joining `acts` with `tokens` for `feature_token`.
         """
         ref = self._sae(sae)
         value = np.asarray(value, dtype=np.float32)
@@ -773,6 +786,8 @@ class StoreWriter:
             "pos": _uint_array(pos, np.uint16, "pos"),
             "value": value,
         }
+        if token_id is not None:
+            columns["token_id"] = _uint_array(token_id, np.uint32, "token_id")
         _check_lengths(columns)
         nonzero = value != 0
         if not nonzero.all():
@@ -787,7 +802,9 @@ class StoreWriter:
         n_rows = columns["value"].size
         self._rows_per_sae[sae] = self._rows_per_sae.get(sae, 0) + n_rows
         columns["sae_idx"] = np.full(n_rows, ref.idx, dtype=np.uint8)
-        self._acts.append(pa.record_batch(columns, schema=ACTS_SCHEMA))
+        if token_id is None:
+            columns["token_id"] = pa.nulls(n_rows, pa.uint32())
+        self._acts.append(pa.record_batch(columns, schema=_ACTS_STAGING_SCHEMA))
 
     def add_texts_parquet(self, files: Sequence[str | Path]) -> int:
         """Add texts from Parquet files with the columns of `add_texts` (labels a list of
@@ -1037,10 +1054,11 @@ class StoreWriter:
             ),
             (
                 "acts",
-                """INSERT INTO acts SELECT * FROM acts_staging
+                """INSERT INTO acts SELECT * EXCLUDE (token_id) FROM acts_staging
                 ORDER BY sae_idx, text_id // $block, feature, value DESC, text_id, pos""",
                 {"block": text_block},
             ),
+            ("feature_token", _FEATURE_TOKEN_SQL, {"top": FEATURE_TOKEN_TOP}),
             ("drop staging", "DROP TABLE acts_staging", {}),
             (
                 "feature max",
@@ -1065,7 +1083,6 @@ class StoreWriter:
                 "INSERT INTO logit_lens SELECT * FROM logit_lens_staging ORDER BY 1, 2, 3",
                 {},
             ),
-            ("feature_token", _FEATURE_TOKEN_SQL, {"top": FEATURE_TOKEN_TOP}),
             ("token_counts", _TOKEN_COUNTS_SQL, {}),
         ]
         for name, sql, params in steps:

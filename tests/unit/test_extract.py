@@ -25,10 +25,17 @@ class ListSink:
             pd.DataFrame({"text_id": text_id, "pos": pos, "token_id": token_id, "token": token})
         )
 
-    def add_acts(self, sae, feature, text_id, pos, value) -> None:
+    def add_acts(self, sae, feature, text_id, pos, value, token_id=None) -> None:
         self.acts.append(
             pd.DataFrame(
-                {"sae": sae, "feature": feature, "text_id": text_id, "pos": pos, "value": value}
+                {
+                    "sae": sae,
+                    "feature": feature,
+                    "text_id": text_id,
+                    "pos": pos,
+                    "value": value,
+                    "token_id": token_id,
+                }
             )
         )
 
@@ -84,6 +91,13 @@ def test_bos_and_padding_never_become_rows(extracted):
     assert (acts.pos.to_numpy() <= n_tokens.loc[acts.text_id].to_numpy()).all()
     assert len(tokens) == n_tokens.sum()
     assert (acts.value > 0).all()
+
+
+def test_rows_carry_the_token_id_at_their_position(extracted):
+    _, acts, tokens = extracted
+    joined = acts.merge(tokens, on=["text_id", "pos"], suffixes=("", "_of_tokens"))
+    assert len(joined) == len(acts)
+    assert (joined.token_id == joined.token_id_of_tokens).all()
 
 
 def test_feature_stats_equal_pandas_over_rows(extracted, corpus):
