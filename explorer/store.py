@@ -318,21 +318,33 @@ SELECT sae_idx, feature, max(act)::DOUBLE AS max_text_act FROM ranked_text GROUP
 DROP TABLE ranked_text
 """
 
-# Each feature's `$top` most frequent labels of each label family (see the docstring).
+# Each feature's `$top` most frequent labels of each label family (see the docstring). Labels
+# get integer ids (in label order) and families too, so the join and the grouping run on
+# integers, and `max_by` keeps each family's top labels while aggregating (by count, then
+# label: the key count * 2^32 - label_id), with no window sort.
 _FEATURE_LABEL_SQL = """
 INSERT INTO feature_label
-SELECT sae_idx, feature, label, n_texts_active, rank FROM (
-    SELECT p.sae_idx, p.feature, l.label, count(*) AS n_texts_active,
-        row_number() OVER (
-            PARTITION BY p.sae_idx, p.feature,
-                CASE WHEN contains(l.label, ':') THEN split_part(l.label, ':', 1) ELSE '' END
-            ORDER BY count(*) DESC, l.label) AS rank
-    FROM per_text p
-    JOIN (SELECT text_id, unnest(labels) AS label FROM texts WHERE n_tokens > 0) l
-        USING (text_id)
-    GROUP BY p.sae_idx, p.feature, l.label
-    QUALIFY rank <= $top)
-ORDER BY sae_idx, feature, label
+WITH text_labels AS (
+    SELECT text_id, unnest(labels) AS label FROM texts WHERE n_tokens > 0),
+dict AS (
+    SELECT label, (row_number() OVER (ORDER BY label))::BIGINT AS label_id,
+        dense_rank() OVER (ORDER BY CASE WHEN contains(label, ':')
+            THEN split_part(label, ':', 1) ELSE '' END) AS family_id
+    FROM (SELECT DISTINCT label FROM text_labels)),
+counts AS (
+    SELECT p.sae_idx, p.feature, d.family_id, d.label_id, count(*) AS n
+    FROM per_text p JOIN text_labels t USING (text_id) JOIN dict d USING (label)
+    GROUP BY ALL),
+top AS (
+    SELECT sae_idx, feature,
+        max_by({'label_id': label_id, 'n_texts_active': n}, n * 4294967296 - label_id, $top)
+            AS best
+    FROM counts GROUP BY sae_idx, feature, family_id)
+SELECT t.sae_idx, t.feature, d.label, t.n_texts_active, t.rank
+FROM (SELECT sae_idx, feature, unnest(best, recursive := true),
+        generate_subscripts(best, 1) AS rank FROM top) t
+JOIN dict d USING (label_id)
+ORDER BY t.sae_idx, t.feature, d.label
 """
 
 _FEATURE_CATEGORY_SQL = """
