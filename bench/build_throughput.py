@@ -1,7 +1,8 @@
 """Build throughput against compute-only throughput, measured in one process.
 
 The baseline is what a build cannot avoid: the model forward (`run_with_cache` stopped after
-the last hooked layer) plus every SAE's encode, on the same batches, storing nothing. The
+the last hooked layer) plus every SAE's encode of the real tokens, as the build encodes them
+(see `compute_only`), on the same batches, storing nothing. The
 build is the full `build_store` into a fresh DuckDB file: tokenization, sparse rows, running
 statistics, Arrow ingest, sorting, derived tables, logit lens and quality. Runs alternate
 (baseline, build, baseline, build, ...) so machine noise hits both; the ratio of medians is
@@ -32,7 +33,13 @@ import torch
 
 from explorer.build import build_store
 from explorer.corpus import resolve_corpus
-from explorer.extract import BuildSettings, padded_batches, tokenize_corpus
+from explorer.extract import (
+    BuildSettings,
+    encode_rows,
+    padded_batches,
+    tokenize_corpus,
+    use_sparse_encode,
+)
 from explorer.sources import LoadedSource, SaeHandle, Source, load_source
 
 RESULTS = Path(__file__).parent / "results"
@@ -40,16 +47,26 @@ RESULTS = Path(__file__).parent / "results"
 
 @torch.inference_mode()
 def compute_only(loaded: LoadedSource, corpus, batch_size: int) -> tuple[float, int]:
-    """Forward + encode over the corpus, nothing kept; returns (seconds, real tokens)."""
+    """Forward + encode over the corpus, nothing kept; returns (seconds, real tokens).
+
+    The encode is the build's: real tokens only (no padding, no BOS), and for a TopK SAE
+    with many features SAELens's sparse TopK activation (`encode_rows`, see
+    `use_sparse_encode`), which skips writing a dense [tokens, d_sae] tensor; other SAEs
+    run `sae.encode` (the build then also runs `nonzero` on its output)."""
     started = time.perf_counter()
     tokenized = tokenize_corpus(loaded, corpus.texts)
     hooks = [handle.hook_name for handle in loaded.saes]
     stop_at = max(handle.layer for handle in loaded.saes) + 1
+    sparse = {handle.name: use_sparse_encode(handle.sae) for handle in loaded.saes}
     n_tokens = 0
     for _, tokens, real in padded_batches(tokenized, batch_size, loaded.tokenizer.pad_token_id):
         _, cache = loaded.model.run_with_cache(tokens, names_filter=hooks, stop_at_layer=stop_at)
         for handle in loaded.saes:
-            handle.sae.encode(cache[handle.hook_name])
+            acts_in = cache[handle.hook_name][real]
+            if sparse[handle.name]:
+                encode_rows(handle.sae, acts_in, sparse=True)
+            else:
+                handle.sae.encode(acts_in)
         n_tokens += int(real.sum())
     return time.perf_counter() - started, n_tokens
 

@@ -46,6 +46,19 @@ def check_finite(settings: object, names: tuple[str, ...]) -> None:
             raise InputError(f"{name} must be a finite number, got {value!r}.")
 
 
+INT_CAP = 10**18
+
+
+def decimal_int(text: str) -> int | None:
+    """`int(text)` when `text` is decimal digits only, else None. `str.isdecimal`, not
+    `isdigit`: `int` refuses digits such as '²'. Numbers of more than 18 digits come back as
+    `INT_CAP` (10**18), above every id, count and position here; `int` itself would refuse
+    strings of over 4,300 digits."""
+    if not text.isdecimal():
+        return None
+    return INT_CAP if len(text.lstrip("0")) > 18 else int(text)
+
+
 def quoted(value: object, limit: int = 80) -> str:
     """A user's value as a message quotes it: the repr of its first `limit` characters, with
     the characters that start Markdown links, images, code or maths backslash-escaped. The

@@ -20,7 +20,7 @@ from typing import Any
 import pandas as pd
 
 from explorer.analysis.histograms import activation_histogram
-from explorer.errors import InputError, quoted
+from explorer.errors import InputError, decimal_int, quoted
 from explorer.feature_queries import (
     MAX_TEXTS,
     example_windows,
@@ -65,18 +65,18 @@ def resolve_feature_request(
     feature_id = int((default_features or {}).get(chosen, 0))
     if feature is not None:
         text = feature.strip()
-        digits = text.removeprefix("-")
-        if not digits.isdecimal():  # not isdigit: int() refuses digits such as '²'
+        value = decimal_int(text.removeprefix("-"))
+        if value is None:
             problems.append(
                 f"The feature id {quoted(feature)} is not an integer; showing feature {feature_id}."
             )
-        elif len(digits.lstrip("0")) > 18 or not 0 <= int(text) < d_sae[chosen]:
+        elif (text.startswith("-") and value > 0) or value >= d_sae[chosen]:
             problems.append(
                 f"Feature {text[:40]} is out of range for {chosen}: it has features 0 to "
                 f"{d_sae[chosen] - 1}. Showing feature {feature_id}."
             )
         else:
-            feature_id = int(text)
+            feature_id = value
     return FeatureRequest(chosen, feature_id, tuple(problems))
 
 

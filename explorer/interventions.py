@@ -39,7 +39,7 @@ from sae_lens import SAE
 from scipy.stats import ttest_ind
 
 from explorer import request_hooks
-from explorer.errors import InputError, quoted
+from explorer.errors import INT_CAP, InputError, decimal_int, quoted
 from explorer.extract import padded_batches, token_strings, tokenize_corpus
 from explorer.sources import LoadedSource, SaeHandle
 from explorer.text_acts import MAX_TEXT_CHARS, check_text
@@ -516,13 +516,14 @@ def parse_positions(text: str) -> tuple[int, ...] | None:
         return None
     positions: list[int] = []
     for item in text.replace(",", " ").split():
-        if not item.isdecimal() or len(item.lstrip("0")) > 18 or int(item) < 1:
+        value = decimal_int(item)
+        if value is None or not 1 <= value < INT_CAP:
             raise InputError(
                 f"{quoted(item, 40)} is not a position: give token positions from 1, or leave it "
                 "empty for every position."
             )
-        if int(item) not in positions:
-            positions.append(int(item))
+        if value not in positions:
+            positions.append(value)
     if len(positions) > 512:
         raise InputError("Give at most 512 positions.")
     return tuple(positions)

@@ -25,7 +25,7 @@ import torch
 
 from explorer import request_hooks
 from explorer.charts import feature_href
-from explorer.errors import InputError, quoted
+from explorer.errors import InputError, decimal_int, quoted
 from explorer.extract import token_strings
 from explorer.hooks import residual_boundary
 from explorer.sources import LoadedSource, SaeHandle
@@ -105,13 +105,14 @@ def parse_feature_ids(text: str, d_sae: int, max_features: int = MAX_HIGHLIGHTED
     duplicates dropped (first occurrence kept)."""
     features: list[int] = []
     for item in text.replace(",", " ").split():
-        if not item.isdecimal():  # not isdigit: int() refuses digits such as '²'
+        value = decimal_int(item)
+        if value is None:
             shown = quoted(item, 40)
             raise InputError(f"{shown} is not a feature id: give integers from 0 to {d_sae - 1}.")
-        if len(item.lstrip("0")) > 18 or int(item) >= d_sae:
+        if value >= d_sae:
             raise InputError(f"Feature {item[:40]} is out of range: choose 0 to {d_sae - 1}.")
-        if int(item) not in features:
-            features.append(int(item))
+        if value not in features:
+            features.append(value)
     if len(features) > max_features:
         raise InputError(f"Highlight at most {max_features} features at once, got {len(features)}.")
     return features

@@ -21,7 +21,7 @@ import torch
 from jaxtyping import Float
 from transformer_lens import HookedTransformer
 
-from explorer.errors import InputError
+from explorer.errors import InputError, decimal_int
 from explorer.sources import LoadedSource
 
 MAX_TOKEN_CHARS = 100
@@ -74,11 +74,11 @@ def resolve_token(tokenizer: Any, d_vocab: int, value: str, given_as: TokenInput
     leading spaces count) or its id; anything that is not exactly one token is refused."""
     if given_as == "id":
         text = value.strip()
-        if not text.isdecimal() or len(text.lstrip("0")) > 18 or int(text) >= d_vocab:
+        token_id = decimal_int(text)
+        if token_id is None or token_id >= d_vocab:
             raise InputError(
                 f"A token id is a whole number from 0 to {d_vocab - 1}, got {text[:40]!r}."
             )
-        token_id = int(text)
     elif given_as == "text":
         if not value:
             raise InputError("Type a token first: the token is empty.")

@@ -317,3 +317,42 @@ def test_ce_loss_recovered_equals_a_direct_computation(store, loaded):
             n_targets += tokens.shape[1] - 1
         clean, with_sae, zero = totals / n_targets
         assert stored[handle.name] == pytest.approx((zero - with_sae) / (zero - clean), abs=1e-4)
+
+
+def test_sparse_topk_encode_gives_the_rows_of_the_dense_encode(loaded):
+    """SAELens's sparse TopK activation (the build's encode for TopK SAEs) against
+    `sae.encode` then `nonzero`: the same rows, bit for bit; other architectures keep the
+    dense encode."""
+    from sae_lens import StandardSAE, StandardSAEConfig, TopKSAE, TopKSAEConfig
+
+    torch.manual_seed(0)
+    rescaled = TopKSAE(TopKSAEConfig(d_in=16, d_sae=64, k=5, rescale_acts_by_decoder_norm=True))
+    with torch.no_grad():
+        rescaled.W_dec.mul_(torch.rand(64, 1) + 0.5)  # decoder norms that change the top k
+    for sae in [handle.sae for handle in loaded.saes] + [rescaled.eval()]:
+        assert extract.sparse_topk_matches(sae)
+        x = torch.randn(50, sae.cfg.d_in) * 3
+        with torch.no_grad():
+            got = extract.encode_rows(sae, x, sparse=True)
+            dense = sae.encode(x)
+        token, feature = dense.nonzero(as_tuple=True)
+        assert len(token) > 0
+        for a, b in zip(got, (token, feature, dense[token, feature]), strict=True):
+            assert torch.equal(a, b)
+    assert not extract.sparse_topk_matches(StandardSAE(StandardSAEConfig(d_in=16, d_sae=64)))
+
+
+def test_a_build_with_the_sparse_topk_encode_equals_the_dense_one(loaded, monkeypatch):
+    """The bundle's SAEs are below `SPARSE_ENCODE_MIN_D_SAE`; lowered, the build encodes
+    them sparsely and must compute the same statistics, top examples and quality."""
+    corpus = resolve_corpus(CORPUS)
+    settings = BuildSettings(batch_size=16)
+    dense = extract.extract(loaded, corpus, None, settings)
+    monkeypatch.setattr(extract, "SPARSE_ENCODE_MIN_D_SAE", 1)
+    assert all(extract.use_sparse_encode(handle.sae) for handle in loaded.saes)
+    sparse = extract.extract(loaded, corpus, None, settings)
+    for name in dense.feature_stats:
+        pd.testing.assert_frame_equal(sparse.feature_stats[name], dense.feature_stats[name])
+        pd.testing.assert_frame_equal(sparse.top_examples[name], dense.top_examples[name])
+        for key, value in dense.quality[name].items():
+            assert sparse.quality[name][key] == pytest.approx(value, abs=1e-9)
