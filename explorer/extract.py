@@ -2,12 +2,19 @@
 
 Owns the compute of a build: tokenizing a corpus into BOS-prefixed sequences, one
 `run_with_cache(names_filter=hooks, stop_at_layer=last_layer + 1)` per batch under
-`torch.inference_mode()`, every SAE's encode of its hook, sparsification on the tensor,
-per-feature statistics and running top-k accumulated on tensors, decoder logit lens and SAE
-quality. It does no I/O: results go to a `BuildSink` (the store writer implements it).
+`torch.inference_mode()`, every SAE's encode of its hook's real tokens, sparse rows straight
+from tensors, per-feature statistics and running top-k accumulated on tensors, decoder logit
+lens and SAE quality. It does no I/O: results go to a `BuildSink` (the store writer
+implements it).
 
 Positions are model positions: BOS is position 0 and never becomes a row; padding never
-does either (masked by each text's length, since the demo tokenizer pads with BOS).
+does either (only each text's real tokens are encoded; the demo tokenizer pads with BOS).
+
+Rows without a dense pass: a TopK SAE with many features encodes through SAELens's sparse
+TopK activation (`encode_rows`), other SAEs through `sae.encode` and `nonzero`; the
+reconstruction for explained variance is `sae.decode` of the rows as a sparse tensor
+(`decode_rows`), so every real token counts at a cost linear in the rows. Both fast paths
+are checked per SAE against the dense SAELens calls before a build uses them.
 """
 
 from __future__ import annotations
@@ -508,8 +515,7 @@ def accumulate(
     stop_at = max(h.layer for h in handles) + 1
     device = loaded.model.cfg.device
     accumulators = {h.name: FeatureAccumulator(h.sae.cfg.d_sae, topk) for h in handles}
-    sparse_encode = {h.name: use_sparse_encode(h.sae) for h in handles}
-    sparse_decode = {h.name: sparse_decode_matches(h.sae) for h in handles}
+    codecs = {h.name: RowCodec.of(h.sae) for h in handles}
     ordinals = TokenOrdinals.of(tokenized)
     total_tokens = int(sum(tokenized.n_tokens[members].sum() for members in plan))
     done = 0
@@ -533,11 +539,10 @@ def accumulate(
         real_on_device = real.to(device)
         for handle in handles:
             acts_in = cache[handle.hook_name][real_on_device]  # [n_real, d_in], no padding
-            token, feature, value = encode_rows(handle.sae, acts_in, sparse_encode[handle.name])
-            if sparse_decode[handle.name]:
-                recon = decode_rows(handle.sae, token, feature, value, n_real)
-            else:
-                recon = handle.sae.decode(dense_acts(handle.sae, token, feature, value, n_real))
+            codec = codecs[handle.name]
+            sae_rows = codec.rows(acts_in)  # (token index into acts_in, feature, value)
+            recon = codec.decode(sae_rows, n_real)
+            token, feature, value = sae_rows
             accumulator = accumulators[handle.name]
             accumulator.update_reconstruction(acts_in.cpu(), recon.cpu())
             token, feature, value = token.cpu(), feature.cpu(), value.cpu()
@@ -573,7 +578,8 @@ def encode_rows(sae: Any, x: Float[torch.Tensor, "n d_in"], sparse: bool) -> Row
         hidden_pre = sae.hook_sae_acts_pre(sae_in @ sae.W_enc + sae.b_enc)  # as TopKSAE.encode
         if sae.cfg.rescale_acts_by_decoder_norm:
             hidden_pre = hidden_pre * sae.W_dec.norm(dim=-1)
-        acts = TopK(sae.cfg.k, use_sparse_activations=True)(hidden_pre).coalesce()
+        with torch.sparse.check_sparse_tensor_invariants(enable=False):  # built valid
+            acts = TopK(sae.cfg.k, use_sparse_activations=True)(hidden_pre).coalesce()
         token, feature = acts.indices()
         value = acts.values()
         positive = value > 0  # TopK keeps k values per token, and ReLU may zero some
@@ -638,6 +644,32 @@ def dense_acts(
     return acts
 
 
+@dataclass(frozen=True)
+class RowCodec:
+    """How a build encodes one SAE to rows and decodes them back (the fast paths this SAE
+    passed; see `use_sparse_encode` and `sparse_decode_matches`)."""
+
+    sae: Any
+    sparse_encode: bool
+    sparse_decode: bool
+
+    @classmethod
+    def of(cls, sae: Any) -> RowCodec:
+        return cls(sae, use_sparse_encode(sae), sparse_decode_matches(sae))
+
+    def rows(self, x: torch.Tensor) -> Rows:
+        return encode_rows(self.sae, x, self.sparse_encode)
+
+    def decode(self, rows: Rows, n_tokens: int) -> torch.Tensor:
+        if self.sparse_decode:
+            return decode_rows(self.sae, *rows, n_tokens)
+        return self.sae.decode(dense_acts(self.sae, *rows, n_tokens))
+
+    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
+        """decode(encode(x)) for x of [n, d_in]."""
+        return self.decode(self.rows(x), len(x))
+
+
 @torch.inference_mode()
 def sparse_decode_matches(sae: Any, n_tokens: int = 8) -> bool:
     """Whether `decode_rows` gives `sae.decode` of the dense activations for this SAE (an
@@ -681,10 +713,15 @@ def quality_losses(
     saes = {h.hook_name: h.sae for h in handles}
     sums = {hook: np.zeros(3) for hook in saes}
     n_targets = 0
+    codecs = {id(sae): RowCodec.of(sae) for sae in saes.values()}
+
+    def reconstruct(sae: Any, x: torch.Tensor) -> torch.Tensor:
+        return codecs[id(sae)].reconstruct(x)
+
     for _, tokens, real in padded_batches(subset, batch_size, loaded.tokenizer.pad_token_id):
         weight = int(real[:, 1:].sum())  # the targets `_next_token_loss` averages over
         for hook, losses in ce_losses(
-            loaded.model, saes, tokens.to(device), real.to(device)
+            loaded.model, saes, tokens.to(device), real.to(device), reconstruct
         ).items():
             sums[hook] += weight * np.asarray(losses)
         n_targets += weight

@@ -10,6 +10,7 @@ anything.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -59,30 +60,35 @@ def spliced_logits(
     return model(replacement, start_at_layer=layer)
 
 
+Reconstruct = Callable[[SAE, torch.Tensor], torch.Tensor]  # (sae, [n_real, d_in]) -> same
+
+
+def _reconstruction(sae: SAE, x: torch.Tensor) -> torch.Tensor:
+    return sae.decode(sae.encode(x))
+
+
 @torch.inference_mode()
 def ce_losses(
     model: HookedTransformer,
     saes: dict[str, SAE],
     tokens: Int[torch.Tensor, "batch pos"],
     real_mask: Bool[torch.Tensor, "batch pos"],
+    reconstruct: Reconstruct = _reconstruction,
 ) -> dict[str, tuple[float, float, float]]:
     """(clean, with SAE, zero-ablated) next-token loss per hook, one clean forward for all.
 
-    The SAE's reconstruction (or zeros) replaces the activation at real tokens only.
+    The SAE's reconstruction (or zeros) replaces the activation at real tokens only;
+    `reconstruct` computes it from those tokens' activations (default decode(encode(x));
+    the build passes its sparse equivalent).
     """
     clean_logits, cache = model.run_with_cache(tokens, names_filter=list(saes))
-    return {
-        hook_name: _losses(
-            model,
-            tokens,
-            real_mask,
-            clean_logits,
-            hook_name,
-            cache[hook_name],
-            sae.decode(sae.encode(cache[hook_name])),
-        )
-        for hook_name, sae in saes.items()
-    }
+    losses = {}
+    for hook_name, sae in saes.items():
+        acts = cache[hook_name]
+        recon = acts.clone()
+        recon[real_mask] = reconstruct(sae, acts[real_mask]).to(acts.dtype)
+        losses[hook_name] = _losses(model, tokens, real_mask, clean_logits, hook_name, acts, recon)
+    return losses
 
 
 def _losses(

@@ -73,7 +73,8 @@ Schema (version `SCHEMA_VERSION`; ids are unsigned on disk and come back as int6
   (largest logit first), -1..-k for the bottom ones (most negative first).
 - `feature_token(sae_idx, feature, token_id, n_active)`, sorted by (sae_idx, feature,
   n_active DESC, token_id): per feature, how many of its active tokens (rows of `acts`) are
-  each token id, for its `FEATURE_TOKEN_TOP` most frequent token ids (ties by token_id). With
+  each token id, for its `FEATURE_TOKEN_TOP` most frequent token ids (ties by token_id);
+  counted from the staged rows, which carry their token id when the extraction passes it. With
   `feature_stats.n_active_tokens` (the feature's active tokens), `token_counts.n` (the token's
   occurrences) and the rows of `tokens` it gives the 2 x 2 feature x token tables of the
   token-enrichment taxonomy (`explorer.analysis.enrichment`) without reading `acts`.
