@@ -44,7 +44,8 @@ into one `StoreWriter`, which derives every other table in SQL exactly as for a 
 build. feature_stats come from summed counts and sums and the max of maxima; histograms are
 not merged but computed by the writer from `acts`, as for a single build, because their bins
 depend on the global max. Quality: L0 and the dead fraction from summed counts, explained
-variance from summed sums over the same sampled tokens, CE loss recovered from shard 0.
+variance from summed sums over the same tokens (every real token), CE loss recovered from
+shard 0.
 Every number equals the single build's up to float summation order (within 1e-12 on the
 tiny and demo bundles).
 """

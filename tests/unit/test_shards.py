@@ -110,7 +110,7 @@ def test_merged_shards_equal_a_single_build(shard_folders, single_store, tmp_pat
         assert merged.meta()["shards"] == str(n_shards)
         assert report.n_texts == len(single.texts())
         assert report.n_tokens == single.table_counts()["tokens"]
-        # quality: the same sampled tokens and the same CE texts, so equal up to summation
+        # quality: the same tokens and the same CE texts, so equal up to summation
         for column in ["l0", "explained_variance", "ce_loss_recovered", "dead_fraction"]:
             np.testing.assert_allclose(
                 merged.saes()[column], single.saes()[column], rtol=1e-12, err_msg=column
