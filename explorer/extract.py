@@ -607,9 +607,7 @@ def sparse_topk_matches(sae: Any, n_tokens: int = 16) -> bool:
     checked on random inputs."""
     if type(sae) is not TopKSAE or getattr(sae.cfg, "reshape_activations", "none") != "none":
         return False
-    generator = torch.Generator().manual_seed(0)
-    param = next(sae.parameters())
-    x = torch.randn(n_tokens, sae.cfg.d_in, generator=generator).to(param.device, param.dtype)
+    x = _probe_input(sae, n_tokens)
     expected = encode_rows(sae, x, sparse=False)
     got = encode_rows(sae, x, sparse=True)
     return all(torch.equal(a, b) for a, b in zip(got, expected, strict=True))
@@ -675,27 +673,28 @@ def sparse_decode_matches(sae: Any, n_tokens: int = 8) -> bool:
     """Whether `decode_rows` gives `sae.decode` of the dense activations for this SAE (an
     architecture whose decode needs a dense tensor raises or differs: the build then
     decodes densely)."""
-    generator = torch.Generator().manual_seed(0)
-    param = next(sae.parameters())
-    x = torch.randn(n_tokens, sae.cfg.d_in, generator=generator).to(param.device, param.dtype)
-    dense = sae.encode(x.reshape(n_tokens, *_input_shape(sae)))
-    token, feature = dense.nonzero(as_tuple=True)
+    x = _probe_input(sae, n_tokens)
+    rows = encode_rows(sae, x, sparse=False)
     try:
-        sparse = decode_rows(sae, token, feature, dense[token, feature], n_tokens)
+        sparse = decode_rows(sae, *rows, n_tokens)
     except (RuntimeError, NotImplementedError, TypeError, ValueError):
         return False
-    expected = sae.decode(dense)
+    expected = sae.decode(sae.encode(x))
     return sparse.shape == expected.shape and bool(
         torch.allclose(sparse, expected, rtol=1e-4, atol=1e-5)
     )
 
 
-def _input_shape(sae: Any) -> tuple[int, ...]:
-    """The shape of one token's input: [d_in], or [n_heads, d_head] for hook_z SAEs."""
+def _probe_input(sae: Any, n_tokens: int) -> torch.Tensor:
+    """Seeded random inputs for checking a fast path against SAELens: [n_tokens, d_in], or
+    [n_tokens, n_heads, d_head] for hook_z SAEs, on the SAE's device and dtype."""
+    generator = torch.Generator().manual_seed(0)
+    param = next(sae.parameters())
+    x = torch.randn(n_tokens, sae.cfg.d_in, generator=generator).to(param.device, param.dtype)
     d_head = getattr(sae, "d_head", None)
     if getattr(sae.cfg, "reshape_activations", "none") == "hook_z" and d_head:
-        return (sae.cfg.d_in // d_head, d_head)
-    return (sae.cfg.d_in,)
+        return x.reshape(n_tokens, sae.cfg.d_in // d_head, d_head)
+    return x
 
 
 def quality_losses(

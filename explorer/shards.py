@@ -661,10 +661,7 @@ def merge_shards(folder: str | Path, out: str | Path) -> MergeReport:
                 writer.set_quality(info.sae, **_merged_quality(con, shards, info, stats))
                 writer.add_logit_lens(info.sae, **_logit_lens(shards[0], info.sae))
                 k = int(first["settings"]["topk"])
-                top = con.execute(
-                    _MERGED_TOPK_SQL, [_paths(_all_files(shards, "topk", info.sae)), k]
-                ).df()
-                writer.add_top_examples(info.sae, top)
+                writer.add_top_examples(info.sae, _merged_topk(con, shards, info.sae, k))
     finally:
         con.close()
     return MergeReport(
@@ -681,7 +678,13 @@ def merged_top_examples(folder: str | Path, sae: str, k: int = 20) -> pd.DataFra
     if not 1 <= k <= int(shards[0].manifest["settings"]["topk"]):
         raise InputError(f"k must be 1 to the shards' topk setting, got {k}.")
     with duckdb.connect() as con:
-        return con.execute(_MERGED_TOPK_SQL, [_paths(_all_files(shards, "topk", sae)), k]).df()
+        return _merged_topk(con, shards, sae, k)
+
+
+def _merged_topk(
+    con: duckdb.DuckDBPyConnection, shards: list[Shard], sae: str, k: int
+) -> pd.DataFrame:
+    return con.execute(_MERGED_TOPK_SQL, [_paths(_all_files(shards, "topk", sae)), k]).df()
 
 
 def _all_files(shards: list[Shard], kind: str, sae: str | None = None) -> list[Path]:
