@@ -106,7 +106,7 @@ Decisions, measured on 50M rows, 4 SAEs x 4096 features, 50k texts (bench/README
   `feature_quantiles` carry the token, and `text_tokens` gives a text's tokens (~1.5 ms).
 
 Build and concurrency. `StoreWriter` writes `<path>.tmp-<pid>` in one transaction (staging
-tables are TEMP, so they never enlarge the file), sorts and derives at `finish`, commits,
+tables are TEMP, so they never enlarge the file; row groups of `ROW_GROUP_ROWS`), sorts and derives at `finish`, commits,
 checkpoints, closes and only then `os.replace`s the old file: a failed or killed build leaves
 the old store as it was. `Store` holds one read-only connection and takes a cursor per query,
 so one `Store` may serve many threads. DuckDB refuses a read-write connection to a file that
@@ -151,6 +151,11 @@ QUANTILE_EXAMPLES = 3
 STRONG_FRACTION = 0.5
 FLUSH_ROWS = 1_000_000
 ROWS_PER_TEXT_BLOCK = 3_000_000
+# Rows per DuckDB row group in a built store: 4 x DuckDB's default of 122,880. A column
+# segment holds one row group; at the default, `acts.text_id` (12-14 bits a row) makes ~190 KB
+# segments that each take a 256 KB block alone. With 4x the rows `acts` takes 5.56 instead of
+# 6.41 bytes a row (52.9M rows of the demo model's SAEs), for ~0.4 ms more on a top-20 read.
+ROW_GROUP_ROWS = 491_520
 MAX_SAES = 256
 MAX_TOP_EXAMPLES = 1000
 MAX_FEATURES_PER_QUERY = 1024
@@ -496,6 +501,24 @@ def _remove_db_files(db: Path) -> None:
     shutil.rmtree(db.with_name(db.name + ".tmp"), ignore_errors=True)
 
 
+def _sql_string(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _connect_for_build(db: Path) -> duckdb.DuckDBPyConnection:
+    """A connection whose default database is a new file `db` with `ROW_GROUP_ROWS`-row
+    groups (a setting of ATTACH only), spilling to `<db>.tmp` as a file connection would."""
+    con = duckdb.connect()
+    try:
+        con.execute(f"SET temp_directory = {_sql_string(str(db) + '.tmp')}")
+        con.execute(f"ATTACH {_sql_string(str(db))} AS store (ROW_GROUP_SIZE {ROW_GROUP_ROWS})")
+        con.execute("USE store")
+    except duckdb.Error:
+        con.close()
+        raise
+    return con
+
+
 def pid_alive(pid: int) -> bool:
     """Whether a process with this id runs (a build or shard write that left a temp file)."""
     try:
@@ -670,7 +693,7 @@ class StoreWriter:
         self._tmp = _tmp_path(self.path, os.getpid())
         _remove_db_files(self._tmp)
         try:
-            self._con = duckdb.connect(str(self._tmp))
+            self._con = _connect_for_build(self._tmp)
         except duckdb.Error as exc:
             _remove_db_files(self._tmp)
             raise StoreError(

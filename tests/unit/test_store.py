@@ -249,6 +249,37 @@ def test_a_small_store_is_sorted_by_feature_alone(tmp_path: Path) -> None:
     pd.testing.assert_frame_equal(physical, expected)
 
 
+def test_the_built_file_uses_the_writers_row_group_size(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Bigger row groups are what keep `acts` compact (see ROW_GROUP_ROWS): the writer must
+    apply its size to the file it builds, not DuckDB's default of 122,880 rows."""
+    monkeypatch.setattr(store_module, "ROW_GROUP_ROWS", 2048)  # DuckDB's smallest
+    path = tmp_path / "store.duckdb"
+    corpus = make_corpus(seed=3, n_texts=120)
+    write_store(path, corpus)
+    with duckdb.connect(str(path), read_only=True) as con:
+        n_rows, groups, largest = con.execute(
+            """SELECT sum(count), count(*), max(count) FROM pragma_storage_info('acts')
+            WHERE column_name = 'value' AND segment_type <> 'VALIDITY'"""
+        ).fetchone()
+    assert n_rows == len(nonzero_acts(corpus)) > 2 * 2048
+    assert largest == 2048
+    assert groups >= n_rows / 2048
+    with Store.open(path) as store:  # and it is an ordinary store
+        assert store.table_counts()["acts"] == n_rows
+
+
+def test_a_store_builds_in_a_folder_whose_name_has_quotes(tmp_path: Path, corpus: Corpus) -> None:
+    folder = tmp_path / 'it\'s a "folder"; DROP TABLE acts; --'
+    folder.mkdir()
+    path = folder / "o'store.duckdb"
+    write_store(path, corpus)
+    with Store.open(path) as store:
+        assert store.table_counts()["acts"] == len(nonzero_acts(corpus))
+    assert sorted(p.name for p in folder.iterdir()) == ["o'store.duckdb"]  # no temp files left
+
+
 @pytest.mark.parametrize("feature", [0, 1, 2, 5])
 def test_top_examples_equal_a_pandas_sort(store: Store, corpus: Corpus, feature: int) -> None:
     sae = sae_names(corpus)[0]
