@@ -16,13 +16,11 @@ import argparse
 import json
 import os
 import statistics
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-import duckdb
-
+from bench.storage import table_bytes
 from explorer.analysis.frequency import (
     default_rank_ranges,
     frequency_histogram,
@@ -91,24 +89,6 @@ def page_calls(store: Store) -> list[tuple[str, Callable[[], object]]]:
         ("Specialist heatmaps page, uncached", specialists_page),
         ("Frequency vs specialization page, uncached", frequency_page),
     ]
-
-
-def table_bytes(path: Path, table: str) -> int:
-    """What `table` adds to a DuckDB file: a fresh file holding a copy (same row order) minus
-    one holding an empty copy (the file's fixed blocks)."""
-    sizes = []
-    with tempfile.TemporaryDirectory() as folder:
-        for limit in ("", " LIMIT 0"):
-            copy = Path(folder) / f"table{len(sizes)}.duckdb"
-            con = duckdb.connect(str(copy))
-            try:
-                con.execute(f"ATTACH '{path}' AS source (READ_ONLY)")
-                con.execute(f"CREATE TABLE copied AS SELECT * FROM source.{table}{limit}")
-                con.execute("CHECKPOINT")
-            finally:
-                con.close()
-            sizes.append(copy.stat().st_size)
-    return sizes[0] - sizes[1]
 
 
 def main() -> None:
