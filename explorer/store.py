@@ -106,15 +106,16 @@ Decisions, measured on 50M rows, 4 SAEs x 4096 features, 50k texts (bench/README
   `feature_quantiles` carry the token, and `text_tokens` gives a text's tokens (~1.5 ms).
 
 Build and concurrency. `StoreWriter` writes `<path>.tmp-<pid>` in one transaction (staging
-tables are TEMP, so they never enlarge the file; row groups of `ROW_GROUP_ROWS`), sorts and derives at `finish`, commits,
-checkpoints, closes and only then `os.replace`s the old file: a failed or killed build leaves
-the old store as it was. `Store` holds one read-only connection and takes a cursor per query,
-so one `Store` may serve many threads. DuckDB refuses a read-write connection to a file that
-is open read-only in the same process, so user writes (`save_label`, `save_intervention`)
-wait for running reads, close the shared connection, write through a short-lived read-write
-connection, checkpoint, and reopen; another process holding the store open makes them fail
-with a `StoreError`. After a rebuild, close every `Store` on the path and open it again (DuckDB
-reuses an open instance of the same path, which still reads the replaced file).
+tables are TEMP, so they never enlarge the file; row groups of `ROW_GROUP_ROWS` rows), sorts
+and derives at `finish`, commits, checkpoints, closes and only then `os.replace`s the old
+file: a failed or killed build leaves the old store as it was. `Store` holds one read-only
+connection and takes a cursor per query, so one `Store` may serve many threads. DuckDB
+refuses a read-write connection to a file that is open read-only in the same process, so
+user writes (`save_label`, `save_intervention`) wait for running reads, close the shared
+connection, write through a short-lived read-write connection, checkpoint, and reopen;
+another process holding the store open makes them fail with a `StoreError`. After a rebuild,
+close every `Store` on the path and open it again (DuckDB reuses an open instance of the
+same path, which still reads the replaced file).
 """
 
 from __future__ import annotations
