@@ -22,18 +22,18 @@ import argparse
 import json
 import os
 import platform
-import socket
 import subprocess
 import sys
 import textwrap
 import threading
 import time
-import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import psutil
+
+from bench.app_server import AppServerError, app_server, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).parent / "results"
@@ -102,43 +102,15 @@ class RssSampler:
         self._thread.join()
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @contextmanager
 def demo_server(port: int, store: Path) -> Iterator[tuple[str, subprocess.Popen]]:
     """`streamlit run streamlit_app.py` in public demo mode; yields its URL and process."""
-    env = {
-        **os.environ,
-        "EXPLORER_PUBLIC_DEMO": "1",
-        "EXPLORER_SOURCE": "demo",
-        "EXPLORER_STORE": str(store),
-        "PYTHONPATH": str(ROOT),
-    }
-    command = [sys.executable, "-m", "streamlit", "run", str(ROOT / "streamlit_app.py")]
-    command += ["--server.port", str(port), "--server.headless", "true"]
-    process = subprocess.Popen(
-        command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    url = f"http://127.0.0.1:{port}"
+    env = {"EXPLORER_PUBLIC_DEMO": "1", "EXPLORER_SOURCE": "demo", "EXPLORER_STORE": str(store)}
     try:
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                if time.monotonic() > deadline or process.poll() is not None:
-                    raise SystemExit("streamlit did not start within 90 s") from None
-                time.sleep(0.5)
-        yield url, process
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
+        with app_server(env, port) as served:
+            yield served
+    except AppServerError as exc:
+        raise SystemExit(str(exc)) from None
 
 
 def wait_until_idle(page, timeout_s: float = 180) -> None:

@@ -24,3 +24,25 @@ def app_env(tiny_bundle_path, tmp_path, monkeypatch) -> AppEnv:
     monkeypatch.setenv("EXPLORER_STORE", str(store))
     monkeypatch.chdir(Path(APP).parent)
     return AppEnv(app=APP, store=store)
+
+
+@pytest.fixture(scope="session")
+def store_path(tiny_bundle_path, tmp_path_factory) -> Path:
+    """The tiny bundle's store over `bundled+arithmetic:60`, built once and shared by the
+    page tests that only read it. A module that writes into its store (labels,
+    interventions) or needs another corpus defines its own `store_path`."""
+    from explorer.build import build_store
+
+    path = tmp_path_factory.mktemp("shared_store") / "tiny.duckdb"
+    build_store(f"demo:{tiny_bundle_path}", "bundled+arithmetic:60", path)
+    return path
+
+
+@pytest.fixture
+def page(request, store_path, tiny_bundle_path, monkeypatch):
+    """AppTest of the test module's `PAGE` on the tiny bundle and `store_path`."""
+    monkeypatch.setenv("EXPLORER_SOURCE", f"demo:{tiny_bundle_path}")
+    monkeypatch.setenv("EXPLORER_STORE", str(store_path))
+    from streamlit.testing.v1 import AppTest
+
+    return AppTest.from_file(request.module.PAGE, default_timeout=120)

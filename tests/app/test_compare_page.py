@@ -11,25 +11,10 @@ from streamlit.testing.v1 import AppTest
 
 from explorer.analysis.compare import compare_saes
 from explorer.analysis.specialists import SpecialistSettings, category_matrix, load_specialists
-from explorer.build import build_store
 from explorer.store import Store
 
 PAGE = str(Path(__file__).resolve().parents[2] / "app_pages" / "compare.py")
 SAES = ["L0.resid_post", "L1.resid_post", "L2.resid_post"]
-
-
-@pytest.fixture(scope="module")
-def store_path(tiny_bundle_path, tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("compare") / "tiny.duckdb"
-    build_store(f"demo:{tiny_bundle_path}", "bundled+arithmetic:60", path)
-    return path
-
-
-@pytest.fixture
-def page(store_path, tiny_bundle_path, monkeypatch) -> AppTest:
-    monkeypatch.setenv("EXPLORER_SOURCE", f"demo:{tiny_bundle_path}")
-    monkeypatch.setenv("EXPLORER_STORE", str(store_path))
-    return AppTest.from_file(PAGE, default_timeout=120)
 
 
 def assert_page_shows(at: AppTest, store_path: Path, **settings) -> pd.DataFrame:

@@ -17,25 +17,10 @@ from explorer.analysis.frequency import (
     rank_band_counts,
 )
 from explorer.analysis.specialists import SpecialistSettings, load_specialists
-from explorer.build import build_store
 from explorer.store import Store
 
 PAGE = str(Path(__file__).resolve().parents[2] / "app_pages" / "frequency.py")
 D_SAE = 128  # the tiny preset's SAEs
-
-
-@pytest.fixture(scope="module")
-def store_path(tiny_bundle_path, tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("frequency") / "tiny.duckdb"
-    build_store(f"demo:{tiny_bundle_path}", "bundled+arithmetic:60", path)
-    return path
-
-
-@pytest.fixture
-def page(store_path, tiny_bundle_path, monkeypatch) -> AppTest:
-    monkeypatch.setenv("EXPLORER_SOURCE", f"demo:{tiny_bundle_path}")
-    monkeypatch.setenv("EXPLORER_STORE", str(store_path))
-    return AppTest.from_file(PAGE, default_timeout=120)
 
 
 def assert_page_shows(

@@ -21,7 +21,6 @@ from explorer.analysis.lens_checks import (
     example_ranks,
 )
 from explorer.analysis.logit_lens import reverse_lookup, unembed_directions
-from explorer.build import build_store
 from explorer.charts import feature_href
 from explorer.charts.feature import token_label
 from explorer.lens_queries import feature_ranking, lens_overview, top_examples_with_next
@@ -30,13 +29,6 @@ from explorer.store import Store
 
 PAGE = str(Path(__file__).resolve().parents[2] / "app_pages" / "logit_lens.py")
 DEEPEST = "L2.resid_post"  # the tiny preset's last SAE, the page's default
-
-
-@pytest.fixture(scope="module")
-def store_path(tiny_bundle_path, tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("logit_lens") / "tiny.duckdb"
-    build_store(f"demo:{tiny_bundle_path}", "bundled+arithmetic:60", path)
-    return path
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,6 @@ from streamlit.testing.v1 import AppTest
 from explorer.analysis.concepts import category_concept, example_concept, stack_examples
 from explorer.analysis.rankings import rank_features
 from explorer.analysis.specialists import SpecialistSettings, load_specialists
-from explorer.build import build_store
 from explorer.feature_queries import co_firing
 from explorer.relation_queries import category_contrast
 from explorer.sources import Source, load_source
@@ -23,20 +22,6 @@ from explorer.ui.links import feature_url
 
 PAGE = str(Path(__file__).resolve().parents[2] / "app_pages" / "rankings.py")
 DEFAULT_SAE = "L2.resid_post"
-
-
-@pytest.fixture(scope="module")
-def store_path(tiny_bundle_path, tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("rankings") / "tiny.duckdb"
-    build_store(f"demo:{tiny_bundle_path}", "bundled+arithmetic:60", path)
-    return path
-
-
-@pytest.fixture
-def page(store_path, tiny_bundle_path, monkeypatch) -> AppTest:
-    monkeypatch.setenv("EXPLORER_SOURCE", f"demo:{tiny_bundle_path}")
-    monkeypatch.setenv("EXPLORER_STORE", str(store_path))
-    return AppTest.from_file(PAGE, default_timeout=120)
 
 
 def frequency(store: Store, sae: str) -> pd.DataFrame:

@@ -3,27 +3,17 @@ the headless Debian chromium the tests drive with Playwright."""
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import pytest
 
+from bench.app_server import AppServerError, app_server
+
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @contextmanager
@@ -31,35 +21,12 @@ def streamlit_server(store_path: Path, bundle_path: Path) -> Iterator[str]:
     """`streamlit run streamlit_app.py` on the tiny bundle and `store_path`; yields its URL."""
     if not Path(CHROMIUM).exists():
         pytest.fail(f"{CHROMIUM} is missing: install Debian's chromium to run the e2e tests.")
-    port = free_port()
-    env = {
-        **os.environ,
-        "EXPLORER_SOURCE": f"demo:{bundle_path}",
-        "EXPLORER_STORE": str(store_path),
-        "PYTHONPATH": str(ROOT),
-    }
-    entry = ROOT / "streamlit_app.py"
-    command = [sys.executable, "-m", "streamlit", "run", str(entry), "--server.port", str(port)]
-    command += ["--server.headless", "true"]
-    process = subprocess.Popen(
-        command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    url = f"http://127.0.0.1:{port}"
+    env = {"EXPLORER_SOURCE": f"demo:{bundle_path}", "EXPLORER_STORE": str(store_path)}
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                if time.monotonic() > deadline or process.poll() is not None:
-                    pytest.fail("streamlit did not start within 60 s")
-                time.sleep(0.5)
-        yield url
-    finally:
-        process.terminate()
-        process.wait(timeout=20)
+        with app_server(env, start_seconds=60) as (url, _process):
+            yield url
+    except AppServerError as exc:
+        pytest.fail(str(exc))
 
 
 def settle(page, timeout: float = 120_000) -> None:

@@ -32,6 +32,7 @@ from explorer.analysis.concepts import (
 from explorer.errors import InputError, StoreError
 from explorer.store import SaeInfo, Store
 from explorer.text_acts import TextActivations, stored_text_activations
+from tests.planted import tokens_of
 from tests.unit.test_specialists import Planted, text_activations, write_planted
 
 CATEGORIES = ("code", "prose", "maths")
@@ -54,13 +55,7 @@ def make_planted() -> Planted:
             for index in range(TEXTS_PER_CATEGORY)
         ]
     )
-    tokens = pd.DataFrame(
-        [
-            {"text_id": t, "pos": p, "token_id": p, "token": f"t{p}"}
-            for t, n in zip(texts["text_id"], texts["n_tokens"], strict=True)
-            for p in range(1, n + 1)
-        ]
-    )
+    tokens = tokens_of(texts)
     acts = []
     for text in texts.itertuples():
         acts += [(SAE, 1, text.text_id, p, 3.0) for p in range(1, text.n_tokens + 1)]

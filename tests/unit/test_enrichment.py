@@ -42,6 +42,7 @@ from explorer.store import (
     StoreWriter,
     stored_schema_version,
 )
+from tests.planted import add_acts_with_stats, add_tokens
 
 VOCAB = [
     "7", " 7", "12", "35", "48", " 100",  # numbers 0-5
@@ -119,35 +120,10 @@ def write_store(path: Path, tokens: pd.DataFrame, acts: pd.DataFrame) -> None:
                 }
             )
         )
-        writer.add_tokens(
-            tokens["text_id"].to_numpy(),
-            tokens["pos"].to_numpy(),
-            tokens["token_id"].to_numpy(),
-            tokens["token"].tolist(),
-        )
+        add_tokens(writer, tokens)
         for info in SAES:
             rows = acts[acts["sae"] == info.sae]
-            writer.add_acts(
-                info.sae,
-                rows["feature"].to_numpy(),
-                rows["text_id"].to_numpy(),
-                rows["pos"].to_numpy(),
-                rows["value"].to_numpy(),
-            )
-            grouped = rows.groupby("feature")
-            index = pd.RangeIndex(info.d_sae)
-            writer.add_feature_stats(
-                info.sae,
-                {
-                    "n_active_tokens": grouped.size().reindex(index, fill_value=0).to_numpy(),
-                    "n_active_texts": grouped["text_id"]
-                    .nunique()
-                    .reindex(index, fill_value=0)
-                    .to_numpy(),
-                    "mean_active": grouped["value"].mean().reindex(index, fill_value=0).to_numpy(),
-                    "max": grouped["value"].max().reindex(index, fill_value=0).to_numpy(),
-                },
-            )
+            add_acts_with_stats(writer, info.sae, rows, info.d_sae)
 
 
 @pytest.fixture(scope="module")

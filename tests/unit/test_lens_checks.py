@@ -45,6 +45,7 @@ from explorer.errors import InputError, StoreError
 from explorer.lens_queries import feature_ranking, lens_overview, top_examples_with_next
 from explorer.sources import load_source
 from explorer.store import SaeInfo, Store, StoreWriter
+from tests.planted import add_acts_with_stats, add_tokens
 
 VOCAB = ["zero", " one", " two", " three", " four", " five", " six", " seven"]
 TEXTS = [
@@ -115,34 +116,9 @@ def write_lens_store(path: Path, planted: Planted) -> None:
             )
         )
         tokens = planted.tokens
-        writer.add_tokens(
-            tokens["text_id"].to_numpy(),
-            tokens["pos"].to_numpy(),
-            tokens["token_id"].to_numpy(),
-            tokens["token"].tolist(),
-        )
+        add_tokens(writer, tokens)
         acts = planted.acts
-        writer.add_acts(
-            SAE,
-            acts["feature"].to_numpy(),
-            acts["text_id"].to_numpy(),
-            acts["pos"].to_numpy(),
-            acts["value"].to_numpy(),
-        )
-        grouped = acts.groupby("feature")
-        index = pd.RangeIndex(d_sae)
-        writer.add_feature_stats(
-            SAE,
-            {
-                "n_active_tokens": grouped.size().reindex(index, fill_value=0).to_numpy(),
-                "n_active_texts": grouped["text_id"]
-                .nunique()
-                .reindex(index, fill_value=0)
-                .to_numpy(),
-                "mean_active": grouped["value"].mean().reindex(index, fill_value=0).to_numpy(),
-                "max": grouped["value"].max().reindex(index, fill_value=0).to_numpy(),
-            },
-        )
+        add_acts_with_stats(writer, SAE, acts, d_sae)
         logits = identity_unembed(DECODER)
         top, bottom = logits.topk(LENS_K, dim=1), (-logits).topk(LENS_K, dim=1)
         writer.add_logit_lens(

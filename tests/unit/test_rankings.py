@@ -30,6 +30,7 @@ from explorer.charts import feature_href
 from explorer.charts.rankings import feature_bar_chart
 from explorer.errors import InputError
 from explorer.store import SaeInfo, Store
+from tests.planted import tokens_of
 from tests.unit.test_specialists import Planted, text_activations, write_planted
 
 CATEGORIES = ("code", "prose", "maths")
@@ -51,13 +52,7 @@ def make_planted(**overrides) -> Planted:
             for index in range(TEXTS_PER_CATEGORY)
         ]
     )
-    tokens = pd.DataFrame(
-        [
-            {"text_id": t, "pos": p, "token_id": p, "token": f"t{p}"}
-            for t, n in zip(texts["text_id"], texts["n_tokens"], strict=True)
-            for p in range(1, n + 1)
-        ]
-    )
+    tokens = tokens_of(texts)
     acts = []
     for text in texts.itertuples():
         positions = range(1, text.n_tokens + 1)

@@ -32,6 +32,7 @@ from explorer.analysis.specialists import (
 )
 from explorer.errors import InputError
 from explorer.store import LABEL_TOP, SaeInfo, Store, StoreWriter
+from tests.planted import add_acts_with_stats, add_tokens, tokens_of
 
 CATEGORIES = ("code", "prose", "addition", "subtraction")
 TEXTS_PER_CATEGORY = 20
@@ -77,13 +78,7 @@ def make_planted(**overrides) -> Planted:
                 }
             )
     texts = pd.DataFrame(rows)
-    tokens = pd.DataFrame(
-        [
-            {"text_id": t, "pos": p, "token_id": p, "token": f"t{p}"}
-            for t, n in zip(texts["text_id"], texts["n_tokens"], strict=True)
-            for p in range(1, n + 1)
-        ]
-    )
+    tokens = tokens_of(texts)
     acts: list[tuple[str, int, int, int, float]] = []
 
     def fire(sae: str, feature: int, chosen: pd.DataFrame, value, n_positions: int = 1) -> None:
@@ -118,35 +113,10 @@ def write_planted(path: Path, planted: Planted) -> None:
         for info in planted.saes:
             writer.add_sae(info)
         writer.add_texts(planted.texts[["text_id", "category", "source", "text", "labels"]])
-        writer.add_tokens(
-            planted.tokens["text_id"].to_numpy(),
-            planted.tokens["pos"].to_numpy(),
-            planted.tokens["token_id"].to_numpy(),
-            planted.tokens["token"].tolist(),
-        )
+        add_tokens(writer, planted.tokens)
         for info in planted.saes:
             rows = planted.acts[planted.acts["sae"] == info.sae]
-            writer.add_acts(
-                info.sae,
-                rows["feature"].to_numpy(),
-                rows["text_id"].to_numpy(),
-                rows["pos"].to_numpy(),
-                rows["value"].to_numpy(),
-            )
-            grouped = rows.groupby("feature")
-            index = pd.RangeIndex(info.d_sae)
-            writer.add_feature_stats(
-                info.sae,
-                {
-                    "n_active_tokens": grouped.size().reindex(index, fill_value=0).to_numpy(),
-                    "n_active_texts": grouped["text_id"]
-                    .nunique()
-                    .reindex(index, fill_value=0)
-                    .to_numpy(),
-                    "mean_active": grouped["value"].mean().reindex(index, fill_value=0).to_numpy(),
-                    "max": grouped["value"].max().reindex(index, fill_value=0).to_numpy(),
-                },
-            )
+            add_acts_with_stats(writer, info.sae, rows, info.d_sae)
 
 
 @pytest.fixture(scope="module")

@@ -32,6 +32,7 @@ from explorer.store import (
     Store,
     StoreWriter,
 )
+from tests.planted import add_tokens
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CATEGORIES = ("code", "maths", "prose")
@@ -141,12 +142,7 @@ def write_store(
         for info in corpus.saes:
             writer.add_sae(info)
         writer.add_texts(corpus.texts)
-        writer.add_tokens(
-            corpus.tokens["text_id"].to_numpy(),
-            corpus.tokens["pos"].to_numpy(),
-            corpus.tokens["token_id"].to_numpy(),
-            corpus.tokens["token"].tolist(),
-        )
+        add_tokens(writer, corpus.tokens)
         nonzero = nonzero_acts(corpus)
         for info in corpus.saes:
             rows = corpus.acts[corpus.acts["sae"] == info.sae]

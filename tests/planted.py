@@ -1,0 +1,52 @@
+"""Pieces of the planted stores the unit tests write by hand (known activations, so each
+measure can be checked against an independent computation)."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from explorer.store import StoreWriter
+
+
+def tokens_of(texts: pd.DataFrame) -> pd.DataFrame:
+    """text_id, pos, token_id, token: positions 1..n_tokens of each text (0 is BOS), token
+    id = position, token "t<pos>"."""
+    return pd.DataFrame(
+        [
+            {"text_id": t, "pos": p, "token_id": p, "token": f"t{p}"}
+            for t, n in zip(texts["text_id"], texts["n_tokens"], strict=True)
+            for p in range(1, n + 1)
+        ]
+    )
+
+
+def add_tokens(writer: StoreWriter, tokens: pd.DataFrame) -> None:
+    writer.add_tokens(
+        tokens["text_id"].to_numpy(),
+        tokens["pos"].to_numpy(),
+        tokens["token_id"].to_numpy(),
+        tokens["token"].tolist(),
+    )
+
+
+def add_acts_with_stats(writer: StoreWriter, sae: str, rows: pd.DataFrame, d_sae: int) -> None:
+    """One SAE's rows (feature, text_id, pos, value) and the feature statistics they imply,
+    computed with pandas."""
+    writer.add_acts(
+        sae,
+        rows["feature"].to_numpy(),
+        rows["text_id"].to_numpy(),
+        rows["pos"].to_numpy(),
+        rows["value"].to_numpy(),
+    )
+    grouped = rows.groupby("feature")
+    index = pd.RangeIndex(d_sae)
+    writer.add_feature_stats(
+        sae,
+        {
+            "n_active_tokens": grouped.size().reindex(index, fill_value=0).to_numpy(),
+            "n_active_texts": grouped["text_id"].nunique().reindex(index, fill_value=0).to_numpy(),
+            "mean_active": grouped["value"].mean().reindex(index, fill_value=0).to_numpy(),
+            "max": grouped["value"].max().reindex(index, fill_value=0).to_numpy(),
+        },
+    )
