@@ -307,14 +307,19 @@ GROUP BY ALL
 """
 
 # The text activation (mean over the text's real tokens, zeros included) as stored, and its
-# midrank among the feature's active texts (ties share the mean of their ranks).
+# midrank among the feature's active texts (ties share the mean of their ranks): the mean of
+# the first rank of its ties (`rank`) and the last (rows up to its last peer, as RANGE frames
+# include peers). Both windows share one partition and order, so one sort serves them (a
+# second window partitioned by the value took 1.6x as long on 19.6M rows).
 _FEATURE_TEXT_SQL = """
 CREATE TEMP TABLE ranked_text AS
 SELECT sae_idx, feature, text_id, category, act,
-    rank() OVER (PARTITION BY sae_idx, feature ORDER BY act)
-        + (count(*) OVER (PARTITION BY sae_idx, feature, act) - 1) / 2.0 AS midrank
+    (rank() OVER by_act
+        + count(*) OVER (by_act RANGE BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)) / 2.0
+        AS midrank
 FROM (SELECT sae_idx, feature, text_id, category, (act_sum / n_tokens)::FLOAT AS act
-    FROM per_text);
+    FROM per_text)
+WINDOW by_act AS (PARTITION BY sae_idx, feature ORDER BY act);
 INSERT INTO feature_text
 SELECT sae_idx, feature, text_id, act FROM ranked_text ORDER BY sae_idx, feature, text_id;
 INSERT INTO category_ranks
