@@ -297,13 +297,19 @@ LEFT JOIN hists h ON h.feature = f.feature)
 """
 
 # One row per (SAE, feature, text) where the feature fires; the base of the tables below.
+# Grouped on the three integer keys, then joined to the texts (grouping on the text's
+# category and n_tokens too took 1.25x as long on 52.9M rows).
 _PER_TEXT_SQL = """
 CREATE TEMP TABLE per_text AS
-SELECT a.sae_idx, a.feature, a.text_id, t.category, t.n_tokens,
-    sum(a.value::DOUBLE) AS act_sum, count(*) AS n_active, max(a.value) AS act_max,
-    count(*) FILTER (WHERE a.value >= $strong * m.fmax) AS n_strong
-FROM acts a JOIN feature_max m USING (sae_idx, feature) JOIN texts t USING (text_id)
-GROUP BY ALL
+SELECT p.sae_idx, p.feature, p.text_id, t.category, t.n_tokens,
+    p.act_sum, p.n_active, p.act_max, p.n_strong
+FROM (
+    SELECT a.sae_idx, a.feature, a.text_id,
+        sum(a.value::DOUBLE) AS act_sum, count(*) AS n_active, max(a.value) AS act_max,
+        count(*) FILTER (WHERE a.value >= $strong * m.fmax) AS n_strong
+    FROM acts a JOIN feature_max m USING (sae_idx, feature)
+    GROUP BY a.sae_idx, a.feature, a.text_id) p
+JOIN texts t USING (text_id)
 """
 
 # The text activation (mean over the text's real tokens, zeros included) as stored, and its
