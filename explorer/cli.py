@@ -157,8 +157,14 @@ def _info(args: argparse.Namespace) -> None:
         print(f"store {args.store}")
         for key, value in sorted(store.meta().items()):
             print(f"  {key}: {value}")
+        counts = store.table_counts()
+        size = Path(args.store).stat().st_size
+        line = f"file: {size / 1e6:,.1f} MB"
+        if counts["acts"]:
+            line += f", {size / counts['acts']:.2f} bytes per activation row"
+        print(line)
         print("tables:")
-        for table, count in store.table_counts().items():
+        for table, count in counts.items():
             print(f"  {table:<18} {count:>12,} rows")
         saes = store.saes()
         columns = ["sae", "hook_name", "layer", "d_sae", "l0", "explained_variance"]

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -28,3 +30,15 @@ def tiny_bundle(tiny_bundle_path: Path):
     from explorer.demo import load_bundle
 
     return load_bundle(tiny_bundle_path)
+
+
+@pytest.fixture(autouse=True)
+def _streamlit_logs_to_this_tests_stderr() -> None:
+    """Streamlit points its console log handlers at the `sys.stderr` of the moment it parses
+    its config, which may be inside an earlier test whose captured stream is closed by now;
+    a Streamlit warning would then print a "--- Logging error ---" traceback into the stderr
+    this test checks. Point them at this test's stderr."""
+    for logger in list(logging.Logger.manager.loggerDict.values()):
+        handler = getattr(logger, "streamlit_console_handler", None)
+        if isinstance(handler, logging.StreamHandler):
+            handler.stream = sys.stderr  # not setStream: it flushes the closed stream

@@ -178,6 +178,10 @@ def test_cli_build_info_and_export(tiny_bundle_path, tmp_path, capsys):
     assert main(["info", str(out)]) == 0
     info = capsys.readouterr().out
     assert "acts" in info and "explained_variance" in info
+    with Store.open(out) as store:
+        n_rows = store.table_counts()["acts"]
+    size = out.stat().st_size
+    assert f"file: {size / 1e6:,.1f} MB, {size / n_rows:.2f} bytes per activation row" in info
     csv = tmp_path / "texts.csv"
     assert main(["export", str(out), "--table", "texts", "--format", "csv", "--out", str(csv)]) == 0
     assert len(pd.read_csv(csv)) == 30
