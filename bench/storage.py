@@ -29,16 +29,12 @@ import duckdb
 
 from explorer.build import build_store
 from explorer.extract import BuildSettings
-from explorer.store import ROW_GROUP_ROWS, Store
+from explorer.store import ROW_GROUP_ROWS, Store, sql_literal
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_ROW_GROUP_ROWS = 122_880  # DuckDB's
 RAW_BYTES_PER_ROW = 15  # sae_idx uint8, feature and text_id uint32, pos uint16, value float32
 TARGET_BYTES_PER_ROW = 8.0
-
-
-def _quoted(path: Path) -> str:
-    return "'" + str(path).replace("'", "''") + "'"
 
 
 def copy_tables(
@@ -47,8 +43,9 @@ def copy_tables(
     """Copy `tables` of `source` (row order kept) into a new file `target` with
     `row_group_rows`-row groups, checkpoint it and return its size in bytes."""
     with duckdb.connect() as con:
-        con.execute(f"ATTACH {_quoted(target)} AS target (ROW_GROUP_SIZE {row_group_rows})")
-        con.execute(f"ATTACH {_quoted(source)} AS source (READ_ONLY)")
+        target_sql = sql_literal(str(target))
+        con.execute(f"ATTACH {target_sql} AS target (ROW_GROUP_SIZE {row_group_rows})")
+        con.execute(f"ATTACH {sql_literal(str(source))} AS source (READ_ONLY)")
         for table in tables:
             con.execute(f"CREATE TABLE target.{table} AS SELECT * FROM source.{table}{limit}")
         con.execute("CHECKPOINT target")

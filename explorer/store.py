@@ -513,7 +513,9 @@ def _remove_db_files(db: Path) -> None:
     shutil.rmtree(db.with_name(db.name + ".tmp"), ignore_errors=True)
 
 
-def _sql_string(text: str) -> str:
+def sql_literal(text: str) -> str:
+    """`text` as a SQL string literal, for the statements that take no parameters (ATTACH,
+    SET)."""
     return "'" + text.replace("'", "''") + "'"
 
 
@@ -522,8 +524,8 @@ def _connect_for_build(db: Path) -> duckdb.DuckDBPyConnection:
     groups (a setting of ATTACH only), spilling to `<db>.tmp` as a file connection would."""
     con = duckdb.connect()
     try:
-        con.execute(f"SET temp_directory = {_sql_string(str(db) + '.tmp')}")
-        con.execute(f"ATTACH {_sql_string(str(db))} AS store (ROW_GROUP_SIZE {ROW_GROUP_ROWS})")
+        con.execute(f"SET temp_directory = {sql_literal(str(db) + '.tmp')}")
+        con.execute(f"ATTACH {sql_literal(str(db))} AS store (ROW_GROUP_SIZE {ROW_GROUP_ROWS})")
         con.execute("USE store")
     except duckdb.Error:
         con.close()

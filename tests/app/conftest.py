@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from streamlit.testing.v1 import AppTest
 
 APP = str(Path(__file__).resolve().parents[2] / "streamlit_app.py")
 
@@ -43,6 +44,4 @@ def page(request, store_path, tiny_bundle_path, monkeypatch):
     """AppTest of the test module's `PAGE` on the tiny bundle and `store_path`."""
     monkeypatch.setenv("EXPLORER_SOURCE", f"demo:{tiny_bundle_path}")
     monkeypatch.setenv("EXPLORER_STORE", str(store_path))
-    from streamlit.testing.v1 import AppTest
-
     return AppTest.from_file(request.module.PAGE, default_timeout=120)

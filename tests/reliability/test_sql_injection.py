@@ -233,7 +233,7 @@ REVIEWED_SQL_VALUES: dict[str, set[str]] = {
         # literal (ATTACH takes no parameters; test_store builds under a folder named with
         # quotes)
         "ROW_GROUP_ROWS",
-        "_sql_string(str(db))",
+        "sql_literal(str(db))",
     },
 }
 SQL_WORDS = re.compile(r"\b(SELECT|INSERT|UPDATE|DELETE|CREATE|DROP|DESCRIBE|WITH|ATTACH|COPY)\b")
