@@ -15,8 +15,17 @@ from explorer.charts.interventions import (
     specialist_score_chart,
     token_effect_chart,
 )
+from explorer.charts.tokens_html import Highlight, highlight_html, legend_html
 from explorer.errors import ExplorerError, InputError
-from explorer.intervention_runs import (
+from explorer.live.interventions import (
+    DOSE_SCALES,
+    MAX_FEATURES,
+    MAX_NEW_TOKENS,
+    MODES,
+    Intervention,
+    parse_positions,
+)
+from explorer.live.runs import (
     CorpusRun,
     GenerationSettings,
     TextRun,
@@ -26,17 +35,8 @@ from explorer.intervention_runs import (
     run_text,
     same_metrics,
 )
-from explorer.interventions import (
-    DOSE_SCALES,
-    MAX_FEATURES,
-    MAX_NEW_TOKENS,
-    MODES,
-    Intervention,
-    parse_positions,
-)
-from explorer.store import Store
-from explorer.text_acts import parse_feature_ids
-from explorer.tokens_html import Highlight, highlight_html, legend_html
+from explorer.live.text import parse_feature_ids
+from explorer.store.reader import Store
 from explorer.ui.cached import specialists
 from explorer.ui.limits import live_model_slot, max_text_chars
 from explorer.ui.links import feature_url

@@ -8,6 +8,7 @@ from dataclasses import replace
 
 import streamlit as st
 
+from explorer.analysis.feature_data import resolve_feature_request
 from explorer.charts.feature import (
     CATEGORY_MEASURES,
     activation_histogram_chart,
@@ -15,11 +16,10 @@ from explorer.charts.feature import (
     logit_histogram_chart,
     logit_lens_chart,
 )
+from explorer.charts.tokens_html import Highlight, examples_html
 from explorer.errors import ExplorerError, quoted
-from explorer.feature_data import resolve_feature_request
-from explorer.feature_queries import adjacent_live_feature
-from explorer.store import MAX_LABEL_CHARS, MAX_NOTE_CHARS
-from explorer.tokens_html import Highlight, examples_html
+from explorer.store.queries.feature import adjacent_live_feature
+from explorer.store.schema import MAX_LABEL_CHARS, MAX_NOTE_CHARS
 from explorer.ui import feature_cache as cache
 from explorer.ui.links import ablation_url, feature_url
 from explorer.ui.state import current_source, current_store, public_demo

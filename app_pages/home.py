@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from explorer.overview import bundle_manifest, model_facts, sae_table
+from explorer.sources.overview import bundle_manifest, model_facts, sae_table
 from explorer.ui.state import current_source, current_store
 
 QUALITY_FORMAT = {

@@ -18,12 +18,7 @@ from explorer.analysis.lens_checks import (
     example_ranks,
     hit_rate_histogram,
 )
-from explorer.analysis.logit_lens import (
-    MAX_LOOKUP,
-    resolve_token,
-    reverse_lookup,
-    unembed_directions,
-)
+from explorer.analysis.logit_lens import MAX_LOOKUP, resolve_token, reverse_lookup
 from explorer.charts.feature import token_label
 from explorer.charts.lens import (
     consistency_scatter,
@@ -32,7 +27,8 @@ from explorer.charts.lens import (
     reverse_lookup_chart,
 )
 from explorer.errors import ExplorerError
-from explorer.lens_queries import (
+from explorer.sources.unembed import unembed_directions
+from explorer.store.queries.lens import (
     MAX_OVERVIEW_TOKENS,
     RANKINGS,
     feature_ranking,

@@ -14,7 +14,7 @@ from explorer.analysis.concepts import (
 from explorer.analysis.rankings import MAX_RANKED, RANKINGS, rank_features
 from explorer.charts.rankings import feature_bar_chart
 from explorer.errors import ExplorerError, SourceError
-from explorer.relation_queries import categories, category_contrast
+from explorer.store.queries.relations import categories, category_contrast
 from explorer.ui import feature_cache as cache
 from explorer.ui.cached import specialists
 from explorer.ui.limits import max_text_chars

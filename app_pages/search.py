@@ -7,7 +7,7 @@ import streamlit as st
 
 from explorer.charts.feature import token_label
 from explorer.errors import ExplorerError
-from explorer.search import (
+from explorer.store.queries.search import (
     MAX_QUERY_CHARS,
     TEXT_RANKINGS,
     TOKEN_MATCHES,

@@ -18,7 +18,7 @@ from explorer.charts.taxonomy import (
     store_comparison_chart,
 )
 from explorer.errors import ExplorerError, markdown_escaped
-from explorer.store import Store
+from explorer.store.reader import Store
 from explorer.ui import cached
 from explorer.ui.params import url_int, url_selectbox, url_text
 from explorer.ui.resources import open_store

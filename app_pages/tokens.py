@@ -5,9 +5,7 @@ from dataclasses import replace
 
 import streamlit as st
 
-from explorer.errors import ExplorerError
-from explorer.text_acts import MAX_HIGHLIGHTED, parse_feature_ids
-from explorer.tokens_html import (
+from explorer.charts.tokens_html import (
     GREY,
     TARGET_COLOR,
     Highlight,
@@ -16,6 +14,8 @@ from explorer.tokens_html import (
     highlight_html,
     legend_html,
 )
+from explorer.errors import ExplorerError
+from explorer.live.text import MAX_HIGHLIGHTED, parse_feature_ids
 from explorer.ui import feature_cache as cache
 from explorer.ui.limits import max_text_chars
 from explorer.ui.state import current_source, current_store

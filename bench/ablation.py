@@ -24,11 +24,11 @@ from pathlib import Path
 import torch
 
 from bench.build_throughput import gpt2_small_shaped
-from explorer import request_hooks
 from explorer.corpus import resolve_corpus
-from explorer.intervention_runs import run_corpus
-from explorer.interventions import DOSE_SCALES, Intervention, apply, text_effect
-from explorer.sources import load_source
+from explorer.live.interventions import DOSE_SCALES, Intervention, apply, text_effect
+from explorer.live.runs import run_corpus
+from explorer.sources import request_hooks
+from explorer.sources.source import load_source
 
 RESULTS = Path(__file__).parent / "results"
 CORPUS = "bundled+arithmetic"

@@ -31,16 +31,11 @@ from pathlib import Path
 
 import torch
 
-from explorer.build import build_store
+from explorer.build.extract import BuildSettings, encode_rows, use_sparse_encode
+from explorer.build.single import build_store
 from explorer.corpus import resolve_corpus
-from explorer.extract import (
-    BuildSettings,
-    encode_rows,
-    padded_batches,
-    tokenize_corpus,
-    use_sparse_encode,
-)
-from explorer.sources import LoadedSource, SaeHandle, Source, load_source
+from explorer.sources.source import LoadedSource, SaeHandle, Source, load_source
+from explorer.tokenize import padded_batches, tokenize_corpus
 
 RESULTS = Path(__file__).parent / "results"
 

@@ -7,8 +7,8 @@ page and one ablation on a stored text, and samples the RSS of the server's proc
 (psutil) every 0.2 s throughout. It records the peak against the 1 GB target, the RSS after
 start-up and after each step, in bench/results/rss_public_demo.json.
 
-`python -m bench.rss --load SPEC` measures instead what `explorer.memory` estimates: the peak
-RSS growth of `load_source(SPEC)` in a fresh process after the app's imports (sampled every
+`python -m bench.rss --load SPEC` measures instead what `explorer.sources.memory` estimates: the
+peak RSS growth of `load_source(SPEC)` in a fresh process after the app's imports (sampled every
 2 ms), beside the estimate.
 
     python -m bench.rss                              # -> bench/results/rss_public_demo.json
@@ -207,9 +207,9 @@ LOAD_SCRIPT = textwrap.dedent(
     """
     import gc, json, sys, threading, time
     import psutil
-    import explorer.demo, explorer.sources  # what the app has imported before any load
-    from explorer.memory import estimate_source
-    from explorer.sources import load_source
+    import explorer.sources.demo_bundle  # what the app has imported before any load
+    from explorer.sources.memory import estimate_source
+    from explorer.sources.source import load_source
 
     spec = sys.argv[1]
     process = psutil.Process()

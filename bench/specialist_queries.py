@@ -39,7 +39,7 @@ from explorer.analysis.specialists import (
     load_specialists,
     top_specialists,
 )
-from explorer.store import Store
+from explorer.store.reader import Store
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DERIVED_TABLES = ("acts", "feature_text", "category_ranks", "feature_label")

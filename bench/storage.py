@@ -27,9 +27,10 @@ from pathlib import Path
 
 import duckdb
 
-from explorer.build import build_store
-from explorer.extract import BuildSettings
-from explorer.store import ROW_GROUP_ROWS, Store, sql_literal
+from explorer.build.extract import BuildSettings
+from explorer.build.single import build_store
+from explorer.store.reader import Store
+from explorer.store.schema import ROW_GROUP_ROWS, sql_literal
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_ROW_GROUP_ROWS = 122_880  # DuckDB's

@@ -30,7 +30,9 @@ import numpy as np
 import pandas as pd
 
 from explorer.errors import StoreError
-from explorer.store import HIST_BINS, ROWS_PER_TEXT_BLOCK, SaeInfo, Store, StoreWriter
+from explorer.store.reader import Store
+from explorer.store.schema import HIST_BINS, ROWS_PER_TEXT_BLOCK, SaeInfo
+from explorer.store.writer import StoreWriter
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CATEGORIES = ("code", "urls", "maths", "non_english", "social", "formal", "chat", "prose")

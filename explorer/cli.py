@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING
 from explorer.errors import ExplorerError, InputError
 
 if TYPE_CHECKING:
-    from explorer.extract import BuildSettings, Progress
-    from explorer.shards import MergeReport
+    from explorer.build.extract import BuildSettings, Progress
+    from explorer.build.shards import MergeReport
 
 
 def _default_store() -> str:
@@ -30,7 +30,8 @@ def _default_store() -> str:
 def _demo_train(args: argparse.Namespace) -> None:
     import torch
 
-    from explorer.demo import PRESETS, bundle_path, train_bundle
+    from explorer.build.demo_training import train_bundle
+    from explorer.sources.demo_bundle import PRESETS, bundle_path
 
     torch.set_num_threads(args.threads)
     out = Path(args.out) if args.out else bundle_path(args.preset)
@@ -46,7 +47,7 @@ def _demo_train(args: argparse.Namespace) -> None:
 
 
 def _demo_info(args: argparse.Namespace) -> None:
-    from explorer.demo import bundle_path, load_bundle
+    from explorer.sources.demo_bundle import bundle_path, load_bundle
 
     bundle = load_bundle(bundle_path(args.preset))
     print(json.dumps({k: v for k, v in bundle.manifest.items() if k != "lm_loss_curve"}, indent=2))
@@ -56,7 +57,7 @@ def _build(args: argparse.Namespace) -> None:
     import torch
     from tqdm import tqdm
 
-    from explorer.extract import BuildSettings
+    from explorer.build.extract import BuildSettings
 
     torch.set_num_threads(args.threads)
     settings = BuildSettings(
@@ -73,7 +74,7 @@ def _build(args: argparse.Namespace) -> None:
 
     if args.engine != "ray" and (args.shards is not None or args.shard_dir):
         raise InputError("--shards and --shard-dir go with --engine ray.")
-    from explorer.memory import check_fits, estimate_source
+    from explorer.sources.memory import check_fits, estimate_source
 
     check_fits(estimate_source(args.source))  # before loading: refuse what would not fit
     try:
@@ -89,7 +90,7 @@ def _build(args: argparse.Namespace) -> None:
 
 
 def _build_store(args: argparse.Namespace, settings: BuildSettings, progress: Progress) -> None:
-    from explorer.build import build_store
+    from explorer.build.single import build_store
 
     report = build_store(args.source, args.corpus, args.out or _default_store(), settings, progress)
     print(
@@ -102,9 +103,9 @@ def _build_store(args: argparse.Namespace, settings: BuildSettings, progress: Pr
 
 
 def _build_shard(args: argparse.Namespace, settings: BuildSettings, progress: Progress) -> None:
+    from explorer.build.shards import ShardSpec, write_shard
     from explorer.corpus import resolve_corpus
-    from explorer.shards import ShardSpec, write_shard
-    from explorer.sources import load_source
+    from explorer.sources.source import load_source
 
     shard = ShardSpec.parse(args.shard)
     if args.engine != "local":
@@ -121,7 +122,7 @@ def _build_shard(args: argparse.Namespace, settings: BuildSettings, progress: Pr
 
 
 def _build_with_ray(args: argparse.Namespace, settings: BuildSettings) -> None:
-    from explorer.ray_engine import build_with_ray
+    from explorer.build.ray_engine import build_with_ray
 
     report = build_with_ray(
         args.source,
@@ -137,7 +138,7 @@ def _build_with_ray(args: argparse.Namespace, settings: BuildSettings) -> None:
 
 
 def _merge(args: argparse.Namespace) -> None:
-    from explorer.shards import merge_shards
+    from explorer.build.shards import merge_shards
 
     _print_merge(merge_shards(args.folder, args.out))
 
@@ -151,7 +152,7 @@ def _print_merge(report: MergeReport) -> None:
 
 
 def _info(args: argparse.Namespace) -> None:
-    from explorer.store import Store
+    from explorer.store.reader import Store
 
     with Store.open(args.store) as store:
         print(f"store {args.store}")
@@ -174,7 +175,7 @@ def _info(args: argparse.Namespace) -> None:
 
 
 def _export(args: argparse.Namespace) -> None:
-    from explorer.store import Store
+    from explorer.store.reader import Store
 
     out = args.out or f"{Path(args.store).stem}-{args.table}.{args.format}"
     with Store.open(args.store) as store:

@@ -18,7 +18,8 @@ torch.set_num_threads(1)
 @pytest.fixture(scope="session")
 def tiny_bundle_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Train the `tiny` preset once for the whole session, into a temporary folder."""
-    from explorer.demo import PRESETS, train_bundle
+    from explorer.build.demo_training import train_bundle
+    from explorer.sources.demo_bundle import PRESETS
 
     out = tmp_path_factory.mktemp("bundles") / "tiny"
     train_bundle(PRESETS["tiny"], out)
@@ -27,7 +28,7 @@ def tiny_bundle_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_bundle(tiny_bundle_path: Path):
-    from explorer.demo import load_bundle
+    from explorer.sources.demo_bundle import load_bundle
 
     return load_bundle(tiny_bundle_path)
 

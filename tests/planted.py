@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from explorer.store import StoreWriter
+from explorer.store.writer import StoreWriter
 
 
 def tokens_of(texts: pd.DataFrame) -> pd.DataFrame:

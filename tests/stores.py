@@ -6,8 +6,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from explorer.build import build_store
-from explorer.extract import BuildSettings
+from explorer.build.extract import BuildSettings
+from explorer.build.single import build_store
 
 CORPUS = "bundled+arithmetic:60"
 PAYLOADS = (

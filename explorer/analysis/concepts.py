@@ -6,7 +6,7 @@ that a feature must fire *more* on the concept than it usually does, and strongl
 - from a category (`category_concept`): the mean text activation inside the category minus
   the mean outside it, times the one-vs-rest AUROC of the text activation (how cleanly the
   feature separates the category's texts from the rest). Computed from the precomputed
-  per-category rows of `explorer.relation_queries.category_contrast`, never from `acts`.
+  per-category rows of `explorer.store.queries.relations.category_contrast`, never from `acts`.
 - from typed examples (`example_concept`): the feature's mean activation per token over the
   examples' tokens (zeros included), against its corpus mean per token (`mean_active x
   token_freq` of `feature_stats`); score = example mean x ln(example mean / corpus mean), the
@@ -15,7 +15,7 @@ that a feature must fire *more* on the concept than it usually does, and strongl
   takes the SAE's smallest positive corpus mean as its own.
 
 `parse_examples` bounds what a user types. Pure pandas/numpy: the live encoding is
-`explorer.text_acts.encode_text`, the SQL is in `explorer.relation_queries`; nothing drawn.
+`explorer.live.text.encode_text`, the SQL is in `explorer.store.queries.relations`; nothing drawn.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from explorer.analysis.specialists import auroc_from_ranks
 from explorer.errors import InputError
 
 if TYPE_CHECKING:
-    from explorer.text_acts import TextActivations
+    from explorer.live.text import TextActivations
 
 MAX_EXAMPLES = 10
 MAX_EXAMPLE_CHARS = 500

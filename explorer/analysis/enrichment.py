@@ -41,7 +41,7 @@ from scipy import stats as scipy_stats
 from explorer.errors import InputError, check_finite
 
 if TYPE_CHECKING:
-    from explorer.store import Store
+    from explorer.store.reader import Store
 
 TokenKind = Literal["number", "operator", "code", "punctuation", "word", "other"]
 Label = Literal[

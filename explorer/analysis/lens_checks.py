@@ -12,8 +12,8 @@ ranking and keeps each one whose decoder cosine with every feature kept before i
 threshold (greedy). `explorer.analysis.similarity` answers nearest-neighbour queries; this
 module needs the full pairwise matrix of a few thousand candidates instead.
 
-Inputs are tensors and the DataFrame of `explorer.lens_queries.top_examples_with_next`; the
-unembedding is passed as a function (`explorer.analysis.logit_lens.unembed_directions` bound
+Inputs are tensors and the DataFrame of `explorer.store.queries.lens.top_examples_with_next`; the
+unembedding is passed as a function (`explorer.sources.unembed.unembed_directions` bound
 to the model), so no model, store or streamlit is needed here.
 """
 
@@ -136,7 +136,7 @@ def consistency(
     """Per feature with stored examples: do its promoted tokens follow its top contexts?
 
     `examples` has feature, token_id and next_token_id (null at a text's end), as
-    `explorer.lens_queries.top_examples_with_next`. Returns one row per feature: feature,
+    `explorer.store.queries.lens.top_examples_with_next`. Returns one row per feature: feature,
     n_examples, n_next (examples with a next token), hit_rate (share of next tokens among the
     k most promoted), mean_next_rank, input_hit_rate and mean_input_rank (the activating
     tokens), random_hit_rate and random_mean_rank (the next tokens in the logits of the

@@ -2,7 +2,7 @@
 
 Owns the direct logit effect of decoder directions, `W_dec @ W_U`, after the final layer
 norm's weight when the model has one (the residual stream passes through it before the
-unembedding; the same convention as the build's `explorer.extract.logit_lens`, whose top and
+unembedding; the same convention as the build's `explorer.build.extract.logit_lens`, whose top and
 bottom tokens the store keeps). Per feature: `feature_logits` over the whole vocabulary (the
 feature page bins it into a histogram). Per token, the reverse lookup: `token_effects` of
 every feature of an SAE on one token (one column of `W_dec @ W_U`, never the whole matrix),
@@ -22,31 +22,13 @@ from jaxtyping import Float
 from transformer_lens import HookedTransformer
 
 from explorer.errors import InputError, decimal_int
-from explorer.sources import LoadedSource
+from explorer.sources.source import LoadedSource
+from explorer.sources.unembed import through_final_norm, unembed_directions
 
 MAX_TOKEN_CHARS = 100
 MAX_LOOKUP = 500
 
 TokenInput = Literal["text", "id"]
-
-
-def _through_final_norm(
-    model: HookedTransformer, directions: Float[torch.Tensor, "n d_model"]
-) -> Float[torch.Tensor, "n d_model"]:
-    """Residual directions scaled by ln_final's weight (unchanged if the model has none)."""
-    directions = directions.detach().float()
-    ln_weight = getattr(model.ln_final, "w", None)
-    if ln_weight is not None:
-        directions = directions * ln_weight.detach().float()  # [n, d_model]
-    return directions
-
-
-@torch.inference_mode()
-def unembed_directions(
-    model: HookedTransformer, directions: Float[torch.Tensor, "n d_model"]
-) -> Float[torch.Tensor, "n d_vocab"]:
-    """Direct logit effect of residual directions: through ln_final's weight, then W_U."""
-    return _through_final_norm(model, directions) @ model.W_U.detach().float()  # [n, d_vocab]
 
 
 @torch.inference_mode()
@@ -108,7 +90,7 @@ def token_effects(
             f"Token id {token_id} is out of range: choose 0 to {model.W_U.shape[1] - 1}."
         )
     column = model.W_U.detach().float()[:, token_id]  # [d_model]
-    return _through_final_norm(model, W_dec) @ column  # [d_sae]
+    return through_final_norm(model, W_dec) @ column  # [d_sae]
 
 
 def reverse_lookup(loaded: LoadedSource, sae: str, token_id: int, n: int = 20) -> pd.DataFrame:

@@ -7,7 +7,7 @@ chunks, so a 100k-feature SAE never needs a normalised copy of its whole decoder
 is one matrix product and a `topk`, merged with the running best.
 
 It does not load SAEs (callers pass `W_dec` tensors, e.g. from `explorer.sources`) and does
-not read the store; co-firing from stored activations is `explorer.feature_queries.co_firing`.
+not read the store; co-firing from stored activations is `explorer.store.queries.feature.co_firing`.
 """
 
 from __future__ import annotations

@@ -36,7 +36,7 @@ from scipy import stats as scipy_stats
 from explorer.errors import InputError, check_finite, quoted
 
 if TYPE_CHECKING:
-    from explorer.store import Store
+    from explorer.store.reader import Store
 
 Measure = Literal["score", "dominance", "auroc", "enrichment"]
 StrongMode = Literal["relative", "absolute"]

@@ -1,7 +1,7 @@
 """Charts of one feature: activation histogram, per-category bars, logit lens, logit histogram.
 
-Each function takes the DataFrame the feature page already has (from `explorer.feature_data`
-or `explorer.analysis.histograms`) and returns an `altair.Chart` with axis titles, tooltips
+Each function takes the DataFrame the feature page already has (from
+`explorer.analysis.feature_data` or `explorer.analysis.histograms`) and returns an `altair.Chart` with axis titles, tooltips
 and a sensible sort. None of these marks names another feature (related features are tables
 with links on the page), so none carries an `href`. No streamlit.
 """
@@ -13,7 +13,7 @@ from typing import Literal
 import altair as alt
 import pandas as pd
 
-from explorer.tokens_html import visible_text
+from explorer.charts.tokens_html import visible_text
 
 CategoryMeasure = Literal["mean_act", "share_active", "strong_count", "max_act"]
 CATEGORY_MEASURES: dict[str, str] = {
@@ -28,7 +28,7 @@ NEGATIVE = "#1f77b4"
 
 def token_label(token: str) -> str:
     """A token as an axis label: spaces as `␣`, other whitespace and unprintable characters
-    as in `explorer.tokens_html.visible_text`, empty shown as ∅."""
+    as in `explorer.charts.tokens_html.visible_text`, empty shown as ∅."""
     if not token:
         return "∅"
     return visible_text(token).replace(" ", "␣")

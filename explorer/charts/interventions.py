@@ -2,8 +2,8 @@
 
 Owns the per-token effect of an intervention on one text (change in next-token loss and KL
 divergence), the change in loss per category beside the feature's specialist score, and the
-dose-response curve over scales. Input frames are those of `explorer.interventions` and
-`explorer.intervention_runs`. No streamlit.
+dose-response curve over scales. Input frames are those of `explorer.live.interventions` and
+`explorer.live.runs`. No streamlit.
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ import streamlit as st
 
 from explorer.analysis.enrichment import TaxonomySettings, compare_saes, load_taxonomy
 from explorer.analysis.specialists import Specialists, SpecialistSettings, load_specialists
-from explorer.store import Store
+from explorer.store.reader import Store
 from explorer.ui.resources import StoreKey, open_store, store_key
 
 

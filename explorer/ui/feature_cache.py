@@ -16,17 +16,24 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from explorer import feature_queries, lens_queries
+from explorer.analysis.feature_data import (
+    CategoryView,
+    FeatureData,
+    category_view,
+    load_feature_data,
+)
 from explorer.analysis.histograms import value_histogram
 from explorer.analysis.lens_checks import ConsistencySettings, consistency
-from explorer.analysis.logit_lens import feature_logits, unembed_directions
+from explorer.analysis.logit_lens import feature_logits
 from explorer.analysis.similarity import decoder_neighbours
 from explorer.charts.feature import token_label
-from explorer.feature_data import CategoryView, FeatureData, category_view, load_feature_data
-from explorer.feature_queries import CoFiringLevel
-from explorer.sources import LoadedSource
-from explorer.store import Store
-from explorer.text_acts import TextActivations, encode_text, stored_text_activations
+from explorer.live.text import TextActivations, encode_text, stored_text_activations
+from explorer.sources.source import LoadedSource
+from explorer.sources.unembed import unembed_directions
+from explorer.store.queries import feature as feature_queries
+from explorer.store.queries import lens as lens_queries
+from explorer.store.queries.feature import CoFiringLevel
+from explorer.store.reader import Store
 from explorer.ui.limits import live_model_slot, max_text_chars
 from explorer.ui.resources import StoreKey, store_key
 

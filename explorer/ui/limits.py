@@ -19,8 +19,8 @@ from contextlib import contextmanager
 
 import streamlit as st
 
+from explorer.live.text import MAX_TEXT_CHARS
 from explorer.settings import LIVE_WAIT_S
-from explorer.text_acts import MAX_TEXT_CHARS
 from explorer.ui.resources import app_settings
 
 BUSY_MESSAGE = "The model is busy with other visitors' requests; try again in a moment."

@@ -5,7 +5,7 @@ never mutate what they get (no `.to()`, no hooks added, no config changes). The 
 opened read-only once per path and reopened when a rebuild replaced the file. One source is
 loaded at a time (`max_entries=1`): loading another evicts the first once the new one is in
 (both are in memory while it loads), and before a load its memory is estimated
-(`explorer.memory`), shown in the spinner and refused with a `SourceError` if it would not
+(`explorer.sources.memory`), shown in the spinner and refused with a `SourceError` if it would not
 fit. The deployment's settings come from `explorer.settings` (environment variables) plus a
 TOML boolean `EXPLORER_PUBLIC_DEMO` in `.streamlit/secrets.toml`.
 """
@@ -20,12 +20,13 @@ import streamlit as st
 import torch
 
 from explorer import settings
-from explorer.build import build_store
+from explorer.build.single import build_store
 from explorer.errors import StoreError, quoted
-from explorer.memory import MemoryEstimate, check_fits, estimate_source
 from explorer.settings import Settings
-from explorer.sources import LoadedSource, Source, load_source
-from explorer.store import SCHEMA_VERSION, Store, stored_schema_version
+from explorer.sources.memory import MemoryEstimate, check_fits, estimate_source
+from explorer.sources.source import LoadedSource, Source, load_source
+from explorer.store.reader import Store
+from explorer.store.schema import SCHEMA_VERSION, stored_schema_version
 
 DEMO_CORPUS = "bundled+arithmetic"
 
@@ -54,7 +55,7 @@ def default_store_path() -> str:
 
 @st.cache_data(max_entries=16, ttl=600, show_spinner=False)
 def memory_estimate(spec: str) -> MemoryEstimate:
-    """What loading `spec` would take, from configs on disk (see `explorer.memory`)."""
+    """What loading `spec` would take, from configs on disk (see `explorer.sources.memory`)."""
     return estimate_source(Source.parse(spec))
 
 

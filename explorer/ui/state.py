@@ -13,8 +13,8 @@ from __future__ import annotations
 import streamlit as st
 
 from explorer.errors import ExplorerError
-from explorer.sources import LoadedSource, Source
-from explorer.store import Store
+from explorer.sources.source import LoadedSource, Source
+from explorer.store.reader import Store
 from explorer.ui.resources import (
     app_settings,
     build_missing_demo_store,

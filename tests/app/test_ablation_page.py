@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from explorer.build import build_store
-from explorer.intervention_runs import run_corpus, run_text
-from explorer.interventions import Intervention
-from explorer.sources import load_source
-from explorer.store import Store
+from explorer.build.single import build_store
+from explorer.live.interventions import Intervention
+from explorer.live.runs import run_corpus, run_text
+from explorer.sources.source import load_source
+from explorer.store.reader import Store
 
 PAGE = str(Path(__file__).resolve().parents[2] / "app_pages" / "ablation.py")
 SAE = "L2.resid_post"  # the tiny preset's last SAE

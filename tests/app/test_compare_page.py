@@ -11,7 +11,7 @@ from streamlit.testing.v1 import AppTest
 
 from explorer.analysis.compare import compare_saes
 from explorer.analysis.specialists import SpecialistSettings, category_matrix, load_specialists
-from explorer.store import Store
+from explorer.store.reader import Store
 
 PAGE = str(Path(__file__).resolve().parents[2] / "app_pages" / "compare.py")
 SAES = ["L0.resid_post", "L1.resid_post", "L2.resid_post"]

@@ -11,8 +11,8 @@ import pytest
 import torch.nn.functional as F
 from streamlit.testing.v1 import AppTest
 
-from explorer.sources import load_source
-from explorer.store import Store
+from explorer.sources.source import load_source
+from explorer.store.reader import Store
 from tests.stores import build_payload_store
 
 PAGE = str(Path(__file__).resolve().parents[2] / "app_pages" / "feature.py")

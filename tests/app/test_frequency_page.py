@@ -17,7 +17,7 @@ from explorer.analysis.frequency import (
     rank_band_counts,
 )
 from explorer.analysis.specialists import SpecialistSettings, load_specialists
-from explorer.store import Store
+from explorer.store.reader import Store
 
 PAGE = str(Path(__file__).resolve().parents[2] / "app_pages" / "frequency.py")
 D_SAE = 128  # the tiny preset's SAEs

@@ -20,12 +20,13 @@ from explorer.analysis.lens_checks import (
     diverse_features,
     example_ranks,
 )
-from explorer.analysis.logit_lens import reverse_lookup, unembed_directions
+from explorer.analysis.logit_lens import reverse_lookup
 from explorer.charts import feature_href
 from explorer.charts.feature import token_label
-from explorer.lens_queries import feature_ranking, lens_overview, top_examples_with_next
-from explorer.sources import load_source
-from explorer.store import Store
+from explorer.sources.source import load_source
+from explorer.sources.unembed import unembed_directions
+from explorer.store.queries.lens import feature_ranking, lens_overview, top_examples_with_next
+from explorer.store.reader import Store
 
 PAGE = str(Path(__file__).resolve().parents[2] / "app_pages" / "logit_lens.py")
 DEEPEST = "L2.resid_post"  # the tiny preset's last SAE, the page's default

@@ -11,12 +11,12 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from explorer.build import build_store
-from explorer.intervention_runs import run_text
-from explorer.interventions import Intervention
+from explorer.build.single import build_store
+from explorer.live.interventions import Intervention
+from explorer.live.runs import run_text
 from explorer.settings import LIVE_WAIT_S, PUBLIC_LIVE_SLOTS
-from explorer.sources import load_source
-from explorer.store import Store
+from explorer.sources.source import load_source
+from explorer.store.reader import Store
 from explorer.ui.limits import BUSY_MESSAGE, live_slots
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -13,11 +13,11 @@ from streamlit.testing.v1 import AppTest
 from explorer.analysis.concepts import category_concept, example_concept, stack_examples
 from explorer.analysis.rankings import rank_features
 from explorer.analysis.specialists import SpecialistSettings, load_specialists
-from explorer.feature_queries import co_firing
-from explorer.relation_queries import category_contrast
-from explorer.sources import Source, load_source
-from explorer.store import Store
-from explorer.text_acts import encode_text
+from explorer.live.text import encode_text
+from explorer.sources.source import Source, load_source
+from explorer.store.queries.feature import co_firing
+from explorer.store.queries.relations import category_contrast
+from explorer.store.reader import Store
 from explorer.ui.links import feature_url
 
 PAGE = str(Path(__file__).resolve().parents[2] / "app_pages" / "rankings.py")

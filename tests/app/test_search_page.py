@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from explorer.build import build_store
+from explorer.build.single import build_store
 from explorer.charts import feature_href
-from explorer.search import rank_text_features, search_tokens
-from explorer.sources import load_source
-from explorer.store import Store
-from explorer.text_acts import encode_text
+from explorer.live.text import encode_text
+from explorer.sources.source import load_source
+from explorer.store.queries.search import rank_text_features, search_tokens
+from explorer.store.reader import Store
 
 PAGE = str(Path(__file__).resolve().parents[2] / "app_pages" / "search.py")
 LABELS = [("L0.resid_post", 3, "carries 50% of sums"), ("L1.resid_post", 7, "snake_case names")]

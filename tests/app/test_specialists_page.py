@@ -15,7 +15,7 @@ from explorer.analysis.specialists import (
     load_specialists,
     top_specialists,
 )
-from explorer.store import Store
+from explorer.store.reader import Store
 from explorer.ui.links import feature_url
 
 PAGE = str(Path(__file__).resolve().parents[2] / "app_pages" / "specialists.py")

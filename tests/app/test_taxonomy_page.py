@@ -17,9 +17,10 @@ from explorer.analysis.enrichment import (
     load_taxonomy,
     taxonomy_summary,
 )
-from explorer.build import build_store
+from explorer.build.single import build_store
 from explorer.charts import feature_href
-from explorer.store import SCHEMA_VERSION, Store, stored_schema_version
+from explorer.store.reader import Store
+from explorer.store.schema import SCHEMA_VERSION, stored_schema_version
 from explorer.ui import resources
 
 PAGE = str(Path(__file__).resolve().parents[2] / "app_pages" / "taxonomy.py")

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from explorer.build import build_store
-from explorer.store import Store
+from explorer.build.single import build_store
+from explorer.store.reader import Store
 from tests.e2e.browser import streamlit_server
 
 pytestmark = pytest.mark.e2e

@@ -16,9 +16,9 @@ from typing import Any
 
 import pytest
 
-from explorer.build import build_store
-from explorer.search import search_tokens
-from explorer.store import Store
+from explorer.build.single import build_store
+from explorer.store.queries.search import search_tokens
+from explorer.store.reader import Store
 from tests.e2e.browser import CHROMIUM, CHROMIUM_ARGS, ROOT, settle, streamlit_server
 
 pytestmark = pytest.mark.e2e

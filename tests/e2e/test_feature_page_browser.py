@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from explorer.store import Store
+from explorer.store.reader import Store
 from tests.e2e.browser import streamlit_server
 from tests.stores import build_payload_store
 

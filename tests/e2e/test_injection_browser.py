@@ -17,9 +17,9 @@ from urllib.parse import urlencode
 
 import pytest
 
-from explorer.build import build_store
-from explorer.extract import BuildSettings
-from explorer.store import Store
+from explorer.build.extract import BuildSettings
+from explorer.build.single import build_store
+from explorer.store.reader import Store
 from tests.e2e.browser import CHROMIUM, CHROMIUM_ARGS, settle, streamlit_server
 from tests.reliability.helpers import PAGE_PARAMS
 

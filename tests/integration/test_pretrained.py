@@ -15,12 +15,12 @@ import torch
 from huggingface_hub import constants as hf_constants
 from huggingface_hub import try_to_load_from_cache
 
-from explorer.build import build_store
+from explorer.build.extract import BuildSettings
+from explorer.build.single import build_store
 from explorer.errors import SourceError
-from explorer.extract import BuildSettings
-from explorer.memory import estimate_source
-from explorer.sources import Source, load_source
-from explorer.store import Store
+from explorer.sources.memory import estimate_source
+from explorer.sources.source import Source, load_source
+from explorer.store.reader import Store
 
 RELEASE = "gpt2-small-res-jb"
 SAE_ID = "blocks.8.hook_resid_pre"

@@ -77,9 +77,9 @@ import time
 
 import torch
 
-import explorer.build
+import explorer.build.single
 import explorer.cli
-import explorer.store
+import explorer.store.writer
 
 
 def die():
@@ -125,19 +125,19 @@ class KillAfterStep(logging.Filter):
 
 
 def arm(point):
-    writer = explorer.store.StoreWriter
+    writer = explorer.store.writer.StoreWriter
     if point == "before_model":
-        wrap(explorer.build, "load_source", before=die)
+        wrap(explorer.build.single, "load_source", before=die)
     elif point == "extraction":
         wrap(writer, "add_acts", before=nth_call(5))
     elif point == "ingested":
         wrap(writer, "finish", before=die)
     elif point.startswith("finish_step:"):
-        logging.getLogger("explorer.store").addFilter(KillAfterStep(point.split(":", 1)[1]))
+        logging.getLogger("explorer.store.writer").addFilter(KillAfterStep(point.split(":", 1)[1]))
     elif point == "before_replace":
-        wrap(explorer.store.os, "replace", before=die)
+        wrap(explorer.store.writer.os, "replace", before=die)
     elif point == "after_replace":
-        wrap(explorer.store.os, "replace", after=die)
+        wrap(explorer.store.writer.os, "replace", after=die)
     elif point not in ("none", "timed"):
         raise SystemExit(f"unknown kill point {point}")
 

@@ -21,13 +21,13 @@ import duckdb
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from explorer.build import build_store
+from explorer.build.single import build_store
 from explorer.cli import main
 from explorer.errors import InputError, StoreError, quoted
-from explorer.interventions import Intervention, text_effect
-from explorer.sources import load_source
-from explorer.store import Store
-from explorer.text_acts import MAX_TEXT_CHARS, encode_text
+from explorer.live.interventions import Intervention, text_effect
+from explorer.live.text import MAX_TEXT_CHARS, encode_text
+from explorer.sources.source import load_source
+from explorer.store.reader import Store
 from tests.reliability.helpers import (
     PAGE_PARAMS,
     ROOT,

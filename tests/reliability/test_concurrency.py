@@ -17,13 +17,13 @@ import pandas as pd
 import pytest
 import torch
 
-from explorer import feature_queries
 from explorer.analysis.specialists import SpecialistSettings, load_specialists
-from explorer.build import build_store
-from explorer.interventions import Intervention, text_effect
-from explorer.sources import load_source
-from explorer.store import Store
-from explorer.text_acts import encode_text
+from explorer.build.single import build_store
+from explorer.live.interventions import Intervention, text_effect
+from explorer.live.text import encode_text
+from explorer.sources.source import load_source
+from explorer.store.queries import feature as feature_queries
+from explorer.store.reader import Store
 
 THREADS = 8
 REPEATS = 3

@@ -23,8 +23,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from explorer.build import build_store
-from explorer.store import Store
+from explorer.build.single import build_store
+from explorer.store.reader import Store
 from explorer.ui.resources import _StoreSlot
 from tests.reliability.helpers import ROOT, BuildRunner, fingerprint
 

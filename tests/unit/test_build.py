@@ -7,13 +7,13 @@ import pandas as pd
 import pytest
 import torch
 
-from explorer import extract
-from explorer.build import build_store
+from explorer.build import extract
+from explorer.build.extract import BuildSettings
+from explorer.build.single import build_store
 from explorer.cli import main
 from explorer.corpus import resolve_corpus
-from explorer.extract import BuildSettings
-from explorer.sources import load_source
-from explorer.store import Store
+from explorer.sources.source import load_source
+from explorer.store.reader import Store
 
 CORPUS = "bundled+arithmetic:60"
 
@@ -190,7 +190,7 @@ def test_cli_build_info_and_export(tiny_bundle_path, tmp_path, capsys):
 def test_cli_build_writes_to_explorer_store_and_refuses_what_does_not_fit(
     tiny_bundle_path, tmp_path, monkeypatch, capsys
 ):
-    from explorer import memory
+    from explorer.sources import memory
 
     out = tmp_path / "from_env.duckdb"
     monkeypatch.setenv("EXPLORER_STORE", str(out))

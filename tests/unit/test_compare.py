@@ -20,7 +20,8 @@ from explorer.analysis.compare import COMPARE_COLUMNS, QUALITY_METRICS, compare_
 from explorer.analysis.specialists import SpecialistSettings, category_matrix, load_specialists
 from explorer.charts import feature_href
 from explorer.charts.compare import quality_chart, specialists_per_category_chart
-from explorer.store import SaeInfo, Store
+from explorer.store.reader import Store
+from explorer.store.schema import SaeInfo
 from tests.unit.test_rankings import CATEGORIES, make_planted
 from tests.unit.test_specialists import Planted, text_activations, write_planted
 

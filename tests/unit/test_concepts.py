@@ -20,7 +20,6 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from explorer import relation_queries
 from explorer.analysis.concepts import (
     MAX_EXAMPLE_CHARS,
     MAX_EXAMPLES,
@@ -30,8 +29,10 @@ from explorer.analysis.concepts import (
     stack_examples,
 )
 from explorer.errors import InputError, StoreError
-from explorer.store import SaeInfo, Store
-from explorer.text_acts import TextActivations, stored_text_activations
+from explorer.live.text import TextActivations, stored_text_activations
+from explorer.store.queries import relations as relation_queries
+from explorer.store.reader import Store
+from explorer.store.schema import SaeInfo
 from tests.planted import tokens_of
 from tests.unit.test_specialists import Planted, text_activations, write_planted
 

@@ -7,8 +7,9 @@ import json
 import pytest
 import torch
 
-from explorer.demo import PRESETS, bundle_path, load_bundle, token_windows, train_bundle
+from explorer.build.demo_training import token_windows, train_bundle
 from explorer.errors import SourceError
+from explorer.sources.demo_bundle import PRESETS, bundle_path, load_bundle
 
 
 def test_tiny_bundle_has_an_sae_per_layer_boundary(tiny_bundle):

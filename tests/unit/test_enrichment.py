@@ -34,14 +34,9 @@ from explorer.analysis.enrichment import (
     token_kind,
 )
 from explorer.errors import InputError
-from explorer.store import (
-    FEATURE_TOKEN_TOP,
-    SCHEMA_VERSION,
-    SaeInfo,
-    Store,
-    StoreWriter,
-    stored_schema_version,
-)
+from explorer.store.reader import Store
+from explorer.store.schema import FEATURE_TOKEN_TOP, SCHEMA_VERSION, SaeInfo, stored_schema_version
+from explorer.store.writer import StoreWriter
 from tests.planted import add_acts_with_stats, add_tokens
 
 VOCAB = [

@@ -9,10 +9,11 @@ import pandas as pd
 import pytest
 import torch
 
+from explorer.build.extract import BuildSettings, extract
 from explorer.corpus import arithmetic_corpus, bundled_corpus, resolve_corpus
 from explorer.errors import InputError
-from explorer.extract import BuildSettings, extract, token_strings
-from explorer.sources import load_source
+from explorer.sources.source import load_source
+from explorer.tokenize import token_strings
 
 
 class ListSink:

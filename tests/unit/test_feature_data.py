@@ -9,10 +9,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from explorer.analysis.feature_data import category_view, load_feature_data, resolve_feature_request
 from explorer.analysis.histograms import activation_histogram, value_histogram
 from explorer.errors import InputError
-from explorer.feature_data import category_view, load_feature_data, resolve_feature_request
-from explorer.store import HIST_BINS, Store
+from explorer.store.reader import Store
+from explorer.store.schema import HIST_BINS
 from tests.stores import build_payload_store
 
 SAE = "L1.resid_post"

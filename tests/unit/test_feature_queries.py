@@ -6,9 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from explorer import feature_queries as fq
 from explorer.errors import InputError, StoreError
-from explorer.store import Store
+from explorer.store.queries import feature as fq
+from explorer.store.reader import Store
 from tests.stores import build_payload_store
 
 SAE = "L1.resid_post"

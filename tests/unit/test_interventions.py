@@ -13,17 +13,8 @@ import pandas as pd
 import pytest
 import torch
 
-from explorer import request_hooks
 from explorer.errors import InputError
-from explorer.intervention_runs import (
-    GenerationSettings,
-    ledger_table,
-    rerun,
-    run_corpus,
-    run_text,
-    same_metrics,
-)
-from explorer.interventions import (
+from explorer.live.interventions import (
     Intervention,
     apply,
     changed_acts,
@@ -33,8 +24,17 @@ from explorer.interventions import (
     specialization_test,
     text_effect,
 )
-from explorer.sources import load_source
-from explorer.store import Store
+from explorer.live.runs import (
+    GenerationSettings,
+    ledger_table,
+    rerun,
+    run_corpus,
+    run_text,
+    same_metrics,
+)
+from explorer.sources import request_hooks
+from explorer.sources.source import load_source
+from explorer.store.reader import Store
 
 TEXT = "def add(a, b):\n    return a + b\n\nprint(add(2, 3)) # the sum of 2 and 3 is 5"
 TEXTS = (
@@ -296,7 +296,7 @@ def test_bad_input_gets_a_message(loaded, handle):
 
 
 def test_ledger_entries_rerun_to_the_same_numbers(loaded, handle, tiny_bundle_path, tmp_path):
-    from explorer.build import build_store
+    from explorer.build.single import build_store
 
     path = tmp_path / "ledger.duckdb"
     build_store(f"demo:{tiny_bundle_path}", "bundled", path)

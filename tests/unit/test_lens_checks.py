@@ -42,9 +42,11 @@ from explorer.analysis.logit_lens import (
     token_effects,
 )
 from explorer.errors import InputError, StoreError
-from explorer.lens_queries import feature_ranking, lens_overview, top_examples_with_next
-from explorer.sources import load_source
-from explorer.store import SaeInfo, Store, StoreWriter
+from explorer.sources.source import load_source
+from explorer.store.queries.lens import feature_ranking, lens_overview, top_examples_with_next
+from explorer.store.reader import Store
+from explorer.store.schema import SaeInfo
+from explorer.store.writer import StoreWriter
 from tests.planted import add_acts_with_stats, add_tokens
 
 VOCAB = ["zero", " one", " two", " three", " four", " five", " six", " seven"]

@@ -1,4 +1,5 @@
-"""Tests of explorer.memory: parameter counts against the modules TransformerLens and SAELens
+"""Tests of explorer.sources.memory: parameter counts against the modules TransformerLens and
+SAELens
 build, estimates of each source kind from configs on disk (a fake Hugging Face cache for the
 registry path), the available memory (cgroup and /proc/meminfo), the refusal, and that the
 estimate bounds the peak RSS growth of a real load."""
@@ -17,9 +18,9 @@ from huggingface_hub import constants as hf_constants
 from sae_lens import TopKSAE, TopKSAEConfig
 from transformer_lens import HookedTransformer, HookedTransformerConfig
 
-from explorer import memory
 from explorer.errors import SourceError
-from explorer.memory import (
+from explorer.sources import memory
+from explorer.sources.memory import (
     AvailableMemory,
     MemoryEstimate,
     check_fits,
@@ -27,7 +28,7 @@ from explorer.memory import (
     model_parameters,
     sae_bytes,
 )
-from explorer.sources import load_source
+from explorer.sources.source import load_source
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 COMMIT = "0" * 40
@@ -259,7 +260,7 @@ def test_the_estimate_bounds_the_peak_rss_growth_of_a_load(tiny_bundle_path):
         f"""
         import json, threading, time
         import psutil
-        from explorer.sources import load_source
+        from explorer.sources.source import load_source
         process = psutil.Process()
         base = peak = process.memory_info().rss
         done = False

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from explorer.quality import ce_losses, recovered, sae_quality, spliced_logits
-from explorer.sources import load_source
+from explorer.build.quality import ce_losses, recovered, sae_quality, spliced_logits
+from explorer.sources.source import load_source
 
 TEXTS = ["def add(a, b):\n    return a + b", "20*3=60 | 60+5=65", "Guten Morgen, wie geht's?"]
 

@@ -29,7 +29,8 @@ from explorer.analysis.specialists import SpecialistSettings, load_specialists
 from explorer.charts import feature_href
 from explorer.charts.rankings import feature_bar_chart
 from explorer.errors import InputError
-from explorer.store import SaeInfo, Store
+from explorer.store.reader import Store
+from explorer.store.schema import SaeInfo
 from tests.planted import tokens_of
 from tests.unit.test_specialists import Planted, text_activations, write_planted
 

@@ -7,13 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from explorer.build import build_store
+from explorer.build.extract import BuildSettings
+from explorer.build.ray_engine import build_with_ray
+from explorer.build.shards import MANIFESTS
+from explorer.build.single import build_store
 from explorer.cli import main
 from explorer.errors import InputError
-from explorer.extract import BuildSettings
-from explorer.ray_engine import build_with_ray
-from explorer.shards import MANIFESTS
-from explorer.sources import load_source
+from explorer.sources.source import load_source
 from tests.unit.test_shards import assert_same_tables
 
 CORPUS = "bundled+arithmetic:60"

@@ -9,15 +9,15 @@ import pandas as pd
 import pytest
 
 from explorer.errors import InputError, StoreError
-from explorer.search import (
+from explorer.live.text import TextActivations
+from explorer.store.queries.search import (
     escape_like,
     rank_text_features,
     search_labels,
     search_tokens,
     with_share_of_max,
 )
-from explorer.store import Store
-from explorer.text_acts import TextActivations
+from explorer.store.reader import Store
 from tests.unit.test_lens_checks import (
     DECODER,
     LENS_K,

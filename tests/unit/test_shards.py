@@ -11,12 +11,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from explorer.build import build_store
-from explorer.cli import main
-from explorer.corpus import resolve_corpus
-from explorer.errors import InputError, StoreError
-from explorer.extract import BuildSettings, batch_plan, tokenize_corpus
-from explorer.shards import (
+from explorer.build.extract import BuildSettings
+from explorer.build.shards import (
     INCOMPLETE,
     MANIFESTS,
     ShardSpec,
@@ -25,8 +21,13 @@ from explorer.shards import (
     read_shards,
     write_shard,
 )
-from explorer.sources import load_source
-from explorer.store import Store
+from explorer.build.single import build_store
+from explorer.cli import main
+from explorer.corpus import resolve_corpus
+from explorer.errors import InputError, StoreError
+from explorer.sources.source import load_source
+from explorer.store.reader import Store
+from explorer.tokenize import batch_plan, tokenize_corpus
 
 CORPUS = "bundled+arithmetic:60"
 SETTINGS = BuildSettings(batch_size=16)

@@ -24,19 +24,14 @@ from sae_lens.loading import pretrained_sae_loaders
 from sae_lens.saes.sae import SAEMetadata
 from transformer_lens import HookedTransformer, HookedTransformerConfig
 
-from explorer import sources
 from explorer.errors import InputError, SourceError
-from explorer.sources import (
-    Source,
-    list_registry_releases,
-    load_source,
-    neuronpedia_url,
-    reference_topk_encode,
-    topk_sae_from_state_dict,
-)
+from explorer.sources import hub
+from explorer.sources.hub import list_registry_releases
+from explorer.sources.source import Source, load_source, neuronpedia_url
+from explorer.sources.topk_checkpoint import reference_topk_encode, topk_sae_from_state_dict
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-REAL_HUB_REACHABLE = sources._hub_reachable
+REAL_HUB_REACHABLE = hub._hub_reachable
 D_MODEL = 16
 GPT2_RELEASE = "gpt2-small-res-jb"
 
@@ -138,7 +133,7 @@ def free_local_port() -> int:
 def no_hub(monkeypatch):
     """No test reaches the network: the hub probe says unreachable unless a test says otherwise,
     and the user's offline setting is restored after each test."""
-    monkeypatch.setattr(sources, "_hub_reachable", lambda: False)
+    monkeypatch.setattr(hub, "_hub_reachable", lambda: False)
     monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", False)
 
 
@@ -159,13 +154,14 @@ def model_loader(monkeypatch):
 
 @pytest.fixture
 def fake_demo(monkeypatch):
-    """Replace explorer.demo with a module whose bundle is a tiny model and two SAEs."""
+    """Replace explorer.sources.demo_bundle with a module whose bundle is a tiny model and two
+    SAEs."""
     bundle_model = make_model(model_name="sae-explorer-demo")
     bundle_saes = {
         hook: make_sae(hook, seed=layer, model_name="sae-explorer-demo")
         for layer, hook in ((1, "blocks.1.hook_resid_post"), (0, "blocks.0.hook_resid_post"))
     }
-    module = types.ModuleType("explorer.demo")
+    module = types.ModuleType("explorer.sources.demo_bundle")
     module.MODEL_NAME = "sae-explorer-demo"
     module.requested = []
 
@@ -178,7 +174,7 @@ def fake_demo(monkeypatch):
 
     module.bundle_path, module.load_bundle = bundle_path, load_bundle
     module.model, module.saes = bundle_model, bundle_saes
-    monkeypatch.setitem(sys.modules, "explorer.demo", module)
+    monkeypatch.setitem(sys.modules, "explorer.sources.demo_bundle", module)
     return module
 
 
@@ -347,7 +343,7 @@ def test_unknown_sae_id_names_the_closest_ids_and_some_valid_ones():
 def test_registry_loads_the_model_named_by_the_sae_metadata(
     monkeypatch, model_loader, hub_reachable
 ):
-    monkeypatch.setattr(sources, "_hub_reachable", lambda: hub_reachable)
+    monkeypatch.setattr(hub, "_hub_reachable", lambda: hub_reachable)
     model_kwargs = {"center_writing_weights": False, "fold_ln": True}
     published = {
         "blocks.1.hook_resid_pre": make_sae(
@@ -391,7 +387,7 @@ def test_registry_loads_the_model_named_by_the_sae_metadata(
 def test_registry_without_hub_fails_fast_naming_offline_alternatives(
     monkeypatch, hub_reachable, user_offline, reason
 ):
-    monkeypatch.setattr(sources, "_hub_reachable", lambda: hub_reachable)
+    monkeypatch.setattr(hub, "_hub_reachable", lambda: hub_reachable)
     monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", user_offline)
     downloads = saelens_loader(monkeypatch, error=offline_error())
 
@@ -421,7 +417,7 @@ def test_real_hub_loads_without_hub_fail_within_seconds(tmp_path):
         """
         import json, sys, time
         from explorer.errors import SourceError
-        from explorer.sources import load_source
+        from explorer.sources.source import load_source
         outcomes = []
         for spec in sys.argv[1:]:
             started = time.perf_counter()
@@ -467,7 +463,7 @@ def test_hub_probe_gives_up_on_a_hanging_connection(monkeypatch):
         def head(self, url, timeout):
             time.sleep(5)
 
-    monkeypatch.setattr(sources, "get_session", HangingSession)
+    monkeypatch.setattr(hub, "get_session", HangingSession)
     started = time.perf_counter()
     assert REAL_HUB_REACHABLE(timeout_s=0.2) is False
     assert time.perf_counter() - started < 2

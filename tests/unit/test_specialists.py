@@ -31,7 +31,9 @@ from explorer.analysis.specialists import (
     top_specialists,
 )
 from explorer.errors import InputError
-from explorer.store import LABEL_TOP, SaeInfo, Store, StoreWriter
+from explorer.store.reader import Store
+from explorer.store.schema import LABEL_TOP, SaeInfo
+from explorer.store.writer import StoreWriter
 from tests.planted import add_acts_with_stats, add_tokens, tokens_of
 
 CATEGORIES = ("code", "prose", "addition", "subtraction")

@@ -21,17 +21,17 @@ import pandas as pd
 import pytest
 
 from bench.store_queries import feature_category_pandas
-from explorer import store as store_module
 from explorer.errors import InputError, StoreError
-from explorer.store import (
+from explorer.store import writer as store_module
+from explorer.store.reader import Store
+from explorer.store.schema import (
     HIST_BINS,
     QUANTILE_BINS,
     QUANTILE_EXAMPLES,
     TOPK_EXAMPLES,
     SaeInfo,
-    Store,
-    StoreWriter,
 )
+from explorer.store.writer import StoreWriter
 from tests.planted import add_tokens
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -585,7 +585,8 @@ def test_a_build_refused_at_finish_leaves_the_previous_store_untouched(tmp_path:
 KILLED_BUILD = """
 import sys
 import numpy as np
-from explorer.store import SaeInfo, StoreWriter
+from explorer.store.schema import SaeInfo
+from explorer.store.writer import StoreWriter
 
 with StoreWriter(sys.argv[1], meta={}) as writer:
     writer.add_sae(SaeInfo(sae="s", hook_name="h", layer=0, d_in=4, d_sae=8))

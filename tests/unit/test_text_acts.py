@@ -12,9 +12,9 @@ import torch
 
 from explorer.analysis.logit_lens import feature_logits
 from explorer.errors import InputError
-from explorer.sources import LoadedSource, load_source
-from explorer.store import Store
-from explorer.text_acts import encode_text, parse_feature_ids, stored_text_activations
+from explorer.live.text import encode_text, parse_feature_ids, stored_text_activations
+from explorer.sources.source import LoadedSource, load_source
+from explorer.store.reader import Store
 from tests.stores import PAYLOADS, build_payload_store
 
 SAE = "L1.resid_post"

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from explorer.tokens_html import (
+from explorer.charts.tokens_html import (
     GREY,
     TARGET_COLOR,
     Highlight,

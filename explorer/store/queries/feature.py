@@ -21,7 +21,8 @@ import numpy as np
 import pandas as pd
 
 from explorer.errors import InputError, StoreError
-from explorer.store import MAX_FEATURES_PER_QUERY, Store
+from explorer.store.reader import Store
+from explorer.store.schema import MAX_FEATURES_PER_QUERY
 
 MAX_WINDOW = 64
 MAX_TEXTS = 1000

@@ -6,7 +6,7 @@ precomputed `feature_category` and `category_ranks` tables (never from `acts`). 
 parameterised (`?`), runs on its own `store.cursor()` and checks the SAE name (unknown SAE ->
 `StoreError`) and the category (unknown -> `InputError` naming the store's categories) first.
 
-Co-firing features live in `explorer.feature_queries.co_firing`; the scores computed from
+Co-firing features live in `explorer.store.queries.feature.co_firing`; the scores computed from
 these rows live in `explorer.analysis.concepts`. It does not open stores or render.
 """
 
@@ -15,8 +15,8 @@ from __future__ import annotations
 import pandas as pd
 
 from explorer.errors import InputError
-from explorer.feature_queries import sae_row
-from explorer.store import Store
+from explorer.store.queries.feature import sae_row
+from explorer.store.reader import Store
 
 _CATEGORY_CONTRAST_SQL = """
 WITH per_feature AS (

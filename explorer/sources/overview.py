@@ -10,7 +10,7 @@ import json
 
 import pandas as pd
 
-from explorer.sources import LoadedSource
+from explorer.sources.source import LoadedSource
 
 QUALITY_COLUMNS = ["l0", "explained_variance", "ce_loss_recovered", "dead_fraction"]
 
@@ -32,7 +32,7 @@ def bundle_manifest(loaded: LoadedSource) -> dict | None:
     """The demo bundle's manifest when the source is a demo bundle, else None."""
     if loaded.source.kind != "demo":
         return None
-    from explorer.demo import bundle_path
+    from explorer.sources.demo_bundle import bundle_path
 
     path = bundle_path(loaded.source.preset) / "manifest.json"
     return json.loads(path.read_text()) if path.exists() else None

@@ -21,8 +21,8 @@ import numpy as np
 import pandas as pd
 
 from explorer.errors import InputError
-from explorer.feature_queries import sae_row
-from explorer.store import Store
+from explorer.store.queries.feature import sae_row
+from explorer.store.reader import Store
 
 MAX_OVERVIEW_TOKENS = 20
 

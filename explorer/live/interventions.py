@@ -18,7 +18,7 @@ mode, value, positions), the function applying it at the SAE's hook, and the mea
   (a dose-response is several scales); `category_summary` and `specialization_test` (does
   the intervention hurt one category's texts more than the others? one-sided Welch t-test).
 
-Interventions run through `explorer.request_hooks` (a ContextVar read by permanent hooks
+Interventions run through `explorer.sources.request_hooks` (a ContextVar read by permanent hooks
 installed at load time), so sessions sharing one cached model never see each other's
 interventions and the model and SAEs are never changed. No streamlit and no store writes:
 the page records runs with `Store.save_intervention`.
@@ -38,11 +38,11 @@ from jaxtyping import Float
 from sae_lens import SAE
 from scipy.stats import ttest_ind
 
-from explorer import request_hooks
 from explorer.errors import INT_CAP, InputError, decimal_int, quoted
-from explorer.extract import padded_batches, token_strings, tokenize_corpus
-from explorer.sources import LoadedSource, SaeHandle
-from explorer.text_acts import MAX_TEXT_CHARS, check_text
+from explorer.live.text import MAX_TEXT_CHARS, check_text
+from explorer.sources import request_hooks
+from explorer.sources.source import LoadedSource, SaeHandle
+from explorer.tokenize import padded_batches, token_strings, tokenize_corpus
 
 Mode = Literal["zero", "clamp", "scale", "swap", "steer"]
 MODES: dict[Mode, str] = {

@@ -1,10 +1,10 @@
-"""The Ray engine of sharded builds: every shard of `explorer.shards` on Ray Data actors.
+"""The Ray engine of sharded builds: every shard of `explorer.build.shards` on Ray Data actors.
 
 Owns scheduling: a Ray Dataset of shard indices goes through `map_batches` with a callable
 class on a pool of `workers` actors (`ActorPoolStrategy`, which replaced `concurrency=N` in
 Ray 2.51), so each actor loads the source once (one model per actor, on a GPU when the cluster
-has them) and writes whole shards with `explorer.shards.write_shard`; the driver then merges
-the folder. The shard format, the assignment of texts and the merge are `explorer.shards`'s:
+has them) and writes whole shards with `explorer.build.shards.write_shard`; the driver then merges
+the folder. The shard format, the assignment of texts and the merge are `explorer.build.shards`'s:
 a Ray build writes the same files as `build --shard I/N` run N times, and its store equals a
 single build's.
 
@@ -25,11 +25,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from explorer.build.extract import BuildSettings
+from explorer.build.shards import MergeReport, ShardSpec, merge_shards, write_shard
 from explorer.corpus import Corpus, resolve_corpus
 from explorer.errors import ExplorerError, InputError, StoreError
-from explorer.extract import BuildSettings
-from explorer.shards import MergeReport, ShardSpec, merge_shards, write_shard
-from explorer.sources import Source, load_source
+from explorer.sources.source import Source, load_source
 
 MAX_WORKERS = 1024
 
@@ -145,7 +145,7 @@ def _init_local(ray: Any, workers: int) -> None:
     if os.environ.get("RAY_ADDRESS"):
         ray.init()
         return
-    package_root = str(Path(__file__).resolve().parent.parent)
+    package_root = str(Path(__file__).resolve().parents[2])
     python_path = os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))
     ray.init(
         num_cpus=workers,

@@ -7,7 +7,7 @@ read in one call (statistics, histogram, top and quantile examples with their co
 windows, categories, logit lens, labels), with its JSON and CSV exports.
 
 Model-backed parts (decoder neighbours, the full logit histogram) live in
-`explorer.analysis`; SQL lives in `explorer.store` and `explorer.feature_queries`.
+`explorer.analysis`; SQL lives in `explorer.store` and `explorer.store.queries.feature`.
 """
 
 from __future__ import annotations
@@ -21,7 +21,8 @@ import pandas as pd
 
 from explorer.analysis.histograms import activation_histogram
 from explorer.errors import InputError, decimal_int, quoted
-from explorer.feature_queries import (
+from explorer.sources.source import NEURONPEDIA_URL
+from explorer.store.queries.feature import (
     MAX_TEXTS,
     example_windows,
     feature_text_maxima,
@@ -29,8 +30,7 @@ from explorer.feature_queries import (
     text_categories,
     texts_with_feature,
 )
-from explorer.sources import NEURONPEDIA_URL
-from explorer.store import Store
+from explorer.store.reader import Store
 
 
 @dataclass(frozen=True)

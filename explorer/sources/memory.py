@@ -37,7 +37,7 @@ from transformer_lens.loading_from_pretrained import (
 )
 
 from explorer.errors import SourceError
-from explorer.sources import Source
+from explorer.sources.source import Source
 
 GB = 1e9
 MB = 1e6
@@ -180,7 +180,7 @@ SaeSize = tuple[int | None, str]  # bytes (None: unknown) and why it is unknown
 
 
 def _bundle_dir(preset: str) -> Path:
-    from explorer.demo import bundle_path
+    from explorer.sources.demo_bundle import bundle_path
 
     return bundle_path(preset)
 

@@ -9,7 +9,7 @@ thread, hence each Streamlit session, has its own). With nothing registered a ho
 None and the activation passes unchanged, so builds and plain forwards are unaffected.
 
 This module owns that mechanism only; what the functions do (capture an activation, ablate or
-steer a feature) belongs to `explorer.text_acts` and `explorer.interventions`.
+steer a feature) belongs to `explorer.live.text` and `explorer.live.interventions`.
 """
 
 from __future__ import annotations

@@ -24,7 +24,7 @@ from typing import Any
 import pandas as pd
 
 from explorer.errors import InputError
-from explorer.interventions import (
+from explorer.live.interventions import (
     Intervention,
     Progress,
     Sampling,
@@ -36,8 +36,8 @@ from explorer.interventions import (
     specialization_test,
     text_effect,
 )
-from explorer.sources import LoadedSource
-from explorer.store import Store
+from explorer.sources.source import LoadedSource
+from explorer.store.reader import Store
 
 
 @dataclass(frozen=True)

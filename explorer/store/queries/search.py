@@ -6,11 +6,11 @@ Owns the search page's questions and their SQL. By label: the newest label of ea
 user types is literal. By token: features whose stored top promoted tokens (`logit_lens`,
 ranks 1..max_rank) equal the query (surrounding spaces ignored, as BPE tokens carry a leading
 space) or contain it (case-insensitive). By text: the nonzero activations of a text encoded
-live (`explorer.text_acts.TextActivations`) summarised per feature and ranked by their largest
+live (`explorer.live.text.TextActivations`) summarised per feature and ranked by their largest
 or summed value. Every result carries `sae` and `feature` so the page can link to it; labels
 of SAEs that the store no longer has, or of features out of their range, are left out.
 
-It does not run the model (`explorer.text_acts.encode_text` does) and does not render.
+It does not run the model (`explorer.live.text.encode_text` does) and does not render.
 """
 
 from __future__ import annotations
@@ -22,10 +22,10 @@ import numpy as np
 import pandas as pd
 
 from explorer.errors import InputError
-from explorer.feature_queries import sae_row
-from explorer.lens_queries import CURRENT_LABELS_SQL
-from explorer.store import Store
-from explorer.text_acts import TextActivations
+from explorer.live.text import TextActivations
+from explorer.store.queries.feature import sae_row
+from explorer.store.queries.lens import CURRENT_LABELS_SQL
+from explorer.store.reader import Store
 
 MAX_QUERY_CHARS = 200
 MAX_RESULTS = 1000

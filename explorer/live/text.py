@@ -8,10 +8,10 @@ reads a stored text with two `Store` reads, and encodes typed text live through 
 model and SAE: BOS-prefixed like the build, bounded in characters and in tokens (< n_ctx),
 under `torch.inference_mode()`, without adding hooks to the shared model: residual-stream
 SAEs stop the forward at the SAE's layer and take the residual, other hook points capture
-the activation through `explorer.request_hooks`, so concurrent sessions never see each
+the activation through `explorer.sources.request_hooks`, so concurrent sessions never see each
 other's hooks. BOS and padding are never part of the result.
 
-No streamlit and no HTML (see `explorer.tokens_html`).
+No streamlit and no HTML (see `explorer.charts.tokens_html`).
 """
 
 from __future__ import annotations
@@ -23,14 +23,14 @@ import numpy as np
 import pandas as pd
 import torch
 
-from explorer import request_hooks
 from explorer.charts import feature_href
+from explorer.charts.tokens_html import visible_text
 from explorer.errors import InputError, decimal_int, quoted
-from explorer.extract import token_strings
 from explorer.hooks import residual_boundary
-from explorer.sources import LoadedSource, SaeHandle
-from explorer.store import Store
-from explorer.tokens_html import visible_text
+from explorer.sources import request_hooks
+from explorer.sources.source import LoadedSource, SaeHandle
+from explorer.store.reader import Store
+from explorer.tokenize import token_strings
 
 MAX_TEXT_CHARS = 2000
 MAX_HIGHLIGHTED = 8

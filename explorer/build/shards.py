@@ -2,11 +2,11 @@
 
 Owns the shard folder format, which texts a shard extracts, writing a shard atomically,
 reading and checking a folder of shards, and merging their statistics into one store. The
-compute is `explorer.extract`'s, the store format and its SQL are `explorer.store`'s, and
-running many shards at once is an engine's job (`explorer.ray_engine`, or a job array).
+compute is `explorer.build.extract`'s, the store format and its SQL are `explorer.store`'s, and
+running many shards at once is an engine's job (`explorer.build.ray_engine`, or a job array).
 
 Which texts. Shard I of N runs batches I, I + N, I + 2N, ... of the single build's batch plan
-(`explorer.extract.batch_plan`: texts sorted by token count, cut into `batch_size` runs).
+(`explorer.build.extract.batch_plan`: texts sorted by token count, cut into `batch_size` runs).
 Every forward pass of a sharded build is then one that the single build runs too, with the
 same texts and the same padding, so the activations are the same numbers (bit for bit on the
 same hardware, versions and thread count), and dealing length-sorted batches round robin
@@ -75,34 +75,25 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from explorer.build import build_meta, sae_info
-from explorer.corpus import Corpus, resolve_corpus
-from explorer.errors import CorpusError, InputError, StoreError
-from explorer.extract import (
+from explorer.build.extract import (
     BuildSettings,
     FeatureAccumulator,
     Progress,
-    TokenizedCorpus,
     TokenOrdinals,
     accumulate,
-    batch_plan,
     explained_variance,
     logit_lens,
     quality_losses,
     select_saes,
-    tokenize_corpus,
-    vocab_strings,
 )
-from explorer.quality import recovered
-from explorer.sources import LoadedSource, SaeHandle
-from explorer.store import (
-    ACTS_SCHEMA,
-    FLUSH_ROWS,
-    TOKENS_SCHEMA,
-    SaeInfo,
-    StoreWriter,
-    pid_alive,
-)
+from explorer.build.quality import recovered
+from explorer.build.single import build_meta, sae_info
+from explorer.corpus import Corpus, resolve_corpus
+from explorer.errors import CorpusError, InputError, StoreError
+from explorer.sources.source import LoadedSource, SaeHandle
+from explorer.store.schema import ACTS_SCHEMA, FLUSH_ROWS, TOKENS_SCHEMA, SaeInfo
+from explorer.store.writer import StoreWriter, pid_alive
+from explorer.tokenize import TokenizedCorpus, batch_plan, tokenize_corpus, vocab_strings
 
 logger = logging.getLogger(__name__)
 

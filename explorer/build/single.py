@@ -11,11 +11,12 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from explorer.build.extract import BuildSettings, ExtractionResult, Progress, extract, select_saes
 from explorer.corpus import Corpus, resolve_corpus
 from explorer.errors import CorpusError
-from explorer.extract import BuildSettings, ExtractionResult, Progress, extract, select_saes
-from explorer.sources import LoadedSource, SaeHandle, Source, load_source
-from explorer.store import SaeInfo, StoreWriter
+from explorer.sources.source import LoadedSource, SaeHandle, Source, load_source
+from explorer.store.schema import SaeInfo
+from explorer.store.writer import StoreWriter
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""The offline demo bundle: a small causal LM, its tokenizer and TopK SAEs, trained here.
+"""Training the offline demo bundle: corpus, tokenizer, language model and SAEs.
 
 No model can be downloaded on the machines that build and test this project, so the
 explorer trains its own. This module owns the whole recipe and the bundle format:
@@ -13,9 +13,8 @@ explorer trains its own. This module owns the whole recipe and the bundle format
   `MultiSAETrainingRunner` (one LM forward feeds every SAE);
 - a manifest with the corpus sha, package versions and measured quality.
 
-Bundle layout: `tokenizer/`, `model/config.json` + `model/model.safetensors`,
-`saes/<hook_name>/` (SAELens folders) and `manifest.json`. It does not know about stores,
-pages or other sources (see `sources.py`).
+
+The bundle format and its loading live in `explorer.sources.demo_bundle`.
 """
 
 from __future__ import annotations
@@ -30,96 +29,27 @@ import sys
 import sysconfig
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from importlib import metadata
 from pathlib import Path
-from typing import Literal
 
 import torch
-from sae_lens import SAE
 from safetensors.torch import load_file, save_file
-from transformer_lens import HookedTransformer, HookedTransformerConfig
+from transformer_lens import HookedTransformer
 from transformers import PreTrainedTokenizerFast
 
 from explorer.errors import SourceError
-
-PresetName = Literal["demo", "tiny"]
-MODEL_NAME = "sae-explorer-demo"
-SPECIAL_TOKEN = "<|endoftext|>"
-PACKAGE_DIR = Path(__file__).resolve().parent
-COMMITTED_BUNDLES = PACKAGE_DIR / "bundles"
-# Packages whose README metadata joins the training corpus (prose, URLs, markdown, code).
-CORPUS_PACKAGES = (
-    "altair", "duckdb", "numpy", "pandas", "pyarrow", "requests", "rich", "sae-lens",
-    "streamlit", "tokenizers", "torch", "transformer-lens", "transformers", "jinja2",
-    "click", "pydantic", "scipy", "datasets", "huggingface-hub", "tqdm",
-)  # fmt: skip
+from explorer.sources.demo_bundle import (
+    CORPUS_PACKAGES,
+    MODEL_NAME,
+    SPECIAL_TOKEN,
+    DemoBundle,
+    DemoPreset,
+    build_model,
+    load_bundle,
+)
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class DemoPreset:
-    """Everything that determines a bundle; the same preset and seed give the same bundle."""
-
-    name: PresetName
-    vocab_size: int
-    n_layers: int
-    d_model: int
-    n_heads: int
-    d_mlp: int
-    n_ctx: int
-    corpus_chars: int
-    lm_steps: int
-    lm_batch_size: int
-    lm_lr: float
-    d_sae: int
-    k: int
-    sae_training_tokens: int
-    sae_batch_tokens: int
-    sae_lr: float
-    sae_dead_window: int  # steps without firing before TopK's auxiliary loss revives a feature
-    seed: int = 0
-
-    def lm_fields(self) -> dict:
-        """The fields that determine the tokenizer and the LM (not the SAEs)."""
-        sae_fields = {"d_sae", "k", "sae_training_tokens", "sae_batch_tokens", "sae_lr"}
-        return {k: v for k, v in asdict(self).items() if k not in sae_fields | {"sae_dead_window"}}
-
-    def hook_names(self) -> list[str]:
-        return [f"blocks.{layer}.hook_resid_post" for layer in range(self.n_layers)]
-
-
-PRESETS: dict[str, DemoPreset] = {
-    "demo": DemoPreset(
-        name="demo", vocab_size=4096, n_layers=4, d_model=128, n_heads=4, d_mlp=512,
-        n_ctx=128, corpus_chars=8_000_000, lm_steps=2500, lm_batch_size=32, lm_lr=2e-3,
-        d_sae=1024, k=32, sae_training_tokens=6_000_000, sae_batch_tokens=4096,
-        sae_lr=1e-3, sae_dead_window=50,
-    ),
-    "tiny": DemoPreset(
-        name="tiny", vocab_size=512, n_layers=3, d_model=32, n_heads=2, d_mlp=64,
-        n_ctx=64, corpus_chars=300_000, lm_steps=150, lm_batch_size=16, lm_lr=3e-3,
-        d_sae=128, k=8, sae_training_tokens=120_000, sae_batch_tokens=1024, sae_lr=1e-3,
-        sae_dead_window=20,
-    ),
-}  # fmt: skip
-
-
-def bundle_path(preset: str) -> Path:
-    """Where a preset's bundle lives: `demo` is committed, `tiny` is built into the cache
-    folder (`EXPLORER_CACHE_DIR`, default cache/).
-
-    Any other string is taken as a bundle folder path.
-    """
-    if preset == "demo":
-        return COMMITTED_BUNDLES / "demo"
-    if preset == "tiny":
-        from explorer.settings import from_environ
-
-        return from_environ().cache_dir / "bundles" / "tiny"
-    return Path(preset)
-
 
 # --------------------------------------------------------------------------- corpus
 
@@ -250,12 +180,6 @@ def model_config(preset: DemoPreset, d_vocab: int) -> dict:
     }
 
 
-def build_model(config: dict, tokenizer: PreTrainedTokenizerFast) -> HookedTransformer:
-    model = HookedTransformer(HookedTransformerConfig(**config), tokenizer=tokenizer)
-    model.tokenizer.padding_side = "right"
-    return model.eval()
-
-
 def _lm_loss(model: HookedTransformer, batch: torch.Tensor) -> torch.Tensor:
     return model(batch, return_type="loss")
 
@@ -373,44 +297,6 @@ def train_saes(
             cfg_path.write_text(json.dumps(sae_cfg, indent=2))
 
 
-# --------------------------------------------------------------------------- bundle
-
-
-@dataclass
-class DemoBundle:
-    path: Path
-    model: HookedTransformer
-    saes: dict[str, SAE]  # hook_name -> SAE, sorted by layer
-    manifest: dict
-
-
-def load_bundle(path: str | Path) -> DemoBundle:
-    """Load a bundle folder; a missing or incomplete bundle raises SourceError."""
-    path = Path(path)
-    required = [
-        "manifest.json",
-        "tokenizer/tokenizer.json",
-        "model/config.json",
-        "model/model.safetensors",
-    ]
-    missing = [name for name in required if not (path / name).exists()]
-    if missing:
-        raise SourceError(
-            f"No complete demo bundle at {path} (missing: {', '.join(missing)}). "
-            "Train one with `python -m explorer demo train --preset tiny` (or `--preset demo`)."
-        )
-    tokenizer = PreTrainedTokenizerFast.from_pretrained(path / "tokenizer")
-    config = json.loads((path / "model" / "config.json").read_text())
-    model = build_model(config, tokenizer)
-    model.load_state_dict(load_file(path / "model" / "model.safetensors"), strict=True)
-    manifest = json.loads((path / "manifest.json").read_text())
-    saes = {}
-    for hook in manifest["hook_names"]:
-        sae = SAE.load_from_disk(str(path / "saes" / hook), device="cpu")
-        saes[hook] = sae.eval()
-    return DemoBundle(path=path, model=model, saes=saes, manifest=manifest)
-
-
 def _reusable_lm(preset: DemoPreset, bundle: Path, corpus_sha: str) -> dict:
     """The manifest of a bundle whose tokenizer and LM this preset may reuse, or an error."""
     manifest = json.loads((bundle / "manifest.json").read_text())
@@ -431,7 +317,7 @@ def train_bundle(
     With `reuse_lm`, the tokenizer and LM are copied from that bundle (which must have been
     trained from the same LM settings and text) and only the SAEs are trained again.
     """
-    from explorer.quality import sae_quality
+    from explorer.build.quality import sae_quality
 
     torch.manual_seed(preset.seed)
     started = time.perf_counter()

@@ -1,0 +1,5 @@
+"""Building a store: running the model and SAEs over a corpus and handing the results to the
+store writer. `extract` (the compute), `quality` (CE loss recovered, explained variance),
+`single` (one process), `shards` and `ray_engine` (many), `demo_training` (the demo bundle).
+Nothing here is imported by the app's read path or by `explorer.live`.
+"""

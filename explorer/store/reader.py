@@ -1,0 +1,649 @@
+"""`Store`: a finished store opened read-only, and the one query path every read takes.
+
+Owns the shared connection (a cursor per query, a reader-writer lock for user writes), the
+mapping of DuckDB failures to `StoreError`, the validation of SAE names and feature ids, and
+the reads the pages share. Page-specific reads live in `explorer.store.queries`; the format is
+in docs/store.md.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Literal
+
+import duckdb
+import numpy as np
+import pandas as pd
+
+from explorer.errors import InputError, StoreError
+from explorer.store.schema import (
+    _RANKED_STATS_SQL,
+    _TABLE_NAMES_SQL,
+    _TABLES,
+    HIST_BINS,
+    MAX_FEATURES_PER_QUERY,
+    MAX_LABEL_CHARS,
+    MAX_LABEL_PREFIX_CHARS,
+    MAX_NOTE_CHARS,
+    MAX_TOP_EXAMPLES,
+    SCHEMA_VERSION,
+    _is_corruption,
+    _open_error,
+    _SaeRef,
+)
+
+logger = logging.getLogger(__name__)
+
+_RAW_STATS_FROM_ACTS_SQL = """
+(WITH a AS (SELECT feature, text_id, value FROM acts WHERE sae_idx = $sae_idx),
+per_feature AS (
+    SELECT feature, count(*) AS n_active_tokens, count(DISTINCT text_id) AS n_active_texts,
+        avg(value::DOUBLE) AS mean_active, max(value)::DOUBLE AS "max"
+    FROM a GROUP BY feature),
+bins AS (
+    SELECT a.feature,
+        least(floor(a.value::DOUBLE / p."max" * $hist_bins), $hist_bins - 1)::BIGINT AS bin,
+        count(*) AS n
+    FROM a JOIN per_feature p USING (feature) GROUP BY ALL),
+hists AS (
+    SELECT p.feature, list(coalesce(b.n, 0) ORDER BY r.bin) AS hist
+    FROM per_feature p CROSS JOIN range($hist_bins) r(bin)
+    LEFT JOIN bins b ON b.feature = p.feature AND b.bin = r.bin
+    GROUP BY p.feature)
+SELECT $sae_idx::UTINYINT AS sae_idx, f.feature::UINTEGER AS feature,
+    coalesce(p.n_active_tokens, 0) AS n_active_tokens,
+    coalesce(p.n_active_texts, 0) AS n_active_texts,
+    coalesce(p.mean_active, 0) AS mean_active, coalesce(p."max", 0) AS "max",
+    coalesce(h.hist, list_transform(range($hist_bins), lambda i: 0::BIGINT)) AS hist
+FROM range($d_sae) f(feature)
+LEFT JOIN per_feature p ON p.feature = f.feature
+LEFT JOIN hists h ON h.feature = f.feature)
+"""
+
+
+_CATEGORY_COUNTS_SQL = """
+WITH fmax AS (
+    SELECT sae_idx, feature, max_text_act FROM feature_stats WHERE max_text_act > 0),
+strong AS (
+    SELECT f.sae_idx, f.feature, t.category, count(*) AS n_strong
+    FROM feature_text f JOIN fmax m USING (sae_idx, feature) JOIN texts t USING (text_id)
+    WHERE f.act >= CASE WHEN $relative THEN $threshold * m.max_text_act ELSE $threshold END
+    GROUP BY ALL)
+SELECT s.sae, s.layer, c.feature::BIGINT AS feature, c.category, c.n_texts,
+    c.n_texts_active, c.n_tokens_active, c.mean_act, c.max_act,
+    coalesce(r.active_rank_sum, 0) AS active_rank_sum,
+    coalesce(st.n_strong, 0) AS n_strong, m.max_text_act
+FROM feature_category c
+JOIN saes s USING (sae_idx)
+JOIN fmax m USING (sae_idx, feature)
+LEFT JOIN category_ranks r USING (sae_idx, feature, category)
+LEFT JOIN strong st USING (sae_idx, feature, category)
+ORDER BY c.sae_idx, c.feature, c.category
+"""
+
+
+class _ReadWriteLock:
+    """Many readers at once, or one writer; a waiting writer holds back new readers.
+
+    Re-entrant for readers of the same thread, so a store method may run inside
+    `with store.cursor()` without deadlocking against a waiting writer.
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._readers = 0
+        self._writing = False
+        self._local = threading.local()
+
+    @contextmanager
+    def reading(self) -> Iterator[None]:
+        depth = getattr(self._local, "depth", 0)
+        if depth == 0:
+            with self._cond:
+                self._cond.wait_for(lambda: not self._writing)
+                self._readers += 1
+        self._local.depth = depth + 1
+        try:
+            yield
+        finally:
+            self._local.depth = depth
+            if depth == 0:
+                with self._cond:
+                    self._readers -= 1
+                    self._cond.notify_all()
+
+    @contextmanager
+    def writing(self) -> Iterator[None]:
+        with self._cond:
+            self._cond.wait_for(lambda: not self._writing)
+            self._writing = True
+            self._cond.wait_for(lambda: self._readers == 0)
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._writing = False
+                self._cond.notify_all()
+
+
+class Store:
+    """A finished store, opened read-only: `store = Store.open(path)`.
+
+    Every read is a parameterised query on its own cursor; results are pandas DataFrames
+    with int64 ids. SAEs are named by `sae` (see `saes()`); an unknown name raises
+    `StoreError`, a feature outside 0..d_sae-1 raises `InputError`.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._lock = _ReadWriteLock()
+        self._connect()
+
+    @classmethod
+    def open(cls, path: str | Path) -> Store:
+        """Open the store at `path` read-only, checking it is a complete store of this version."""
+        path = Path(path).absolute()
+        try:
+            exists, is_dir = path.exists(), path.is_dir()
+        except OSError as exc:  # e.g. a name longer than the file system allows
+            raise StoreError(f"Cannot open the store {str(path)[:200]}: {exc.strerror}.") from exc
+        if not exists:
+            raise StoreError(
+                f"No store at {path}. Build one first (python -m explorer build, or the demo)."
+            )
+        if is_dir:
+            raise StoreError(f"{path} is a folder; give the path of a store file.")
+        return cls(path)
+
+    def _connect(self) -> None:
+        try:
+            con = duckdb.connect(str(self.path), read_only=True)
+        except duckdb.Error as exc:
+            raise _open_error(self.path, exc) from exc
+        try:
+            present = {row[0] for row in con.execute(_TABLE_NAMES_SQL).fetchall()}
+            missing = sorted(set(_TABLES) - present)
+            if missing:
+                raise StoreError(
+                    f"{self.path} is not a complete feature store (missing tables {missing}); "
+                    "rebuild it."
+                )
+            row = con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+            if row is None or row[0] != SCHEMA_VERSION:
+                found = "none" if row is None else row[0]
+                raise StoreError(
+                    f"{self.path} has schema version {found}; this explorer reads version "
+                    f"{SCHEMA_VERSION}. Rebuild the store."
+                )
+            saes = con.execute("SELECT sae, sae_idx, d_sae FROM saes ORDER BY sae_idx").fetchall()
+        except StoreError:
+            con.close()
+            raise
+        except duckdb.Error as exc:
+            con.close()
+            raise _open_error(self.path, exc) from exc
+        stat = self.path.stat()
+        self._identity = (stat.st_ino, stat.st_mtime_ns)
+        self._saes = {name: _SaeRef(name, idx, d_sae) for name, idx, d_sae in saes}
+        self._con = con
+
+    def close(self) -> None:
+        with self._lock.writing():
+            self._con.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, exc_type: object, exc: object, traceback: object) -> None:
+        self.close()
+
+    def changed_on_disk(self) -> bool:
+        """True once a rebuild has replaced the file this store has open: close and reopen."""
+        try:
+            stat = self.path.stat()
+        except FileNotFoundError:
+            return True
+        return (stat.st_ino, stat.st_mtime_ns) != self._identity
+
+    @contextmanager
+    def cursor(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A cursor of the shared read-only connection, closed on exit; one per query."""
+        with self._lock.reading():
+            cursor = self._con.cursor()
+            try:
+                yield cursor
+            finally:
+                cursor.close()
+
+    def _df(self, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> pd.DataFrame:
+        with self.cursor() as cursor:
+            try:
+                return cursor.execute(sql, params).df()
+            except duckdb.Error as exc:
+                if _is_corruption(exc):
+                    raise StoreError(
+                        f"The store {self.path} is damaged and cannot be read ({exc}); rebuild it."
+                    ) from exc
+                raise
+
+    # -- validation -----------------------------------------------------------------------
+
+    def _sae(self, sae: str) -> _SaeRef:
+        if sae not in self._saes:
+            raise StoreError(f"Unknown SAE {sae!r}; this store has {list(self._saes)}.")
+        return self._saes[sae]
+
+    def check_feature(self, sae: str, feature: Any) -> int:
+        """`feature` as an int in 0..d_sae-1 of `sae`; StoreError / InputError otherwise."""
+        return self._feature(self._sae(sae), feature)
+
+    def _feature(self, ref: _SaeRef, feature: Any) -> int:
+        if isinstance(feature, bool) or not isinstance(feature, int | np.integer):
+            raise InputError(f"A feature id must be an integer, got {feature!r}.")
+        if not 0 <= feature < ref.d_sae:
+            raise InputError(
+                f"Feature {feature} is out of range for SAE {ref.name!r}: "
+                f"choose 0 to {ref.d_sae - 1}."
+            )
+        return int(feature)
+
+    @staticmethod
+    def _text_id(text_id: Any) -> int:
+        if isinstance(text_id, bool) or not isinstance(text_id, int | np.integer) or text_id < 0:
+            raise InputError(f"A text id must be a non-negative integer, got {text_id!r}.")
+        return int(text_id)
+
+    # -- reads ----------------------------------------------------------------------------
+
+    def meta(self) -> dict[str, str]:
+        return dict(self._df("SELECT key, value FROM meta ORDER BY key").itertuples(index=False))
+
+    def saes(self) -> pd.DataFrame:
+        """One row per SAE, in build order."""
+        return self._df("SELECT * EXCLUDE (sae_idx) FROM saes ORDER BY sae_idx")
+
+    def categories(self) -> pd.DataFrame:
+        """category, n_texts, n_tokens over texts with at least one token."""
+        return self._df(
+            """SELECT category, count(*) AS n_texts, sum(n_tokens)::BIGINT AS n_tokens
+            FROM texts WHERE n_tokens > 0 GROUP BY category ORDER BY category"""
+        )
+
+    def texts(self, category: str | None = None) -> pd.DataFrame:
+        """text_id, category, source, text, n_tokens, labels; all texts or one category's."""
+        return self._df(
+            """SELECT text_id::BIGINT AS text_id, category, source, text, n_tokens, labels
+            FROM texts WHERE ? IS NULL OR category = ? ORDER BY text_id""",
+            [category, category],
+        )
+
+    def text(self, text_id: int) -> dict[str, Any] | None:
+        """One text as a dict, or None if there is no such text."""
+        rows = self._df(
+            """SELECT text_id::BIGINT AS text_id, category, source, text, n_tokens, labels
+            FROM texts WHERE text_id = ?""",
+            [self._text_id(text_id)],
+        )
+        return rows.iloc[0].to_dict() if len(rows) else None
+
+    def text_tokens(self, text_id: int) -> pd.DataFrame:
+        """pos, token_id, token of one text's real tokens, in order."""
+        return self._df(
+            """SELECT pos::INTEGER AS pos, token_id::BIGINT AS token_id, token
+            FROM tokens WHERE text_id = ? ORDER BY pos""",
+            [self._text_id(text_id)],
+        )
+
+    def text_acts(
+        self, text_id: int, sae: str, features: Sequence[int] | None = None
+    ) -> pd.DataFrame:
+        """pos, feature, value of one SAE's activations on one text, by pos then value.
+
+        With `features`, a range read on those features' runs; without, a scan of the SAE's
+        part of `acts` (see the module docstring).
+        """
+        ref = self._sae(sae)
+        params: list[Any] = [ref.idx, self._text_id(text_id)]
+        feature_filter = ""
+        if features is not None:
+            if len(features) > MAX_FEATURES_PER_QUERY:
+                raise InputError(
+                    f"Give at most {MAX_FEATURES_PER_QUERY} features, got {len(features)}."
+                )
+            chosen = sorted({self._feature(ref, f) for f in features})
+            params += chosen
+            feature_filter = (
+                f"AND feature IN ({', '.join('?' * len(chosen))})" if chosen else "AND false"
+            )
+        return self._df(
+            f"""SELECT pos::INTEGER AS pos, feature::BIGINT AS feature, value
+            FROM acts WHERE sae_idx = ? AND text_id = ? {feature_filter}
+            ORDER BY pos, value DESC, feature""",
+            params,
+        )
+
+    def top_examples(self, sae: str, feature: int, k: int = 20) -> pd.DataFrame:
+        """rank, text_id, pos, value of the feature's k largest activations (rank 1 first).
+
+        A range read on the feature's run of `acts`; `feature_topk` has the first
+        `TOPK_EXAMPLES` with their tokens.
+        """
+        ref = self._sae(sae)
+        if (
+            isinstance(k, bool)
+            or not isinstance(k, int | np.integer)
+            or not 0 < k <= MAX_TOP_EXAMPLES
+        ):
+            raise InputError(f"k must be an integer from 1 to {MAX_TOP_EXAMPLES}, got {k!r}.")
+        return self._df(
+            """SELECT row_number() OVER (ORDER BY value DESC, text_id, pos) AS rank,
+                text_id::BIGINT AS text_id, pos::INTEGER AS pos, value
+            FROM (SELECT text_id, pos, value FROM acts WHERE sae_idx = ? AND feature = ?
+                ORDER BY value DESC, text_id, pos LIMIT ?)
+            ORDER BY rank""",
+            [ref.idx, self._feature(ref, feature), int(k)],
+        )
+
+    def feature_stats(self, sae: str, feature: int | None = None) -> pd.DataFrame:
+        """The `feature_stats` rows of one SAE (or one feature), by feature id."""
+        ref = self._sae(sae)
+        feature = None if feature is None else self._feature(ref, feature)
+        return self._df(
+            """SELECT feature::BIGINT AS feature, n_active_tokens, token_freq, n_active_texts,
+                text_freq, freq_rank, mean_active, "max", hist
+            FROM feature_stats WHERE sae_idx = ? AND (? IS NULL OR feature = ?)
+            ORDER BY feature""",
+            [ref.idx, feature, feature],
+        )
+
+    def feature_category(self, sae: str, feature: int | None = None) -> pd.DataFrame:
+        """The feature x category table of one SAE (or one feature's rows)."""
+        ref = self._sae(sae)
+        feature = None if feature is None else self._feature(ref, feature)
+        return self._df(
+            """SELECT feature::BIGINT AS feature, category, n_texts, n_texts_active,
+                n_tokens_active, mean_act, max_act, strong_count
+            FROM feature_category WHERE sae_idx = ? AND (? IS NULL OR feature = ?)
+            ORDER BY feature, category""",
+            [ref.idx, feature, feature],
+        )
+
+    def category_counts(self, strong_threshold: float, relative: bool = True) -> pd.DataFrame:
+        """Every SAE's feature x category table with what the specialist measures need.
+
+        Columns: sae, layer, feature, category, n_texts, n_texts_active, n_tokens_active,
+        mean_act, max_act (as `feature_category`), active_rank_sum (`category_ranks`),
+        max_text_act (the feature's largest text activation) and n_strong: the category's
+        texts whose activation is >= `strong_threshold` x max_text_act (`relative`) or >=
+        `strong_threshold` (absolute). One scan of `feature_text`, never of `acts`.
+        """
+        if (
+            isinstance(strong_threshold, bool)
+            or not isinstance(strong_threshold, int | float | np.number)
+            or not np.isfinite(strong_threshold)
+            or strong_threshold <= 0
+            or (relative and strong_threshold > 1)
+        ):
+            limit = "in (0, 1] (a fraction of the feature's max)" if relative else "positive"
+            raise InputError(f"The strong threshold must be {limit}, got {strong_threshold!r}.")
+        return self._df(
+            _CATEGORY_COUNTS_SQL,
+            {"threshold": float(strong_threshold), "relative": bool(relative)},
+        )
+
+    def feature_texts(self, sae: str, feature: int) -> pd.DataFrame:
+        """text_id, category, act of the texts where one feature fires, largest act first;
+        act = the sum of its activations over the text's tokens / the text's n_tokens."""
+        ref = self._sae(sae)
+        return self._df(
+            """SELECT f.text_id::BIGINT AS text_id, t.category, f.act
+            FROM feature_text f JOIN texts t USING (text_id)
+            WHERE f.sae_idx = ? AND f.feature = ?
+            ORDER BY f.act DESC, f.text_id""",
+            [ref.idx, self._feature(ref, feature)],
+        )
+
+    def feature_labels(self, prefix: str = "") -> pd.DataFrame:
+        """sae, feature, label, n_texts_active, rank: per feature, its `LABEL_TOP` most
+        frequent labels of each family (see `feature_label`) that start with `prefix` (e.g.
+        "num:"), with the texts it fires on that carry them; all SAEs."""
+        if not isinstance(prefix, str) or len(prefix) > MAX_LABEL_PREFIX_CHARS:
+            raise InputError(
+                f"A label prefix is a string of at most {MAX_LABEL_PREFIX_CHARS} characters."
+            )
+        return self._df(
+            """SELECT s.sae, f.feature::BIGINT AS feature, f.label, f.n_texts_active,
+                f.rank::INTEGER AS rank
+            FROM feature_label f JOIN saes s USING (sae_idx)
+            WHERE starts_with(f.label, ?)
+            ORDER BY f.sae_idx, f.feature, f.label""",
+            [prefix],
+        )
+
+    def label_counts(self) -> pd.DataFrame:
+        """label, category, n_texts: texts (with tokens) of each category carrying a label."""
+        return self._df(
+            """SELECT label, category, count(*) AS n_texts
+            FROM (SELECT category, unnest(labels) AS label FROM texts WHERE n_tokens > 0)
+            GROUP BY ALL ORDER BY label, category"""
+        )
+
+    def frequency_table(self) -> pd.DataFrame:
+        """`feature_stats` of every SAE without histograms: sae, layer, feature,
+        n_active_tokens, token_freq, n_active_texts, text_freq, freq_rank, mean_active, max,
+        max_text_act."""
+        return self._df(
+            """SELECT s.sae, s.layer, f.feature::BIGINT AS feature, f.n_active_tokens,
+                f.token_freq, f.n_active_texts, f.text_freq, f.freq_rank, f.mean_active,
+                f."max", f.max_text_act
+            FROM feature_stats f JOIN saes s USING (sae_idx)
+            ORDER BY f.sae_idx, f.feature"""
+        )
+
+    def feature_topk(self, sae: str, feature: int) -> pd.DataFrame:
+        """rank, text_id, pos, value, token of the feature's precomputed top examples."""
+        ref = self._sae(sae)
+        return self._df(
+            """SELECT rank::INTEGER AS rank, text_id::BIGINT AS text_id, pos::INTEGER AS pos,
+                value, token
+            FROM feature_topk WHERE sae_idx = ? AND feature = ? ORDER BY rank""",
+            [ref.idx, self._feature(ref, feature)],
+        )
+
+    def feature_quantiles(self, sae: str, feature: int) -> pd.DataFrame:
+        """bin, bin_low, bin_high, rank, text_id, pos, value, token: examples per value bin."""
+        ref = self._sae(sae)
+        return self._df(
+            """SELECT bin::INTEGER AS bin, bin_low, bin_high, rank::INTEGER AS rank,
+                text_id::BIGINT AS text_id, pos::INTEGER AS pos, value, token
+            FROM feature_quantiles WHERE sae_idx = ? AND feature = ?
+            ORDER BY bin DESC, rank""",
+            [ref.idx, self._feature(ref, feature)],
+        )
+
+    def logit_lens(self, sae: str, feature: int) -> pd.DataFrame:
+        """rank, token_id, token, logit: top tokens (rank 1..k) then bottom (-1..-k)."""
+        ref = self._sae(sae)
+        return self._df(
+            """SELECT rank::INTEGER AS rank, token_id::BIGINT AS token_id, token, logit
+            FROM logit_lens WHERE sae_idx = ? AND feature = ?
+            ORDER BY rank < 0, abs(rank)""",
+            [ref.idx, self._feature(ref, feature)],
+        )
+
+    def feature_tokens(self, sae: str) -> pd.DataFrame:
+        """The stored feature x token counts of one SAE (see `feature_token`).
+
+        Columns: feature, token_id, token, n_active (the feature's active tokens that are
+        this token), n_token (the token's rows in `tokens`) and n_feature (the feature's
+        active tokens, `feature_stats.n_active_tokens`); per feature its most frequent
+        tokens first (ties by token_id). Live features only; reads no `acts`.
+        """
+        ref = self._sae(sae)
+        return self._df(
+            """SELECT f.feature::BIGINT AS feature, f.token_id::BIGINT AS token_id, c.token,
+                f.n_active::BIGINT AS n_active, c.n AS n_token, s.n_active_tokens AS n_feature
+            FROM feature_token f
+            JOIN token_counts c USING (token_id)
+            JOIN feature_stats s USING (sae_idx, feature)
+            WHERE f.sae_idx = ?
+            ORDER BY f.feature, f.n_active DESC, f.token_id""",
+            [ref.idx],
+        )
+
+    def token_counts(self) -> pd.DataFrame:
+        """token_id, token, n: every token id of the corpus with its rows in `tokens`."""
+        return self._df(
+            "SELECT token_id::BIGINT AS token_id, token, n FROM token_counts ORDER BY token_id"
+        )
+
+    def compute_feature_stats(self, sae: str) -> pd.DataFrame:
+        """`feature_stats` of one SAE derived from `acts` (a full pass over the SAE's rows,
+        for checks and benchmarks, not page loads)."""
+        ref = self._sae(sae)
+        totals = self._df(
+            "SELECT (SELECT count(*) FROM tokens) AS n_tokens, "
+            "(SELECT count(*) FROM texts WHERE n_tokens > 0) AS n_texts"
+        ).iloc[0]
+        return self._df(
+            f"""SELECT feature::BIGINT AS feature, n_active_tokens, token_freq,
+                n_active_texts, text_freq, freq_rank, mean_active, "max", hist
+            FROM ({_RANKED_STATS_SQL.format(raw=_RAW_STATS_FROM_ACTS_SQL)})
+            ORDER BY feature""",
+            {
+                "sae_idx": ref.idx,
+                "d_sae": ref.d_sae,
+                "hist_bins": HIST_BINS,
+                "n_tokens": int(totals["n_tokens"]),
+                "n_texts": int(totals["n_texts"]),
+            },
+        )
+
+    def table_counts(self) -> dict[str, int]:
+        """Row count of every table."""
+        with self.cursor() as cursor:
+            tables = sorted(row[0] for row in cursor.execute(_TABLE_NAMES_SQL).fetchall())
+            return {t: cursor.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in tables}
+
+    def export(
+        self, table: str, out_path: str | Path, format: Literal["csv", "parquet"] = "parquet"
+    ) -> Path:
+        """Write one table to CSV or Parquet, with SAE names in place of `sae_idx`."""
+        if format not in ("csv", "parquet"):
+            raise InputError(f"Export format must be 'csv' or 'parquet', got {format!r}.")
+        out_path = Path(out_path).absolute()
+        if not out_path.parent.is_dir():
+            raise StoreError(
+                f"Cannot export to {out_path}: the folder {out_path.parent} does not exist."
+            )
+        with self.cursor() as cursor:
+            tables = sorted(row[0] for row in cursor.execute(_TABLE_NAMES_SQL).fetchall())
+            if table not in tables:
+                raise StoreError(f"Unknown table {table!r}; the store has {tables}.")
+            columns = [row[0] for row in cursor.execute(f"DESCRIBE {table}").fetchall()]
+            if "sae_idx" in columns and table != "saes":
+                query = (
+                    f"SELECT s.sae, t.* EXCLUDE (sae_idx) FROM {table} t "
+                    "JOIN saes s USING (sae_idx)"
+                )
+            else:
+                query = f"SELECT * FROM {table}"
+            relation = cursor.sql(query)
+            try:
+                if format == "csv":
+                    relation.write_csv(str(out_path))
+                else:
+                    relation.write_parquet(str(out_path))
+            except duckdb.IOException as exc:
+                raise StoreError(f"Cannot write {out_path} ({exc}).") from exc
+        return out_path
+
+    # -- user data ------------------------------------------------------------------------
+
+    def labels(self, sae: str | None = None, feature: int | None = None) -> pd.DataFrame:
+        """sae, feature, label, note, created_at, newest first; optionally one SAE/feature."""
+        if sae is not None:
+            ref = self._sae(sae)
+            feature = None if feature is None else self._feature(ref, feature)
+        return self._df(
+            """SELECT sae, feature::BIGINT AS feature, label, note, created_at FROM labels
+            WHERE (? IS NULL OR sae = ?) AND (? IS NULL OR feature = ?)
+            ORDER BY created_at DESC""",
+            [sae, sae, feature, feature],
+        )
+
+    def save_label(self, sae: str, feature: int, label: str, note: str = "") -> None:
+        """Append a label for a feature; the newest label of a feature is its current one."""
+        ref = self._sae(sae)
+        feature = self._feature(ref, feature)
+        label = label.strip()
+        if not 0 < len(label) <= MAX_LABEL_CHARS:
+            raise InputError(f"A label needs 1 to {MAX_LABEL_CHARS} characters.")
+        if len(note) > MAX_NOTE_CHARS:
+            raise InputError(f"A note may have at most {MAX_NOTE_CHARS} characters.")
+        self._write_user_data(
+            lambda con: con.execute(
+                "INSERT INTO labels VALUES (?, ?, ?, ?, ?)",
+                [sae, feature, label, note, _now()],
+            )
+        )
+
+    def interventions(self, sae: str | None = None) -> pd.DataFrame:
+        """id, sae, settings, metrics (JSON text), created_at, newest first."""
+        if sae is not None:
+            self._sae(sae)
+        return self._df(
+            """SELECT id, sae, settings::VARCHAR AS settings, metrics::VARCHAR AS metrics,
+                created_at
+            FROM interventions WHERE ? IS NULL OR sae = ? ORDER BY id DESC""",
+            [sae, sae],
+        )
+
+    def save_intervention(
+        self, sae: str, settings: Mapping[str, Any], metrics: Mapping[str, Any]
+    ) -> int:
+        """Record an intervention run (JSON-serialisable settings and metrics); returns its id."""
+        self._sae(sae)
+        settings_json = json.dumps(settings, sort_keys=True)
+        metrics_json = json.dumps(metrics, sort_keys=True)
+
+        def insert(con: duckdb.DuckDBPyConnection) -> int:
+            return con.execute(
+                """INSERT INTO interventions
+                SELECT coalesce(max(id), 0) + 1, ?, ?, ?, ? FROM interventions
+                RETURNING id""",
+                [sae, settings_json, metrics_json, _now()],
+            ).fetchone()[0]
+
+        return self._write_user_data(insert)
+
+    def _write_user_data(self, write: Any) -> Any:
+        """Run `write(con)` on a short-lived read-write connection (see the module docstring)."""
+        with self._lock.writing():
+            self._con.close()
+            try:
+                try:
+                    con = duckdb.connect(str(self.path))
+                except duckdb.Error as exc:
+                    raise StoreError(
+                        f"Cannot save to {self.path}: it is open in another process or another "
+                        f"Store of this process ({exc}). Close it there and retry."
+                    ) from exc
+                try:
+                    result = write(con)
+                    con.execute("CHECKPOINT")
+                finally:
+                    con.close()
+            finally:
+                self._connect()
+        return result
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
