@@ -4,13 +4,14 @@ Every error a user can cause (a bad corpus file, an unknown SAE, a feature id ou
 no network) is raised as an `ExplorerError` subclass whose message says what went wrong and
 what to do instead. The CLI prints the message and exits with status 2; the app shows it with
 `st.error`. Internal invariants use `assert`, never these classes. `check_finite` is the
-one check of numeric settings that several settings dataclasses share; `quoted` is how a
-message quotes what the user typed.
+one check of numeric settings that several settings dataclasses share; `bounded_int` the one
+parser and range check of every whole number a user gives (typed, linked or passed to a
+query); `quoted` is how a message quotes what the user typed.
 """
 
 import math
 import re
-from numbers import Real
+from numbers import Integral, Real
 
 # What would start Markdown in a quoted value: links and images ([text](url)), code spans,
 # maths, and the escape character itself. (A bare URL still shows as a link to itself.)
@@ -50,13 +51,36 @@ INT_CAP = 10**18
 
 
 def decimal_int(text: str) -> int | None:
-    """`int(text)` when `text` is decimal digits only, else None. `str.isdecimal`, not
-    `isdigit`: `int` refuses digits such as '²'. Numbers of more than 18 digits come back as
+    """`int(text)` when `text` is ASCII digits only (not '٣' or '²', which `int` or
+    `str.isdecimal` would take), else None. Numbers of more than 18 digits come back as
     `INT_CAP` (10**18), above every id, count and position here; `int` itself would refuse
     strings of over 4,300 digits."""
-    if not text.isdecimal():
+    if not (text.isascii() and text.isdigit()):
         return None
     return INT_CAP if len(text.lstrip("0")) > 18 else int(text)
+
+
+def bounded_int(name: str, value: object, low: int, high: int | None = None) -> int:
+    """`value` as an int from `low` to `high` (None: no upper bound), or an `InputError` in
+    the one wording every whole-number setting uses: "{name} must be a whole number from
+    {low} to {high}; {value} is not one." (or "... is out of range."). `value` is an int
+    (numpy ints too, not a bool) or text: ASCII digits with an optional leading minus and
+    surrounding spaces; unicode digits, signs elsewhere, decimals and exponents are refused."""
+    span = f"from {low:,} to {high:,}" if high is not None else f"of at least {low:,}"
+    if isinstance(value, str):
+        text = value.strip()
+        digits = decimal_int(text.removeprefix("-"))
+        number = None if digits is None else (-digits if text.startswith("-") else digits)
+        shown = quoted(value, 40)
+    else:
+        is_int = not isinstance(value, bool) and isinstance(value, Integral)
+        number = int(value) if is_int else None
+        shown = str(number) if is_int else markdown_escaped(repr(value)[:40])
+    if number is None:
+        raise InputError(f"{name} must be a whole number {span}; {shown} is not one.")
+    if number < low or (high is not None and number > high):
+        raise InputError(f"{name} must be a whole number {span}; {shown} is out of range.")
+    return number
 
 
 def quoted(value: object, limit: int = 80) -> str:
