@@ -26,7 +26,6 @@ from explorer.store.queries.feature import (
     MAX_TEXTS,
     example_windows,
     feature_text_maxima,
-    sae_row,
     text_categories,
     texts_with_feature,
 )
@@ -172,7 +171,7 @@ def load_feature_data(
     store: Store, sae: str, feature: int, before: int = 12, after: int = 4
 ) -> FeatureData:
     """Read one feature's page data from the store (range reads on its runs)."""
-    row = sae_row(store, sae)
+    row = store.sae(sae)
     stats_row = store.feature_stats(sae, feature).iloc[0].to_dict()
     top = store.feature_topk(sae, feature)
     quantiles = store.feature_quantiles(sae, feature)

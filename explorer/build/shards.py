@@ -57,13 +57,11 @@ import hashlib
 import json
 import logging
 import os
-import platform
 import shutil
 import socket
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -91,7 +89,7 @@ from explorer.build.single import build_meta, sae_info
 from explorer.corpus import Corpus, resolve_corpus
 from explorer.errors import CorpusError, InputError, StoreError
 from explorer.sources.source import LoadedSource, SaeHandle
-from explorer.store.schema import ACTS_SCHEMA, FLUSH_ROWS, TOKENS_SCHEMA, SaeInfo
+from explorer.store.schema import ACTS_SCHEMA, FLUSH_ROWS, TOKENS_SCHEMA, SaeInfo, library_versions
 from explorer.store.writer import StoreWriter, pid_alive
 from explorer.tokenize import TokenizedCorpus, batch_plan, tokenize_corpus, vocab_strings
 
@@ -259,7 +257,7 @@ def write_shard(
             "n_rows": n_rows,
             "files": files.listing,
             "rows": files.rows,
-            "versions": _versions(),
+            "versions": library_versions(),
             "host": socket.gethostname(),
             "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
             "seconds": seconds,
@@ -462,13 +460,6 @@ def _logit_lens_table(lens: dict[str, np.ndarray]) -> pa.Table:
             for name, array in lens.items()
         }
     )
-
-
-def _versions() -> dict[str, str]:
-    versions = {"python": platform.python_version()}
-    for package in ("torch", "transformer-lens", "sae-lens", "duckdb", "pyarrow", "numpy"):
-        versions[package] = metadata.version(package)
-    return versions
 
 
 def _publish(tmp: Path, folder: Path, index: int, manifest: dict[str, Any]) -> None:

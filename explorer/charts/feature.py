@@ -1,9 +1,10 @@
 """Charts of one feature: activation histogram, per-category bars, logit lens, logit histogram.
 
 Each function takes the DataFrame the feature page already has (from
-`explorer.analysis.feature_data` or `explorer.analysis.histograms`) and returns an `altair.Chart` with axis titles, tooltips
-and a sensible sort. None of these marks names another feature (related features are tables
-with links on the page), so none carries an `href`. No streamlit.
+`explorer.analysis.feature_data` or `explorer.analysis.histograms`) and returns an
+`altair.Chart` with axis titles, tooltips and a sensible sort. None of these marks names
+another feature (related features are tables with links on the page), so none carries an
+`href`. No streamlit.
 """
 
 from __future__ import annotations

@@ -33,9 +33,9 @@ from explorer.store.schema import (
     MAX_NOTE_CHARS,
     MAX_TOP_EXAMPLES,
     SCHEMA_VERSION,
+    SaeRef,
     _is_corruption,
     _open_error,
-    _SaeRef,
 )
 
 logger = logging.getLogger(__name__)
@@ -181,7 +181,10 @@ class Store:
                     f"{self.path} has schema version {found}; this explorer reads version "
                     f"{SCHEMA_VERSION}. Rebuild the store."
                 )
-            saes = con.execute("SELECT sae, sae_idx, d_sae FROM saes ORDER BY sae_idx").fetchall()
+            saes = con.execute(
+                """SELECT sae, sae_idx::INTEGER, d_sae, hook_name, layer, d_in, neuronpedia_id
+                FROM saes ORDER BY sae_idx"""
+            ).fetchall()
         except StoreError:
             con.close()
             raise
@@ -190,7 +193,7 @@ class Store:
             raise _open_error(self.path, exc) from exc
         stat = self.path.stat()
         self._identity = (stat.st_ino, stat.st_mtime_ns)
-        self._saes = {name: _SaeRef(name, idx, d_sae) for name, idx, d_sae in saes}
+        self._saes = {row[0]: SaeRef(*row) for row in saes}
         self._con = con
 
     def close(self) -> None:
@@ -221,7 +224,10 @@ class Store:
             finally:
                 cursor.close()
 
-    def _df(self, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> pd.DataFrame:
+    def query(self, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> pd.DataFrame:
+        """Run one parameterised read on its own cursor; a damaged file raises `StoreError`.
+
+        The one query helper: `explorer.store.queries` reads through it too."""
         with self.cursor() as cursor:
             try:
                 return cursor.execute(sql, params).df()
@@ -234,16 +240,17 @@ class Store:
 
     # -- validation -----------------------------------------------------------------------
 
-    def _sae(self, sae: str) -> _SaeRef:
+    def sae(self, sae: str) -> SaeRef:
+        """The SAE named `sae`; a `StoreError` naming the store's SAEs otherwise."""
         if sae not in self._saes:
             raise StoreError(f"Unknown SAE {sae!r}; this store has {list(self._saes)}.")
         return self._saes[sae]
 
     def check_feature(self, sae: str, feature: Any) -> int:
         """`feature` as an int in 0..d_sae-1 of `sae`; StoreError / InputError otherwise."""
-        return self._feature(self._sae(sae), feature)
+        return self._feature(self.sae(sae), feature)
 
-    def _feature(self, ref: _SaeRef, feature: Any) -> int:
+    def _feature(self, ref: SaeRef, feature: Any) -> int:
         if isinstance(feature, bool) or not isinstance(feature, int | np.integer):
             raise InputError(f"A feature id must be an integer, got {feature!r}.")
         if not 0 <= feature < ref.d_sae:
@@ -262,22 +269,22 @@ class Store:
     # -- reads ----------------------------------------------------------------------------
 
     def meta(self) -> dict[str, str]:
-        return dict(self._df("SELECT key, value FROM meta ORDER BY key").itertuples(index=False))
+        return dict(self.query("SELECT key, value FROM meta ORDER BY key").itertuples(index=False))
 
     def saes(self) -> pd.DataFrame:
         """One row per SAE, in build order."""
-        return self._df("SELECT * EXCLUDE (sae_idx) FROM saes ORDER BY sae_idx")
+        return self.query("SELECT * EXCLUDE (sae_idx) FROM saes ORDER BY sae_idx")
 
     def categories(self) -> pd.DataFrame:
         """category, n_texts, n_tokens over texts with at least one token."""
-        return self._df(
+        return self.query(
             """SELECT category, count(*) AS n_texts, sum(n_tokens)::BIGINT AS n_tokens
             FROM texts WHERE n_tokens > 0 GROUP BY category ORDER BY category"""
         )
 
     def texts(self, category: str | None = None) -> pd.DataFrame:
         """text_id, category, source, text, n_tokens, labels; all texts or one category's."""
-        return self._df(
+        return self.query(
             """SELECT text_id::BIGINT AS text_id, category, source, text, n_tokens, labels
             FROM texts WHERE ? IS NULL OR category = ? ORDER BY text_id""",
             [category, category],
@@ -285,7 +292,7 @@ class Store:
 
     def text(self, text_id: int) -> dict[str, Any] | None:
         """One text as a dict, or None if there is no such text."""
-        rows = self._df(
+        rows = self.query(
             """SELECT text_id::BIGINT AS text_id, category, source, text, n_tokens, labels
             FROM texts WHERE text_id = ?""",
             [self._text_id(text_id)],
@@ -294,7 +301,7 @@ class Store:
 
     def text_tokens(self, text_id: int) -> pd.DataFrame:
         """pos, token_id, token of one text's real tokens, in order."""
-        return self._df(
+        return self.query(
             """SELECT pos::INTEGER AS pos, token_id::BIGINT AS token_id, token
             FROM tokens WHERE text_id = ? ORDER BY pos""",
             [self._text_id(text_id)],
@@ -308,7 +315,7 @@ class Store:
         With `features`, a range read on those features' runs; without, a scan of the SAE's
         part of `acts` (see the module docstring).
         """
-        ref = self._sae(sae)
+        ref = self.sae(sae)
         params: list[Any] = [ref.idx, self._text_id(text_id)]
         feature_filter = ""
         if features is not None:
@@ -321,7 +328,7 @@ class Store:
             feature_filter = (
                 f"AND feature IN ({', '.join('?' * len(chosen))})" if chosen else "AND false"
             )
-        return self._df(
+        return self.query(
             f"""SELECT pos::INTEGER AS pos, feature::BIGINT AS feature, value
             FROM acts WHERE sae_idx = ? AND text_id = ? {feature_filter}
             ORDER BY pos, value DESC, feature""",
@@ -334,14 +341,14 @@ class Store:
         A range read on the feature's run of `acts`; `feature_topk` has the first
         `TOPK_EXAMPLES` with their tokens.
         """
-        ref = self._sae(sae)
+        ref = self.sae(sae)
         if (
             isinstance(k, bool)
             or not isinstance(k, int | np.integer)
             or not 0 < k <= MAX_TOP_EXAMPLES
         ):
             raise InputError(f"k must be an integer from 1 to {MAX_TOP_EXAMPLES}, got {k!r}.")
-        return self._df(
+        return self.query(
             """SELECT row_number() OVER (ORDER BY value DESC, text_id, pos) AS rank,
                 text_id::BIGINT AS text_id, pos::INTEGER AS pos, value
             FROM (SELECT text_id, pos, value FROM acts WHERE sae_idx = ? AND feature = ?
@@ -352,9 +359,9 @@ class Store:
 
     def feature_stats(self, sae: str, feature: int | None = None) -> pd.DataFrame:
         """The `feature_stats` rows of one SAE (or one feature), by feature id."""
-        ref = self._sae(sae)
+        ref = self.sae(sae)
         feature = None if feature is None else self._feature(ref, feature)
-        return self._df(
+        return self.query(
             """SELECT feature::BIGINT AS feature, n_active_tokens, token_freq, n_active_texts,
                 text_freq, freq_rank, mean_active, "max", hist
             FROM feature_stats WHERE sae_idx = ? AND (? IS NULL OR feature = ?)
@@ -364,9 +371,9 @@ class Store:
 
     def feature_category(self, sae: str, feature: int | None = None) -> pd.DataFrame:
         """The feature x category table of one SAE (or one feature's rows)."""
-        ref = self._sae(sae)
+        ref = self.sae(sae)
         feature = None if feature is None else self._feature(ref, feature)
-        return self._df(
+        return self.query(
             """SELECT feature::BIGINT AS feature, category, n_texts, n_texts_active,
                 n_tokens_active, mean_act, max_act, strong_count
             FROM feature_category WHERE sae_idx = ? AND (? IS NULL OR feature = ?)
@@ -392,7 +399,7 @@ class Store:
         ):
             limit = "in (0, 1] (a fraction of the feature's max)" if relative else "positive"
             raise InputError(f"The strong threshold must be {limit}, got {strong_threshold!r}.")
-        return self._df(
+        return self.query(
             _CATEGORY_COUNTS_SQL,
             {"threshold": float(strong_threshold), "relative": bool(relative)},
         )
@@ -400,8 +407,8 @@ class Store:
     def feature_texts(self, sae: str, feature: int) -> pd.DataFrame:
         """text_id, category, act of the texts where one feature fires, largest act first;
         act = the sum of its activations over the text's tokens / the text's n_tokens."""
-        ref = self._sae(sae)
-        return self._df(
+        ref = self.sae(sae)
+        return self.query(
             """SELECT f.text_id::BIGINT AS text_id, t.category, f.act
             FROM feature_text f JOIN texts t USING (text_id)
             WHERE f.sae_idx = ? AND f.feature = ?
@@ -417,7 +424,7 @@ class Store:
             raise InputError(
                 f"A label prefix is a string of at most {MAX_LABEL_PREFIX_CHARS} characters."
             )
-        return self._df(
+        return self.query(
             """SELECT s.sae, f.feature::BIGINT AS feature, f.label, f.n_texts_active,
                 f.rank::INTEGER AS rank
             FROM feature_label f JOIN saes s USING (sae_idx)
@@ -428,7 +435,7 @@ class Store:
 
     def label_counts(self) -> pd.DataFrame:
         """label, category, n_texts: texts (with tokens) of each category carrying a label."""
-        return self._df(
+        return self.query(
             """SELECT label, category, count(*) AS n_texts
             FROM (SELECT category, unnest(labels) AS label FROM texts WHERE n_tokens > 0)
             GROUP BY ALL ORDER BY label, category"""
@@ -438,7 +445,7 @@ class Store:
         """`feature_stats` of every SAE without histograms: sae, layer, feature,
         n_active_tokens, token_freq, n_active_texts, text_freq, freq_rank, mean_active, max,
         max_text_act."""
-        return self._df(
+        return self.query(
             """SELECT s.sae, s.layer, f.feature::BIGINT AS feature, f.n_active_tokens,
                 f.token_freq, f.n_active_texts, f.text_freq, f.freq_rank, f.mean_active,
                 f."max", f.max_text_act
@@ -448,8 +455,8 @@ class Store:
 
     def feature_topk(self, sae: str, feature: int) -> pd.DataFrame:
         """rank, text_id, pos, value, token of the feature's precomputed top examples."""
-        ref = self._sae(sae)
-        return self._df(
+        ref = self.sae(sae)
+        return self.query(
             """SELECT rank::INTEGER AS rank, text_id::BIGINT AS text_id, pos::INTEGER AS pos,
                 value, token
             FROM feature_topk WHERE sae_idx = ? AND feature = ? ORDER BY rank""",
@@ -458,8 +465,8 @@ class Store:
 
     def feature_quantiles(self, sae: str, feature: int) -> pd.DataFrame:
         """bin, bin_low, bin_high, rank, text_id, pos, value, token: examples per value bin."""
-        ref = self._sae(sae)
-        return self._df(
+        ref = self.sae(sae)
+        return self.query(
             """SELECT bin::INTEGER AS bin, bin_low, bin_high, rank::INTEGER AS rank,
                 text_id::BIGINT AS text_id, pos::INTEGER AS pos, value, token
             FROM feature_quantiles WHERE sae_idx = ? AND feature = ?
@@ -469,8 +476,8 @@ class Store:
 
     def logit_lens(self, sae: str, feature: int) -> pd.DataFrame:
         """rank, token_id, token, logit: top tokens (rank 1..k) then bottom (-1..-k)."""
-        ref = self._sae(sae)
-        return self._df(
+        ref = self.sae(sae)
+        return self.query(
             """SELECT rank::INTEGER AS rank, token_id::BIGINT AS token_id, token, logit
             FROM logit_lens WHERE sae_idx = ? AND feature = ?
             ORDER BY rank < 0, abs(rank)""",
@@ -485,8 +492,8 @@ class Store:
         active tokens, `feature_stats.n_active_tokens`); per feature its most frequent
         tokens first (ties by token_id). Live features only; reads no `acts`.
         """
-        ref = self._sae(sae)
-        return self._df(
+        ref = self.sae(sae)
+        return self.query(
             """SELECT f.feature::BIGINT AS feature, f.token_id::BIGINT AS token_id, c.token,
                 f.n_active::BIGINT AS n_active, c.n AS n_token, s.n_active_tokens AS n_feature
             FROM feature_token f
@@ -499,19 +506,19 @@ class Store:
 
     def token_counts(self) -> pd.DataFrame:
         """token_id, token, n: every token id of the corpus with its rows in `tokens`."""
-        return self._df(
+        return self.query(
             "SELECT token_id::BIGINT AS token_id, token, n FROM token_counts ORDER BY token_id"
         )
 
     def compute_feature_stats(self, sae: str) -> pd.DataFrame:
         """`feature_stats` of one SAE derived from `acts` (a full pass over the SAE's rows,
         for checks and benchmarks, not page loads)."""
-        ref = self._sae(sae)
-        totals = self._df(
+        ref = self.sae(sae)
+        totals = self.query(
             "SELECT (SELECT count(*) FROM tokens) AS n_tokens, "
             "(SELECT count(*) FROM texts WHERE n_tokens > 0) AS n_texts"
         ).iloc[0]
-        return self._df(
+        return self.query(
             f"""SELECT feature::BIGINT AS feature, n_active_tokens, token_freq,
                 n_active_texts, text_freq, freq_rank, mean_active, "max", hist
             FROM ({_RANKED_STATS_SQL.format(raw=_RAW_STATS_FROM_ACTS_SQL)})
@@ -569,9 +576,9 @@ class Store:
     def labels(self, sae: str | None = None, feature: int | None = None) -> pd.DataFrame:
         """sae, feature, label, note, created_at, newest first; optionally one SAE/feature."""
         if sae is not None:
-            ref = self._sae(sae)
+            ref = self.sae(sae)
             feature = None if feature is None else self._feature(ref, feature)
-        return self._df(
+        return self.query(
             """SELECT sae, feature::BIGINT AS feature, label, note, created_at FROM labels
             WHERE (? IS NULL OR sae = ?) AND (? IS NULL OR feature = ?)
             ORDER BY created_at DESC""",
@@ -580,7 +587,7 @@ class Store:
 
     def save_label(self, sae: str, feature: int, label: str, note: str = "") -> None:
         """Append a label for a feature; the newest label of a feature is its current one."""
-        ref = self._sae(sae)
+        ref = self.sae(sae)
         feature = self._feature(ref, feature)
         label = label.strip()
         if not 0 < len(label) <= MAX_LABEL_CHARS:
@@ -597,8 +604,8 @@ class Store:
     def interventions(self, sae: str | None = None) -> pd.DataFrame:
         """id, sae, settings, metrics (JSON text), created_at, newest first."""
         if sae is not None:
-            self._sae(sae)
-        return self._df(
+            self.sae(sae)
+        return self.query(
             """SELECT id, sae, settings::VARCHAR AS settings, metrics::VARCHAR AS metrics,
                 created_at
             FROM interventions WHERE ? IS NULL OR sae = ? ORDER BY id DESC""",
@@ -609,7 +616,7 @@ class Store:
         self, sae: str, settings: Mapping[str, Any], metrics: Mapping[str, Any]
     ) -> int:
         """Record an intervention run (JSON-serialisable settings and metrics); returns its id."""
-        self._sae(sae)
+        self.sae(sae)
         settings_json = json.dumps(settings, sort_keys=True)
         metrics_json = json.dumps(metrics, sort_keys=True)
 

@@ -10,11 +10,10 @@ from __future__ import annotations
 import logging
 import platform
 from dataclasses import dataclass
+from importlib import metadata
 from pathlib import Path
 
 import duckdb
-import numpy as np
-import pandas as pd
 import pyarrow as pa
 
 from explorer import __version__
@@ -140,10 +139,18 @@ class SaeInfo:
 
 
 @dataclass(frozen=True)
-class _SaeRef:
+class SaeRef:
+    """One SAE of a store, as every read names it: `name` in the API and the UI, `idx` the
+    1-byte id the large tables store (it may change between builds), its hook point and
+    sizes, and its Neuronpedia id when it has one."""
+
     name: str
     idx: int
     d_sae: int
+    hook_name: str = ""
+    layer: int | None = None
+    d_in: int = 0
+    neuronpedia_id: str | None = None
 
 
 def sql_literal(text: str) -> str:
@@ -185,15 +192,22 @@ def _is_corruption(exc: duckdb.Error) -> bool:
     return isinstance(exc, duckdb.IOException) or "Corrupt database file" in str(exc)
 
 
-def _versions() -> dict[str, str]:
-    return {
-        "explorer": __version__,
-        "python": platform.python_version(),
-        "duckdb": duckdb.__version__,
-        "pyarrow": pa.__version__,
-        "numpy": np.__version__,
-        "pandas": pd.__version__,
-    }
+VERSIONED_PACKAGES = (
+    "torch", "transformer-lens", "sae-lens", "duckdb", "pyarrow", "numpy", "pandas",
+)  # fmt: skip
+
+
+def library_versions() -> dict[str, str]:
+    """The versions of the explorer, Python and the packages whose code produced a store's
+    (or a shard's) activations and tables; read from package metadata, so nothing heavy is
+    imported."""
+    versions = {"explorer": __version__, "python": platform.python_version()}
+    for package in VERSIONED_PACKAGES:
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = "not installed"
+    return versions
 
 
 _TABLE_NAMES_SQL = """

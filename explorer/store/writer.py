@@ -46,8 +46,8 @@ from explorer.store.schema import (
     TOKENS_SCHEMA,
     TOPK_EXAMPLES,
     SaeInfo,
-    _SaeRef,
-    _versions,
+    SaeRef,
+    library_versions,
     sql_literal,
 )
 
@@ -396,7 +396,7 @@ class StoreWriter:
             raise StoreError(
                 f"Cannot build {self.path}: cannot create {self._tmp} ({exc})."
             ) from exc
-        self._saes: dict[str, _SaeRef] = {}
+        self._saes: dict[str, SaeRef] = {}
         self._stats_added: set[str] = set()
         self._rows_per_sae: dict[str, int] = {}
         self._closed = False
@@ -448,7 +448,9 @@ class StoreWriter:
                 info.dead_fraction,
             ],
         )
-        self._saes[info.sae] = _SaeRef(info.sae, idx, info.d_sae)
+        self._saes[info.sae] = SaeRef(
+            info.sae, idx, info.d_sae, info.hook_name, info.layer, info.d_in, info.neuronpedia_id
+        )
 
     def set_quality(
         self,
@@ -759,7 +761,7 @@ class StoreWriter:
             self._con.close()
         _remove_db_files(self._tmp)
 
-    def _sae(self, sae: str) -> _SaeRef:
+    def _sae(self, sae: str) -> SaeRef:
         if sae not in self._saes:
             raise StoreError(
                 f"SAE {sae!r} was not added; call add_sae first. Known: {list(self._saes)}."
@@ -843,7 +845,7 @@ class StoreWriter:
         meta |= {
             "schema_version": SCHEMA_VERSION,
             "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-            "versions": json.dumps(_versions(), sort_keys=True),
+            "versions": json.dumps(library_versions(), sort_keys=True),
             "acts_text_block": str(text_block),
         }
         con.executemany("INSERT INTO meta VALUES (?, ?)", list(meta.items()))

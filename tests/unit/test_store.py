@@ -6,6 +6,8 @@ answers is checked against an independent pandas computation over the same input
 
 from __future__ import annotations
 
+import importlib.metadata
+import json
 import os
 import signal
 import subprocess
@@ -439,10 +441,21 @@ def test_meta_and_saes_describe_the_build(store: Store, corpus: Corpus) -> None:
     meta = store.meta()
     assert meta["schema_version"] == store_module.SCHEMA_VERSION
     assert meta["source"] == "test"
-    assert "duckdb" in meta["versions"]
+    versions = json.loads(meta["versions"])
+    for package in ("torch", "transformer-lens", "sae-lens", "duckdb"):
+        assert versions[package] == importlib.metadata.version(package)
     saes = store.saes()
     assert saes["sae"].tolist() == sae_names(corpus)
     assert saes["d_sae"].tolist() == [info.d_sae for info in corpus.saes]
+    for info in corpus.saes:  # the one SAE reference every read takes
+        ref = store.sae(info.sae)
+        assert (ref.name, ref.hook_name, ref.layer, ref.d_in, ref.d_sae) == (
+            info.sae,
+            info.hook_name,
+            info.layer,
+            info.d_in,
+            info.d_sae,
+        )
 
 
 def test_unknown_sae_and_out_of_range_features_are_refused(store: Store, corpus: Corpus) -> None:

@@ -14,13 +14,12 @@ It does not open stores, compute scores from tensors (`explorer.analysis`) or re
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
 
-from explorer.errors import InputError, StoreError
+from explorer.errors import InputError
 from explorer.store.reader import Store
 from explorer.store.schema import MAX_FEATURES_PER_QUERY
 
@@ -29,31 +28,6 @@ MAX_TEXTS = 1000
 MAX_NEIGHBOURS = 200
 
 CoFiringLevel = Literal["token", "text"]
-
-
-@dataclass(frozen=True)
-class SaeRow:
-    """The store's facts about one SAE that the pages need."""
-
-    name: str
-    idx: int
-    d_in: int
-    d_sae: int
-    layer: int | None
-    neuronpedia_id: str | None
-
-
-def sae_row(store: Store, sae: str) -> SaeRow:
-    """The `saes` row of `sae`, or a `StoreError` naming the SAEs the store has."""
-    with store.cursor() as cursor:
-        rows = cursor.execute(
-            """SELECT sae, sae_idx::INTEGER, d_in, d_sae, layer, neuronpedia_id
-            FROM saes ORDER BY sae_idx"""
-        ).fetchall()
-    for name, idx, d_in, d_sae, layer, neuronpedia_id in rows:
-        if name == sae:
-            return SaeRow(name, idx, d_in, d_sae, layer, neuronpedia_id)
-    raise StoreError(f"Unknown SAE {sae!r}; this store has {[row[0] for row in rows]}.")
 
 
 def _bounded(name: str, value: Any, low: int, high: int) -> int:
@@ -66,16 +40,10 @@ def _bounded(name: str, value: Any, low: int, high: int) -> int:
     return int(value)
 
 
-def _df(store: Store, sql: str, params: Sequence[Any]) -> pd.DataFrame:
-    with store.cursor() as cursor:
-        return cursor.execute(sql, list(params)).df()
-
-
 def live_features(store: Store, sae: str) -> np.ndarray:
     """Ids of the SAE's features that fire at least once in the corpus, ascending."""
-    row = sae_row(store, sae)
-    rows = _df(
-        store,
+    row = store.sae(sae)
+    rows = store.query(
         """SELECT feature::BIGINT AS feature FROM feature_stats
         WHERE sae_idx = ? AND n_active_tokens > 0 ORDER BY feature""",
         [row.idx],
@@ -85,7 +53,7 @@ def live_features(store: Store, sae: str) -> np.ndarray:
 
 def adjacent_live_feature(store: Store, sae: str, feature: int, step: Literal[-1, 1]) -> int | None:
     """The nearest live feature below (`step=-1`) or above (`step=1`) `feature`, if any."""
-    row = sae_row(store, sae)
+    row = store.sae(sae)
     feature = store.check_feature(row.name, feature)
     if step not in (-1, 1):
         raise InputError(f"step must be -1 or 1, got {step!r}.")
@@ -117,14 +85,13 @@ def example_windows(
     token, value (0 where the feature is inactive), center (pos is the example's), and
     cut_before / cut_after (the window does not reach the text's first / last token).
     """
-    row = sae_row(store, sae)
+    row = store.sae(sae)
     feature = store.check_feature(row.name, feature)
     before = _bounded("before", before, 0, MAX_WINDOW)
     after = _bounded("after", after, 0, MAX_WINDOW)
     if len(examples) > MAX_TEXTS:
         raise InputError(f"Give at most {MAX_TEXTS} examples, got {len(examples)}.")
-    return _df(
-        store,
+    return store.query(
         """WITH ex AS (
             SELECT unnest(?::BIGINT[]) AS example, unnest(?::BIGINT[]) AS text_id,
                 unnest(?::INTEGER[]) AS center),
@@ -164,12 +131,11 @@ def texts_with_feature(
     Same columns as `example_windows`, `example` being the text's index in `text_ids`; no
     window is cut and `center` marks each text's largest activation.
     """
-    row = sae_row(store, sae)
+    row = store.sae(sae)
     feature = store.check_feature(row.name, feature)
     if len(text_ids) > MAX_TEXTS:
         raise InputError(f"Give at most {MAX_TEXTS} texts, got {len(text_ids)}.")
-    return _df(
-        store,
+    return store.query(
         """WITH chosen AS (
             SELECT unnest(?::BIGINT[]) AS example, unnest(?::BIGINT[]) AS text_id),
         feature_acts AS (
@@ -190,10 +156,9 @@ def texts_with_feature(
 def feature_text_maxima(store: Store, sae: str, feature: int) -> pd.DataFrame:
     """text_id, category, max_value, n_active of every text where the feature fires,
     strongest first (a range read on the feature's run of `acts`)."""
-    row = sae_row(store, sae)
+    row = store.sae(sae)
     feature = store.check_feature(row.name, feature)
-    return _df(
-        store,
+    return store.query(
         """WITH per_text AS (
             SELECT text_id, max(value) AS max_value, count(*) AS n_active FROM acts
             WHERE sae_idx = ? AND feature = ? GROUP BY text_id)
@@ -208,8 +173,7 @@ def text_categories(store: Store, text_ids: Sequence[int]) -> pd.DataFrame:
     """text_id, category of the given texts (unknown ids are left out)."""
     if len(text_ids) > MAX_TEXTS:
         raise InputError(f"Give at most {MAX_TEXTS} texts, got {len(text_ids)}.")
-    return _df(
-        store,
+    return store.query(
         """SELECT text_id::BIGINT AS text_id, category FROM texts
         WHERE text_id IN (SELECT unnest(?::BIGINT[])) ORDER BY text_id""",
         [[int(t) for t in text_ids]],
@@ -218,12 +182,11 @@ def text_categories(store: Store, text_ids: Sequence[int]) -> pd.DataFrame:
 
 def feature_scales(store: Store, sae: str, features: Sequence[int]) -> dict[int, float]:
     """Each feature's largest activation over the corpus (0 for dead features)."""
-    row = sae_row(store, sae)
+    row = store.sae(sae)
     if len(features) > MAX_FEATURES_PER_QUERY:
         raise InputError(f"Give at most {MAX_FEATURES_PER_QUERY} features, got {len(features)}.")
     chosen = sorted({store.check_feature(row.name, f) for f in features})
-    rows = _df(
-        store,
+    rows = store.query(
         """SELECT feature::BIGINT AS feature, "max" FROM feature_stats
         WHERE sae_idx = ? AND feature IN (SELECT unnest(?::BIGINT[]))""",
         [row.idx, chosen],
@@ -247,9 +210,9 @@ def co_firing(
     n_active (the candidate's tokens or texts) and jaccard = n_both / (n_self + n_active -
     n_both), best first (ties by feature id).
     """
-    row = sae_row(store, sae)
+    row = store.sae(sae)
     feature = store.check_feature(row.name, feature)
-    other = row if other_sae is None else sae_row(store, other_sae)
+    other = row if other_sae is None else store.sae(other_sae)
     k = _bounded("k", k, 1, MAX_NEIGHBOURS)
     if level not in ("token", "text"):
         raise InputError(f"level must be 'token' or 'text', got {level!r}.")
@@ -265,8 +228,7 @@ def co_firing(
             JOIN own o ON a.text_id = o.text_id
             WHERE a.sae_idx = ? GROUP BY a.feature"""
         size = "n_active_texts"
-    return _df(
-        store,
+    return store.query(
         f"""WITH own AS ({own}),
         n_self AS (SELECT count(*) AS n FROM own),
         both_active AS ({both})

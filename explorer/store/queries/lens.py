@@ -14,14 +14,12 @@ It does not run models (the live parts are `explorer.analysis.logit_lens` and
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
 
 from explorer.errors import InputError
-from explorer.store.queries.feature import sae_row
 from explorer.store.reader import Store
 
 MAX_OVERVIEW_TOKENS = 20
@@ -49,11 +47,6 @@ _RANKING_SQL: dict[str, str] = {
 }
 
 
-def _df(store: Store, sql: str, params: Sequence[Any]) -> pd.DataFrame:
-    with store.cursor() as cursor:
-        return cursor.execute(sql, list(params)).df()
-
-
 def _count(name: str, value: Any, high: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int | np.integer) or not 1 <= value <= high:
         raise InputError(f"{name} must be a whole number from 1 to {high}, got {value!r}.")
@@ -64,10 +57,9 @@ def lens_overview(store: Store, sae: str, n_tokens: int = 5) -> pd.DataFrame:
     """One row per feature of `sae`: feature, promoted (its first `n_tokens` promoted tokens,
     largest logit first), suppressed (most negative first), max_logit, min_logit (over the
     stored top / bottom tokens), token_freq, max_act and label (the newest, or None)."""
-    row = sae_row(store, sae)
+    row = store.sae(sae)
     n_tokens = _count("The number of tokens", n_tokens, MAX_OVERVIEW_TOKENS)
-    return _df(
-        store,
+    return store.query(
         f"""WITH lens AS (
             SELECT feature,
                 list(token ORDER BY rank) FILTER (WHERE rank > 0) AS promoted,
@@ -92,9 +84,8 @@ def top_examples_with_next(store: Store, sae: str) -> pd.DataFrame:
     next_token_id and next_token (the token at pos + 1; null at the end of a text), by
     feature then rank. Features that never fire have no rows.
     """
-    row = sae_row(store, sae)
-    return _df(
-        store,
+    row = store.sae(sae)
+    return store.query(
         """SELECT k.feature::BIGINT AS feature, k.rank::INTEGER AS rank,
             k.text_id::BIGINT AS text_id, k.pos::INTEGER AS pos, k.value,
             t.token_id::BIGINT AS token_id, k.token,
@@ -111,8 +102,8 @@ def top_examples_with_next(store: Store, sae: str) -> pd.DataFrame:
 def feature_ranking(store: Store, sae: str, by: Ranking, n: int) -> pd.DataFrame:
     """The n first features of `sae` by `by` (see `RANKINGS`), best first, ties by id:
     feature, score. Frequency and activation rankings leave out features that never fire."""
-    row = sae_row(store, sae)
+    row = store.sae(sae)
     if by not in _RANKING_SQL:
         raise InputError(f"Rank features by one of {', '.join(RANKINGS)}, got {by!r}.")
     n = _count("The number of candidates", n, row.d_sae)
-    return _df(store, _RANKING_SQL[by], [row.idx, n])
+    return store.query(_RANKING_SQL[by], [row.idx, n])

@@ -15,7 +15,6 @@ from __future__ import annotations
 import pandas as pd
 
 from explorer.errors import InputError
-from explorer.store.queries.feature import sae_row
 from explorer.store.reader import Store
 
 _CATEGORY_CONTRAST_SQL = """
@@ -51,7 +50,7 @@ def category_contrast(store: Store, sae: str, category: str) -> pd.DataFrame:
     category), from which `explorer.analysis.specialists.auroc_from_ranks` gives the AUROC.
     A text's activation is the sum of the feature's activations over its tokens / its tokens.
     """
-    row = sae_row(store, sae)
+    row = store.sae(sae)
     known = categories(store)
     if category not in known:
         raise InputError(f"Unknown category {category!r}; this store has {known}.")

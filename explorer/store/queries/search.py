@@ -23,7 +23,6 @@ import pandas as pd
 
 from explorer.errors import InputError
 from explorer.live.text import TextActivations
-from explorer.store.queries.feature import sae_row
 from explorer.store.queries.lens import CURRENT_LABELS_SQL
 from explorer.store.reader import Store
 
@@ -63,12 +62,7 @@ def _limit(limit: Any) -> int:
 
 
 def _sae_filter(store: Store, sae: str | None) -> str | None:
-    return None if sae is None else sae_row(store, sae).name
-
-
-def _df(store: Store, sql: str, params: list[Any]) -> pd.DataFrame:
-    with store.cursor() as cursor:
-        return cursor.execute(sql, params).df()
+    return None if sae is None else store.sae(sae).name
 
 
 def search_labels(
@@ -77,8 +71,7 @@ def search_labels(
     """Features whose current label contains `text` (case-insensitive, literal): sae,
     feature, label, note; by SAE (build order) then feature. `sae` restricts to one SAE."""
     pattern = f"%{escape_like(_query(text).strip())}%"
-    return _df(
-        store,
+    return store.query(
         f"""WITH current AS ({CURRENT_LABELS_SQL})
         SELECT c.sae, c.feature::BIGINT AS feature, c.label, c.note
         FROM current c JOIN saes s ON s.sae = c.sae AND c.feature < s.d_sae
@@ -113,8 +106,7 @@ def search_tokens(
     ):
         raise InputError(f"The token rank must be from 1 to {MAX_TOKEN_RANK}, got {max_rank!r}.")
     sae_name = _sae_filter(store, sae)
-    return _df(
-        store,
+    return store.query(
         f"""WITH current AS ({CURRENT_LABELS_SQL})
         SELECT s.sae, l.feature::BIGINT AS feature, l.rank::INTEGER AS rank,
             l.token_id::BIGINT AS token_id, l.token, l.logit::DOUBLE AS logit, c.label
