@@ -5,24 +5,21 @@ Owns the search page's questions and their SQL. By label: the newest label of ea
 `ILIKE` whose wildcards (`%`, `_`) and escape character are escaped, so every character the
 user types is literal. By token: features whose stored top promoted tokens (`logit_lens`,
 ranks 1..max_rank) equal the query (surrounding spaces ignored, as BPE tokens carry a leading
-space) or contain it (case-insensitive). By text: the nonzero activations of a text encoded
-live (`explorer.live.text.TextActivations`) summarised per feature and ranked by their largest
-or summed value. Every result carries `sae` and `feature` so the page can link to it; labels
-of SAEs that the store no longer has, or of features out of their range, are left out.
+space) or contain it (case-insensitive). Every result carries `sae` and `feature` so the page
+can link to it; labels of SAEs that the store no longer has, or of features out of their
+range, are left out.
 
-It does not run the model (`explorer.live.text.encode_text` does) and does not render.
+It does not run the model or rank a typed text's features (`explorer.live.text` does: that is
+no SQL) and does not render.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any, Literal
 
-import numpy as np
 import pandas as pd
 
-from explorer.errors import InputError
-from explorer.live.text import TextActivations
+from explorer.errors import InputError, bounded_int
 from explorer.store.queries.lens import CURRENT_LABELS_SQL
 from explorer.store.reader import Store
 
@@ -36,8 +33,6 @@ TOKEN_MATCHES: dict[str, str] = {
     "exact": "exact token (spaces around it ignored)",
     "substring": "token contains the text (any case)",
 }
-TextRanking = Literal["max", "sum"]
-TEXT_RANKINGS: dict[str, str] = {"max": "largest activation", "sum": "summed activation"}
 
 
 def escape_like(text: str) -> str:
@@ -56,9 +51,7 @@ def _query(text: Any) -> str:
 
 
 def _limit(limit: Any) -> int:
-    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_RESULTS:
-        raise InputError(f"Show 1 to {MAX_RESULTS} results, got {limit!r}.")
-    return limit
+    return bounded_int("The number of results", limit, 1, MAX_RESULTS)
 
 
 def _sae_filter(store: Store, sae: str | None) -> str | None:
@@ -99,12 +92,7 @@ def search_tokens(
     text = _query(text)
     if match not in TOKEN_MATCHES:
         raise InputError(f"Match tokens by one of {', '.join(TOKEN_MATCHES)}, got {match!r}.")
-    if (
-        isinstance(max_rank, bool)
-        or not isinstance(max_rank, int)
-        or not 1 <= max_rank <= MAX_TOKEN_RANK
-    ):
-        raise InputError(f"The token rank must be from 1 to {MAX_TOKEN_RANK}, got {max_rank!r}.")
+    max_rank = bounded_int("The token rank", max_rank, 1, MAX_TOKEN_RANK)
     sae_name = _sae_filter(store, sae)
     return store.query(
         f"""WITH current AS ({CURRENT_LABELS_SQL})
@@ -119,39 +107,3 @@ def search_tokens(
         LIMIT ?""",
         [max_rank, sae_name, sae_name, match == "exact", text, text, _limit(limit)],
     )
-
-
-def rank_text_features(acts: TextActivations, by: TextRanking = "max", n: int = 20) -> pd.DataFrame:
-    """The n features most active on a text, by their largest (`max`) or summed (`sum`)
-    activation over its tokens; ties by feature id.
-
-    Returns sae, feature, max, sum, n_tokens (tokens where it fires), peak_pos and
-    peak_token (its strongest token; the first on ties).
-    """
-    if by not in TEXT_RANKINGS:
-        raise InputError(f"Rank features by one of {', '.join(TEXT_RANKINGS)}, got {by!r}.")
-    n = _limit(n)
-    rows = acts.acts
-    peaks = rows.sort_values(["feature", "value", "pos"], ascending=[True, False, True])
-    peaks = peaks.drop_duplicates("feature").set_index("feature")
-    grouped = rows.groupby("feature")["value"]
-    table = pd.DataFrame(
-        {
-            "max": grouped.max(),
-            "sum": grouped.sum(),
-            "n_tokens": grouped.size(),
-            "peak_pos": peaks["pos"],
-        }
-    ).rename_axis("feature")
-    table = table.reset_index().sort_values([by, "feature"], ascending=[False, True]).head(n)
-    tokens = np.asarray(acts.tokens, dtype=object)
-    table["peak_token"] = tokens[table["peak_pos"].to_numpy(dtype=np.int64) - 1]
-    table.insert(0, "sae", acts.sae)
-    return table.reset_index(drop=True)
-
-
-def with_share_of_max(table: pd.DataFrame, corpus_max: Mapping[int, float]) -> pd.DataFrame:
-    """`table` (with feature and max) plus share_of_max = max / the feature's largest
-    activation over the store's corpus (`corpus_max`; NaN where unknown or 0)."""
-    scale = table["feature"].map(lambda f: corpus_max.get(int(f)) or np.nan).astype(float)
-    return table.assign(share_of_max=table["max"] / scale)
