@@ -33,7 +33,7 @@ from pathlib import Path
 
 import psutil
 
-from bench.app_server import AppServerError, app_server, free_port
+from tests.app_server import AppServerError, app_server, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).parent / "results"

@@ -33,6 +33,7 @@ from explorer.errors import StoreError
 from explorer.store.reader import Store
 from explorer.store.schema import HIST_BINS, ROWS_PER_TEXT_BLOCK, SaeInfo
 from explorer.store.writer import StoreWriter
+from tests.oracles import feature_category_pandas
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CATEGORIES = ("code", "urls", "maths", "non_english", "social", "formal", "chat", "prose")
@@ -201,42 +202,6 @@ def build(path: Path, spec: BenchSpec) -> float:
             )
             logger.info("generated and handed over %s", name)
     return time.perf_counter() - started
-
-
-def feature_category_pandas(acts: pd.DataFrame, texts: pd.DataFrame) -> pd.DataFrame:
-    """The feature x category table of one SAE from its nonzero rows, as a notebook would
-    (the in-memory baseline of the benchmark and the reference the store's tests use)."""
-    texts = texts[texts["n_tokens"] > 0]
-    n_texts = texts.groupby("category").size()
-    feature_max = acts.groupby("feature")["value"].max()
-    rows = acts.merge(texts[["text_id", "category", "n_tokens"]], on="text_id")
-    rows["share"] = rows["value"].astype(np.float64) / rows["n_tokens"]
-    rows["strong"] = rows["value"] >= 0.5 * rows["feature"].map(feature_max)
-    table = rows.groupby(["feature", "category"]).agg(
-        n_texts_active=("text_id", "nunique"),
-        n_tokens_active=("value", "size"),
-        share=("share", "sum"),
-        max_act=("value", "max"),
-        strong_count=("strong", "sum"),
-    )
-    full = pd.MultiIndex.from_product(
-        [sorted(feature_max.index), sorted(n_texts.index)], names=["feature", "category"]
-    )
-    table = table.reindex(full, fill_value=0).reset_index()
-    table["n_texts"] = table["category"].map(n_texts)
-    table["mean_act"] = table.pop("share") / table["n_texts"]
-    return table[
-        [
-            "feature",
-            "category",
-            "n_texts",
-            "n_texts_active",
-            "n_tokens_active",
-            "mean_act",
-            "max_act",
-            "strong_count",
-        ]
-    ]
 
 
 def timed(call: Callable[[int], object], runs: int, warmup: int = 3) -> list[float]:

@@ -66,7 +66,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-import duckdb
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -90,6 +89,7 @@ from explorer.corpus import Corpus, resolve_corpus
 from explorer.errors import CorpusError, InputError, StoreError
 from explorer.sources.source import LoadedSource, SaeHandle
 from explorer.store.schema import ACTS_SCHEMA, FLUSH_ROWS, TOKENS_SCHEMA, SaeInfo, library_versions
+from explorer.store.shard_reads import merged_stats, merged_topk, quality_rows
 from explorer.store.writer import StoreWriter, pid_alive
 from explorer.tokenize import TokenizedCorpus, batch_plan, tokenize_corpus, vocab_strings
 
@@ -105,30 +105,6 @@ AGREEING_KEYS += ("saes",)
 
 # a shard keeps each SAE's rows in its own folder, so its acts have no sae_idx column
 _ACTS_SCHEMA = ACTS_SCHEMA.remove(ACTS_SCHEMA.get_field_index("sae_idx"))
-
-# Merged per-feature statistics of one SAE: counts and sums add up, maxima take the max.
-_MERGED_STATS_SQL = """
-SELECT feature, sum(n_active_tokens)::BIGINT AS n_active_tokens,
-    sum(n_active_texts)::BIGINT AS n_active_texts,
-    CASE WHEN sum(n_active_tokens) > 0 THEN sum(act_sum) / sum(n_active_tokens) ELSE 0 END
-        AS mean_active,
-    max(act_max)::DOUBLE AS "max"
-FROM read_parquet(?, hive_partitioning = false)
-GROUP BY feature ORDER BY feature
-"""
-
-# Each feature's k largest activations over the shards' running top-k (ties by text, pos).
-_MERGED_TOPK_SQL = """
-SELECT feature::BIGINT AS feature, merged_rank AS rank, text_id::BIGINT AS text_id,
-    pos::BIGINT AS pos, value
-FROM (
-    SELECT feature, text_id, pos, value,
-        row_number() OVER (PARTITION BY feature ORDER BY value DESC, text_id, pos)
-            AS merged_rank
-    FROM read_parquet(?, hive_partitioning = false)
-    QUALIFY merged_rank <= ?)
-ORDER BY feature, rank
-"""
 
 
 @dataclass(frozen=True)
@@ -624,28 +600,22 @@ def merge_shards(folder: str | Path, out: str | Path) -> MergeReport:
     first = shards[0].manifest
     saes = [SaeInfo(**info) for info in first["saes"]]
     meta = first["meta"] | {"shards": str(len(shards))}
-    con = duckdb.connect()
-    try:
-        with StoreWriter(out, meta=meta) as writer:
-            for info in saes:
-                writer.add_sae(info)
-            n_texts = writer.add_texts_parquet(_all_files(shards, "texts"))
-            n_tokens = writer.add_tokens_parquet(_all_files(shards, "tokens"))
-            n_rows = {}
-            for info in saes:
-                n_rows[info.sae] = writer.add_acts_parquet(
-                    info.sae, _all_files(shards, "acts", info.sae)
-                )
-                stats = con.execute(
-                    _MERGED_STATS_SQL, [_paths(_all_files(shards, "stats", info.sae))]
-                ).df()
-                writer.add_feature_stats(info.sae, stats)
-                writer.set_quality(info.sae, **_merged_quality(con, shards, info, stats))
-                writer.add_logit_lens(info.sae, **_logit_lens(shards[0], info.sae))
-                k = int(first["settings"]["topk"])
-                writer.add_top_examples(info.sae, _merged_topk(con, shards, info.sae, k))
-    finally:
-        con.close()
+    with StoreWriter(out, meta=meta) as writer:
+        for info in saes:
+            writer.add_sae(info)
+        n_texts = writer.add_texts_parquet(_all_files(shards, "texts"))
+        n_tokens = writer.add_tokens_parquet(_all_files(shards, "tokens"))
+        n_rows = {}
+        for info in saes:
+            n_rows[info.sae] = writer.add_acts_parquet(
+                info.sae, _all_files(shards, "acts", info.sae)
+            )
+            stats = merged_stats(_all_files(shards, "stats", info.sae))
+            writer.add_feature_stats(info.sae, stats)
+            writer.set_quality(info.sae, **_merged_quality(shards, info, stats))
+            writer.add_logit_lens(info.sae, **_logit_lens(shards[0], info.sae))
+            k = int(first["settings"]["topk"])
+            writer.add_top_examples(info.sae, merged_topk(_all_files(shards, "topk", info.sae), k))
     return MergeReport(
         Path(out), len(shards), n_texts, n_tokens, n_rows, time.perf_counter() - started
     )
@@ -659,32 +629,16 @@ def merged_top_examples(folder: str | Path, sae: str, k: int = 20) -> pd.DataFra
         raise StoreError(f"The shards in {folder} have no SAE {sae!r}.")
     if not 1 <= k <= int(shards[0].manifest["settings"]["topk"]):
         raise InputError(f"k must be 1 to the shards' topk setting, got {k}.")
-    with duckdb.connect() as con:
-        return _merged_topk(con, shards, sae, k)
-
-
-def _merged_topk(
-    con: duckdb.DuckDBPyConnection, shards: list[Shard], sae: str, k: int
-) -> pd.DataFrame:
-    return con.execute(_MERGED_TOPK_SQL, [_paths(_all_files(shards, "topk", sae)), k]).df()
+    return merged_topk(_all_files(shards, "topk", sae), k)
 
 
 def _all_files(shards: list[Shard], kind: str, sae: str | None = None) -> list[Path]:
     return [path for shard in shards for path in shard.files(kind, sae)]
 
 
-def _paths(files: Sequence[Path]) -> list[str]:
-    return [str(path) for path in files]
-
-
-def _merged_quality(
-    con: duckdb.DuckDBPyConnection, shards: list[Shard], info: SaeInfo, stats: pd.DataFrame
-) -> dict[str, float]:
+def _merged_quality(shards: list[Shard], info: SaeInfo, stats: pd.DataFrame) -> dict[str, float]:
     """The single build's quality numbers from the shards' sums (see the module docstring)."""
-    rows = con.execute(
-        "SELECT * FROM read_parquet(?, hive_partitioning = false) WHERE sae = ?",
-        [_paths(_all_files(shards, "quality")), info.sae],
-    ).df()
+    rows = quality_rows(_all_files(shards, "quality"), info.sae)
     assert len(rows) == len(shards), f"one quality row per shard for {info.sae}"
     losses = rows.dropna(subset=["clean_loss"])
     assert len(losses) == 1, "shard 0 alone carries the CE losses"

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.app_server import AppServerError, app_server
+from tests.app_server import AppServerError, app_server
 
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = "/usr/bin/chromium"

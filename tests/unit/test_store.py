@@ -22,7 +22,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bench.store_queries import feature_category_pandas
 from explorer.errors import InputError, StoreError
 from explorer.store import writer as store_module
 from explorer.store.reader import Store
@@ -34,6 +33,7 @@ from explorer.store.schema import (
     SaeInfo,
 )
 from explorer.store.writer import StoreWriter
+from tests.oracles import feature_category_pandas
 from tests.planted import add_tokens
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
