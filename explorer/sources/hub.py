@@ -9,7 +9,7 @@ import difflib
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Literal, TypeVar
+from typing import Literal, TypeVar
 
 import httpx2
 from huggingface_hub import constants as hf_constants
@@ -20,9 +20,6 @@ from sae_lens.loading.pretrained_saes_directory import (
 )
 
 from explorer.errors import SourceError
-
-if TYPE_CHECKING:  # demo.py is imported lazily: only demo-backed sources need it
-    pass
 
 OFFLINE_ALTERNATIVES = (
     "the `demo` source (the bundled demo model and SAEs, always available), "

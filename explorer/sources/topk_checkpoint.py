@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import pickle
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from jaxtyping import Float
@@ -19,9 +19,6 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 
 from explorer.errors import SourceError
-
-if TYPE_CHECKING:  # demo.py is imported lazily: only demo-backed sources need it
-    pass
 
 # Keys of a TopK checkpoint: encoder weight, encoder bias, decoder weight, decoder bias.
 TOPK_LAYOUTS = (
