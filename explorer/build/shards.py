@@ -2,52 +2,9 @@
 
 Owns the shard folder format, which texts a shard extracts, writing a shard atomically,
 reading and checking a folder of shards, and merging their statistics into one store. The
-compute is `explorer.build.extract`'s, the store format and its SQL are `explorer.store`'s, and
+compute is `explorer.build.extract`'s, the store format and its SQL `explorer.store`'s, and
 running many shards at once is an engine's job (`explorer.build.ray_engine`, or a job array).
-
-Which texts. Shard I of N runs batches I, I + N, I + 2N, ... of the single build's batch plan
-(`explorer.build.extract.batch_plan`: texts sorted by token count, cut into `batch_size` runs).
-Every forward pass of a sharded build is then one that the single build runs too, with the
-same texts and the same padding, so the activations are the same numbers (bit for bit on the
-same hardware, versions and thread count), and dealing length-sorted batches round robin
-gives the shards nearly equal token counts. The price: each shard tokenizes the whole
-corpus, which is cheap next to the forward passes. Text ids stay the corpus's own.
-
-Layout of a shard folder (`sae=NAME` is the SAE name, percent-escaped):
-
-- `manifests/shard=I.json`: written last; a shard exists once its manifest does. Source,
-  corpus (spec, SHA-256 of its texts), settings, N, I, SAE infos, versions, and every file
-  of the shard with its row count.
-- `texts/shard=I/part-0.parquet`: text_id, category, source, text, labels.
-- `tokens/shard=I/part-K.parquet`: text_id, pos, token_id, token (real tokens only).
-- `acts/sae=NAME/shard=I/part-K.parquet`: feature, text_id, pos, value (positive only).
-- `stats/sae=NAME/shard=I/part-0.parquet`: per feature n_active_tokens, n_active_texts,
-  act_sum (float64) and act_max: sums, counts and maxima, which add up over shards.
-- `topk/sae=NAME/shard=I/part-0.parquet`: the running top-k (feature, rank, text_id, pos,
-  value); `merged_top_examples` merges it over shards.
-- `quality/shard=I/part-0.parquet`: per SAE the shard's real tokens and the sums behind
-  explained variance over them (squared error, activation sum and sum of squares per input
-  dimension, tokens); shard 0 adds the CE losses of the corpus's first
-  `quality_texts` texts, the ones a single build measures.
-- `logit_lens/sae=NAME/shard=0/part-0.parquet` and `vocab/shard=0/part-0.parquet`: shard 0
-  only, since the decoder logit lens depends on the weights alone.
-
-Atomic writes. A shard writes into `_incomplete/shard=I.HOST.PID/` with the same layout,
-then deletes any earlier manifest of shard I and its partitions, moves its partition
-folders into place and writes its manifest last (`os.replace`). The merge reads only the
-files that manifests list, so a killed shard is never half-present: it has no manifest, the
-merge names it as missing and mentions the leftover temporary folder, which the next write
-of a shard on the same host removes once its process is gone.
-
-Merge. Texts, tokens and activations are loaded by DuckDB straight from the Parquet files
-into one `StoreWriter`, which derives every other table in SQL exactly as for a single
-build. feature_stats come from summed counts and sums and the max of maxima; histograms are
-not merged but computed by the writer from `acts`, as for a single build, because their bins
-depend on the global max. Quality: L0 and the dead fraction from summed counts, explained
-variance from summed sums over the same tokens (every real token), CE loss recovered from
-shard 0.
-Every number equals the single build's up to float summation order (within 1e-12 on the
-tiny and demo bundles).
+The folder format and why the merge equals a single build: docs/shards.md.
 """
 
 from __future__ import annotations
