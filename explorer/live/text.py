@@ -3,7 +3,9 @@
 Owns `TextActivations` (a text's real tokens and its nonzero activations of one SAE as rows
 pos, feature, value) with the views the token page needs: a [tokens x features] matrix for
 highlighting (with the value shown at full colour), the strongest features of the text, the
-top features at each token (with links to their pages), and parses typed feature ids. It
+top features at each token (plain ids: `explorer.ui.tables` turns them into links), the text's
+features ranked by their largest or summed activation (`rank_text_features`, the search page's
+"by text"), and parses typed feature ids. It
 reads a stored text with two `Store` reads, and encodes typed text live through the cached
 model and SAE: BOS-prefixed like the build, bounded in characters and in tokens (< n_ctx),
 under `torch.inference_mode()`, without adding hooks to the shared model: residual-stream
@@ -18,14 +20,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import pandas as pd
 import torch
 
-from explorer.charts import feature_href
-from explorer.charts.tokens_html import visible_text
-from explorer.errors import InputError, decimal_int, quoted
+from explorer.errors import InputError, bounded_int, decimal_int, quoted
 from explorer.hooks import residual_boundary
 from explorer.sources import request_hooks
 from explorer.sources.source import LoadedSource, SaeHandle
@@ -34,6 +35,9 @@ from explorer.tokenize import token_strings
 
 MAX_TEXT_CHARS = 2000
 MAX_HIGHLIGHTED = 8
+MAX_RANKED = 1000
+TextRanking = Literal["max", "sum"]
+TEXT_RANKINGS: dict[str, str] = {"max": "largest activation", "sum": "summed activation"}
 
 
 @dataclass(frozen=True)
@@ -77,15 +81,13 @@ class TextActivations:
         return scales
 
     def top_features_table(self, n: int = 3) -> pd.DataFrame:
-        """One row per token: pos, token (whitespace made visible), then `feature k` (a link
-        to the feature's page) and `value k` for the k-th most active feature there."""
-        shown = [visible_text(token) for token in self.tokens]
-        table = pd.DataFrame({"pos": self.positions, "token": shown})
+        """One row per token: pos, token, then `feature k` (its id; missing where fewer
+        than k features fire) and `value k` for the k-th most active feature there."""
+        table = pd.DataFrame({"pos": self.positions, "token": self.tokens})
         top = self.top_features(n)
         for rank in range(1, n + 1):
             at_rank = top[top["rank"] == rank].set_index("pos")
-            links = [feature_href(self.sae, f) for f in at_rank["feature"]]
-            table[f"feature {rank}"] = table["pos"].map(pd.Series(links, index=at_rank.index))
+            table[f"feature {rank}"] = table["pos"].map(at_rank["feature"]).astype("Int64")
             table[f"value {rank}"] = table["pos"].map(at_rank["value"])
         return table
 
@@ -98,6 +100,42 @@ class TextActivations:
         return tokens.merge(ranked, on="pos", how="inner")[
             ["pos", "token", "rank", "feature", "value"]
         ].reset_index(drop=True)
+
+
+def rank_text_features(acts: TextActivations, by: TextRanking = "max", n: int = 20) -> pd.DataFrame:
+    """The n features most active on a text, by their largest (`max`) or summed (`sum`)
+    activation over its tokens; ties by feature id.
+
+    Returns sae, feature, max, sum, n_tokens (tokens where it fires), peak_pos and
+    peak_token (its strongest token; the first on ties).
+    """
+    if by not in TEXT_RANKINGS:
+        raise InputError(f"Rank features by one of {', '.join(TEXT_RANKINGS)}, got {by!r}.")
+    n = bounded_int("The number of features", n, 1, MAX_RANKED)
+    rows = acts.acts
+    peaks = rows.sort_values(["feature", "value", "pos"], ascending=[True, False, True])
+    peaks = peaks.drop_duplicates("feature").set_index("feature")
+    grouped = rows.groupby("feature")["value"]
+    table = pd.DataFrame(
+        {
+            "max": grouped.max(),
+            "sum": grouped.sum(),
+            "n_tokens": grouped.size(),
+            "peak_pos": peaks["pos"],
+        }
+    ).rename_axis("feature")
+    table = table.reset_index().sort_values([by, "feature"], ascending=[False, True]).head(n)
+    tokens = np.asarray(acts.tokens, dtype=object)
+    table["peak_token"] = tokens[table["peak_pos"].to_numpy(dtype=np.int64) - 1]
+    table.insert(0, "sae", acts.sae)
+    return table.reset_index(drop=True)
+
+
+def with_share_of_max(table: pd.DataFrame, corpus_max: Mapping[int, float]) -> pd.DataFrame:
+    """`table` (with feature and max) plus share_of_max = max / the feature's largest
+    activation over the store's corpus (`corpus_max`; NaN where unknown or 0)."""
+    scale = table["feature"].map(lambda f: corpus_max.get(int(f)) or np.nan).astype(float)
+    return table.assign(share_of_max=table["max"] / scale)
 
 
 def parse_feature_ids(text: str, d_sae: int, max_features: int = MAX_HIGHLIGHTED) -> list[int]:

@@ -9,8 +9,9 @@ the hook name, layer and Neuronpedia id taken from the SAE's own metadata. Huggi
 downloads fail fast with a `SourceError` naming the offline alternatives when the hub
 cannot be reached and the local cache is cold.
 
-This module does not run the model or encode activations (`extract.py`), write stores
-(`store.py`), train the demo bundle (`demo.py`) or render anything (`explorer/ui/`).
+This module does not run the model or encode activations (`explorer.build`), write stores
+(`explorer.store`), train the demo bundle (`explorer.build.demo_training`) or render anything
+(`explorer/ui/`). The hub side is `hub.py`, TopK checkpoints are `topk_checkpoint.py`.
 """
 
 from __future__ import annotations
@@ -35,8 +36,9 @@ from explorer.sources import request_hooks
 from explorer.sources.hub import HubState, _from_hub, _hub_state, _registry_lookup
 from explorer.sources.topk_checkpoint import read_checkpoint, topk_sae_from_state_dict
 
-if TYPE_CHECKING:  # demo.py is imported lazily: only demo-backed sources need it
+if TYPE_CHECKING:  # demo_bundle is imported lazily: only demo-backed sources need it
     from explorer.sources.demo_bundle import DemoBundle
+    from explorer.store.schema import SaeRef
 
 SourceKind = Literal["demo", "registry", "local", "topk"]
 SOURCE_KINDS: tuple[str, ...] = get_args(SourceKind)
@@ -166,6 +168,15 @@ class LoadedSource:
                 return handle
         names = ", ".join(handle.name for handle in self.saes)
         raise SourceError(f"No SAE named {name!r} in {self.source.spec()}; its SAEs are: {names}.")
+
+    def handle_for(self, sae: str | SaeRef, d_sae: int | None = None) -> SaeHandle | None:
+        """The loaded SAE a store's SAE names, or None when the source has none: same name,
+        and same number of features when known (`d_sae`, or the `SaeRef`'s)."""
+        name, size = (sae, d_sae) if isinstance(sae, str) else (sae.name, sae.d_sae)
+        for handle in self.saes:
+            if handle.name == name and (size is None or handle.sae.cfg.d_sae == int(size)):
+                return handle
+        return None
 
 
 # --------------------------------------------------------------------------- loading

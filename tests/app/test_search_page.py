@@ -11,9 +11,9 @@ from streamlit.testing.v1 import AppTest
 
 from explorer.build.single import build_store
 from explorer.charts import feature_href
-from explorer.live.text import encode_text
+from explorer.live.text import encode_text, rank_text_features
 from explorer.sources.source import load_source
-from explorer.store.queries.search import rank_text_features, search_tokens
+from explorer.store.queries.search import search_tokens
 from explorer.store.reader import Store
 
 PAGE = str(Path(__file__).resolve().parents[2] / "app_pages" / "search.py")

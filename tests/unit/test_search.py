@@ -9,14 +9,8 @@ import pandas as pd
 import pytest
 
 from explorer.errors import InputError, StoreError
-from explorer.live.text import TextActivations
-from explorer.store.queries.search import (
-    escape_like,
-    rank_text_features,
-    search_labels,
-    search_tokens,
-    with_share_of_max,
-)
+from explorer.live.text import TextActivations, rank_text_features, with_share_of_max
+from explorer.store.queries.search import escape_like, search_labels, search_tokens
 from explorer.store.reader import Store
 from tests.unit.test_lens_checks import (
     DECODER,
