@@ -60,13 +60,18 @@ def decimal_int(text: str) -> int | None:
     return INT_CAP if len(text.lstrip("0")) > 18 else int(text)
 
 
-def bounded_int(name: str, value: object, low: int, high: int | None = None) -> int:
-    """`value` as an int from `low` to `high` (None: no upper bound), or an `InputError` in
-    the one wording every whole-number setting uses: "{name} must be a whole number from
-    {low} to {high}; {value} is not one." (or "... is out of range."). `value` is an int
-    (numpy ints too, not a bool) or text: ASCII digits with an optional leading minus and
-    surrounding spaces; unicode digits, signs elsewhere, decimals and exponents are refused."""
-    span = f"from {low:,} to {high:,}" if high is not None else f"of at least {low:,}"
+def bounded_int(name: str, value: object, low: int | None, high: int | None = None) -> int:
+    """`value` as an int from `low` to `high` (None: no bound that side), or an `InputError`
+    in the one wording every whole-number setting uses: "{name} must be an integer from {low}
+    to {high}; {value} is not one." (or "... is out of range."). `value` is an int (numpy ints
+    too, not a bool) or text: ASCII digits with an optional leading minus and surrounding
+    spaces; unicode digits, signs elsewhere, decimals, exponents and empty text are refused."""
+    span = {
+        (True, True): f" from {low} to {high}",
+        (True, False): f" of at least {low}",
+        (False, True): f" of at most {high}",
+        (False, False): "",
+    }[low is not None, high is not None]
     if isinstance(value, str):
         text = value.strip()
         digits = decimal_int(text.removeprefix("-"))
@@ -77,9 +82,9 @@ def bounded_int(name: str, value: object, low: int, high: int | None = None) -> 
         number = int(value) if is_int else None
         shown = str(number) if is_int else markdown_escaped(repr(value)[:40])
     if number is None:
-        raise InputError(f"{name} must be a whole number {span}; {shown} is not one.")
-    if number < low or (high is not None and number > high):
-        raise InputError(f"{name} must be a whole number {span}; {shown} is out of range.")
+        raise InputError(f"{name} must be an integer{span}; {shown} is not one.")
+    if (low is not None and number < low) or (high is not None and number > high):
+        raise InputError(f"{name} must be an integer{span}; {shown} is out of range.")
     return number
 
 
