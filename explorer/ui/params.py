@@ -3,21 +3,26 @@
 Owns the two-way binding between sidebar widgets and `st.query_params`: on a session's
 first run of a page each widget starts from its query parameter (validated; a bad value
 shows a `st.warning` naming the parameter and falls back to the default), and after every
-run the parameters hold the current non-default values. `specialist_settings_sidebar` is
+run the parameters hold the current non-default values. Linked values are read in the
+project's words: whole numbers through `explorer.errors.bounded_int`, other numbers as ASCII
+decimals (no unicode digits, no nan or inf), and a parameter the link repeats is warned about
+(`url_value`) instead of silently taking its last value. `specialist_settings_sidebar` is
 the shared sidebar of the specialist pages (one parameter per `SpecialistSettings` field,
 same name); the `url_*` helpers bind one page-specific widget each.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, replace
+from functools import partial
 from typing import Any, TypeVar
 
 import streamlit as st
 
 from explorer.analysis.specialists import MEASURES, SpecialistSettings
-from explorer.errors import InputError, quoted
+from explorer.errors import InputError, bounded_int, quoted
 
 T = TypeVar("T")
 KEY_PREFIX = "url_"
@@ -40,12 +45,26 @@ def _key(param: str) -> str:
     return KEY_PREFIX + param
 
 
+def url_value(param: str) -> str | None:
+    """The link's value of `param` (None when absent). A parameter given more than once
+    (`?feature=1&feature=2`) shows a warning naming its values and the one used, the last."""
+    values = st.query_params.get_all(param)
+    if len(values) > 1:
+        shown = ", ".join(quoted(value, 40) for value in values[:5])
+        more = f" and {len(values) - 5} more" if len(values) > 5 else ""
+        st.warning(
+            f"The link gives {param} {len(values)} times ({shown}{more}); using the last, "
+            f"{quoted(values[-1], 40)}."
+        )
+    return values[-1] if values else None
+
+
 def _start_from_url(param: str, default: T, parse: Callable[[str], T]) -> None:
     """Put the parameter's value (or `default`) into the widget's state, once per session."""
     key = _key(param)
     if key in st.session_state:
         return
-    raw = st.query_params.get(param)
+    raw = url_value(param)
     if raw is None:
         st.session_state[key] = default
         return
@@ -66,25 +85,28 @@ def _to_url(param: str, value: Any, default: Any) -> None:
         st.query_params[param] = str(value)
 
 
-def _parser(default: Any) -> Callable[[str], Any]:
-    """Parse a parameter to the type of its default (numbers must be plain decimals)."""
+def parse_float(raw: str, name: str = "The value") -> float:
+    """A linked number: ASCII digits with an optional sign, point and exponent (`0.5`,
+    `-2`, `1e-3`); unicode digits, nan, inf and overflowing values are refused."""
+    text = raw.strip()
+    if text.isascii() and len(text) <= 40:
+        try:
+            value = float(text)
+        except ValueError:
+            value = None
+        if value is not None and math.isfinite(value):
+            return value
+    raise InputError(f"{name} must be a number such as 0.5; {quoted(raw, 40)} is not one.")
+
+
+def _parser(default: Any, name: str = "The value") -> Callable[[str], Any]:
+    """Parse a parameter to the type of its default (numbers must be plain ASCII decimals)."""
+    if isinstance(default, bool):
+        return str
     if isinstance(default, int):
-
-        def parse_int(raw: str) -> int:
-            if not raw.strip().lstrip("-").isdigit():
-                raise ValueError("expected a whole number.")
-            return int(raw)
-
-        return parse_int
+        return partial(bounded_int, name, low=None, high=None)
     if isinstance(default, float):
-
-        def parse_float(raw: str) -> float:
-            try:
-                return float(raw)
-            except ValueError:
-                raise ValueError("expected a number such as 0.5.") from None
-
-        return parse_float
+        return partial(parse_float, name=name)
     return str
 
 
@@ -232,10 +254,7 @@ def url_int(label: str, param: str, default: int, low: int, high: int) -> int:
     """A sidebar whole number in [low, high] bound to `param`."""
 
     def parse(raw: str) -> int:
-        value = _parser(default)(raw)
-        if not low <= value <= high:
-            raise ValueError(f"choose {low} to {high}.")
-        return value
+        return bounded_int(param, raw, low, high)
 
     _start_from_url(param, default, parse)
     value = st.sidebar.number_input(label, min_value=low, max_value=high, step=1, key=_key(param))
@@ -249,9 +268,9 @@ def url_float(
     """A sidebar number in [low, high] bound to `param`."""
 
     def parse(raw: str) -> float:
-        value = _parser(float(default))(raw)
+        value = parse_float(raw, param)
         if not low <= value <= high:
-            raise ValueError(f"choose {low:g} to {high:g}.")
+            raise InputError(f"{param} must be a number from {low:g} to {high:g}; got {value:g}.")
         return value
 
     _start_from_url(param, float(default), parse)
@@ -279,3 +298,14 @@ def url_text(label: str, param: str, default: str, check: Callable[[str], T], **
         return check(default)
     _to_url(param, text, default)
     return checked
+
+
+def url_text_query(label: str, param: str, max_chars: int, **kwargs: Any) -> str:
+    """A text input on the page bound to `param`: it starts from the link's value (cut to
+    `max_chars`), and the URL follows what is typed (no parameter when empty)."""
+    key = _key(param)
+    if key not in st.session_state:
+        st.session_state[key] = (url_value(param) or "")[:max_chars]
+    text = st.text_input(label, key=key, max_chars=max_chars, **kwargs)
+    _to_url(param, text, "")
+    return text

@@ -1,31 +1,91 @@
 """Tables that name features: a link column to each feature's page and number formats.
 
-Owns how the analysis pages show a DataFrame with `sae` and `feature` columns in
-`st.dataframe`: a `link` column holding `explorer.ui.links.feature_url` (shown as the
-feature id, clickable) and the column formats of the specialist measures.
+Owns how every page shows a DataFrame in `st.dataframe`: the one dictionary of column
+formats by column name (`COLUMN_FORMATS`: the specialist measures, rankings, logit lens,
+search and intervention numbers), and, for frames with `sae` and `feature` columns, a first
+`link` column holding `explorer.ui.links.feature_url` (`feature_table`). The token page's
+"top features at each token" shows its feature ids as links through `top_features_table`.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 import pandas as pd
 import streamlit as st
 
+from explorer.charts.tokens_html import visible_text
 from explorer.ui.links import feature_url
 
 LINK = "link"
-MEASURE_FORMATS = {
-    "score": st.column_config.NumberColumn("score", format="%.3g"),
-    "share": st.column_config.NumberColumn("share", format="%.2f"),
-    "max_other_share": st.column_config.NumberColumn("max other share", format="%.2f"),
-    "auroc": st.column_config.NumberColumn("AUROC", format="%.3f"),
-    "enrichment": st.column_config.NumberColumn("enrichment", format="%.2f"),
-    "p_value": st.column_config.NumberColumn("p", format="%.2e"),
-    "q_value": st.column_config.NumberColumn("q (BH)", format="%.2e"),
-    "token_freq": st.column_config.NumberColumn("token freq", format="%.2e"),
-    "text_freq": st.column_config.NumberColumn("text freq", format="%.3f"),
-    "max": st.column_config.NumberColumn("max act", format="%.3g"),
-    "mean_active": st.column_config.NumberColumn("mean act", format="%.3g"),
+NUMBER = st.column_config.NumberColumn
+COLUMN_FORMATS: dict[str, Any] = {
+    # specialist measures and feature statistics
+    "score": NUMBER("score", format="%.4g"),
+    "share": NUMBER("share", format="%.2f"),
+    "max_other_share": NUMBER("max other share", format="%.2f"),
+    "auroc": NUMBER("AUROC", format="%.3f"),
+    "enrichment": NUMBER("enrichment", format="%.2f"),
+    "p_value": NUMBER("p", format="%.2e"),
+    "q_value": NUMBER("q (BH)", format="%.2e"),
+    "token_freq": NUMBER("token freq", format="%.2e"),
+    "text_freq": NUMBER("text freq", format="%.3f"),
+    "max": NUMBER("max act", format="%.3g"),
+    "max_act": NUMBER("max act", format="%.3g"),
+    "mean_active": NUMBER("mean act", format="%.3g"),
+    # rankings, co-firing and concepts
+    "composite": NUMBER("token freq x mean act", format="%.3g"),
+    "max_text_act": NUMBER("max text act", format="%.3g"),
+    "concept_score": NUMBER("concept score", format="%.4g"),
+    "mean_in": NUMBER("mean act in category", format="%.4f"),
+    "mean_out": NUMBER("mean act outside", format="%.4f"),
+    "coverage": NUMBER("coverage", format="%.2f"),
+    "example_mean": NUMBER("mean act on examples", format="%.4f"),
+    "corpus_mean": NUMBER("corpus mean act", format="%.4f"),
+    "lift": NUMBER("lift", format="%.3g"),
+    "active_share": NUMBER("active share", format="%.2f"),
+    "jaccard": NUMBER("Jaccard", format="%.3f"),
+    "cosine": NUMBER("cosine", format="%.3f"),
+    "n_both": NUMBER("together"),
+    "n_active": NUMBER("active"),
+    "is_specialist": st.column_config.CheckboxColumn("specialist"),
+    # logit lens
+    "promoted": st.column_config.ListColumn("promoted tokens"),
+    "suppressed": st.column_config.ListColumn("suppressed tokens"),
+    "max_logit": NUMBER("max logit", format="%.3f"),
+    "min_logit": NUMBER("min logit", format="%.3f"),
+    "logit": NUMBER("logit", format="%.4f"),
+    "hit_rate": NUMBER("hit rate", format="%.2f"),
+    "input_hit_rate": NUMBER("input hit rate", format="%.2f"),
+    "random_hit_rate": NUMBER("random hit rate", format="%.2f"),
+    "mean_next_rank": NUMBER("mean next rank", format="%.0f"),
+    "max_cosine": NUMBER("max cosine", format="%.3f"),
+    # search by text
+    "sum": NUMBER("sum", format="%.3f"),
+    "n_tokens": NUMBER("active tokens"),
+    "peak_token": "strongest token",
+    "share_of_max": NUMBER(
+        "share of its corpus max", format="%.2f", help="max here / max over the corpus"
+    ),
+    # interventions
+    "mean_delta_loss": NUMBER("mean change in loss", format="%+.5f"),
+    "clean_prob": NUMBER("clean p", format="%.3f"),
+    "patched_prob": NUMBER("intervened p", format="%.3f"),
 }
+
+
+def column_formats(columns: list[str], **config: Any) -> dict[str, Any]:
+    """The `column_config` of `columns`: their `COLUMN_FORMATS`, then `config` by name."""
+    return {
+        **{name: fmt for name, fmt in COLUMN_FORMATS.items() if name in columns},
+        **config,
+    }
+
+
+def table(frame: pd.DataFrame, columns: list[str] | None = None, **config: Any) -> None:
+    """Show `frame` (its `columns`, default all) without the index, in the shared formats."""
+    columns = list(frame.columns) if columns is None else columns
+    st.dataframe(frame[columns], hide_index=True, column_config=column_formats(columns, **config))
 
 
 def with_feature_links(frame: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
@@ -35,15 +95,26 @@ def with_feature_links(frame: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
     return frame[columns].assign(**{LINK: links})[[LINK, *columns]]
 
 
-def feature_table(frame: pd.DataFrame, columns: list[str], **config) -> None:
+def feature_table(frame: pd.DataFrame, columns: list[str], **config: Any) -> None:
     """Show `frame` (with sae and feature columns) as a dataframe whose first column links
-    to each feature's page; `config` adds column configs by name."""
+    to each feature's page; `config` adds or overrides column configs by name."""
     st.dataframe(
         with_feature_links(frame, columns),
         hide_index=True,
         column_config={
             LINK: st.column_config.LinkColumn("page", display_text="open", width="small"),
-            **{name: fmt for name, fmt in MEASURE_FORMATS.items() if name in columns},
-            **config,
+            **column_formats(columns, **config),
         },
     )
+
+
+def top_features_table(top: pd.DataFrame, sae: str, n: int) -> None:
+    """Show `TextActivations.top_features_table(n)`: tokens with whitespace made visible, and
+    each `feature k` column as a link to that feature's page (shown as its id)."""
+    shown = top.assign(token=top["token"].map(visible_text))
+    config = {}
+    for rank in range(1, n + 1):
+        column = f"feature {rank}"
+        shown[column] = [None if pd.isna(f) else feature_url(sae, int(f)) for f in top[column]]
+        config[column] = st.column_config.LinkColumn(f"#{rank}", display_text=r"feature=(\d+)$")
+    st.dataframe(shown, hide_index=True, column_config=config)

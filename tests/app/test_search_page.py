@@ -18,7 +18,7 @@ from explorer.store.reader import Store
 
 PAGE = str(Path(__file__).resolve().parents[2] / "app_pages" / "search.py")
 LABELS = [("L0.resid_post", 3, "carries 50% of sums"), ("L1.resid_post", 7, "snake_case names")]
-QUERY_KEY, TEXT_KEY = "search_page.query", "search_page.text"
+QUERY_KEY, TEXT_KEY = "url_q", "search_page.text"
 
 
 @pytest.fixture(scope="module")
