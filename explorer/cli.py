@@ -179,8 +179,8 @@ def _export(args: argparse.Namespace) -> None:
 
     out = args.out or f"{Path(args.store).stem}-{args.table}.{args.format}"
     with Store.open(args.store) as store:
-        store.export(args.table, out, args.format)
-    print(f"wrote {out}")
+        written = store.export(args.table, out, args.format, force=args.force)
+    print(f"wrote {written}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -248,6 +248,11 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--table", required=True)
     export.add_argument("--format", choices=["csv", "parquet"], default="csv")
     export.add_argument("--out", help="output file (default: STORE-TABLE.FORMAT)")
+    export.add_argument(
+        "--force",
+        action="store_true",
+        help="replace an existing output file (never a store, its labels file or a database)",
+    )
     export.set_defaults(run=_export)
     return parser
 

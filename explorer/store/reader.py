@@ -1,16 +1,18 @@
 """`Store`: a finished store opened read-only, and the one query path every read takes.
 
-Owns the shared connection (a cursor per query, a reader-writer lock for user writes), the
-mapping of DuckDB failures to `StoreError`, the validation of SAE names and feature ids, and
-the reads the pages share. Page-specific reads live in `explorer.store.queries`; the format is
-in docs/store.md.
+Owns the shared connection (a cursor per query, a reader-writer lock so `close` waits for
+running queries), the mapping of DuckDB failures to `StoreError`, the validation of SAE names
+and feature ids, and the reads the pages share. The store file is never written after its
+build: labels, notes and ledger runs go through `explorer.store.user_data` to a sidecar.
+Page-specific reads live in `explorer.store.queries`; the format is in docs/store.md.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import logging
+import os
+import secrets
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -20,6 +22,7 @@ from typing import Any, Literal
 import duckdb
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from explorer.errors import InputError, StoreError
 from explorer.store.schema import (
@@ -37,6 +40,7 @@ from explorer.store.schema import (
     _is_corruption,
     _open_error,
 )
+from explorer.store.user_data import UserData, legacy_rows, legacy_source, sidecar_path
 
 logger = logging.getLogger(__name__)
 
@@ -143,7 +147,9 @@ class Store:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._lock = _ReadWriteLock()
+        self._user = UserData(sidecar_path(path))
         self._connect()
+        self._import_legacy_user_data()
 
     @classmethod
     def open(cls, path: str | Path) -> Store:
@@ -206,8 +212,16 @@ class Store:
     def __exit__(self, exc_type: object, exc: object, traceback: object) -> None:
         self.close()
 
+    @property
+    def identity(self) -> tuple[int, int]:
+        """(inode, mtime_ns) of the file this store has open; a rebuild makes a new one."""
+        return self._identity
+
     def changed_on_disk(self) -> bool:
-        """True once a rebuild has replaced the file this store has open: close and reopen."""
+        """True once a rebuild has replaced the file this store has open: open the new one.
+
+        Only a build changes a store file (user data goes to the sidecar), and a build swaps
+        in a new file with `os.replace`, so this is never true of a file being written."""
         try:
             stat = self.path.stat()
         except FileNotFoundError:
@@ -224,11 +238,21 @@ class Store:
             finally:
                 cursor.close()
 
-    def query(self, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> pd.DataFrame:
+    def query(
+        self,
+        sql: str,
+        params: Sequence[Any] | Mapping[str, Any] = (),
+        *,
+        with_labels: bool = False,
+    ) -> pd.DataFrame:
         """Run one parameterised read on its own cursor; a damaged file raises `StoreError`.
 
-        The one query helper: `explorer.store.queries` reads through it too."""
+        The one query helper: `explorer.store.queries` reads through it too. With
+        `with_labels`, the query can also read `current_labels` (sae, feature, label, note:
+        the newest label of each labelled feature, from the user data sidecar)."""
         with self.cursor() as cursor:
+            if with_labels:
+                cursor.register("current_labels", self._user.current_labels())
             try:
                 return cursor.execute(sql, params).df()
             except duckdb.Error as exc:
@@ -539,54 +563,95 @@ class Store:
             return {t: cursor.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in tables}
 
     def export(
-        self, table: str, out_path: str | Path, format: Literal["csv", "parquet"] = "parquet"
+        self,
+        table: str,
+        out_path: str | Path,
+        format: Literal["csv", "parquet"] = "parquet",
+        *,
+        force: bool = False,
     ) -> Path:
-        """Write one table to CSV or Parquet, with SAE names in place of `sae_idx`."""
+        """Write one table to CSV or Parquet, with SAE names in place of `sae_idx`.
+
+        `labels` and `interventions` come from the user data sidecar. An existing file is
+        replaced only with `force`; the store, its sidecar and any database file are never
+        replaced. The table is written to a temporary file in the same folder, then renamed
+        over `out_path`, so a failed export leaves no half-written file."""
         if format not in ("csv", "parquet"):
             raise InputError(f"Export format must be 'csv' or 'parquet', got {format!r}.")
-        out_path = Path(out_path).absolute()
-        if not out_path.parent.is_dir():
-            raise StoreError(
-                f"Cannot export to {out_path}: the folder {out_path.parent} does not exist."
-            )
+        out_path = _export_target(Path(out_path).absolute(), self._protected_files(), force)
+        partial = out_path.with_name(f".{out_path.name}.{os.getpid()}.{secrets.token_hex(4)}.part")
         with self.cursor() as cursor:
             tables = sorted(row[0] for row in cursor.execute(_TABLE_NAMES_SQL).fetchall())
             if table not in tables:
                 raise StoreError(f"Unknown table {table!r}; the store has {tables}.")
             columns = [row[0] for row in cursor.execute(f"DESCRIBE {table}").fetchall()]
-            if "sae_idx" in columns and table != "saes":
-                query = (
+            if table in ("labels", "interventions"):
+                user_rows = self.labels() if table == "labels" else self.interventions()
+                oldest_first = user_rows.iloc[::-1]
+                relation = cursor.from_arrow(
+                    pa.Table.from_pandas(oldest_first, preserve_index=False)
+                )
+            elif "sae_idx" in columns and table != "saes":
+                relation = cursor.sql(
                     f"SELECT s.sae, t.* EXCLUDE (sae_idx) FROM {table} t "
                     "JOIN saes s USING (sae_idx)"
                 )
             else:
-                query = f"SELECT * FROM {table}"
-            relation = cursor.sql(query)
+                relation = cursor.sql(f"SELECT * FROM {table}")
             try:
                 if format == "csv":
-                    relation.write_csv(str(out_path))
+                    relation.write_csv(str(partial))
                 else:
-                    relation.write_parquet(str(out_path))
-            except duckdb.IOException as exc:
+                    relation.write_parquet(str(partial))
+                os.replace(partial, out_path)
+            except (duckdb.IOException, OSError) as exc:
                 raise StoreError(f"Cannot write {out_path} ({exc}).") from exc
+            finally:
+                partial.unlink(missing_ok=True)
         return out_path
 
+    def _protected_files(self) -> list[Path]:
+        """The files an export must never replace: the store, its sidecar, their journals."""
+        sidecar = self._user.path
+        return [
+            self.path,
+            self.path.with_name(self.path.name + ".wal"),
+            sidecar,
+            sidecar.with_name(sidecar.name + "-wal"),
+            sidecar.with_name(sidecar.name + "-shm"),
+        ]
+
     # -- user data ------------------------------------------------------------------------
+    # Labels, notes and ledger runs live in the store's sidecar (`explorer.store.user_data`):
+    # saving never touches the store file or its read-only connection.
+
+    def _import_legacy_user_data(self) -> None:
+        """Copy the labels and runs an older store kept in its DuckDB file into the sidecar,
+        once per version of that file (a read; new builds keep these tables empty)."""
+        with self.cursor() as cursor:
+            rows = legacy_rows(cursor)
+        if rows is not None:
+            self._user.import_legacy(legacy_source(self.path, self._identity), *rows)
+
+    @property
+    def user_data_path(self) -> Path:
+        """The sidecar file that holds this store's labels, notes and ledger runs."""
+        return self._user.path
+
+    def user_data_version(self) -> tuple[int, int, int]:
+        """Changes whenever a label or run is saved (for cache keys)."""
+        return self._user.version()
 
     def labels(self, sae: str | None = None, feature: int | None = None) -> pd.DataFrame:
         """sae, feature, label, note, created_at, newest first; optionally one SAE/feature."""
         if sae is not None:
             ref = self.sae(sae)
             feature = None if feature is None else self._feature(ref, feature)
-        return self.query(
-            """SELECT sae, feature::BIGINT AS feature, label, note, created_at FROM labels
-            WHERE (? IS NULL OR sae = ?) AND (? IS NULL OR feature = ?)
-            ORDER BY created_at DESC""",
-            [sae, sae, feature, feature],
-        )
+        return self._user.labels(sae, feature)
 
     def save_label(self, sae: str, feature: int, label: str, note: str = "") -> None:
-        """Append a label for a feature; the newest label of a feature is its current one."""
+        """Append a label for a feature; the newest label of a feature is its current one.
+        A sidecar that cannot be written raises `StoreError` (nothing is saved)."""
         ref = self.sae(sae)
         feature = self._feature(ref, feature)
         label = label.strip()
@@ -594,63 +659,77 @@ class Store:
             raise InputError(f"A label needs 1 to {MAX_LABEL_CHARS} characters.")
         if len(note) > MAX_NOTE_CHARS:
             raise InputError(f"A note may have at most {MAX_NOTE_CHARS} characters.")
-        self._write_user_data(
-            lambda con: con.execute(
-                "INSERT INTO labels VALUES (?, ?, ?, ?, ?)",
-                [sae, feature, label, note, _now()],
-            )
-        )
+        self._user.retry_import()
+        self._user.add_label(sae, feature, label, note)
 
     def interventions(self, sae: str | None = None) -> pd.DataFrame:
         """id, sae, settings, metrics (JSON text), created_at, newest first."""
         if sae is not None:
             self.sae(sae)
-        return self.query(
-            """SELECT id, sae, settings::VARCHAR AS settings, metrics::VARCHAR AS metrics,
-                created_at
-            FROM interventions WHERE ? IS NULL OR sae = ? ORDER BY id DESC""",
-            [sae, sae],
-        )
+        return self._user.interventions(sae)
 
     def save_intervention(
         self, sae: str, settings: Mapping[str, Any], metrics: Mapping[str, Any]
     ) -> int:
-        """Record an intervention run (JSON-serialisable settings and metrics); returns its id."""
+        """Record an intervention run (JSON-serialisable settings and metrics); returns its id.
+        A sidecar that cannot be written raises `StoreError` (nothing is saved)."""
         self.sae(sae)
         settings_json = json.dumps(settings, sort_keys=True)
         metrics_json = json.dumps(metrics, sort_keys=True)
-
-        def insert(con: duckdb.DuckDBPyConnection) -> int:
-            return con.execute(
-                """INSERT INTO interventions
-                SELECT coalesce(max(id), 0) + 1, ?, ?, ?, ? FROM interventions
-                RETURNING id""",
-                [sae, settings_json, metrics_json, _now()],
-            ).fetchone()[0]
-
-        return self._write_user_data(insert)
-
-    def _write_user_data(self, write: Any) -> Any:
-        """Run `write(con)` on a short-lived read-write connection (see the module docstring)."""
-        with self._lock.writing():
-            self._con.close()
-            try:
-                try:
-                    con = duckdb.connect(str(self.path))
-                except duckdb.Error as exc:
-                    raise StoreError(
-                        f"Cannot save to {self.path}: it is open in another process or another "
-                        f"Store of this process ({exc}). Close it there and retry."
-                    ) from exc
-                try:
-                    result = write(con)
-                    con.execute("CHECKPOINT")
-                finally:
-                    con.close()
-            finally:
-                self._connect()
-        return result
+        self._user.retry_import()
+        return self._user.add_run(sae, settings_json, metrics_json)
 
 
-def _now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
+_DATABASE_MAGIC = {
+    b"DUCK": (8, "a DuckDB database"),
+    b"SQLite format 3\x00": (0, "a SQLite database"),
+}
+
+
+def _database_kind(path: Path) -> str | None:
+    """What database the file at `path` is (e.g. "a DuckDB database"), or None."""
+    try:
+        with path.open("rb") as file:
+            head = file.read(32)
+    except OSError:
+        return None
+    for magic, (offset, kind) in _DATABASE_MAGIC.items():
+        if head[offset : offset + len(magic)] == magic:
+            return kind
+    return None
+
+
+def _export_target(out_path: Path, protected: Sequence[Path], force: bool) -> Path:
+    """`out_path` if an export may write it; a `StoreError` saying why not otherwise."""
+    if not out_path.parent.is_dir():
+        raise StoreError(
+            f"Cannot export to {out_path}: the folder {out_path.parent} does not exist."
+        )
+    real = os.path.realpath(out_path)
+    for path in protected:
+        same = real == os.path.realpath(path)
+        if not same and out_path.exists() and path.exists():
+            same = os.path.samefile(out_path, path)
+        if same:
+            raise StoreError(
+                f"Cannot export to {out_path}: that is the store's own file or its labels "
+                "file. Choose another output file."
+            )
+    if not out_path.exists():
+        return out_path
+    if out_path.is_dir():
+        raise StoreError(f"Cannot export to {out_path}: it is a folder. Give a file name.")
+    if not out_path.is_file():
+        raise StoreError(f"Cannot export to {out_path}: it is not a regular file.")
+    kind = _database_kind(out_path)
+    if kind is not None:
+        raise StoreError(
+            f"Cannot export to {out_path}: it is {kind}, and an export never replaces a "
+            "database. Choose another output file."
+        )
+    if not force:
+        raise StoreError(
+            f"Cannot export to {out_path}: the file exists. Choose another output file, or "
+            "replace it with --force."
+        )
+    return out_path

@@ -29,9 +29,7 @@ from explorer.store.schema import (
     _ACTS_STAGING_SCHEMA,
     _RANKED_STATS_SQL,
     _STAGING,
-    _TABLE_NAMES_SQL,
     _TABLES,
-    _USER_TABLES,
     FEATURE_TOKEN_TOP,
     FLUSH_ROWS,
     HIST_BINS,
@@ -50,6 +48,7 @@ from explorer.store.schema import (
     library_versions,
     sql_literal,
 )
+from explorer.store.user_data import UserData, legacy_rows, legacy_source, sidecar_path
 
 logger = logging.getLogger(__name__)
 
@@ -385,7 +384,7 @@ class StoreWriter:
                 "Choose a folder you can write to."
             )
         if self.path.exists():
-            self._read_user_data()  # fail now, not after the expensive part, if unreadable
+            self._keep_user_data()
         _remove_stale_builds(self.path)
         self._tmp = _tmp_path(self.path, os.getpid())
         _remove_db_files(self._tmp)
@@ -737,7 +736,7 @@ class StoreWriter:
         _insert(self._con, "logit_lens_staging", batch)
 
     def finish(self) -> None:
-        """Sort, derive, carry user data over, commit, and replace the store at `path`."""
+        """Sort, derive, commit, and replace the store at `path` (its sidecar stays)."""
         if self._done:
             raise StoreError("This build has already finished or been aborted.")
         try:
@@ -839,8 +838,6 @@ class StoreWriter:
             + ") r LEFT JOIN text_max m USING (sae_idx, feature) ORDER BY r.sae_idx, r.feature",
             {"n_tokens": n_tokens, "n_texts": n_texts},
         )
-        for table, data in self._read_user_data().items():
-            _insert(con, table, data)
         meta = {key: _json_value(value) for key, value in self._meta.items()}
         meta |= {
             "schema_version": SCHEMA_VERSION,
@@ -855,7 +852,7 @@ class StoreWriter:
         self._closed = True
         self._tmp.with_name(self._tmp.name + ".wal").unlink(missing_ok=True)
         # A WAL of the old file must not be replayed onto the new one; its content was read
-        # by _read_user_data above.
+        # by _keep_user_data above.
         self.path.with_name(self.path.name + ".wal").unlink(missing_ok=True)
         os.replace(self._tmp, self.path)
         logger.info("store build: wrote %s in %.1f s", self.path, time.perf_counter() - started)
@@ -902,11 +899,13 @@ class StoreWriter:
                 "activations must be on real tokens (no BOS, no padding)."
             )
 
-    def _read_user_data(self) -> dict[str, pa.Table]:
-        """Labels and interventions of the store currently at `path` (none if no file)."""
-        if not self.path.exists():
-            return {}
+    def _keep_user_data(self) -> None:
+        """Copy the labels and runs the store at `path` keeps inside its DuckDB file (stores
+        built before the sidecar) into its sidecar, which the rebuild leaves in place. Runs
+        before the expensive part: an unreadable old file or sidecar fails the build now."""
         try:
+            stat = self.path.stat()
+            identity = (stat.st_ino, stat.st_mtime_ns)
             old = duckdb.connect(str(self.path), read_only=True)
         except duckdb.Error as exc:
             raise StoreError(
@@ -914,12 +913,7 @@ class StoreWriter:
                 f"and interventions cannot be kept ({exc}). Move or delete it, then rebuild."
             ) from exc
         try:
-            present = {row[0] for row in old.execute(_TABLE_NAMES_SQL).fetchall()}
-            return {
-                table: old.sql(f"SELECT * FROM {table}").to_arrow_table()
-                for table in _USER_TABLES
-                if table in present
-            }
+            rows = legacy_rows(old)
         except duckdb.Error as exc:
             raise StoreError(
                 f"Cannot rebuild {self.path}: reading its labels failed ({exc}). "
@@ -927,6 +921,9 @@ class StoreWriter:
             ) from exc
         finally:
             old.close()
+        if rows is not None:
+            user_data = UserData(sidecar_path(self.path))
+            user_data.import_legacy(legacy_source(self.path, identity), *rows, strict=True)
 
 
 def _paths(files: Sequence[str | Path]) -> list[str]:

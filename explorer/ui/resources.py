@@ -2,7 +2,8 @@
 
 Everything here is a `st.cache_resource` singleton shared by every session, so callers must
 never mutate what they get (no `.to()`, no hooks added, no config changes). The store is
-opened read-only once per path and reopened when a rebuild replaced the file. One source is
+opened read-only once per path and reopened when a rebuild replaced the file (the old one is
+dropped, never closed under a running query). One source is
 loaded at a time (`max_entries=1`): loading another evicts the first once the new one is in
 (both are in memory while it loads), and before a load its memory is estimated
 (`explorer.sources.memory`), shown in the spinner and refused with a `SourceError` if it would not
@@ -76,7 +77,13 @@ def _loaded_source(spec: str) -> LoadedSource:
 
 
 class _StoreSlot:
-    """The open Store of one path, swapped for a fresh one when the file was replaced."""
+    """The open Store of one path, swapped for a fresh one when a rebuild replaced the file.
+
+    A store file changes only by a rebuild's `os.replace` (user data goes to its sidecar), so
+    `changed_on_disk` means a new file. The old Store is dropped, never closed: scripts of
+    other sessions may still be running queries on it; its connection closes when the last
+    of them lets go of it.
+    """
 
     def __init__(self, path: str) -> None:
         self.path = path
@@ -85,10 +92,7 @@ class _StoreSlot:
 
     def get(self) -> Store:
         with self.lock:
-            if self.store is not None and self.store.changed_on_disk():
-                self.store.close()
-                self.store = None
-            if self.store is None:
+            if self.store is None or self.store.changed_on_disk():
                 self.store = Store.open(self.path)
             return self.store
 
@@ -105,13 +109,14 @@ def _build_lock() -> threading.Lock:
     return threading.Lock()
 
 
-StoreKey = tuple[str, int]
+StoreKey = tuple[str, tuple[int, ...]]
 
 
 def store_key(store: Store) -> StoreKey:
-    """Cache key of a store's content: its path and the file's modification time, so a
-    rebuild or a saved label (both rewrite the file) never reads an old cache entry."""
-    return str(store.path), store.path.stat().st_mtime_ns
+    """Cache key of a store's content: its path, and the identity of the file this Store has
+    open (a rebuild makes a new one) with its user data's version (a saved label or run
+    changes it), so no page reads an old cache entry."""
+    return str(store.path), (*store.identity, *store.user_data_version())
 
 
 def open_store(path: str) -> Store:
@@ -134,7 +139,7 @@ def demo_store_outdated(path: str) -> bool:
 
 def build_missing_demo_store(path: str, spec: str, progress) -> bool:
     """Build the demo store at `path` if it is missing or of another schema version (one
-    `Store.open` refuses; labels and interventions are carried over by the build); True when
+    `Store.open` refuses; labels and interventions stay in the store's sidecar); True when
     a build ran. A file that is not a readable store is left for `Store.open` to report.
 
     One build at a time per process: a second session waits, then finds the file.

@@ -745,3 +745,386 @@ def test_the_writer_refuses_inconsistent_input(tmp_path: Path, corpus: Corpus) -
         writer.abort()
     assert not (tmp_path / "s.duckdb").exists()
     assert not list(tmp_path.iterdir())
+
+
+# -- user data: the sidecar -----------------------------------------------------------------
+
+
+def legacy_store(path: Path, corpus: Corpus) -> tuple[list[tuple], list[tuple]]:
+    """A store as builds made before the sidecar: labels and runs inside the DuckDB file."""
+    write_store(path, corpus)
+    sae = corpus.saes[0].sae
+    labels = [
+        (sae, 2, "old label", "an old note", pd.Timestamp("2026-01-01 10:00:00")),
+        (sae, 2, "newer old label", "", pd.Timestamp("2026-01-02 10:00:00.123456")),
+        (sae, 5, "it's quoted; --", "x", pd.Timestamp("2026-01-03 09:00:00")),
+    ]
+    runs = [
+        (1, sae, '{"mode": "zero"}', '{"dloss": 0.5}', pd.Timestamp("2026-01-01 11:00:00")),
+        (2, sae, '{"mode": "scale"}', '{"dloss": 0.25}', pd.Timestamp("2026-01-02 11:00:00")),
+    ]
+    with duckdb.connect(str(path)) as con:
+        con.executemany("INSERT INTO labels VALUES (?, ?, ?, ?, ?)", labels)
+        con.executemany("INSERT INTO interventions VALUES (?, ?, ?, ?, ?)", runs)
+    return labels, runs
+
+
+def test_saves_go_to_the_sidecar_and_never_change_the_store_file(tmp_path: Path) -> None:
+    path = tmp_path / "store.duckdb"
+    corpus = make_corpus(seed=6, n_texts=10)
+    sae = corpus.saes[0].sae
+    write_store(path, corpus)
+    before = path.read_bytes(), path.stat().st_mtime_ns, path.stat().st_ino
+    with Store.open(path) as store:
+        store.save_label(sae, 1, "first")
+        run_id = store.save_intervention(sae, {"mode": "zero"}, {"dloss": 1.5})
+        assert not store.changed_on_disk()
+        assert store.user_data_path == tmp_path / "store.duckdb.user.sqlite"
+    assert (path.read_bytes(), path.stat().st_mtime_ns, path.stat().st_ino) == before
+    with Store.open(path) as store, store.cursor() as cursor:
+        assert cursor.execute("SELECT count(*) FROM labels").fetchone()[0] == 0
+        assert store.labels()["label"].tolist() == ["first"]
+        assert store.interventions()["id"].tolist() == [run_id]
+        labels = store.labels()
+        assert labels.dtypes.astype(str).to_dict() == {
+            "sae": labels["sae"].dtype.name,
+            "feature": "int64",
+            "label": labels["label"].dtype.name,
+            "note": labels["note"].dtype.name,
+            "created_at": "datetime64[us]",
+        }
+        age = pd.Timestamp.now(tz="UTC").tz_localize(None) - labels["created_at"].iloc[0]
+        assert pd.Timedelta(0) <= age < pd.Timedelta(minutes=5)  # stored in UTC
+
+
+def test_many_threads_save_labels_and_runs_while_others_read(tmp_path: Path) -> None:
+    """8 writer threads x 25 saves (labels and ledger runs alternating) and 3 reader threads
+    on one Store: every write lands once, with its own content, and no thread raises."""
+    path = tmp_path / "store.duckdb"
+    corpus = make_corpus(seed=7, n_texts=10)
+    sae, d_sae = corpus.saes[0].sae, corpus.saes[0].d_sae
+    write_store(path, corpus)
+    writers, saves = 8, 25
+    errors: list[BaseException] = []
+    run_ids: list[int] = []
+    lock = threading.Lock()
+    stop = threading.Event()
+    reads = [0]
+
+    with Store.open(path) as store:
+        top = store.top_examples(sae, 0, k=3)
+
+        def write(thread: int) -> None:
+            try:
+                for i in range(saves):
+                    if i % 2:
+                        run_id = store.save_intervention(sae, {"thread": thread, "i": i}, {})
+                        with lock:
+                            run_ids.append(run_id)
+                    else:
+                        store.save_label(sae, (thread * saves + i) % d_sae, f"t{thread} s{i}")
+            except BaseException as exc:  # surfaced below
+                errors.append(exc)
+
+        def read() -> None:
+            try:
+                while not stop.is_set():
+                    assert store.top_examples(sae, 0, k=3).equals(top)
+                    store.labels(sae)
+                    store.interventions()
+                    reads[0] += 1
+            except BaseException as exc:
+                errors.append(exc)
+
+        readers = [threading.Thread(target=read) for _ in range(3)]
+        threads = [threading.Thread(target=write, args=(n,)) for n in range(writers)]
+        for thread in readers + threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        stop.set()
+        for thread in readers:
+            thread.join()
+        assert not errors, errors
+        assert reads[0] > 0
+        labels = store.labels(sae)
+        runs = store.interventions()
+
+    expected_labels = {
+        (f"t{t} s{i}", (t * saves + i) % d_sae)
+        for t in range(writers)
+        for i in range(saves)
+        if i % 2 == 0
+    }
+    assert len(labels) == len(expected_labels) == writers * 13
+    assert set(zip(labels["label"], labels["feature"], strict=True)) == expected_labels
+    assert labels["created_at"].is_monotonic_decreasing  # newest first, in commit order
+    expected_runs = {(t, i) for t in range(writers) for i in range(saves) if i % 2}
+    settings = [json.loads(s) for s in runs["settings"]]
+    assert {(s["thread"], s["i"]) for s in settings} == expected_runs
+    assert len(runs) == writers * 12
+    assert sorted(run_ids) == sorted(runs["id"]) == list(range(1, writers * 12 + 1))
+    assert runs["id"].is_monotonic_decreasing
+
+
+def test_two_stores_on_one_path_save_at_once(tmp_path: Path) -> None:
+    path = tmp_path / "store.duckdb"
+    corpus = make_corpus(seed=8, n_texts=10)
+    sae = corpus.saes[0].sae
+    write_store(path, corpus)
+    errors: list[BaseException] = []
+    with Store.open(path) as first, Store.open(path) as second:
+        start = threading.Barrier(2)
+
+        def save(store: Store, name: str) -> None:
+            start.wait()
+            try:
+                for i in range(30):
+                    store.save_label(sae, i % 10, f"{name} {i}")
+                    store.save_intervention(sae, {"by": name, "i": i}, {})
+            except BaseException as exc:
+                errors.append(exc)
+
+        threads = [
+            threading.Thread(target=save, args=(first, "first")),
+            threading.Thread(target=save, args=(second, "second")),
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert not errors, errors
+        for store in (first, second):  # each sees the other's saves
+            assert sorted(store.labels()["label"]) == sorted(
+                f"{name} {i}" for name in ("first", "second") for i in range(30)
+            )
+            assert len(store.interventions()) == 60
+
+
+SAVING_PROCESS = """
+import sys
+from explorer.store.reader import Store
+path, name, sae = sys.argv[1:4]
+with Store.open(path) as store:
+    for i in range(40):
+        store.save_label(sae, i % 10, f"{name} {i}")
+        store.save_intervention(sae, {"by": name, "i": i}, {"n": i})
+"""
+
+
+def test_processes_saving_to_one_store_at_once_all_land(tmp_path: Path) -> None:
+    path = tmp_path / "store.duckdb"
+    corpus = make_corpus(seed=9, n_texts=10)
+    sae = corpus.saes[0].sae
+    write_store(path, corpus)
+    names = ["p0", "p1", "p2"]
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-c", SAVING_PROCESS, str(path), name, sae],
+            cwd=REPO_ROOT,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for name in names
+    ]
+    with Store.open(path) as store:  # this process saves too, meanwhile
+        for i in range(40):
+            store.save_label(sae, i % 10, f"main {i}")
+        outcomes = [(p.wait(timeout=120), p.stderr.read()) for p in processes]
+        assert outcomes == [(0, "")] * len(names)
+        labels = store.labels()
+        runs = store.interventions()
+    assert sorted(labels["label"]) == sorted(
+        f"{name} {i}" for name in [*names, "main"] for i in range(40)
+    )
+    assert len(runs) == 40 * len(names) == runs["id"].nunique()
+    for name in names:  # each process's runs in its own order
+        mine = [json.loads(s)["i"] for s in runs["settings"] if json.loads(s)["by"] == name]
+        assert mine == list(range(39, -1, -1))
+
+
+def test_an_older_store_keeps_its_labels_and_runs(tmp_path: Path) -> None:
+    """Labels and runs saved inside an older store's DuckDB file are copied into the
+    sidecar once, stay after a rebuild, and export as before."""
+    path = tmp_path / "store.duckdb"
+    corpus = make_corpus(seed=10, n_texts=10)
+    sae = corpus.saes[0].sae
+    labels, runs = legacy_store(path, corpus)
+    newest_first = [row[2] for row in sorted(labels, key=lambda row: row[4], reverse=True)]
+    for _ in range(2):  # a second open imports nothing again
+        with Store.open(path) as store:
+            assert store.labels()["label"].tolist() == newest_first
+            assert store.labels(sae, 5)["note"].tolist() == ["x"]
+            assert store.interventions()["id"].tolist() == [2, 1]
+            assert store.interventions()["created_at"].tolist() == [runs[1][4], runs[0][4]]
+    with Store.open(path) as store:
+        store.save_label(sae, 5, "new label")
+        assert store.interventions()["id"].max() == 2
+        assert store.save_intervention(sae, {"mode": "clamp"}, {}) == 3
+
+    write_store(path, make_corpus(seed=11, n_texts=12), source="rebuilt")  # no labels inside
+    with Store.open(path) as store, store.cursor() as cursor:
+        assert store.meta()["source"] == "rebuilt"
+        assert cursor.execute("SELECT count(*) FROM labels").fetchone()[0] == 0
+        assert store.labels()["label"].tolist() == ["new label", *newest_first]
+        assert store.interventions()["id"].tolist() == [3, 2, 1]
+        exported = pd.read_csv(store.export("labels", tmp_path / "labels.csv", format="csv"))
+    assert exported["label"].tolist() == [*newest_first[::-1], "new label"]
+    assert exported.columns.tolist() == ["sae", "feature", "label", "note", "created_at"]
+
+
+def test_a_rebuild_of_an_older_store_keeps_its_labels_without_an_open(tmp_path: Path) -> None:
+    path = tmp_path / "store.duckdb"
+    corpus = make_corpus(seed=12, n_texts=10)
+    labels, _ = legacy_store(path, corpus)
+    write_store(path, make_corpus(seed=13, n_texts=12))  # never opened with the sidecar
+    with Store.open(path) as store:
+        assert sorted(store.labels()["label"]) == sorted(row[2] for row in labels)
+        assert len(store.interventions()) == 2
+
+
+def test_labels_join_store_tables_through_the_sidecar(tmp_path: Path) -> None:
+    from explorer.store.queries.lens import lens_overview
+    from explorer.store.queries.search import search_labels
+
+    path = tmp_path / "store.duckdb"
+    corpus = make_corpus(seed=14, n_texts=10)
+    sae = corpus.saes[0].sae
+    write_store(path, corpus)
+    with Store.open(path) as store:
+        assert lens_overview(store, sae)["label"].isna().all()
+        assert search_labels(store, "bracket").empty
+        store.save_label(sae, 3, "bracket opener")
+        store.save_label(sae, 3, "closing bracket")
+        store.save_label(corpus.saes[1].sae, 3, "other SAE's bracket")
+        overview = lens_overview(store, sae).set_index("feature")["label"]
+        assert overview[3] == "closing bracket" and overview.drop(3).isna().all()
+        found = search_labels(store, "bracket")
+        assert list(zip(found["sae"], found["feature"], found["label"], strict=True)) == [
+            (sae, 3, "closing bracket"),
+            (corpus.saes[1].sae, 3, "other SAE's bracket"),
+        ]
+
+
+def test_a_sidecar_locked_too_long_says_so_and_saves_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sqlite3
+
+    from explorer.store import user_data
+
+    path = tmp_path / "store.duckdb"
+    corpus = make_corpus(seed=15, n_texts=10)
+    sae = corpus.saes[0].sae
+    write_store(path, corpus)
+    monkeypatch.setattr(user_data, "BUSY_TIMEOUT_S", 0.2)
+    with Store.open(path) as store:
+        store.save_label(sae, 1, "before")
+        holder = sqlite3.connect(store.user_data_path, isolation_level=None)
+        holder.execute("BEGIN IMMEDIATE")  # another writer that never finishes
+        try:
+            with pytest.raises(StoreError) as raised:
+                store.save_label(sae, 1, "during")
+            with pytest.raises(StoreError):
+                store.save_intervention(sae, {}, {})
+            assert store.labels()["label"].tolist() == ["before"]  # reads do not wait
+        finally:
+            holder.execute("ROLLBACK")
+            holder.close()
+        message = str(raised.value)
+        assert "locked" in message and "nothing was saved" in message
+        assert "another process" not in message and "PID" not in message
+        assert sys.executable not in message
+        store.save_label(sae, 1, "after")
+        assert store.labels()["label"].tolist() == ["after", "before"]
+
+
+@pytest.mark.parametrize("obstacle", ["folder", "not a database"])
+def test_a_sidecar_that_cannot_be_written_raises_a_plain_store_error(
+    tmp_path: Path, obstacle: str
+) -> None:
+    path = tmp_path / "store.duckdb"
+    corpus = make_corpus(seed=16, n_texts=10)
+    sae = corpus.saes[0].sae
+    write_store(path, corpus)
+    sidecar = tmp_path / "store.duckdb.user.sqlite"
+    if obstacle == "folder":
+        sidecar.mkdir()
+    else:
+        sidecar.write_text("label,feature\n")
+    with Store.open(path) as store:
+        assert store.top_examples(sae, 0, k=1)["rank"].tolist() == [1]  # reads still work
+        with pytest.raises(StoreError, match="Cannot save to the labels and runs file") as raised:
+            store.save_intervention(sae, {"mode": "zero"}, {"dloss": 0.1})
+    assert str(sidecar) in str(raised.value)
+    assert "another process" not in str(raised.value)
+
+
+# -- export ---------------------------------------------------------------------------------
+
+
+def test_export_never_replaces_the_store_its_sidecar_or_a_database(
+    store_path: Path, tmp_path: Path
+) -> None:
+    other = tmp_path / "other.duckdb"
+    duckdb.connect(str(other)).close()
+    other_sqlite = tmp_path / "notes.db"
+    import sqlite3
+
+    with sqlite3.connect(other_sqlite) as con:
+        con.execute("CREATE TABLE t (x)")
+    link = tmp_path / "link.csv"
+    link.symlink_to(store_path)
+    with Store.open(store_path) as store:
+        sidecar = store.user_data_path
+        before = {p: p.read_bytes() for p in (store_path, other, other_sqlite)}
+        for target in (store_path, link, sidecar, other, other_sqlite):
+            for force in (False, True):
+                with pytest.raises(StoreError, match="Cannot export to"):
+                    store.export("texts", target, format="csv", force=force)
+        assert {p: p.read_bytes() for p in before} == before
+        assert not sidecar.exists() or sidecar.is_file()
+        store.export("texts", tmp_path / "texts.csv", format="csv")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "link.csv",
+        "notes.db",
+        "other.duckdb",
+        "texts.csv",
+    ]
+
+
+def test_export_replaces_an_existing_file_only_with_force(store: Store, tmp_path: Path) -> None:
+    out = tmp_path / "texts.csv"
+    out.write_text("my own notes\n")
+    with pytest.raises(StoreError, match="exists.*--force"):
+        store.export("texts", out, format="csv")
+    assert out.read_text() == "my own notes\n"
+    store.export("texts", out, format="csv", force=True)
+    pd.testing.assert_frame_equal(
+        pd.read_csv(out)[["text_id", "category"]],
+        store.texts()[["text_id", "category"]],
+        check_dtype=False,
+    )
+    assert [p.name for p in tmp_path.iterdir()] == ["texts.csv"]  # no temporary file left
+
+
+def test_the_export_command_refuses_with_a_nonzero_exit(
+    store_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from explorer.cli import main
+
+    before = store_path.read_bytes()
+    argv = ["export", str(store_path), "--table", "labels", "--format", "csv"]
+    assert main([*argv, "--out", str(store_path)]) == 2
+    assert "Cannot export to" in capsys.readouterr().err
+    assert main([*argv, "--out", str(store_path), "--force"]) == 2
+    assert store_path.read_bytes() == before
+    with Store.open(store_path) as store:  # still a store
+        assert store.meta()["schema_version"]
+    out = tmp_path / "labels.csv"
+    out.write_text("keep me\n")
+    assert main([*argv, "--out", str(out)]) == 2
+    assert "--force" in capsys.readouterr().err
+    assert out.read_text() == "keep me\n"
+    assert main([*argv, "--out", str(out), "--force"]) == 0
+    assert pd.read_csv(out).columns.tolist() == ["sae", "feature", "label", "note", "created_at"]

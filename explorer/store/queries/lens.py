@@ -31,11 +31,9 @@ RANKINGS: dict[str, str] = {
     "max_act": "largest activation",
 }
 
-# The newest label of each feature of one SAE (`labels` keeps every version).
-CURRENT_LABELS_SQL = """
-SELECT sae, feature, label, note FROM labels
-QUALIFY row_number() OVER (PARTITION BY sae, feature ORDER BY created_at DESC) = 1
-"""
+# The newest label of each feature: `current_labels` is the user data sidecar's, registered
+# on the query's cursor by `store.query(..., with_labels=True)`.
+CURRENT_LABELS_SQL = "SELECT sae, feature, label, note FROM current_labels"
 
 _RANKING_SQL: dict[str, str] = {
     "max_logit": """SELECT feature::BIGINT AS feature, logit::DOUBLE AS score FROM logit_lens
@@ -74,6 +72,7 @@ def lens_overview(store: Store, sae: str, n_tokens: int = 5) -> pd.DataFrame:
         WHERE s.sae_idx = ?
         ORDER BY s.feature""",
         [row.idx, n_tokens, row.name, row.idx],
+        with_labels=True,
     )
 
 

@@ -72,6 +72,7 @@ def search_labels(
         ORDER BY s.sae_idx, c.feature
         LIMIT ?""",
         [pattern, _sae_filter(store, sae), _sae_filter(store, sae), _limit(limit)],
+        with_labels=True,
     )
 
 
@@ -106,4 +107,5 @@ def search_tokens(
         ORDER BY l.rank, l.logit DESC, s.sae_idx, l.feature
         LIMIT ?""",
         [max_rank, sae_name, sae_name, match == "exact", text, text, _limit(limit)],
+        with_labels=True,
     )
