@@ -183,6 +183,56 @@ def _export(args: argparse.Namespace) -> None:
     print(f"wrote {written}")
 
 
+def _specialists(args: argparse.Namespace) -> None:
+    from explorer.analysis.controls import findings, permutation_null
+    from explorer.analysis.families import category_families
+    from explorer.analysis.specialists import (
+        SpecialistSettings,
+        load_specialists,
+        read_activations,
+    )
+    from explorer.store.reader import Store
+
+    out = Path(args.out)
+    if out.exists() and not args.force:
+        raise InputError(f"{out} exists; give --force to overwrite it.")
+    overrides = {
+        name: getattr(args, name)
+        for name in SpecialistSettings.field_names()
+        if getattr(args, name, None) is not None
+    }
+    settings = SpecialistSettings(**overrides)
+    with Store.open(args.store) as store:
+        result = load_specialists(store, settings)
+        acts = read_activations(store)
+    baseline = permutation_null(acts, category_families(acts.texts, settings.contrast), settings)
+    rows = findings(result.table, baseline, settings.measure)
+    rows.to_csv(out, index=False)
+    print(
+        f"wrote {out}: {len(rows):,} tested (SAE, feature, category) cells, "
+        f"{int(rows['is_specialist'].sum()):,} specialists ({settings.measure}, "
+        f"{settings.permutations} permutations)"
+    )
+
+
+def _add_specialist_flags(parser: argparse.ArgumentParser) -> None:
+    """One --flag per `SpecialistSettings` field (underscores as dashes); unset: default."""
+    from dataclasses import fields
+
+    from explorer.analysis.specialists import SpecialistSettings
+
+    choices = SpecialistSettings.choices()
+    for item in fields(SpecialistSettings):
+        flag = "--" + item.name.replace("_", "-")
+        if item.name in choices:
+            parser.add_argument(
+                flag, dest=item.name, choices=choices[item.name], help=f"default {item.default}"
+            )
+        else:
+            kind = int if isinstance(item.default, int) else float
+            parser.add_argument(flag, dest=item.name, type=kind, help=f"default {item.default}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m explorer", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -254,6 +304,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="replace an existing output file (never a store, its labels file or a database)",
     )
     export.set_defaults(run=_export)
+
+    specialists = commands.add_parser(
+        "specialists",
+        help="write the specialist findings (every tested cell, with its controls) to CSV",
+    )
+    specialists.add_argument("store")
+    specialists.add_argument("--out", required=True, help="CSV file to write")
+    specialists.add_argument("--force", action="store_true", help="overwrite --out")
+    _add_specialist_flags(specialists)
+    specialists.set_defaults(run=_specialists)
     return parser
 
 

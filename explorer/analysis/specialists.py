@@ -1,116 +1,163 @@
-"""Specialist measures: which features specialise in a category of text, or in a value.
+"""Specialist measures: which features specialise in a category of text, and whether it holds.
 
-Owns the measures of issue 4, computed per (SAE, feature, category) from the store's
-precomputed counts (`Store.category_counts`, `Store.feature_labels`, `Store.label_counts`,
-`Store.frequency_table`), vectorised over all features at once:
+Owns the measures, computed per (SAE, feature, family, category) from every feature's text
+activations (`feature_text`: a text's activation is the sum of the feature's activations
+over its tokens / its tokens), vectorised as a sparse features x texts matrix times a texts x
+categories one-hot of each family (`explorer.analysis.families`):
 
-- the notebook score: texts of the category where the feature is *strong* minus strong texts
-  outside it, where a text's activation is the mean of the feature's activations over its
-  real tokens and "strong" is a threshold on it, absolute or a fraction of the feature's
-  largest text activation;
-- dominance: the category holds more than `share` of the texts where the feature fires and
-  every other category less than `other_share`; the same on `num:` labels (`value_share`,
-  `value_other_share`) gives value specialists, hence the kinds "operation" (a category whose
-  texts carry `op:<category>`), "value", "operation + value" (and "category" for other
-  categories) on the arithmetic corpus;
-- statistics: the one-vs-rest AUROC of the text activation (texts where the feature does not
-  fire tie at 0), the enrichment of firing inside vs outside the category, a one-sided
-  Fisher exact (hypergeometric) or a Pearson chi-squared p-value on the 2 x 2 table of
-  (category, fires), Benjamini-Hochberg q-values over every (SAE, feature, category) row, and
-  a minimum support (the texts backing the claim).
+- selectivity (the default): the feature's share of its active texts inside the category
+  against the category's share of the family's texts, (precision - base) / (1 - base), with a
+  one-sided Fisher exact test, Benjamini-Hochberg q-values and a minimum support;
+- the notebook score (count difference): strong texts inside minus strong texts outside;
+- dominance: the share of its active texts in the category, every other category below a
+  share; AUROC of the text activation, one vs rest; enrichment of firing;
+- replication: the measure on a discovery half of each category's texts (split by a hash of
+  text_id), re-tested on the other half;
+- token confound: the AUROC of the presence of the specialist's top enriched token beside the
+  feature's own AUROC, and whether that one token explains it.
 
-`SpecialistSettings` picks the measure that decides `score` and `is_specialist`; every
-table carries all measures, so a page can show them side by side. It runs no SQL (the store
-does) and draws nothing (see `explorer.charts.specialists`).
+Only (feature, category) cells with at least `min_support` active texts in the category are
+tested (and corrected for). Every measure, test and default is defined in docs/methods.md.
+The permutation null lives in `explorer.analysis.controls`. It draws nothing and runs SQL
+only through `explorer.store.queries.specialists` and `Store`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
-from typing import TYPE_CHECKING, Literal, get_args
+import math
+from dataclasses import dataclass, field, fields
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
 import numpy as np
 import pandas as pd
+from scipy import sparse
 from scipy import stats as scipy_stats
 
+from explorer.analysis.families import Contrast, Family, category_families
 from explorer.errors import InputError, check_finite, quoted
 
 if TYPE_CHECKING:
     from explorer.store.reader import Store
 
-Measure = Literal["score", "dominance", "auroc", "enrichment"]
+Measure = Literal["selectivity", "score", "dominance", "auroc", "enrichment"]
 StrongMode = Literal["relative", "absolute"]
 Test = Literal["fisher", "chi2"]
+METHODS_DOC = "docs/methods.md"
 
-MEASURES: dict[Measure, str] = {
-    "score": "notebook score (strong texts inside - outside)",
-    "dominance": "dominance (share of the texts where it fires)",
-    "auroc": "AUROC of the text activation, one vs rest",
-    "enrichment": "enrichment of firing, with an FDR-controlled test",
+
+@dataclass(frozen=True)
+class MeasureInfo:
+    """What the page says about one measure: its name, one sentence, its formula, and the
+    anchor of its section in docs/methods.md."""
+
+    name: str
+    sentence: str
+    formula: str
+    anchor: str
+
+    @property
+    def help(self) -> str:
+        """The help popover text: the sentence, the formula and where it is defined."""
+        return f"{self.sentence}\n\n`{self.formula}`\n\nDefined in {METHODS_DOC}#{self.anchor}."
+
+
+MEASURE_INFO: dict[Measure, MeasureInfo] = {
+    "selectivity": MeasureInfo(
+        "selectivity (share of its active texts in the category, against chance)",
+        "How much more of the feature's active texts fall in the category than the category's "
+        "share of its family would give, scaled so 0 is chance and 1 is every active text "
+        "inside; a specialist also passes a one-sided Fisher test (BH FDR) and a minimum "
+        "support.",
+        "selectivity = (k/a - n/N) / (1 - n/N); k active texts in the category, a active "
+        "texts in the family, n texts of the category, N texts of the family",
+        "selectivity",
+    ),
+    "score": MeasureInfo(
+        "notebook score (count difference)",
+        "Strong texts of the category minus strong texts outside it; a raw count, so large "
+        "categories score higher.",
+        "notebook_score = strong_in - strong_out; strong: text activation >= threshold",
+        "notebook-score",
+    ),
+    "dominance": MeasureInfo(
+        "dominance (share of the texts where it fires)",
+        "The category holds more than a share of the feature's active texts and every other "
+        "category of the family less than another.",
+        "share = k / a > share; every other category's share < other_share",
+        "dominance",
+    ),
+    "auroc": MeasureInfo(
+        "AUROC of the text activation, one vs rest",
+        "How well the feature's text activation ranks the category's texts above the rest of "
+        "the family (texts where it is silent tie at 0), with the Fisher test's BH q-value.",
+        "auroc = U / (n (N - n)), U the Mann-Whitney statistic of the category's texts",
+        "auroc",
+    ),
+    "enrichment": MeasureInfo(
+        "enrichment of firing, with an FDR-controlled test",
+        "The rate at which the feature fires on the category's texts over the rate on the "
+        "rest of the family (with +0.5 / +1 smoothing), with the Fisher test's BH q-value.",
+        "enrichment = ((k + 0.5) / (n + 1)) / ((a - k + 0.5) / (N - n + 1))",
+        "enrichment",
+    ),
 }
-VALUE_PREFIX = "num:"
-OPERATION_PREFIX = "op:"
+MEASURES: dict[Measure, str] = {measure: info.name for measure, info in MEASURE_INFO.items()}
 KINDS = ("general", "operation", "value", "operation + value", "category", "category + value")
 DEAD = "dead"
 FEATURE_KEYS = ["sae", "feature"]
+CELL_KEYS = ["sae", "feature", "family", "category"]
+REPLICATION_SALT = 0x9E3779B97F4A7C15
+
+
+def _bounded(default: Any, low: float | None, high: float | None, doc: str) -> Any:
+    return field(default=default, metadata={"bounds": (low, high), "doc": doc})
 
 
 @dataclass(frozen=True)
 class SpecialistSettings:
-    """Thresholds of the specialist measures; invalid values raise `InputError`.
+    """Settings of the specialist measures and their controls; invalid values raise
+    `InputError`. Each numeric field carries its bounds (`bounds()`), which the sidebar, the
+    URL parser and this validation all read; docs/methods.md defines each of them.
 
-    A (feature, category) is a specialist when its support (strong texts of the category for
-    the notebook score, texts of the category where it fires otherwise) is >= min_support and
-    - score: notebook_score >= min_score, strong meaning a text activation >=
-      strong_threshold (x the feature's largest text activation when strong_mode is relative);
+    A (feature, category) is tested when it fires on at least min_support texts of the
+    category; a tested cell is a specialist when
+    - selectivity: selectivity >= min_selectivity and q_value <= fdr;
+    - score: notebook_score >= min_score and strong_in >= min_support;
     - dominance: share > share and every other category's share < other_share;
-    - auroc: auroc >= min_auroc and the test's q-value <= fdr;
-    - enrichment: enrichment >= min_enrichment and the test's q-value <= fdr.
-    Value specialists (any measure) need value_share / value_other_share on `num:` labels.
+    - auroc: auroc >= min_auroc and q_value <= fdr;
+    - enrichment: enrichment >= min_enrichment and q_value <= fdr.
     """
 
-    measure: Measure = "score"
+    measure: Measure = "selectivity"
+    contrast: Contrast = "family"
+    min_support: int = _bounded(5, 1, 100_000, "active texts of the category to test a cell")
+    min_selectivity: float = _bounded(0.5, 0.0, 1.0, "selectivity of a specialist")
     strong_mode: StrongMode = "relative"
-    strong_threshold: float = 0.5
-    min_score: int = 3
-    share: float = 0.7
-    other_share: float = 0.3
-    value_share: float = 0.5
-    value_other_share: float = 0.2
-    min_auroc: float = 0.8
-    min_enrichment: float = 2.0
+    strong_threshold: float = _bounded(0.5, 0.0, None, "a strong text's activation")
+    min_score: int = _bounded(3, -100_000, 100_000, "notebook score of a specialist")
+    share: float = _bounded(0.7, 0.0, 1.0, "dominance: the category's share above")
+    other_share: float = _bounded(0.3, 0.0, 1.0, "dominance: every other share below")
+    min_auroc: float = _bounded(0.8, 0.5, 1.0, "AUROC of a specialist")
+    min_enrichment: float = _bounded(2.0, 1.0, None, "enrichment of a specialist")
     test: Test = "fisher"
-    fdr: float = 0.05
-    min_support: int = 3
+    fdr: float = _bounded(0.05, 0.0001, 0.5, "Benjamini-Hochberg false discovery rate")
+    permutations: int = _bounded(200, 10, 2000, "label permutations of the chance baseline")
+    seed: int = _bounded(0, 0, 2**31 - 1, "seed of the label permutations")
+    token_share: float = _bounded(0.5, 0.0, 1.0, "token detector: top token's share above")
+    token_margin: float = _bounded(0.05, 0.0, 0.5, "token detector: AUROC margin")
 
     def __post_init__(self) -> None:
-        for name, literal in (
-            ("measure", Measure),
-            ("strong_mode", StrongMode),
-            ("test", Test),
-        ):
+        for name, options in self.choices().items():
             value = getattr(self, name)
-            if value not in get_args(literal):
+            if value not in options:
                 raise InputError(
-                    f"{name} must be one of {', '.join(get_args(literal))}; got {quoted(value)}."
+                    f"{name} must be one of {', '.join(options)}; got {quoted(value)}."
                 )
-        for name in ("min_score", "min_support"):
+        for name in ("min_support", "min_score", "permutations", "seed"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | np.integer):
                 raise InputError(f"{name} must be a whole number, got {value!r}.")
-        check_finite(
-            self,
-            (
-                "strong_threshold",
-                "share",
-                "other_share",
-                "value_share",
-                "value_other_share",
-                "min_auroc",
-                "min_enrichment",
-                "fdr",
-            ),
-        )
+        check_finite(self, tuple(name for name in self.bounds() if name not in ("seed",)))
         if self.strong_threshold <= 0 or (
             self.strong_mode == "relative" and self.strong_threshold > 1
         ):
@@ -123,13 +170,11 @@ class SpecialistSettings:
             )
         if self.min_support < 1:
             raise InputError(f"min_support must be at least 1 text, got {self.min_support}.")
-        for share, other in (("share", "other_share"), ("value_share", "value_other_share")):
-            high, low = getattr(self, share), getattr(self, other)
-            if not 0 < low < high <= 1:
-                raise InputError(
-                    f"Dominance needs 0 < {other} < {share} <= 1 (e.g. 0.3 and 0.7); "
-                    f"got {other}={low} and {share}={high}."
-                )
+        if not 0 < self.other_share < self.share <= 1:
+            raise InputError(
+                "Dominance needs 0 < other_share < share <= 1 (e.g. 0.3 and 0.7); "
+                f"got other_share={self.other_share} and share={self.share}."
+            )
         if not 0.5 <= self.min_auroc <= 1:
             raise InputError(f"min_auroc must be between 0.5 (chance) and 1, got {self.min_auroc}.")
         if self.min_enrichment < 1:
@@ -138,25 +183,75 @@ class SpecialistSettings:
             )
         if not 0 < self.fdr < 1:
             raise InputError(f"fdr must be between 0 and 1 (e.g. 0.05), got {self.fdr}.")
+        for name, (low, high) in self.bounds().items():
+            value = getattr(self, name)
+            if (low is not None and value < low) or (high is not None and value > high):
+                upper = "inf" if high is None else high
+                raise InputError(f"{name} must lie in [{low}, {upper}], got {value}.")
 
     @classmethod
     def field_names(cls) -> list[str]:
-        return [field.name for field in fields(cls)]
+        return [item.name for item in fields(cls)]
+
+    @classmethod
+    def choices(cls) -> dict[str, tuple[str, ...]]:
+        """The options of every setting that is a choice."""
+        literals = {"measure": Measure, "contrast": Contrast, "strong_mode": StrongMode}
+        return {name: get_args(literal) for name, literal in {**literals, "test": Test}.items()}
+
+    @classmethod
+    def bounds(cls) -> dict[str, tuple[float | None, float | None]]:
+        """(low, high) of every numeric setting, inclusive; None: unbounded."""
+        return {item.name: item.metadata["bounds"] for item in fields(cls) if item.metadata}
+
+
+@dataclass(frozen=True)
+class TextActivations:
+    """Every live feature's text activations: `matrix` is features x texts (csr, 0 where the
+    feature is silent); `features` (sae, layer, feature, max_text_act) names its rows and
+    `texts` (text_id, category, source, labels, positions 0..n-1) its columns."""
+
+    features: pd.DataFrame
+    texts: pd.DataFrame
+    matrix: sparse.csr_matrix  # [features, texts] float64
+
+    @classmethod
+    def from_rows(cls, rows: pd.DataFrame, texts: pd.DataFrame) -> TextActivations:
+        """From `queries.specialists.text_activations` and `labelled_texts` frames."""
+        texts = texts.reset_index(drop=True)
+        keys = rows[["sae", "layer", "feature"]]
+        row = keys.groupby(["sae", "feature"], sort=False).ngroup().to_numpy()
+        column = np.searchsorted(texts["text_id"].to_numpy(), rows["text_id"].to_numpy())
+        features = keys.drop_duplicates(["sae", "feature"]).reset_index(drop=True)
+        values = rows["act"].to_numpy(np.float64)
+        matrix = sparse.csr_matrix(
+            (values, (row, column)), shape=(len(features), len(texts)), dtype=np.float64
+        )
+        features["max_text_act"] = matrix.max(axis=1).toarray().ravel()
+        return cls(features, texts, matrix)
 
 
 @dataclass(frozen=True)
 class Specialists:
     """What the specialist pages show, for one store and one `SpecialistSettings`.
 
-    `table`: one row per (SAE, feature, category) with every measure (see `specialist_table`);
-    `features`: one row per (SAE, feature), dead features included (see `classify_features`);
-    `operation_categories`: the categories whose texts carry `op:<category>`.
+    `table`: one row per tested (SAE, feature, family, category) with every measure and its
+    controls (see `specialist_table`, `replicate`, `token_confound`); `features`: one row per
+    (SAE, feature), dead features included (see `classify_features`); `categories`: family,
+    category, kind, n_texts of every category; `replication`: the replication rate per
+    (family, category) (`replication_rates`); `operation_categories`: the categories of the
+    operation family.
     """
 
     settings: SpecialistSettings
     table: pd.DataFrame
     features: pd.DataFrame
+    categories: pd.DataFrame
+    replication: pd.DataFrame
     operation_categories: frozenset[str]
+
+
+# --- tests and scores ----------------------------------------------------------------------
 
 
 def benjamini_hochberg(p_values: np.ndarray | pd.Series) -> np.ndarray:
@@ -209,9 +304,9 @@ def auroc_from_ranks(
     active_rank_sum: np.ndarray,
 ) -> np.ndarray:
     """One-vs-rest AUROC of the text activation from the rank sum of the category's active
-    texts among the feature's active texts (`category_ranks`). The n_total - n_active texts
-    where the feature does not fire tie at 0 below every active text; Mann-Whitney U of the
-    category / (n_in x n_out). NaN when the category holds every text."""
+    texts among the feature's active texts. The n_total - n_active texts where the feature
+    does not fire tie at 0 below every active text; Mann-Whitney U of the category /
+    (n_in x n_out). NaN when the category holds every text."""
     n_zero = (n_total - n_active).astype(np.float64)
     in_zero = (n_in - in_active).astype(np.float64)
     rank_sum = in_zero * (n_zero + 1) / 2 + in_active * n_zero + active_rank_sum
@@ -221,173 +316,516 @@ def auroc_from_ranks(
         return np.where(n_out > 0, u / (n_in * n_out), np.nan)
 
 
-def _top_two(frame: pd.DataFrame, keys: list[str], column: str) -> tuple[pd.Series, pd.Series]:
-    """For each row: is it the group's largest `column` (the first on ties), and the largest
-    value among the *other* rows of its group (0 if none)."""
-    order = frame.sort_values([*keys, column], ascending=[True] * len(keys) + [False])
-    position = order.groupby(keys, sort=False).cumcount()
-    first = order[column].where(position == 0).groupby([order[k] for k in keys]).transform("max")
-    second = order[column].where(position == 1).groupby([order[k] for k in keys]).transform("max")
-    is_top = (position == 0).reindex(frame.index)
-    max_other = pd.Series(
-        np.where(position == 0, second.fillna(0.0), first), index=order.index
-    ).reindex(frame.index)
-    return is_top, max_other
+def selectivity(
+    in_active: np.ndarray, n_in: np.ndarray, n_active: np.ndarray, n_total: np.ndarray
+) -> np.ndarray:
+    """(k/a - n/N) / (1 - n/N): 0 when the feature's active texts fall in the category at
+    the category's share of the family, 1 when all of them do (negative when depleted)."""
+    base = n_in / n_total.astype(np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(
+            (n_active > 0) & (base < 1), (in_active / n_active - base) / (1 - base), np.nan
+        )
 
 
-def specialist_table(counts: pd.DataFrame, settings: SpecialistSettings) -> pd.DataFrame:
-    """Every measure per (SAE, feature, category), from `Store.category_counts` read at
-    `settings.strong_threshold`.
+# --- the per-family counts -----------------------------------------------------------------
 
-    Adds: n_total (texts), n_active (texts where the feature fires), strong_in / strong_out
-    (strong texts inside / outside the category), notebook_score (strong_in - strong_out),
-    share (of the firing texts in the category), max_other_share, auroc, enrichment
-    ((in_active + 0.5) / (n_in + 1) over (out_active + 0.5) / (n_out + 1)), p_value (the
-    chosen test), q_value (BH over all rows given), support (strong_in for the notebook score,
-    else the category's firing texts), and score / is_specialist of the chosen measure.
-    """
-    table = counts.copy()
-    groups = table.groupby(FEATURE_KEYS, sort=False)
-    table["n_total"] = groups["n_texts"].transform("sum")
-    table["n_active"] = groups["n_texts_active"].transform("sum")
-    strong_total = groups["n_strong"].transform("sum")
-    table["strong_in"] = table["n_strong"]
-    table["strong_out"] = strong_total - table["n_strong"]
-    table["notebook_score"] = table["strong_in"] - table["strong_out"]
 
+@dataclass(frozen=True)
+class PreparedFamily:
+    """A family's texts (`universe`, possibly a half of it) and the feature x text matrices
+    its counts need: `active` (1 where the feature fires), `strong` (1 where its text
+    activation is strong) and `ranks` (the rank of each active text's activation among the
+    feature's active texts of the universe, ties averaged)."""
+
+    family: Family
+    membership: sparse.csr_matrix  # [universe texts, categories]
+    active: sparse.csr_matrix  # [features, universe texts]
+    strong: sparse.csr_matrix  # [features, universe texts]
+    ranks: sparse.csr_matrix  # [features, universe texts]
+    n_active: np.ndarray  # [features]
+    n_strong: np.ndarray  # [features]
+    n_total: int
+
+
+def prepare_family(
+    acts: TextActivations,
+    family: Family,
+    settings: SpecialistSettings,
+    keep: np.ndarray | None = None,
+) -> PreparedFamily:
+    """The matrices of `family` over its universe, restricted to the text positions where
+    `keep` (a bool per text of `acts.texts`) is True."""
+    rows = np.arange(len(family.universe))
+    if keep is not None:
+        rows = rows[keep[family.universe]]
+    universe = family.universe[rows]
+    values = acts.matrix[:, universe].tocsr()  # [features, universe texts]
+    values.eliminate_zeros()
+    values.sort_indices()
+    row_of = np.repeat(np.arange(values.shape[0]), np.diff(values.indptr))
+    active = values.copy()
+    active.data = np.ones_like(active.data)
+    level = settings.strong_threshold * (
+        acts.features["max_text_act"].to_numpy(np.float64)
+        if settings.strong_mode == "relative"
+        else np.ones(values.shape[0])
+    )  # [features]
+    strong = values.copy()
+    strong.data = (values.data >= level[row_of]).astype(np.float64)
+    strong.eliminate_zeros()
+    ranks = values.copy()
+    ranks.data = pd.Series(values.data).groupby(row_of).rank(method="average").to_numpy()
+    return PreparedFamily(
+        family=family,
+        membership=family.membership[rows],
+        active=active,
+        strong=strong,
+        ranks=ranks,
+        n_active=np.asarray(active.sum(axis=1)).ravel(),
+        n_strong=np.asarray(strong.sum(axis=1)).ravel(),
+        n_total=len(universe),
+    )
+
+
+def family_cells(
+    prepared: PreparedFamily,
+    features: pd.DataFrame,
+    settings: SpecialistSettings,
+    membership: sparse.csr_matrix | None = None,
+    full: bool = True,
+) -> pd.DataFrame:
+    """The tested cells of one family: (feature, category) with at least min_support active
+    texts in the category, and a rest to compare with. `membership` replaces the family's
+    own (a permuted labelling); with `full` False, strong_in and active_rank_sum are left
+    at 0 unless the measure needs them (the notebook score, AUROC) and the names are
+    replaced by row (of `features`) and category_index. Columns: sae, layer,
+    feature, family, category, n_texts, n_texts_active, n_total, n_active, strong_in,
+    strong_out, active_rank_sum, max_other_share."""
+    members = prepared.membership if membership is None else membership
+    n_in = np.asarray(members.sum(axis=0)).ravel()  # [categories]
+    in_active = (prepared.active @ members).toarray()  # [features, categories]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        share = np.where(
+            prepared.n_active[:, None] > 0, in_active / prepared.n_active[:, None], 0.0
+        )
+    if share.shape[1] > 1 and (full or settings.measure == "dominance"):
+        top_two = -np.partition(-share, 1, axis=1)[:, :2]
+        is_top = share >= top_two[:, :1]
+        n_top = is_top.sum(axis=1, keepdims=True)
+        max_other = np.where(is_top & (n_top == 1), top_two[:, 1:2], top_two[:, :1])
+    else:
+        max_other = np.zeros_like(share)
+    tested = (in_active >= settings.min_support) & (n_in > 0) & (n_in < prepared.n_total)
+    row, column = np.nonzero(tested)
+    strong_in = np.zeros(len(row))
+    if full or settings.measure == "score":
+        strong_in = (prepared.strong @ members).toarray()[row, column]
+    rank_sum = np.zeros(len(row))
+    if full or settings.measure == "auroc":
+        rank_sum = (prepared.ranks @ members).toarray()[row, column]
+    counts = pd.DataFrame(
+        {
+            "n_texts": n_in[column].astype(np.int64),
+            "n_texts_active": in_active[row, column].astype(np.int64),
+            "n_total": np.int64(prepared.n_total),
+            "n_active": prepared.n_active[row].astype(np.int64),
+            "strong_in": strong_in.astype(np.int64),
+            "strong_out": (prepared.n_strong[row] - strong_in).astype(np.int64),
+            "active_rank_sum": rank_sum,
+            "max_other_share": max_other[row, column],
+        }
+    )
+    if not full:  # numbers only: the row of `features` and the category's index
+        return counts.assign(row=row, category_index=column)
+    categories = np.asarray(prepared.family.categories, dtype=object)
+    picked = features.iloc[row]
+    names = pd.DataFrame(
+        {
+            "sae": picked["sae"].to_numpy(),
+            "layer": picked["layer"].to_numpy(),
+            "feature": picked["feature"].to_numpy(np.int64),
+            "family": prepared.family.name,
+            "category": categories[column],
+        }
+    )
+    return pd.concat([names, counts], axis=1)
+
+
+TESTED_MEASURES = ("selectivity", "auroc", "enrichment")
+
+
+def score_cells(
+    cells: pd.DataFrame, settings: SpecialistSettings, every_p: bool = True
+) -> pd.DataFrame:
+    """Every measure of the tested `cells` (`family_cells`), the chosen test's p-value, the
+    q-values (`gated_q_values`) and score / support / is_specialist of the measure. With
+    `every_p` False, p-values are computed only where the effect and support thresholds hold
+    (the rest are never specialists; the permutation null uses this to save time)."""
+    table = cells.copy()
     n_in = table["n_texts"].to_numpy(np.int64)
     in_active = table["n_texts_active"].to_numpy(np.int64)
     n_active = table["n_active"].to_numpy(np.int64)
     n_total = table["n_total"].to_numpy(np.int64)
+    table["notebook_score"] = table["strong_in"] - table["strong_out"]
     with np.errstate(divide="ignore", invalid="ignore"):
         table["share"] = np.where(n_active > 0, in_active / n_active, 0.0)
-    _, table["max_other_share"] = _top_two(table, FEATURE_KEYS, "share")
+        table["lift"] = table["share"] / (n_in / n_total)
+    table["selectivity"] = selectivity(in_active, n_in, n_active, n_total)
     table["auroc"] = auroc_from_ranks(
         in_active, n_in, n_active, n_total, table["active_rank_sum"].to_numpy(np.float64)
     )
     out_active = n_active - in_active
     n_out = n_total - n_in
     table["enrichment"] = ((in_active + 0.5) / (n_in + 1)) / ((out_active + 0.5) / (n_out + 1))
-    test = fisher_greater if settings.test == "fisher" else chi2_pvalue
-    table["p_value"] = test(in_active, n_in, n_active, n_total)
-    table["q_value"] = benjamini_hochberg(table["p_value"].to_numpy())
-
     table["support"] = table["strong_in" if settings.measure == "score" else "n_texts_active"]
-    supported = table["support"] >= settings.min_support
-    significant = table["q_value"] <= settings.fdr
-    if settings.measure == "score":
+    test = fisher_greater if settings.test == "fisher" else chi2_pvalue
+    rows = np.ones(len(table), bool) if every_p else _passes_effect(table, settings).to_numpy()
+    p_value = np.full(len(table), np.nan)
+    p_value[rows] = test(in_active[rows], n_in[rows], n_active[rows], n_total[rows])
+    table["p_value"] = p_value
+    return decide(table, settings)
+
+
+def _passes_effect(table: pd.DataFrame, settings: SpecialistSettings) -> pd.Series:
+    """Where the measure's own threshold and the minimum support hold (no test yet)."""
+    measure = settings.measure
+    if measure == "selectivity":
+        table["score"] = table["selectivity"]
+        effect = table["selectivity"] >= settings.min_selectivity
+    elif measure == "score":
         table["score"] = table["notebook_score"].astype(np.float64)
-        chosen = table["notebook_score"] >= settings.min_score
-    elif settings.measure == "dominance":
+        effect = table["notebook_score"] >= settings.min_score
+    elif measure == "dominance":
         table["score"] = table["share"]
-        chosen = (table["share"] > settings.share) & (
+        effect = (table["share"] > settings.share) & (
             table["max_other_share"] < settings.other_share
         )
-    elif settings.measure == "auroc":
+    elif measure == "auroc":
         table["score"] = table["auroc"]
-        chosen = (table["auroc"] >= settings.min_auroc) & significant
+        effect = table["auroc"] >= settings.min_auroc
     else:
         table["score"] = table["enrichment"]
-        chosen = (table["enrichment"] >= settings.min_enrichment) & significant
-    table["is_specialist"] = (chosen & supported).to_numpy(bool)
+        effect = table["enrichment"] >= settings.min_enrichment
+    return effect & (table["support"] >= settings.min_support)
+
+
+def gated_q_values(p_value: np.ndarray, passes: np.ndarray) -> np.ndarray:
+    """Benjamini-Hochberg q-values over every tested cell, where a cell that fails the
+    measure's effect or support threshold counts with p = 1: it can never be called, and the
+    number of tests stays that of all tested cells (so the correction is never weaker than
+    plain BH over all of them)."""
+    return benjamini_hochberg(np.where(passes, p_value, 1.0))
+
+
+def decide(table: pd.DataFrame, settings: SpecialistSettings) -> pd.DataFrame:
+    """score, q_value and is_specialist of the chosen measure on a table with p_value.
+    Measures with a test (selectivity, AUROC, enrichment) need q_value <= fdr, with q-values
+    gated by the effect threshold (`gated_q_values`); the notebook score and dominance use
+    no test (their q_value is plain BH over the p-values, for reference)."""
+    passes = _passes_effect(table, settings).to_numpy(bool)
+    p_value = table["p_value"].to_numpy(np.float64)
+    if settings.measure in TESTED_MEASURES:
+        table["q_value"] = gated_q_values(p_value, passes)
+        passes = passes & (table["q_value"].to_numpy() <= settings.fdr)
+    else:
+        table["q_value"] = benjamini_hochberg(np.nan_to_num(p_value, nan=1.0))
+    table["is_specialist"] = passes
     return table
 
 
-def operation_categories(label_counts: pd.DataFrame) -> frozenset[str]:
-    """Categories whose texts carry the label `op:<category>` (from `Store.label_counts`):
-    on the arithmetic corpus, the dominant operation of each text is its category."""
-    labels = label_counts["label"].astype(str)
-    is_own = labels == OPERATION_PREFIX + label_counts["category"].astype(str)
-    return frozenset(label_counts.loc[is_own, "category"])
-
-
-def value_dominance(
-    feature_labels: pd.DataFrame, n_active: pd.DataFrame, settings: SpecialistSettings
+def specialist_table(
+    acts: TextActivations,
+    families: list[Family],
+    settings: SpecialistSettings,
+    keep: np.ndarray | None = None,
 ) -> pd.DataFrame:
-    """Per (SAE, feature) with `num:` labels: the most frequent value among the texts where
-    the feature fires (value_label), its share, the largest other share, and
-    is_value_specialist (share > value_share, every other < value_other_share, and at least
-    min_support texts). `feature_labels` needs each feature's two most frequent values at
-    least (`Store.feature_labels` keeps five); `n_active` has sae, feature, n_active (texts
-    where it fires)."""
-    columns = [*FEATURE_KEYS, "value_label", "value_share", "value_other_share"]
-    values = feature_labels[feature_labels["label"].str.startswith(VALUE_PREFIX)].drop(
-        columns="rank", errors="ignore"
+    """Every measure of every tested cell of every family, over the texts where `keep` is
+    True (all by default); BH q-values over all tested cells of all families together."""
+    cells = [
+        family_cells(prepare_family(acts, family, settings, keep), acts.features, settings)
+        for family in families
+    ]
+    cells = [frame for frame in cells if len(frame)]
+    if not cells:
+        return score_cells(family_cells_empty(), settings)
+    return score_cells(pd.concat(cells, ignore_index=True), settings)
+
+
+def family_cells_empty() -> pd.DataFrame:
+    """A `family_cells` frame without rows."""
+    columns = {
+        "sae": object, "layer": np.int64, "feature": np.int64, "family": object,
+        "category": object, "n_texts": np.int64, "n_texts_active": np.int64,
+        "n_total": np.int64, "n_active": np.int64, "strong_in": np.int64,
+        "strong_out": np.int64, "active_rank_sum": np.float64, "max_other_share": np.float64,
+    }  # fmt: skip
+    return pd.DataFrame({name: pd.Series(dtype=dtype) for name, dtype in columns.items()})
+
+
+# --- replication ---------------------------------------------------------------------------
+
+
+def discovery_half(text_ids: np.ndarray | pd.Series) -> np.ndarray:
+    """True for the texts of the discovery half: the low bit of a 64-bit mix (splitmix64)
+    of the text id, so the split is fixed, about even within every category, and unrelated
+    to the text's content or position."""
+    x = np.asarray(text_ids, dtype=np.uint64) + np.uint64(REPLICATION_SALT)
+    with np.errstate(over="ignore"):
+        x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        x = x ^ (x >> np.uint64(31))
+    return (x & np.uint64(1)) == 0
+
+
+def replicate(
+    acts: TextActivations, families: list[Family], settings: SpecialistSettings
+) -> pd.DataFrame:
+    """Split replication: specialists found on the discovery half of the texts, re-tested on
+    the replication half. A finding replicates when it is a specialist of the same measure on
+    the replication half with the minimum support halved (rounded up) and BH q-values over
+    the re-tested findings only. Columns: sae, feature, family, category, discovered (True),
+    replicated, replication_score (the measure on the replication half, NaN if untested)."""
+    discovery = discovery_half(acts.texts["text_id"])
+    found = specialist_table(acts, families, settings, keep=discovery)
+    found = found.loc[found["is_specialist"], CELL_KEYS]
+    half = SpecialistSettings(
+        **{
+            **{name: getattr(settings, name) for name in settings.field_names()},
+            "min_support": max(1, math.ceil(settings.min_support / 2)),
+        }
     )
-    if values.empty:
-        return pd.DataFrame(columns=[*columns, "value_support", "is_value_specialist"])
-    values = values.merge(n_active, on=FEATURE_KEYS)
-    values = values.assign(share=values["n_texts_active"] / values["n_active"])
-    is_top, max_other = _top_two(values, FEATURE_KEYS, "share")
-    top = values[is_top.to_numpy(bool)].assign(value_other_share=max_other[is_top])
-    top = top.rename(
-        columns={"label": "value_label", "share": "value_share", "n_texts_active": "value_support"}
+    retest = specialist_table(acts, families, half, keep=~discovery)
+    retest = found.merge(retest.drop(columns=["q_value", "is_specialist"]), on=CELL_KEYS)
+    retest = decide(retest, half)
+    result = found.merge(
+        retest[[*CELL_KEYS, "is_specialist", "score"]].rename(
+            columns={"is_specialist": "replicated", "score": "replication_score"}
+        ),
+        on=CELL_KEYS,
+        how="left",
     )
-    top["is_value_specialist"] = (
-        (top["value_share"] > settings.value_share)
-        & (top["value_other_share"] < settings.value_other_share)
-        & (top["value_support"] >= settings.min_support)
+    result["discovered"] = True
+    result["replicated"] = result["replicated"].fillna(False).astype(bool)
+    return result[[*CELL_KEYS, "discovered", "replicated", "replication_score"]]
+
+
+def replication_rates(table: pd.DataFrame) -> pd.DataFrame:
+    """Per (family, category): discovered (findings on the discovery half, all SAEs),
+    replicated, and replication_rate (replicated / discovered, NaN when none was found)."""
+    rates = (
+        table.groupby(["family", "category"], sort=True)
+        .agg(discovered=("discovered", "sum"), replicated=("replicated", "sum"))
+        .reset_index()
     )
-    return top[[*columns, "value_support", "is_value_specialist"]].reset_index(drop=True)
+    rates["discovered"] = rates["discovered"].astype(np.int64)
+    rates["replicated"] = rates["replicated"].astype(np.int64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rates["replication_rate"] = np.where(
+            rates["discovered"] > 0, rates["replicated"] / rates["discovered"], np.nan
+        )
+    return rates
+
+
+# --- token confound ------------------------------------------------------------------------
+
+
+def top_enriched_tokens(feature_tokens: pd.DataFrame, n_corpus_tokens: int) -> pd.DataFrame:
+    """Per feature of `Store.feature_tokens` (one SAE): its top enriched token, the most
+    frequent of its active tokens whose share of the feature's active tokens exceeds the
+    token's share of the corpus (ties: lowest token id). Columns: feature, token_id, token,
+    token_share (of the feature's active tokens)."""
+    tokens = feature_tokens.assign(
+        token_share=feature_tokens["n_active"] / feature_tokens["n_feature"],
+    )
+    enriched = tokens[tokens["token_share"] > tokens["n_token"] / n_corpus_tokens]
+    top = enriched.sort_values(
+        ["feature", "n_active", "token_id"], ascending=[True, False, True]
+    ).drop_duplicates("feature")
+    return top[["feature", "token_id", "token", "token_share"]].reset_index(drop=True)
+
+
+def token_auroc(
+    presence: pd.DataFrame, families: list[Family], texts: pd.DataFrame
+) -> pd.DataFrame:
+    """One-vs-rest AUROC of a token's presence (token_id, text_id rows of
+    `queries.specialists.token_presence`) for every category of every family, within the
+    family's universe: (1 + TPR - FPR) / 2, the AUROC of a 0/1 score. Columns: token_id,
+    family, category, token_auroc."""
+    token_ids = np.unique(presence["token_id"].to_numpy(np.int64))
+    if not len(token_ids):
+        return pd.DataFrame(columns=["token_id", "family", "category", "token_auroc"])
+    row = np.searchsorted(token_ids, presence["token_id"].to_numpy(np.int64))
+    column = np.searchsorted(texts["text_id"].to_numpy(), presence["text_id"].to_numpy())
+    has = sparse.csr_matrix(
+        (np.ones(len(row)), (row, column)), shape=(len(token_ids), len(texts))
+    )  # [tokens, texts]
+    frames = []
+    for family in families:
+        in_universe = has[:, family.universe]
+        n_in = np.asarray(family.membership.sum(axis=0)).ravel()
+        n_out = len(family.universe) - n_in
+        hits_in = (in_universe @ family.membership).toarray()  # [tokens, categories]
+        hits_all = np.asarray(in_universe.sum(axis=1))  # [tokens, 1]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            auroc = (1 + hits_in / n_in - (hits_all - hits_in) / n_out) / 2
+        frames.append(
+            pd.DataFrame(
+                {
+                    "token_id": np.repeat(token_ids, len(family.categories)),
+                    "family": family.name,
+                    "category": np.tile(np.asarray(family.categories, object), len(token_ids)),
+                    "token_auroc": auroc.ravel(),
+                }
+            )
+        )
+    return pd.concat(frames, ignore_index=True)
+
+
+def token_confound(
+    table: pd.DataFrame,
+    top_tokens: pd.DataFrame,
+    aurocs: pd.DataFrame,
+    settings: SpecialistSettings,
+) -> pd.DataFrame:
+    """`table` with token, token_share, token_auroc and token_explained on its specialist
+    rows (NaN / False elsewhere). `top_tokens` has sae, feature, token_id, token,
+    token_share (`top_enriched_tokens` per SAE), `aurocs` is `token_auroc`. A specialist is
+    a token detector (token_explained) when its top enriched token makes up at least
+    token_share of its active tokens and that token's presence separates the category at
+    least as well as the feature's activation, up to token_margin:
+    token_auroc >= auroc - token_margin."""
+    specialists = table.loc[table["is_specialist"], CELL_KEYS + ["auroc"]]
+    found = specialists.merge(top_tokens, on=FEATURE_KEYS, how="left").merge(
+        aurocs, on=["token_id", "family", "category"], how="left"
+    )
+    found["token_explained"] = (found["token_share"] >= settings.token_share) & (
+        found["token_auroc"] >= found["auroc"] - settings.token_margin
+    )
+    found = found.set_index(specialists.index)
+    result = table.drop(
+        columns=["token", "token_share", "token_auroc", "token_explained"], errors="ignore"
+    )
+    for column in ("token", "token_share", "token_auroc"):
+        result[column] = found[column].reindex(result.index)
+    result["token_explained"] = (
+        found["token_explained"].reindex(result.index).fillna(False).astype(bool)
+    )
+    return result
+
+
+# --- what the pages show -------------------------------------------------------------------
+
+
+def family_categories(families: list[Family]) -> pd.DataFrame:
+    """family, kind, category, n_texts of every category of every family."""
+    return pd.DataFrame(
+        [
+            {"family": family.name, "kind": family.kind, "category": category, "n_texts": n}
+            for family in families
+            for category, n in zip(
+                family.categories,
+                np.asarray(family.membership.sum(axis=0)).ravel().astype(np.int64),
+                strict=True,
+            )
+        ],
+        columns=["family", "kind", "category", "n_texts"],
+    )
 
 
 def classify_features(
-    table: pd.DataFrame,
-    frequency: pd.DataFrame,
-    values: pd.DataFrame,
-    operations: frozenset[str],
+    table: pd.DataFrame, frequency: pd.DataFrame, families: list[Family]
 ) -> pd.DataFrame:
     """One row per feature of `frequency` (`Store.frequency_table`, dead features included):
-    its frequency statistics, best_category / best_score (its specialist category with the
-    highest score, else its highest-scoring category), is_specialist, the value columns of
-    `value_dominance`, and kind: "dead" (never fires), "general", or the parts that hold
-    among "operation" / "category" (a category specialist, by whether the category is an
-    operation) and "value", joined with " + "."""
-    best = table.sort_values(
+    its frequency statistics, best_category / best_family / best_score (its specialist cell
+    with the highest score, else its highest-scoring tested cell), is_specialist (in any
+    family), value_label (its best number specialist cell) and kind: "dead" (never fires),
+    "general", or the parts that hold among "operation" / "category" (a specialist of an
+    operation or of another category family) and "value" (of the number family), joined
+    with " + "."""
+    kinds = {family.name: family.kind for family in families}
+    table = table.assign(family_kind=table["family"].map(kinds))
+    ordered = table.sort_values(
         [*FEATURE_KEYS, "is_specialist", "score", "support"],
         ascending=[True, True, False, False, False],
-    ).drop_duplicates(FEATURE_KEYS)
-    best = best[[*FEATURE_KEYS, "category", "score", "is_specialist"]].rename(
-        columns={"category": "best_category", "score": "best_score"}
     )
-    features = frequency.merge(best, on=FEATURE_KEYS, how="left").merge(
-        values, on=FEATURE_KEYS, how="left"
+    best = ordered.drop_duplicates(FEATURE_KEYS)[
+        [*FEATURE_KEYS, "family", "category", "score", "is_specialist"]
+    ].rename(columns={"family": "best_family", "category": "best_category", "score": "best_score"})
+    chosen = ordered[ordered["is_specialist"]]
+    flags = (
+        chosen.assign(kind_part=chosen["family_kind"])
+        .groupby(FEATURE_KEYS)["kind_part"]
+        .agg(lambda parts: set(parts))
+        .rename("parts")
+        .reset_index()
+    )
+    values = (
+        chosen[chosen["family_kind"] == "value"]
+        .drop_duplicates(FEATURE_KEYS)[[*FEATURE_KEYS, "category"]]
+        .rename(columns={"category": "value_label"})
+    )
+    concept = chosen[chosen["family_kind"] != "value"].drop_duplicates(FEATURE_KEYS)
+    concept = concept[[*FEATURE_KEYS, "category"]].rename(
+        columns={"category": "specialist_category"}
+    )
+    features = (
+        frequency.merge(best, on=FEATURE_KEYS, how="left")
+        .merge(flags, on=FEATURE_KEYS, how="left")
+        .merge(values, on=FEATURE_KEYS, how="left")
+        .merge(concept, on=FEATURE_KEYS, how="left")
     )
     features["is_specialist"] = features["is_specialist"].fillna(False).astype(bool)
-    features["is_value_specialist"] = features["is_value_specialist"].fillna(False).astype(bool)
-    is_operation = features["best_category"].isin(operations)
+    parts = features["parts"].map(lambda p: p if isinstance(p, set) else set())
     category_part = np.select(
-        [features["is_specialist"] & is_operation, features["is_specialist"]],
+        [parts.map(lambda p: "operation" in p), parts.map(lambda p: "category" in p)],
         ["operation", "category"],
         default="",
     )
-    value_part = np.where(features["is_value_specialist"], "value", "")
+    value_part = np.where(parts.map(lambda p: "value" in p), "value", "")
     kind = pd.Series(category_part, index=features.index).str.cat(
         pd.Series(value_part, index=features.index), sep=" + "
     )
     kind = kind.str.strip(" +").replace("", "general")
     features["kind"] = kind.where(features["n_active_tokens"] > 0, DEAD)
-    features["specialist_category"] = features["best_category"].where(features["is_specialist"])
-    return features
+    features["is_value_specialist"] = features["value_label"].notna()
+    return features.drop(columns="parts")
 
 
-def category_matrix(table: pd.DataFrame) -> pd.DataFrame:
-    """Per (SAE, layer, category): n_specialists, best_feature and best_score: the
-    specialist with the highest score, or the highest-scoring feature where the category has
-    no specialist (ties: most support, then lowest id)."""
+def category_matrix(table: pd.DataFrame, categories: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Per (SAE, layer, family, category): n_specialists, best_feature and best_score: the
+    specialist with the highest score, or the highest-scoring tested feature where the
+    category has no specialist (ties: most support, then lowest id); n_replicated where the
+    table has replication. With `categories` (`family_categories`), every category of every
+    SAE gets a row, untested ones with 0 specialists and no best feature."""
     ordered = table.sort_values(
-        ["sae", "category", "is_specialist", "score", "support", "feature"],
-        ascending=[True, True, False, False, False, True],
+        ["sae", "family", "category", "is_specialist", "score", "support", "feature"],
+        ascending=[True, True, True, False, False, False, True],
     )
-    best = ordered.drop_duplicates(["sae", "category"])[
-        ["sae", "layer", "category", "feature", "score"]
+    best = ordered.drop_duplicates(["sae", "family", "category"])[
+        ["sae", "layer", "family", "category", "feature", "score"]
     ].rename(columns={"feature": "best_feature", "score": "best_score"})
+    chosen = table.assign(
+        replicated_specialist=table["is_specialist"] & table.get("replicated", False)
+    )
     counts = (
-        table.groupby(["sae", "category"])["is_specialist"].sum().rename("n_specialists")
-    ).reset_index()
-    matrix = best.merge(counts, on=["sae", "category"])
-    matrix["n_specialists"] = matrix["n_specialists"].astype(np.int64)
-    return matrix.sort_values(["layer", "sae", "category"], ignore_index=True)
+        chosen.groupby(["sae", "family", "category"])
+        .agg(
+            n_specialists=("is_specialist", "sum"),
+            n_replicated=("replicated_specialist", "sum"),
+        )
+        .reset_index()
+    )
+    matrix = best.merge(counts, on=["sae", "family", "category"])
+    if categories is not None:
+        layers = table[["sae", "layer"]].drop_duplicates()
+        every = layers.merge(categories[["family", "category"]], how="cross")
+        matrix = every.merge(
+            matrix.drop(columns="layer"), on=["sae", "family", "category"], how="left"
+        )
+    for column in ("n_specialists", "n_replicated"):
+        matrix[column] = matrix[column].fillna(0).astype(np.int64)
+    return matrix.sort_values(["layer", "sae", "family", "category"], ignore_index=True)
 
 
 def layer_progression(matrix: pd.DataFrame) -> pd.DataFrame:
@@ -406,26 +844,80 @@ def layer_progression(matrix: pd.DataFrame) -> pd.DataFrame:
     return progression.sort_values(["layer", "sae"], ignore_index=True)
 
 
-def top_specialists(table: pd.DataFrame, per_category: int) -> pd.DataFrame:
+def top_specialists(
+    table: pd.DataFrame, per_category: int, replicated_only: bool = False
+) -> pd.DataFrame:
     """Up to `per_category` specialists per category over all SAEs, best score first (then
-    most support, shallowest layer, lowest id)."""
+    most support, shallowest layer, lowest id); only replicated ones if `replicated_only`."""
     if per_category < 1:
         raise InputError(f"Show at least 1 specialist per category, got {per_category}.")
-    chosen = table[table["is_specialist"]].sort_values(
-        ["category", "score", "support", "layer", "feature"],
-        ascending=[True, False, False, True, True],
+    chosen = table["is_specialist"]
+    if replicated_only:
+        chosen = chosen & table["replicated"]
+    ordered = table[chosen].sort_values(
+        ["family", "category", "score", "support", "layer", "feature"],
+        ascending=[True, True, False, False, True, True],
     )
-    return chosen.groupby("category", sort=False).head(per_category).reset_index(drop=True)
+    return ordered.groupby(["family", "category"], sort=False).head(per_category).reset_index(
+        drop=True
+    )
+
+
+# --- loading -------------------------------------------------------------------------------
+
+
+def read_activations(store: Store) -> TextActivations:
+    """The text activations of every live feature and the labelled texts, from `store`."""
+    from explorer.store.queries.specialists import labelled_texts, text_activations
+
+    return TextActivations.from_rows(text_activations(store), labelled_texts(store))
+
+
+def token_controls(
+    store: Store, table: pd.DataFrame, families: list[Family], acts: TextActivations,
+    settings: SpecialistSettings,
+) -> pd.DataFrame:  # fmt: skip
+    """`token_confound` of `table`, reading each SAE's feature x token counts and the
+    presence of the specialists' top tokens from `store`."""
+    from explorer.store.queries.specialists import token_presence
+
+    n_corpus_tokens = int(store.token_counts()["n"].sum())
+    specialist_saes = sorted(set(table.loc[table["is_specialist"], "sae"]))
+    tops = [
+        top_enriched_tokens(store.feature_tokens(sae), n_corpus_tokens).assign(sae=sae)
+        for sae in specialist_saes
+    ]
+    top_tokens = (
+        pd.concat(tops, ignore_index=True)
+        if tops
+        else pd.DataFrame(columns=["feature", "token_id", "token", "token_share", "sae"])
+    )
+    chosen = table.loc[table["is_specialist"], FEATURE_KEYS].merge(top_tokens, on=FEATURE_KEYS)
+    presence = token_presence(store, chosen["token_id"].to_numpy(np.int64))
+    return token_confound(table, top_tokens, token_auroc(presence, families, acts.texts), settings)
 
 
 def load_specialists(store: Store, settings: SpecialistSettings) -> Specialists:
-    """Read what the measures need from `store` (no scan of `acts`) and compute them."""
-    counts = store.category_counts(
-        settings.strong_threshold, relative=settings.strong_mode == "relative"
+    """Read what the measures need from `store` (no scan of `acts`) and compute the table,
+    its replication and token controls, and the per-feature kinds."""
+    acts = read_activations(store)
+    families = category_families(acts.texts, settings.contrast)
+    table = specialist_table(acts, families, settings)
+    replication = replicate(acts, families, settings)
+    table = table.merge(replication, on=CELL_KEYS, how="left")
+    table["discovered"] = table["discovered"].fillna(False).astype(bool)
+    table["replicated"] = table["replicated"].fillna(False).astype(bool)
+    table = token_controls(store, table, families, acts, settings)
+    features = classify_features(table, store.frequency_table(), families)
+    operations = frozenset(
+        category for family in families if family.kind == "operation"
+        for category in family.categories
+    )  # fmt: skip
+    return Specialists(
+        settings,
+        table,
+        features,
+        family_categories(families),
+        replication_rates(replication),
+        operations,
     )
-    table = specialist_table(counts, settings)
-    operations = operation_categories(store.label_counts())
-    n_active = table.drop_duplicates(FEATURE_KEYS)[[*FEATURE_KEYS, "n_active"]]
-    values = value_dominance(store.feature_labels(VALUE_PREFIX), n_active, settings)
-    features = classify_features(table, store.frequency_table(), values, operations)
-    return Specialists(settings, table, features, operations)

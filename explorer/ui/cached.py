@@ -1,7 +1,8 @@
 """Cached analysis results of the app's pages, shared by every session.
 
 Owns the `st.cache_data` wrappers around analyses that read a whole table of the store
-(specialist measures over every feature x category, token enrichment of every feature).
+(specialist measures over every feature x category with their permutation null, token
+enrichment of every feature).
 Entries are keyed on the store's path and modification time, so a rebuilt store is never
 answered from an old entry, and bounded by `max_entries` and `ttl`. Pages call these
 instead of the analysis functions directly.
@@ -12,6 +13,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
+from explorer.analysis.controls import ChanceBaseline, load_chance_baseline
 from explorer.analysis.enrichment import TaxonomySettings, compare_saes, load_taxonomy
 from explorer.analysis.specialists import Specialists, SpecialistSettings, load_specialists
 from explorer.store.reader import Store
@@ -27,6 +29,21 @@ def _specialists(key: StoreKey, settings: SpecialistSettings) -> Specialists:
 def specialists(store: Store, settings: SpecialistSettings) -> Specialists:
     """`load_specialists(store, settings)`, cached per store file and settings."""
     return _specialists(store_key(store), settings)
+
+
+@st.cache_data(
+    max_entries=8,
+    ttl=3600,
+    show_spinner="Computing the chance baseline (label permutations; about a minute on the "
+    "demo store, once per store and settings)…",
+)
+def _chance_baseline(key: StoreKey, settings: SpecialistSettings) -> ChanceBaseline:
+    return load_chance_baseline(open_store(key[0]), settings)
+
+
+def chance_baseline(store: Store, settings: SpecialistSettings) -> ChanceBaseline:
+    """`controls.load_chance_baseline(store, settings)`, cached per store file and settings."""
+    return _chance_baseline(store_key(store), settings)
 
 
 @st.cache_data(max_entries=32, ttl=3600, show_spinner="Computing token enrichment…")

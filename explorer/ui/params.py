@@ -21,24 +21,14 @@ from typing import Any, TypeVar
 
 import streamlit as st
 
-from explorer.analysis.specialists import MEASURES, SpecialistSettings
+from explorer.analysis.specialists import MEASURE_INFO, MEASURES, SpecialistSettings
 from explorer.errors import InputError, bounded_int, quoted
 
 T = TypeVar("T")
 KEY_PREFIX = "url_"
-# Widget ranges of the numeric settings (None: unbounded); a URL value outside is refused.
-BOUNDS: dict[str, tuple[float | None, float | None]] = {
-    "min_support": (1, 100_000),
-    "strong_threshold": (0.0, None),
-    "min_score": (-100_000, 100_000),
-    "share": (0.0, 1.0),
-    "other_share": (0.0, 1.0),
-    "value_share": (0.0, 1.0),
-    "value_other_share": (0.0, 1.0),
-    "min_auroc": (0.5, 1.0),
-    "min_enrichment": (1.0, None),
-    "fdr": (0.0001, 0.5),
-}
+# Ranges of the numeric settings, read from the dataclass (None: unbounded); widgets use them
+# and a URL value outside is refused.
+BOUNDS: dict[str, tuple[float | None, float | None]] = SpecialistSettings.bounds()
 
 
 def _key(param: str) -> str:
@@ -137,16 +127,46 @@ def specialist_settings_sidebar() -> SpecialistSettings:
         _start_from_url(name, getattr(defaults, name), _field_parser(name, defaults))
     with st.sidebar:
         st.subheader("Specialists")
+        measure = st.session_state[_key("measure")]
         st.selectbox(
-            "Measure", list(MEASURES), format_func=MEASURES.__getitem__, key=_key("measure")
+            "Measure",
+            list(MEASURES),
+            format_func=MEASURES.__getitem__,
+            key=_key("measure"),
+            help=MEASURE_INFO[measure].help if measure in MEASURE_INFO else None,
+        )
+        st.radio(
+            "Contrast each category with",
+            ["family", "corpus"],
+            format_func={"family": "its family", "corpus": "the whole corpus"}.get,
+            key=_key("contrast"),
+            horizontal=True,
+            help="Its family: a prose category against the other prose texts, an operation "
+            "against the other arithmetic texts. See docs/methods.md#families.",
         )
         st.number_input(
             "Minimum support (texts)",
             step=1,
             key=_key("min_support"),
             **_bounds("min_support"),
-            help="Texts of the category backing a specialist: strong texts for the notebook "
-            "score, texts where the feature fires otherwise.",
+            help="Active texts of the category a cell needs to be tested (strong texts for "
+            "the notebook score). See docs/methods.md#support.",
+        )
+        st.number_input(
+            "Minimum selectivity",
+            step=0.05,
+            key=_key("min_selectivity"),
+            **_bounds("min_selectivity"),
+            help=MEASURE_INFO["selectivity"].help,
+        )
+        st.number_input(
+            "FDR (Benjamini-Hochberg)",
+            step=0.01,
+            format="%.4f",
+            key=_key("fdr"),
+            **_bounds("fdr"),
+            help="Selectivity, AUROC and enrichment specialists need a q-value at most this. "
+            "See docs/methods.md#fdr.",
         )
         with st.expander("Notebook score"):
             st.radio(
@@ -169,6 +189,7 @@ def specialist_settings_sidebar() -> SpecialistSettings:
                 step=1,
                 key=_key("min_score"),
                 **_bounds("min_score"),
+                help=MEASURE_INFO["score"].help,
             )
         with st.expander("Dominance"):
             st.slider("Category share above", step=0.05, key=_key("share"), **_bounds("share"))
@@ -178,16 +199,7 @@ def specialist_settings_sidebar() -> SpecialistSettings:
                 key=_key("other_share"),
                 **_bounds("other_share"),
             )
-            st.slider(
-                "Value share above", step=0.05, key=_key("value_share"), **_bounds("value_share")
-            )
-            st.slider(
-                "Every other value below",
-                step=0.05,
-                key=_key("value_other_share"),
-                **_bounds("value_other_share"),
-            )
-        with st.expander("Statistics"):
+        with st.expander("AUROC, enrichment and the test"):
             st.slider("Minimum AUROC", step=0.01, key=_key("min_auroc"), **_bounds("min_auroc"))
             st.number_input(
                 "Minimum enrichment",
@@ -202,12 +214,28 @@ def specialist_settings_sidebar() -> SpecialistSettings:
                 key=_key("test"),
                 horizontal=True,
             )
+        with st.expander("Controls"):
             st.number_input(
-                "FDR (Benjamini-Hochberg)",
+                "Label permutations (chance baseline)",
+                step=10,
+                key=_key("permutations"),
+                **_bounds("permutations"),
+                help="Shuffles of each family's labels; the baseline is computed once per "
+                "store and settings. See docs/methods.md#chance-baseline.",
+            )
+            st.number_input("Permutation seed", step=1, key=_key("seed"), **_bounds("seed"))
+            st.slider(
+                "Token detector: top token's share of its active tokens",
+                step=0.05,
+                key=_key("token_share"),
+                **_bounds("token_share"),
+                help="See docs/methods.md#token-confound.",
+            )
+            st.slider(
+                "Token detector: AUROC margin",
                 step=0.01,
-                format="%.4f",
-                key=_key("fdr"),
-                **_bounds("fdr"),
+                key=_key("token_margin"),
+                **_bounds("token_margin"),
             )
     values = {name: st.session_state[_key(name)] for name in SpecialistSettings.field_names()}
     try:

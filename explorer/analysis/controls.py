@@ -1,0 +1,180 @@
+"""The chance baseline of the specialist findings: a label-permutation null.
+
+Owns the permutation null (docs/methods.md#chance-baseline): within each family the
+categories are shuffled across the family's texts (each text keeps its own activations and
+takes another text's category, or set of labels), with a seeded generator, `permutations`
+times; each shuffled labelling goes through exactly the same tested cells, test, BH
+correction and thresholds as the observed one (`specialist_table`'s steps). What it
+returns: how many specialists each (SAE, category) and each frequency band gets by chance
+(mean and 95th percentile over the permutations), and each cell's chance of being called.
+Observed counts that do not exceed the 95th percentile are marked as not beating chance.
+
+Each permutation is one sparse product per family (features x texts times the permuted
+texts x categories one-hot), never a loop over features. The replication split and the
+token confound live in `explorer.analysis.specialists`. It reads no store and draws nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+
+from explorer.analysis.families import Family, category_families
+from explorer.analysis.specialists import (
+    CELL_KEYS,
+    FEATURE_KEYS,
+    SpecialistSettings,
+    TextActivations,
+    family_cells,
+    prepare_family,
+    read_activations,
+    score_cells,
+)
+
+if TYPE_CHECKING:
+    from explorer.store.reader import Store
+
+CHANCE_QUANTILE = 0.95
+
+
+@dataclass(frozen=True)
+class ChanceBaseline:
+    """The permutation null of one (store, settings).
+
+    `hits`: sae, feature, family, category, perm for every specialist of every permutation;
+    `permutations`: how many were run; `saes`: sae, layer of every SAE; `categories`:
+    family, category of every category. Summaries: `by_category`, `by_band`, `cell_chance`.
+    """
+
+    hits: pd.DataFrame
+    permutations: int
+    saes: pd.DataFrame
+    categories: pd.DataFrame
+
+    def cell_chance(self) -> pd.DataFrame:
+        """sae, feature, family, category, chance: the share of the permutations in which
+        the cell was a specialist (cells never called by chance are left out: chance 0)."""
+        counts = self.hits.groupby(CELL_KEYS).size().rename("chance").reset_index()
+        counts["chance"] = counts["chance"] / self.permutations
+        return counts
+
+    def by_category(self) -> pd.DataFrame:
+        """Per (SAE, family, category): chance_mean (specialists per permutation, on
+        average) and chance_p95 (their 95th percentile over the permutations)."""
+        keys = ["sae", "family", "category"]
+        every = self.saes.merge(self.categories[["family", "category"]], how="cross")
+        per_perm = self.hits.groupby([*keys, "perm"]).size()
+        return every.merge(_summarise(per_perm, keys, self.permutations), on=keys, how="left")
+
+    def by_band(self, bands: pd.DataFrame) -> pd.DataFrame:
+        """Per frequency band of `bands` (sae, feature, band; one row per feature, dead
+        ones may be left out): chance_mean and chance_p95 of the number of the band's
+        features that are a specialist of at least one category."""
+        per_feature = self.hits.drop_duplicates([*FEATURE_KEYS, "perm"])
+        banded = per_feature.merge(bands[[*FEATURE_KEYS, "band"]], on=FEATURE_KEYS)
+        per_perm = banded.groupby(["band", "perm"]).size()
+        summary = pd.DataFrame({"band": bands["band"].drop_duplicates().to_numpy()})
+        return summary.merge(_summarise(per_perm, ["band"], self.permutations), how="left").fillna(
+            {"chance_mean": 0.0, "chance_p95": 0.0}
+        )
+
+
+def _summarise(per_perm: pd.Series, keys: list[str], permutations: int) -> pd.DataFrame:
+    """Mean and 95th percentile over all permutations of counts given only where > 0."""
+    if per_perm.empty:
+        return pd.DataFrame(columns=[*keys, "chance_mean", "chance_p95"])
+    wide = per_perm.unstack("perm").reindex(columns=range(permutations), fill_value=0)
+    wide = wide.fillna(0)
+    return pd.DataFrame(
+        {
+            "chance_mean": wide.mean(axis=1),
+            "chance_p95": wide.quantile(CHANCE_QUANTILE, axis=1),
+        }
+    ).reset_index()
+
+
+def permutation_null(
+    acts: TextActivations, families: list[Family], settings: SpecialistSettings
+) -> ChanceBaseline:
+    """Run `settings.permutations` shuffles of every family's labels (seed `settings.seed`)
+    through the same cells, test, BH correction and thresholds as the observed table."""
+    prepared = [prepare_family(acts, family, settings) for family in families]
+    rng = np.random.default_rng(settings.seed)
+    hits = []
+    for perm in range(settings.permutations):
+        cells = []
+        for index, family in enumerate(prepared):
+            shuffled = family.membership[rng.permutation(family.membership.shape[0])]
+            cells.append(
+                family_cells(
+                    family, acts.features, settings, membership=shuffled, full=False
+                ).assign(family_index=index)
+            )
+        table = score_cells(pd.concat(cells, ignore_index=True), settings, every_p=False)
+        hits.append(
+            table.loc[table["is_specialist"], ["row", "family_index", "category_index"]]
+            .assign(perm=perm)
+        )
+    found = pd.concat(hits, ignore_index=True)
+    names = acts.features.iloc[found["row"].to_numpy()]
+    categories_of = [np.asarray(family.categories, dtype=object) for family in families]
+    hits = pd.DataFrame(
+        {
+            "sae": names["sae"].to_numpy(),
+            "feature": names["feature"].to_numpy(np.int64),
+            "family": np.asarray([family.name for family in families], dtype=object)[
+                found["family_index"].to_numpy(np.int64)
+            ],
+            "category": [
+                categories_of[f][c]
+                for f, c in zip(found["family_index"], found["category_index"], strict=True)
+            ],
+            "perm": found["perm"].to_numpy(np.int64),
+        }
+    )
+    saes = acts.features[["sae", "layer"]].drop_duplicates(ignore_index=True)
+    categories = pd.DataFrame(
+        [(family.name, category) for family in families for category in family.categories],
+        columns=["family", "category"],
+    )
+    return ChanceBaseline(hits, settings.permutations, saes, categories)
+
+
+def observed_vs_chance(matrix: pd.DataFrame, baseline: ChanceBaseline) -> pd.DataFrame:
+    """`category_matrix` rows with chance_mean, chance_p95 and beats_chance (the observed
+    n_specialists exceeds the null's 95th percentile)."""
+    chance = baseline.by_category()[["sae", "family", "category", "chance_mean", "chance_p95"]]
+    merged = matrix.merge(chance, on=["sae", "family", "category"], how="left")
+    merged[["chance_mean", "chance_p95"]] = merged[["chance_mean", "chance_p95"]].fillna(0.0)
+    merged["beats_chance"] = merged["n_specialists"] > merged["chance_p95"]
+    return merged
+
+
+def load_chance_baseline(store: Store, settings: SpecialistSettings) -> ChanceBaseline:
+    """`permutation_null` of the store's text activations and families."""
+    acts = read_activations(store)
+    return permutation_null(acts, category_families(acts.texts, settings.contrast), settings)
+
+
+FINDINGS_COLUMNS = [
+    "sae", "layer", "feature", "category", "family", "measure", "score", "support", "auroc",
+    "q_value", "chance", "replicated", "token_explained", "is_specialist", "selectivity",
+    "lift", "notebook_score", "share", "enrichment", "p_value", "n_texts", "n_texts_active",
+    "n_active", "n_total", "discovered", "token", "token_share", "token_auroc",
+]  # fmt: skip
+
+
+def findings(table: pd.DataFrame, baseline: ChanceBaseline, measure: str) -> pd.DataFrame:
+    """One row per tested (SAE, feature, family, category) with the columns of
+    `FINDINGS_COLUMNS`: the measure's name and value (score, higher = more specialised),
+    its controls (chance: the share of label permutations in which the cell was a
+    specialist; replicated; token_explained) and the other measures for reference."""
+    chance = baseline.cell_chance()
+    rows = table.merge(chance, on=CELL_KEYS, how="left")
+    rows["chance"] = rows["chance"].fillna(0.0)
+    rows["measure"] = measure
+    ordered = rows.sort_values(["layer", "sae", "family", "category", "feature"])
+    return ordered[FINDINGS_COLUMNS].reset_index(drop=True)

@@ -1,0 +1,58 @@
+"""Store reads behind the specialist findings and their controls.
+
+Owns the SQL that the specialist analysis needs beyond `Store`: every feature's text
+activations over the whole corpus (`feature_text`, never `acts`), the texts with their
+category, source and labels, and which texts contain given token ids (`tokens`), for the
+token-confound check. Every query is parameterised and runs on its own `store.cursor()`.
+The measures computed from these rows live in `explorer.analysis.specialists`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from explorer.store.reader import Store
+
+_TEXT_ACTIVATIONS_SQL = """
+SELECT s.sae, s.layer, f.feature::BIGINT AS feature, f.text_id::BIGINT AS text_id, f.act
+FROM feature_text f
+JOIN saes s USING (sae_idx)
+JOIN texts t USING (text_id)
+WHERE t.n_tokens > 0
+ORDER BY f.sae_idx, f.feature, f.text_id
+"""
+
+_LABELLED_TEXTS_SQL = """
+SELECT text_id::BIGINT AS text_id, category, source, labels
+FROM texts WHERE n_tokens > 0 ORDER BY text_id
+"""
+
+_TOKEN_PRESENCE_SQL = """
+SELECT DISTINCT token_id::BIGINT AS token_id, text_id::BIGINT AS text_id
+FROM tokens WHERE list_contains(?, token_id::BIGINT)
+ORDER BY token_id, text_id
+"""
+
+
+def text_activations(store: Store) -> pd.DataFrame:
+    """sae, layer, feature, text_id, act: one row per (SAE, feature, text) where the feature
+    fires, act = the sum of its activations over the text's tokens / the text's tokens."""
+    with store.cursor() as cursor:
+        return cursor.execute(_TEXT_ACTIVATIONS_SQL).df()
+
+
+def labelled_texts(store: Store) -> pd.DataFrame:
+    """text_id, category, source, labels (a list) of every text with at least one token."""
+    with store.cursor() as cursor:
+        return cursor.execute(_LABELLED_TEXTS_SQL).df()
+
+
+def token_presence(store: Store, token_ids: list[int] | np.ndarray) -> pd.DataFrame:
+    """token_id, text_id: the texts that contain each of `token_ids` at least once."""
+    ids = [int(token_id) for token_id in np.unique(np.asarray(token_ids, dtype=np.int64))]
+    if not ids:
+        empty = pd.Series(dtype=np.int64)
+        return pd.DataFrame({"token_id": empty, "text_id": empty.copy()})
+    with store.cursor() as cursor:
+        return cursor.execute(_TOKEN_PRESENCE_SQL, [ids]).df()
