@@ -6,8 +6,12 @@ import pandas as pd
 import streamlit as st
 
 from explorer.analysis.enrichment import (
+    DEFAULT_MIN_SUPPORT,
     LABELS,
+    MONOSEMANTIC_LABELS,
+    SHUFFLES,
     TaxonomySettings,
+    corpus_tokens,
     label_distribution,
     taxonomy_summary,
 )
@@ -26,8 +30,16 @@ from explorer.ui.state import current_store, public_demo
 from explorer.ui.tables import feature_table
 
 P_THRESHOLDS = ["0.05", "0.01", "0.001", "0.0001", "1e-06"]
-TABLE_COLUMNS = ["sae", "feature", "label", "top_tokens", "max_enrichment", "p_value",
-                 "n_active_tokens", "n_significant", "monosemantic"]  # fmt: skip
+TABLE_COLUMNS = ["sae", "feature", "label", "top_tokens", "max_enrichment", "ceiling",
+                 "p_value", "n_active_tokens", "n_significant", "monosemantic"]  # fmt: skip
+BASELINE_ROWS = {
+    "n_with_significant": "features with a significant token",
+    "n_monosemantic": "monosemantic features",
+    "monosemantic_rate": "monosemantic rate",
+    "n_polysemantic": "polysemantic features",
+    "median_max_enrichment": "median largest enrichment",
+    "max_enrichment": "largest enrichment",
+}
 
 
 def formatted(value: float, spec: str) -> str:
@@ -52,9 +64,10 @@ store = current_store()
 saes = store.saes()
 sae = url_selectbox("SAE", "sae", saes["sae"].tolist(), default=saes["sae"].iloc[-1])
 settings = TaxonomySettings(
-    min_support=url_int("Minimum support (active tokens)", "support", 3, 1, 100_000),
+    min_support=url_int(
+        "Minimum support (active tokens)", "support", DEFAULT_MIN_SUPPORT, 1, 100_000
+    ),
     p_threshold=float(url_selectbox("p threshold (chi-squared)", "p", P_THRESHOLDS, "0.01")),
-    min_enrichment=float(url_int("Monosemantic enrichment", "enrichment", 5, 1, 100_000)),
 )
 label = url_selectbox("Show label", "label", ["all", *LABELS], default="all")
 rows = url_int("Features in the table", "rows", 200, 10, 5000)
@@ -71,12 +84,15 @@ if not demo:
 
 features = cached.taxonomy(store, sae, settings)
 summary = taxonomy_summary(features)
+n_total = corpus_tokens(store)
 st.caption(
     f"A token is significant for a feature when its 2 x 2 chi-squared p < {settings.p_threshold:g}"
     f", at least {settings.min_support} of the feature's active tokens are this token and it is "
     "enriched (its share among the feature's active tokens over its share of the corpus > 1). "
-    f"Monosemantic: largest enrichment >= {settings.min_enrichment:g} or top three tokens of one "
-    "kind. Labels come from the kinds of each feature's most active significant tokens."
+    "A feature's label comes from the kinds of its five most active significant tokens; it is "
+    "monosemantic when one kind holds at least 75% of their activity "
+    f"({', '.join(MONOSEMANTIC_LABELS)}), polysemantic when none does, unlabelled without a "
+    "significant token. Definitions: docs/methods.md, section Token taxonomy."
 )
 columns = st.columns(4)
 columns[0].metric("features analysed", f"{summary['n_features']:,}")
@@ -88,9 +104,43 @@ if not summary["n_features"]:
 
 left, right = st.columns(2)
 left.subheader("Labels")
+left.caption(
+    f"The solid bars are the monosemantic labels: {summary['n_monosemantic']:,} of "
+    f"{summary['n_features']:,} live features, the rate above. Faded: polysemantic "
+    f"{summary['n_polysemantic']:,}, unlabelled {summary['n_unlabelled']:,}."
+)
 left.altair_chart(label_distribution_chart(label_distribution(features)), width="stretch")
 right.subheader("Enrichment against activity")
-right.altair_chart(enrichment_scatter(features), width="stretch")
+right.caption(
+    f"Dashed: the ceiling N / active tokens (N = {n_total:,} corpus tokens), reached when every "
+    "active token of a feature is one token found nowhere else. A token's own ceiling is one "
+    "over its share of the corpus (in the tooltip)."
+)
+right.altair_chart(enrichment_scatter(features, n_total), width="stretch")
+
+st.subheader("Against shuffled token labels")
+baseline = cached.taxonomy_baseline(store, sae, settings).set_index("measure")
+st.caption(
+    "The same taxonomy with the corpus's token labels permuted across its token positions: each "
+    "feature keeps its number of active tokens, and which tokens they are is a seeded draw "
+    "without replacement from the corpus's token counts (the permutation's exact distribution "
+    f"for one feature). Mean and largest value over {SHUFFLES} shuffles (seeds 0-{SHUFFLES - 1})."
+)
+st.dataframe(
+    pd.DataFrame(
+        {
+            "measure": list(BASELINE_ROWS.values()),
+            "observed": baseline.loc[list(BASELINE_ROWS), "observed"].to_numpy(),
+            "shuffled (mean)": baseline.loc[list(BASELINE_ROWS), "shuffled_mean"].to_numpy(),
+            "shuffled (max)": baseline.loc[list(BASELINE_ROWS), "shuffled_max"].to_numpy(),
+        }
+    ),
+    hide_index=True,
+    column_config={
+        name: st.column_config.NumberColumn(name, format="%.3f")
+        for name in ("observed", "shuffled (mean)", "shuffled (max)")
+    },
+)
 
 st.subheader("Top features by enrichment")
 shown = features if label == "all" else features[features["label"] == label]
@@ -100,6 +150,7 @@ feature_table(
     TABLE_COLUMNS,
     top_tokens=st.column_config.TextColumn("top tokens (enrichment)", width="medium"),
     max_enrichment=st.column_config.NumberColumn("max enrichment", format="%.1f"),
+    ceiling=st.column_config.NumberColumn("its token's ceiling", format="%.1f"),
     p_value=st.column_config.NumberColumn("p (max enrichment)", format="%.2e"),
 )
 

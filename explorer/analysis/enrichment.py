@@ -8,8 +8,12 @@ feature x token counts (`Store.feature_tokens`, `Store.token_counts`), vectorise
   n_f = the feature's active tokens, n_t = the token's occurrences in the corpus, N = all
   tokens; Pearson's chi-squared on it (no continuity correction, 1 degree of freedom, p from
   the chi-squared survival function), and enrichment = (a / n_f) / (n_t / N);
-- a token is *significant* for a feature when p < `p_threshold`, a >= `min_support` and it is
-  over-represented (enrichment > 1);
+- a token is *significant* for a feature when p < `p_threshold`, a >= `min_support` (20 by
+  default: a smaller support lets a feature with a handful of active tokens on one rare token
+  reach the ceiling) and it is over-represented (enrichment > 1);
+- the *ceiling* of a token's enrichment is N / n_t, one over its share of the corpus (every
+  active token of the feature is this token); over all tokens a feature with n_f active
+  tokens reaches at most N / n_f (a = n_t = n_f);
 - `token_kind`: number, operator, code, punctuation, word or other (the rules are on the
   function);
 - a feature's *top tokens* are its significant tokens by a (most active first; ties by
@@ -17,9 +21,16 @@ feature x token counts (`Store.feature_tokens`, `Store.token_counts`), vectorise
   `label_features` turns them into a label: "specific number", "number range", "operator",
   "word", "code", "punctuation", "other" when one kind holds at least `DOMINANT_SHARE` of the
   weight, "polysemantic" when none does, "unlabelled" when the feature has no significant token;
-- a live feature is *monosemantic* when its largest enrichment over significant tokens is
-  >= `min_enrichment`, or its top three tokens (all of them if it has fewer, at least one)
-  are of one kind.
+- a live feature is *monosemantic* when its label is one of `MONOSEMANTIC_LABELS` (one kind
+  holds at least `DOMINANT_SHARE` of its top tokens' weight): the headline rate is the sum of
+  those bars of the label chart over all live features;
+- the *shuffle baseline* (`shuffled_feature_tokens`) redraws, for every live feature, which
+  tokens its n_f active positions hold as if the token labels were permuted across the
+  corpus's token positions: a multivariate hypergeometric draw of n_f tokens from the corpus's
+  token counts, seeded. Any one feature's statistics have exactly their permutation
+  distribution (the draws of different features are independent, which a single permutation's
+  are not; no statistic here mixes features). The same taxonomy on the shuffled counts tells
+  how many significant tokens, labels and monosemantic features chance alone gives.
 
 The store keeps each feature's `FEATURE_TOKEN_TOP` most frequent token ids only, so rarer
 tokens never enter the statistics. It runs no SQL (the store does) and draws nothing (see
@@ -39,6 +50,7 @@ import pandas as pd
 from scipy import stats as scipy_stats
 
 from explorer.errors import InputError, check_finite
+from explorer.store.schema import FEATURE_TOKEN_TOP
 
 if TYPE_CHECKING:
     from explorer.store.reader import Store
@@ -57,6 +69,7 @@ Label = Literal[
 ]
 LABELS: tuple[Label, ...] = get_args(Label)
 NUMBER_LABELS: tuple[Label, ...] = ("specific number", "number range")
+MONOSEMANTIC_LABELS: tuple[Label, ...] = LABELS[:7]  # one token kind dominates
 KIND_LABELS: dict[TokenKind, Label] = {
     "operator": "operator",
     "word": "word",
@@ -65,9 +78,11 @@ KIND_LABELS: dict[TokenKind, Label] = {
     "other": "other",
 }
 TOP_TOKENS = 5
-MONOSEMANTIC_TOP = 3
 DOMINANT_SHARE = 0.75
 MAX_MIN_SUPPORT = 100_000
+DEFAULT_MIN_SUPPORT = 20
+SHUFFLES = 5
+MAX_SHUFFLES = 50
 
 OPERATORS = frozenset("+-*/=xX×÷^%<>≤≥≠±−·∗≈√") | {"**", "//", "==", "!=", "<=", ">="}
 CODE_SYMBOLS = frozenset("()[]{}#@\\`$|&~;_")
@@ -122,13 +137,13 @@ class TaxonomySettings:
     """Thresholds of the taxonomy; invalid values raise `InputError`.
 
     A token is significant for a feature when its chi-squared p < p_threshold, a >=
-    min_support and enrichment > 1; a feature is monosemantic when its largest significant
-    enrichment is >= min_enrichment or its top three tokens are of one kind.
+    min_support and enrichment > 1.
     """
 
-    min_support: int = 3
+    min_support: int = DEFAULT_MIN_SUPPORT
+    """Fewest of the feature's active tokens that must be the token (1 to `MAX_MIN_SUPPORT`)."""
     p_threshold: float = 0.01
-    min_enrichment: float = 5.0
+    """Chi-squared p below which a token counts, in (0, 0.5]."""
 
     def __post_init__(self) -> None:
         support = self.min_support
@@ -140,13 +155,9 @@ class TaxonomySettings:
             raise InputError(
                 f"min_support must be a whole number from 1 to {MAX_MIN_SUPPORT}, got {support!r}."
             )
-        check_finite(self, ("p_threshold", "min_enrichment"))
+        check_finite(self, ("p_threshold",))
         if not 0 < self.p_threshold <= 0.5:
             raise InputError(f"p_threshold must be in (0, 0.5], got {self.p_threshold}.")
-        if self.min_enrichment < 1:
-            raise InputError(
-                f"min_enrichment must be at least 1 (no enrichment), got {self.min_enrichment}."
-            )
 
 
 def chi_squared(
@@ -171,8 +182,8 @@ def token_enrichment(
 ) -> pd.DataFrame:
     """The (feature, token) rows of `Store.feature_tokens` with their statistics.
 
-    Adds enrichment = (n_active / n_feature) / (n_token / n_total), chi2, p_value,
-    significant (see the module docstring) and kind (`token_kind`).
+    Adds enrichment = (n_active / n_feature) / (n_token / n_total), its ceiling n_total /
+    n_token, chi2, p_value, significant (see the module docstring) and kind (`token_kind`).
     """
     a = feature_tokens["n_active"].to_numpy(np.float64)
     n_feature = feature_tokens["n_feature"].to_numpy(np.float64)
@@ -183,6 +194,7 @@ def token_enrichment(
     kinds = {token: token_kind(token) for token in feature_tokens["token"].unique()}
     return feature_tokens.assign(
         enrichment=enrichment,
+        ceiling=n_total / n_token,
         chi2=statistic,
         p_value=p_value,
         significant=(p_value < settings.p_threshold)
@@ -228,15 +240,14 @@ def label_features(top: pd.DataFrame) -> pd.Series:
     return pd.Series(labels, index=by_kind.index, name="label")
 
 
-def feature_taxonomy(
-    enriched: pd.DataFrame, settings: TaxonomySettings, n_top: int = TOP_TOKENS
-) -> pd.DataFrame:
+def feature_taxonomy(enriched: pd.DataFrame, n_top: int = TOP_TOKENS) -> pd.DataFrame:
     """One row per live feature of `token_enrichment`'s table, strongest enrichment first.
 
     Columns: feature, n_active_tokens, n_significant, label, top_tokens (the top tokens,
     most active first, as "'token' ×enrichment"), top_kinds (their kinds, first seen first),
-    max_enrichment (over significant tokens; NaN without one), max_token (its token), p_value
-    (that token's chi-squared p), monosemantic, is_number. Ties of max_enrichment by feature id.
+    max_enrichment (over significant tokens; NaN without one), max_token (its token), ceiling
+    (that token's enrichment ceiling), p_value (its chi-squared p), monosemantic (the label is
+    one of `MONOSEMANTIC_LABELS`), is_number. Ties of max_enrichment by feature id.
     """
     features = enriched.groupby("feature", sort=True)["n_feature"].first().rename("n_active_tokens")
     significant = enriched[enriched["significant"]]
@@ -256,13 +267,6 @@ def feature_taxonomy(
     )
     described = [_describe(t, e) for t, e in zip(top["token"], top["enrichment"], strict=True)]
     first_kinds = top.drop_duplicates(["feature", "kind"])
-    one_kind = (
-        top.groupby("feature", sort=False)
-        .head(MONOSEMANTIC_TOP)
-        .groupby("feature")["kind"]
-        .nunique()
-        .eq(1)
-    )
     table = pd.DataFrame(
         {
             "n_active_tokens": features,
@@ -274,6 +278,7 @@ def feature_taxonomy(
             ),
             "max_enrichment": strongest["enrichment"],
             "max_token": strongest["token"],
+            "ceiling": strongest["ceiling"],
             "p_value": strongest["p_value"],
         },
         index=features.index,
@@ -282,9 +287,7 @@ def feature_taxonomy(
         {"n_significant": 0, "label": "unlabelled", "top_tokens": "", "top_kinds": ""}
     )
     table["n_significant"] = table["n_significant"].astype(np.int64)
-    table["monosemantic"] = (table["max_enrichment"] >= settings.min_enrichment) | one_kind.reindex(
-        table.index, fill_value=False
-    )
+    table["monosemantic"] = table["label"].isin(MONOSEMANTIC_LABELS)
     table["is_number"] = table["label"].isin(NUMBER_LABELS)
     return (
         table.rename_axis("feature")
@@ -309,34 +312,120 @@ def _join_per_feature(features: np.ndarray, texts: list[str]) -> pd.Series:
 
 
 def taxonomy_summary(features: pd.DataFrame) -> dict[str, float]:
-    """n_features (live features analysed), monosemantic_rate and number_share (fractions
-    of them, NaN without features) and max_enrichment (NaN without a significant token)."""
+    """n_features (live features analysed); n_monosemantic, n_polysemantic, n_unlabelled and
+    n_with_significant (features with a significant token); monosemantic_rate and
+    number_share (fractions of n_features, NaN without features); max_enrichment and
+    median_max_enrichment (over features with a significant token, NaN without one)."""
     n = len(features)
     enrichment = features["max_enrichment"].dropna()
     return {
         "n_features": n,
+        "n_monosemantic": int(features["monosemantic"].sum()),
+        "n_polysemantic": int((features["label"] == "polysemantic").sum()),
+        "n_unlabelled": int((features["label"] == "unlabelled").sum()),
+        "n_with_significant": len(enrichment),
         "monosemantic_rate": float(features["monosemantic"].mean()) if n else math.nan,
         "number_share": float(features["is_number"].mean()) if n else math.nan,
         "max_enrichment": float(enrichment.max()) if len(enrichment) else math.nan,
+        "median_max_enrichment": float(enrichment.median()) if len(enrichment) else math.nan,
     }
 
 
 def label_distribution(features: pd.DataFrame) -> pd.DataFrame:
-    """label, n_features, share: every label of `LABELS` (zeros included), in that order."""
+    """label, n_features, share, monosemantic: every label of `LABELS` (zeros included), in
+    that order; the n_features of the monosemantic rows sum to the summary's n_monosemantic."""
     counts = features["label"].value_counts().reindex(list(LABELS), fill_value=0)
     n = max(len(features), 1)
     return pd.DataFrame(
-        {"label": list(LABELS), "n_features": counts.to_numpy(), "share": counts.to_numpy() / n}
+        {
+            "label": list(LABELS),
+            "n_features": counts.to_numpy(),
+            "share": counts.to_numpy() / n,
+            "monosemantic": [label in MONOSEMANTIC_LABELS for label in LABELS],
+        }
     )
+
+
+def corpus_tokens(store: Store) -> int:
+    """N: the real tokens of the store's corpus."""
+    return int(store.token_counts()["n"].sum())
 
 
 def load_taxonomy(store: Store, sae: str, settings: TaxonomySettings) -> pd.DataFrame:
     """`feature_taxonomy` of one SAE of `store`, with an `sae` column first."""
-    n_total = int(store.token_counts()["n"].sum())
+    n_total = corpus_tokens(store)
     enriched = token_enrichment(store.feature_tokens(sae), n_total, settings)
-    table = feature_taxonomy(enriched, settings)
+    table = feature_taxonomy(enriched)
     table.insert(0, "sae", sae)
     return table
+
+
+def shuffled_feature_tokens(
+    feature_tokens: pd.DataFrame,
+    token_counts: pd.DataFrame,
+    seed: int,
+    keep: int = FEATURE_TOKEN_TOP,
+) -> pd.DataFrame:
+    """`Store.feature_tokens` rows as they would be with the corpus's token labels permuted
+    across its token positions (see the module docstring): per live feature, a multivariate
+    hypergeometric draw of its n_feature active tokens from `token_counts` (token_id, token,
+    n), seeded; like the store, each feature keeps its `keep` most frequent tokens (ties by
+    token_id)."""
+    features = feature_tokens.groupby("feature", sort=True)["n_feature"].first()
+    colors = token_counts["n"].to_numpy(np.int64)
+    rng = np.random.default_rng(seed)
+    drawn = np.stack([rng.multivariate_hypergeometric(colors, int(n)) for n in features])
+    feature_index, token_index = np.nonzero(drawn)  # [n_rows] each
+    rows = pd.DataFrame(
+        {
+            "feature": features.index.to_numpy()[feature_index],
+            "token_id": token_counts["token_id"].to_numpy()[token_index],
+            "token": token_counts["token"].to_numpy()[token_index],
+            "n_active": drawn[feature_index, token_index],
+            "n_token": colors[token_index],
+            "n_feature": features.to_numpy()[feature_index],
+        }
+    )
+    return (
+        rows.sort_values(["feature", "n_active", "token_id"], ascending=[True, False, True])
+        .groupby("feature", sort=False)
+        .head(keep)
+        .reset_index(drop=True)
+    )
+
+
+def shuffle_baseline(
+    store: Store, sae: str, settings: TaxonomySettings, shuffles: int = SHUFFLES, seed: int = 0
+) -> pd.DataFrame:
+    """The `taxonomy_summary` of one SAE observed and under `shuffles` seeded token-label
+    shuffles (`shuffled_feature_tokens`, seeds seed .. seed + shuffles - 1): one row per
+    measure with columns measure, observed, shuffled_mean and shuffled_max (over the
+    shuffles)."""
+    if not 1 <= shuffles <= MAX_SHUFFLES:
+        raise InputError(f"shuffles must be 1 to {MAX_SHUFFLES}, got {shuffles}.")
+    counts = store.token_counts()
+    n_total = int(counts["n"].sum())
+    observed = store.feature_tokens(sae)
+    summaries = [
+        taxonomy_summary(
+            feature_taxonomy(
+                token_enrichment(
+                    shuffled_feature_tokens(observed, counts, seed + i), n_total, settings
+                )
+            )
+        )
+        for i in range(shuffles)
+    ]
+    actual = taxonomy_summary(feature_taxonomy(token_enrichment(observed, n_total, settings)))
+    shuffled = pd.DataFrame(summaries)
+    return pd.DataFrame(
+        {
+            "measure": list(actual),
+            "observed": [float(actual[m]) for m in actual],
+            "shuffled_mean": [float(shuffled[m].mean()) for m in actual],
+            "shuffled_max": [float(shuffled[m].max()) for m in actual],
+        }
+    )
 
 
 def compare_saes(store: Store, settings: TaxonomySettings) -> pd.DataFrame:

@@ -1,7 +1,8 @@
 """Charts of the token-taxonomy page: DataFrame in, altair.Chart out.
 
-Owns the label distribution of one SAE, the scatter of each feature's largest token
-enrichment against its activity (points link to the feature's page) and the per-SAE
+Owns the label distribution of one SAE (monosemantic labels solid, the others faded), the
+scatter of each feature's largest token enrichment against its activity with the enrichment
+ceiling N / active tokens drawn (points link to the feature's page) and the per-SAE
 comparison of two stores. Input frames are those of `explorer.analysis.enrichment`
 (`label_distribution`, `feature_taxonomy`, `compare_saes` with a `store` column). No streamlit.
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 from typing import Literal
 
 import altair as alt
+import numpy as np
 import pandas as pd
 
 from explorer.analysis.enrichment import LABELS
@@ -36,37 +38,70 @@ COMPARED = {
 
 
 def label_distribution_chart(distribution: pd.DataFrame) -> alt.Chart:
-    """Features per label (`label_distribution`), one bar each in the order of `LABELS`."""
+    """Features per label (`label_distribution`), one bar each in the order of `LABELS`; the
+    monosemantic labels (whose bars add up to the monosemantic rate) solid, the others faded."""
+    data = distribution.assign(
+        counts_as=distribution["monosemantic"].map({True: "monosemantic", False: "not"})
+    )
     return (
-        alt.Chart(distribution)
+        alt.Chart(data)
         .mark_bar()
         .encode(
             x=alt.X("n_features:Q", title="features"),
             y=alt.Y("label:N", sort=list(LABELS), title="label"),
             color=alt.Color("label:N", scale=_LABEL_SCALE, legend=None),
+            opacity=alt.Opacity(
+                "counts_as:N",
+                scale=alt.Scale(domain=["monosemantic", "not"], range=[1.0, 0.35]),
+                title="counts as",
+            ),
             tooltip=[
                 alt.Tooltip("label:N", title="label"),
                 alt.Tooltip("n_features:Q", title="features"),
                 alt.Tooltip("share:Q", title="share", format=".1%"),
+                alt.Tooltip("counts_as:N", title="counts as"),
             ],
         )
         .properties(height=alt.Step(24))
     )
 
 
-def enrichment_scatter(features: pd.DataFrame) -> alt.Chart:
+def ceiling_line(n_total: int, n_active: pd.Series) -> pd.DataFrame:
+    """Points of the enrichment ceiling N / active tokens over the range of `n_active`:
+    n_active_tokens and ceiling, on a log grid of 50 points."""
+    low = max(float(n_active.min()), 1.0) if len(n_active) else 1.0
+    high = max(float(n_active.max()), low) if len(n_active) else float(n_total)
+    grid = np.geomspace(low, high if high > low else low * 10, 50)
+    return pd.DataFrame({"n_active_tokens": grid, "ceiling": n_total / grid})
+
+
+def enrichment_scatter(features: pd.DataFrame, n_total: int) -> alt.Chart:
     """Each feature with a significant token (`feature_taxonomy` rows with an `sae` column):
-    its largest enrichment (log) against its active tokens (log), coloured by label; a
-    point links to the feature's page."""
+    its largest enrichment (log) against its active tokens (log), coloured by label, under the
+    dashed ceiling N / active tokens (`n_total` = N, the corpus's tokens) that no feature can
+    pass; a point links to the feature's page."""
     data = features.dropna(subset=["max_enrichment"])
     data = data.assign(
         href=[
             feature_href(sae, feature)
             for sae, feature in zip(data["sae"], data["feature"], strict=True)
-        ]
+        ],
+        of_ceiling=data["max_enrichment"] / data["ceiling"],
     )[["sae", "feature", "label", "n_active_tokens", "max_enrichment", "max_token", "top_tokens",
-       "p_value", "href"]]  # fmt: skip
-    return (
+       "p_value", "ceiling", "of_ceiling", "href"]]  # fmt: skip
+    ceiling = (
+        alt.Chart(ceiling_line(n_total, features["n_active_tokens"]))
+        .mark_line(strokeDash=[4, 4], color="#555555")
+        .encode(
+            x=alt.X("n_active_tokens:Q", scale=alt.Scale(type="log")),
+            y=alt.Y("ceiling:Q", scale=alt.Scale(type="log")),
+            tooltip=[
+                alt.Tooltip("n_active_tokens:Q", title="active tokens", format=",.0f"),
+                alt.Tooltip("ceiling:Q", title="ceiling N / active tokens", format=",.1f"),
+            ],
+        )
+    )
+    points = (
         alt.Chart(data)
         .mark_circle(size=40, opacity=0.7)
         .encode(
@@ -87,11 +122,14 @@ def enrichment_scatter(features: pd.DataFrame) -> alt.Chart:
                 alt.Tooltip("label:N", title="label"),
                 alt.Tooltip("top_tokens:N", title="top tokens (enrichment)"),
                 alt.Tooltip("max_enrichment:Q", title="max enrichment", format=".1f"),
+                alt.Tooltip("ceiling:Q", title="its token's ceiling (N / n_t)", format=",.1f"),
+                alt.Tooltip("of_ceiling:Q", title="share of the ceiling", format=".1%"),
                 alt.Tooltip("p_value:Q", title="p (chi-squared)", format=".2e"),
                 alt.Tooltip("n_active_tokens:Q", title="active tokens"),
             ],
         )
     )
+    return alt.layer(points, ceiling)
 
 
 def store_comparison_chart(

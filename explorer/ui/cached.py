@@ -14,7 +14,12 @@ import pandas as pd
 import streamlit as st
 
 from explorer.analysis.controls import ChanceBaseline, load_chance_baseline
-from explorer.analysis.enrichment import TaxonomySettings, compare_saes, load_taxonomy
+from explorer.analysis.enrichment import (
+    TaxonomySettings,
+    compare_saes,
+    load_taxonomy,
+    shuffle_baseline,
+)
 from explorer.analysis.specialists import Specialists, SpecialistSettings, load_specialists
 from explorer.store.reader import Store
 from explorer.ui.resources import StoreKey, open_store, store_key
@@ -64,3 +69,14 @@ def _taxonomy_comparison(key: StoreKey, settings: TaxonomySettings) -> pd.DataFr
 def taxonomy_comparison(store: Store, settings: TaxonomySettings) -> pd.DataFrame:
     """`enrichment.compare_saes(store, settings)`, cached per store file and settings."""
     return _taxonomy_comparison(store_key(store), settings)
+
+
+@st.cache_data(max_entries=32, ttl=3600, show_spinner="Shuffling token labels…")
+def _taxonomy_baseline(key: StoreKey, sae: str, settings: TaxonomySettings) -> pd.DataFrame:
+    return shuffle_baseline(open_store(key[0]), sae, settings)
+
+
+def taxonomy_baseline(store: Store, sae: str, settings: TaxonomySettings) -> pd.DataFrame:
+    """`enrichment.shuffle_baseline(store, sae, settings)`, cached per store file, SAE and
+    settings."""
+    return _taxonomy_baseline(store_key(store), sae, settings)

@@ -1,6 +1,8 @@
-"""Token taxonomy page: metrics, the feature table and the store comparison equal the library's
-for the SAE and thresholds chosen in the sidebar or the URL; a bad second store path gets a
-message; an old demo store is rebuilt on first use."""
+"""Token taxonomy page: metrics, the feature table, the shuffle baseline and the store comparison
+equal the library's for the SAE and thresholds chosen in the sidebar or the URL; the headline
+monosemantic count is the sum of the label chart's monosemantic bars, counted here from the
+feature table; a bad second store path gets a message; an old demo store is rebuilt on first
+use."""
 
 from __future__ import annotations
 
@@ -12,9 +14,11 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from explorer.analysis.enrichment import (
+    MONOSEMANTIC_LABELS,
     TaxonomySettings,
     compare_saes,
     load_taxonomy,
+    shuffle_baseline,
     taxonomy_summary,
 )
 from explorer.build.single import build_store
@@ -25,8 +29,8 @@ from explorer.ui import resources
 
 PAGE = str(Path(__file__).resolve().parents[2] / "app_pages" / "taxonomy.py")
 CORPUS = "bundled+arithmetic:60"
-TABLE_COLUMNS = ["sae", "feature", "label", "top_tokens", "max_enrichment", "p_value",
-                 "n_active_tokens", "n_significant", "monosemantic"]  # fmt: skip
+TABLE_COLUMNS = ["sae", "feature", "label", "top_tokens", "max_enrichment", "ceiling",
+                 "p_value", "n_active_tokens", "n_significant", "monosemantic"]  # fmt: skip
 COMPARED = ["store", "sae", "layer", "n_features", "monosemantic_rate", "number_share",
             "max_enrichment"]  # fmt: skip
 
@@ -58,6 +62,12 @@ def comparison_of(path: Path, name: str, settings: TaxonomySettings) -> pd.DataF
         return compare_saes(store, settings).assign(store=name)[COMPARED]
 
 
+def table_with(at: AppTest, column: str) -> pd.DataFrame:
+    """The one dataframe of the page that has `column`."""
+    (table,) = [frame.value for frame in at.dataframe if column in frame.value.columns]
+    return table
+
+
 def assert_page_shows(
     at: AppTest,
     store_path: Path,
@@ -80,8 +90,36 @@ def assert_page_shows(
         "number features": f"{summary['number_share']:.1%}",
         "max enrichment": f"{summary['max_enrichment']:,.1f}",
     }
+    # one definition: the headline counts the features whose label is of one token kind
+    n_monosemantic = int(features["label"].isin(MONOSEMANTIC_LABELS).sum())
+    assert summary["monosemantic_rate"] == n_monosemantic / len(features)
+    assert any(
+        f"{n_monosemantic:,} of {len(features):,} live features" in caption.value
+        for caption in at.caption
+    )
+    with Store.open(store_path) as store:
+        baseline = shuffle_baseline(store, sae, chosen).set_index("measure")
+        n_total = int(store.token_counts()["n"].sum())
+    assert any(f"N = {n_total:,} corpus tokens" in caption.value for caption in at.caption)
+    shown_baseline = table_with(at, "shuffled (mean)")
+    assert shown_baseline["observed"].tolist() == pytest.approx(
+        [
+            summary[m]
+            for m in ("n_with_significant", "n_monosemantic", "monosemantic_rate",
+                      "n_polysemantic", "median_max_enrichment", "max_enrichment")
+        ],  # fmt: skip
+        nan_ok=True,
+    )
+    assert shown_baseline["shuffled (mean)"].tolist() == pytest.approx(
+        baseline.loc[
+            ["n_with_significant", "n_monosemantic", "monosemantic_rate", "n_polysemantic",
+             "median_max_enrichment", "max_enrichment"],
+            "shuffled_mean",
+        ].tolist(),  # fmt: skip
+        nan_ok=True,
+    )
     expected = (features if label == "all" else features[features["label"] == label]).head(rows)
-    table = at.dataframe[0].value
+    table = table_with(at, "top_tokens")
     pd.testing.assert_frame_equal(
         table[TABLE_COLUMNS].reset_index(drop=True),
         expected[TABLE_COLUMNS].reset_index(drop=True),
@@ -92,7 +130,7 @@ def assert_page_shows(
     if other is not None:
         compared.append(comparison_of(other, f"B: {other.name}", chosen))
     pd.testing.assert_frame_equal(
-        at.dataframe[1].value.reset_index(drop=True),
+        table_with(at, "store").reset_index(drop=True),
         pd.concat(compared, ignore_index=True),
         check_dtype=False,
     )
@@ -112,19 +150,17 @@ def test_sidebar_controls_change_the_numbers(page, store_path) -> None:
     at.selectbox(key="url_sae").set_value("L0.resid_post").run()
     at.number_input(key="url_support").set_value(1).run()
     at.selectbox(key="url_p").set_value("0.001").run()
-    at.number_input(key="url_enrichment").set_value(20).run()
-    settings = {"min_support": 1, "p_threshold": 0.001, "min_enrichment": 20.0}
+    settings = {"min_support": 1, "p_threshold": 0.001}
     features = assert_page_shows(at, store_path, "L0.resid_post", **settings)
     label = features["label"].value_counts().index[0]
     at.selectbox(key="url_label").set_value(label).run()
     at.number_input(key="url_rows").set_value(10).run()
     assert_page_shows(at, store_path, "L0.resid_post", label=label, rows=10, **settings)
-    assert (at.dataframe[0].value["label"] == label).all()
+    assert (table_with(at, "top_tokens")["label"] == label).all()
     assert at.query_params == {
         "sae": "L0.resid_post",
         "support": "1",
         "p": "0.001",
-        "enrichment": "20",
         "label": label,
         "rows": "10",
     }
@@ -146,7 +182,7 @@ def test_a_second_store_is_compared_side_by_side(page, store_path, other_store_p
     at.text_input(key="url_compare").set_value(str(other_store_path)).run()
     assert not at.error
     assert_page_shows(at, store_path, "L2.resid_post", other=other_store_path)
-    stores = at.dataframe[1].value["store"].unique().tolist()
+    stores = table_with(at, "store")["store"].unique().tolist()
     assert stores == [f"A: {store_path.name}", f"B: {other_store_path.name}"]
     assert at.query_params == {"compare": str(other_store_path)}
     at.radio(key="taxonomy_measure").set_value("number_share").run()
@@ -177,8 +213,8 @@ def test_a_bad_second_store_path_gets_a_message(
     [
         ({"sae": "L9.resid_post"}, "choose one of L0.resid_post"),
         ({"p": "0.5"}, "choose one of 0.05"),
-        ({"support": "0"}, "choose 1 to 100000"),
-        ({"enrichment": "lots"}, "expected a whole number"),
+        ({"support": "0"}, "from 1 to 100000"),
+        ({"support": "lots"}, "'lots' is not one"),
         ({"label": "<b>bold</b>"}, "choose one of all"),
     ],
 )

@@ -7,7 +7,10 @@ polysemantic feature (3: " cat", "(", "." alike), a feature firing everywhere (4
 enriched), a word feature (5), a dead feature (6) and a broad feature on every even position
 (7: more token ids than the store keeps). SAE `s1` plants a code feature (0), a punctuation
 feature (1) and a feature with too little support (3: two "def"). Counts, chi-squared and
-enrichment are checked against pandas group-bys of the planted arrays and scipy.
+enrichment are checked against pandas group-bys of the planted arrays and scipy. The planted
+tokens occur about 18 times each, so the tests use a minimum support of 3 (`PLANTED`) rather
+than the default 20. The shuffle baseline is checked against real permutations of the planted
+token labels.
 """
 
 from __future__ import annotations
@@ -29,6 +32,8 @@ from explorer.analysis.enrichment import (
     label_distribution,
     label_features,
     load_taxonomy,
+    shuffle_baseline,
+    shuffled_feature_tokens,
     taxonomy_summary,
     token_enrichment,
     token_kind,
@@ -54,6 +59,7 @@ SAES = [
     SaeInfo(sae="s0", hook_name="blocks.0.hook_resid_post", layer=0, d_in=8, d_sae=8),
     SaeInfo(sae="s1", hook_name="blocks.1.hook_resid_post", layer=1, d_in=8, d_sae=4),
 ]
+PLANTED = TaxonomySettings(min_support=3)
 PLANTED_LABELS = {
     ("s0", 0): "specific number",
     ("s0", 1): "number range",
@@ -156,7 +162,7 @@ def planted_counts(tokens: pd.DataFrame, acts: pd.DataFrame) -> pd.DataFrame:
 def labels_of(store: Store, **settings) -> dict[tuple[str, int], str]:
     found = {}
     for info in SAES:
-        table = load_taxonomy(store, info.sae, TaxonomySettings(**settings))
+        table = load_taxonomy(store, info.sae, TaxonomySettings(**({"min_support": 3} | settings)))
         found |= {
             (info.sae, f): label for f, label in zip(table["feature"], table["label"], strict=True)
         }
@@ -235,7 +241,7 @@ def test_chi_squared_and_enrichment_match_scipy_and_the_formula(
     planted = planted_counts(tokens, acts).set_index(["sae", "feature", "token_id"])
     checked = 0
     for info in SAES:
-        enriched = token_enrichment(store.feature_tokens(info.sae), n_total, TaxonomySettings())
+        enriched = token_enrichment(store.feature_tokens(info.sae), n_total, PLANTED)
         for row in enriched.itertuples():
             a, n_f, n_t = planted.loc[(info.sae, row.feature, row.token_id)]
             assert (row.n_active, row.n_feature, row.n_token) == (a, n_f, n_t)
@@ -273,7 +279,7 @@ def test_planted_features_get_their_labels(store: Store) -> None:
 def test_top_tokens_are_the_most_active_significant_tokens(
     store: Store, tokens: pd.DataFrame, acts: pd.DataFrame
 ) -> None:
-    table = load_taxonomy(store, "s0", TaxonomySettings()).set_index("feature")
+    table = load_taxonomy(store, "s0", PLANTED).set_index("feature")
     planted = planted_counts(tokens, acts)
     numbers = planted[(planted["sae"] == "s0") & (planted["feature"] == 1)]
     numbers = numbers.sort_values(["n_active", "token_id"], ascending=[False, True])
@@ -295,32 +301,59 @@ def test_top_tokens_are_the_most_active_significant_tokens(
     assert table.at[4, "top_tokens"] == "" and math.isnan(table.at[4, "max_enrichment"])
 
 
-def test_monosemantic_rate_and_number_share(
+def test_monosemantic_is_the_labels_of_one_kind_in_headline_and_chart(
     store: Store, tokens: pd.DataFrame, acts: pd.DataFrame
 ) -> None:
     n_total = len(tokens)
     n_poly = (acts[(acts["sae"] == "s0")]["feature"] == 3).sum()
     poly_enrichment = n_total / n_poly  # each of its tokens: a = n_t
-    table = load_taxonomy(store, "s0", TaxonomySettings()).set_index("feature")
+    table = load_taxonomy(store, "s0", PLANTED).set_index("feature")
+    # a strong enrichment does not make the polysemantic feature monosemantic
     assert table.at[3, "max_enrichment"] == pytest.approx(poly_enrichment, rel=1e-12)
-    assert 5 <= poly_enrichment < 20
+    assert poly_enrichment >= 5
     live = sorted(acts.loc[acts["sae"] == "s0", "feature"].unique())
     assert table.index.sort_values().tolist() == live
-    for min_enrichment, poly_is_monosemantic in ((5.0, True), (20.0, False)):
-        table = load_taxonomy(store, "s0", TaxonomySettings(min_enrichment=min_enrichment))
-        monosemantic = table.set_index("feature")["monosemantic"]
-        assert monosemantic[[0, 1, 2, 5]].all()
-        assert not monosemantic[4]
-        assert monosemantic[3] == poly_is_monosemantic
-        summary = taxonomy_summary(table)
-        assert summary["n_features"] == len(live)
-        assert summary["monosemantic_rate"] == pytest.approx(monosemantic.sum() / len(live))
-        assert summary["number_share"] == pytest.approx(2 / len(live))
-        assert summary["max_enrichment"] == pytest.approx(table["max_enrichment"].max())
+    monosemantic = table["monosemantic"]
+    assert monosemantic[[0, 1, 2, 5]].all()
+    assert not monosemantic[[3, 4, 7]].any()
+    summary = taxonomy_summary(table.reset_index())
+    assert summary["n_features"] == len(live)
+    assert summary["n_monosemantic"] == 4
+    assert summary["monosemantic_rate"] == pytest.approx(4 / len(live))
+    assert summary["number_share"] == pytest.approx(2 / len(live))
+    assert summary["max_enrichment"] == pytest.approx(table["max_enrichment"].max())
+    distribution = label_distribution(table.reset_index())
+    counted = distribution.loc[distribution["monosemantic"], "n_features"].sum()
+    assert counted == summary["n_monosemantic"]
+    assert summary["n_polysemantic"] + summary["n_unlabelled"] + counted == len(live)
+
+
+def test_enrichment_never_passes_its_ceiling(store: Store, tokens: pd.DataFrame) -> None:
+    n_total = len(tokens)
+    n_token = tokens["token_id"].value_counts()
+    for sae in ("s0", "s1"):
+        table = load_taxonomy(store, sae, PLANTED).dropna(subset=["max_enrichment"])
+        token_ids = [VOCAB.index(t) for t in table["max_token"]]
+        expected = n_total / n_token.loc[token_ids].to_numpy()
+        np.testing.assert_allclose(table["ceiling"], expected, rtol=1e-12)
+        assert (table["max_enrichment"] <= table["ceiling"] * (1 + 1e-12)).all()
+        assert (table["max_enrichment"] <= n_total / table["n_active_tokens"] * (1 + 1e-12)).all()
+    # the polysemantic feature fires on every occurrence of its tokens: at each ceiling
+    s0 = load_taxonomy(store, "s0", PLANTED).set_index("feature")
+    assert s0.at[3, "max_enrichment"] == pytest.approx(s0.at[3, "ceiling"] * n_token.loc[
+        VOCAB.index(s0.at[3, "max_token"])] / s0.at[3, "n_active_tokens"])
+
+
+def test_default_minimum_support_is_twenty_active_tokens(store: Store) -> None:
+    assert TaxonomySettings().min_support == 20
+    enriched = token_enrichment(store.feature_tokens("s0"), 720, TaxonomySettings())
+    assert enriched["significant"].any()
+    assert (enriched.loc[enriched["significant"], "n_active"] >= 20).all()
+    assert not enriched.loc[enriched["n_active"] < 20, "significant"].any()
 
 
 def test_compare_saes_summarises_every_sae(store: Store) -> None:
-    settings = TaxonomySettings(min_enrichment=20.0)
+    settings = PLANTED
     compared = compare_saes(store, settings).set_index("sae")
     assert compared.index.tolist() == ["s0", "s1"]
     assert compared["layer"].tolist() == [0, 1]
@@ -332,13 +365,103 @@ def test_compare_saes_summarises_every_sae(store: Store) -> None:
 
 
 def test_label_distribution_counts_every_label(store: Store) -> None:
-    table = load_taxonomy(store, "s0", TaxonomySettings())
+    table = load_taxonomy(store, "s0", PLANTED)
     distribution = label_distribution(table)
     assert distribution["label"].tolist() == list(LABELS)
     counts = dict(zip(distribution["label"], distribution["n_features"], strict=True))
     assert counts["specific number"] == 1 and counts["polysemantic"] == 1
     assert distribution["n_features"].sum() == len(table)
     assert distribution["share"].sum() == pytest.approx(1.0)
+
+
+# --- shuffle baseline -----------------------------------------------------------------------
+
+
+def permuted_counts(tokens: pd.DataFrame, acts: pd.DataFrame, sae: str, seed: int) -> pd.Series:
+    """n_active per (feature, token_id) of `sae` after a real permutation of the corpus's
+    token labels across its token positions."""
+    permuted = tokens.assign(
+        token_id=np.random.default_rng(seed).permutation(tokens["token_id"].to_numpy())
+    )
+    joined = acts[acts["sae"] == sae].merge(permuted, on=["text_id", "pos"])
+    return joined.groupby(["feature", "token_id"]).size()
+
+
+def test_shuffled_counts_have_the_distribution_of_a_real_permutation(
+    store: Store, tokens: pd.DataFrame, acts: pd.DataFrame
+) -> None:
+    observed = store.feature_tokens("s0")
+    counts = store.token_counts()
+    n_total, n_feature, token = len(tokens), 39, 1  # feature 0 and " 7" (19 in the corpus)
+    assert observed.groupby("feature")["n_feature"].first()[0] == n_feature
+    n_token = int((tokens["token_id"] == token).sum())
+    draws, permutations = [], []
+    for seed in range(300):
+        shuffled = shuffled_feature_tokens(observed, counts, seed, keep=len(VOCAB))
+        one = shuffled[(shuffled["feature"] == 0) & (shuffled["token_id"] == token)]
+        draws.append(int(one["n_active"].sum()))
+        permutations.append(int(permuted_counts(tokens, acts, "s0", seed).get((0, token), 0)))
+    expected = stats.hypergeom(n_total, n_token, n_feature)
+    for sample in (draws, permutations):
+        assert np.mean(sample) == pytest.approx(expected.mean(), abs=4 * expected.std() / 17)
+        # the share of zeros, the most likely count, within 4 standard errors
+        p0 = expected.pmf(0)
+        zeros = np.mean(np.array(sample) == 0)
+        assert zeros == pytest.approx(p0, abs=4 * (p0 * (1 - p0) / 300) ** 0.5)
+
+
+def test_shuffled_counts_keep_each_feature_size_and_the_store_truncation(
+    store: Store, tokens: pd.DataFrame
+) -> None:
+    observed = store.feature_tokens("s0")
+    counts = store.token_counts()
+    sizes = observed.groupby("feature")["n_feature"].first()
+    full = shuffled_feature_tokens(observed, counts, seed=1, keep=len(VOCAB))
+    assert full.groupby("feature")["n_active"].sum().to_dict() == sizes.to_dict()
+    n_token = tokens["token_id"].value_counts()
+    assert (full["n_active"] <= full["token_id"].map(n_token)).all()
+    assert (full["n_token"] == full["token_id"].map(n_token)).all()
+    kept = shuffled_feature_tokens(observed, counts, seed=1, keep=5)
+    expected = (
+        full.sort_values(["feature", "n_active", "token_id"], ascending=[True, False, True])
+        .groupby("feature")
+        .head(5)
+        .reset_index(drop=True)
+    )
+    pd.testing.assert_frame_equal(kept, expected)
+    again = shuffled_feature_tokens(observed, counts, seed=1, keep=5)
+    pd.testing.assert_frame_equal(kept, again)
+    other = shuffled_feature_tokens(observed, counts, seed=2, keep=5)
+    assert not kept.equals(other)
+
+
+def test_planted_token_features_beat_the_shuffle_baseline(store: Store) -> None:
+    settings = TaxonomySettings(min_support=10)
+    baseline = shuffle_baseline(store, "s0", settings, shuffles=10).set_index("measure")
+    observed = taxonomy_summary(load_taxonomy(store, "s0", settings))
+    assert baseline["observed"].to_dict() == pytest.approx(
+        {key: float(value) for key, value in observed.items()}, nan_ok=True
+    )
+    assert baseline.at["n_monosemantic", "observed"] == 4
+    assert baseline.at["n_features", "shuffled_mean"] == observed["n_features"]
+    # shuffled token labels: a feature's tokens are a random draw, so at most a stray one
+    assert baseline.at["n_monosemantic", "shuffled_max"] <= 1
+    assert baseline.at["median_max_enrichment", "observed"] > 15
+    assert baseline.at["max_enrichment", "shuffled_max"] < 2
+
+
+def test_a_small_support_labels_shuffled_features(store: Store) -> None:
+    """With a support of 3 the chi-squared of small counts makes chance tokens significant:
+    the shuffled corpus gets monosemantic features, fewer as the support grows."""
+    chance = [
+        shuffle_baseline(store, "s0", TaxonomySettings(min_support=support), shuffles=10)
+        .set_index("measure")
+        .at["n_monosemantic", "shuffled_mean"]
+        for support in (3, 5, 10)
+    ]
+    assert chance[0] >= 1 and chance[0] > chance[1] > chance[2]
+    with pytest.raises(InputError):
+        shuffle_baseline(store, "s0", PLANTED, shuffles=0)
 
 
 @pytest.mark.parametrize(
@@ -390,8 +513,6 @@ def test_token_kinds(token: str, kind: str) -> None:
         {"p_threshold": 0.0},
         {"p_threshold": 0.9},
         {"p_threshold": math.nan},
-        {"min_enrichment": 0.5},
-        {"min_enrichment": math.inf},
     ],
 )
 def test_bad_settings_are_refused(settings: dict) -> None:
