@@ -1,0 +1,271 @@
+"""Automatic descriptions, their held-out score and search, on a planted store.
+
+The planted SAE `s` over two categories (`alpha`, `beta`), some texts labelled `op:addition`:
+feature 0 fires exactly on the token " may"; 1 at random positions (10%, seeded); 2 on every
+token of the `beta` texts (a tenth of them); 3 on the number tokens "7" and "12"; 4 never; 5
+on every token; 6 on every token of the texts labelled `op:addition` (across both categories).
+The expected counts come from pandas over the planted rows, never from the store's SQL.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from explorer.analysis import descriptions as describe
+from explorer.analysis.descriptions import DescriptionSettings
+from explorer.errors import InputError
+from explorer.store.queries import descriptions as queries
+from explorer.store.reader import Store
+from explorer.store.schema import SaeInfo
+from explorer.store.writer import StoreWriter
+from tests.planted import add_acts_with_stats, add_tokens
+
+VOCAB = [" may", "7", "12", " cat", " dog", " the", ",", ".", " run", " sea", " sky", " red"]
+ABSENT = ["\x1a", "dney"]  # in the model's vocabulary, never in the corpus
+N_TEXTS, TEXT_TOKENS, D_SAE = 200, 20, 8
+SAE = SaeInfo(sae="s", hook_name="blocks.0.hook_resid_post", layer=0, d_in=8, d_sae=D_SAE)
+
+
+def make_texts() -> pd.DataFrame:
+    text_id = np.arange(N_TEXTS)
+    return pd.DataFrame(
+        {
+            "text_id": text_id,
+            "category": np.where(text_id % 10 == 1, "beta", "alpha"),
+            "source": "planted",
+            "text": [f"text {t}" for t in text_id],
+            "labels": [["op:addition"] if t % 3 == 0 else ["op:subtraction"] for t in text_id],
+        }
+    )
+
+
+def make_tokens() -> pd.DataFrame:
+    ids = np.random.default_rng(0).integers(0, len(VOCAB), size=N_TEXTS * TEXT_TOKENS)
+    return pd.DataFrame(
+        {
+            "text_id": np.repeat(np.arange(N_TEXTS), TEXT_TOKENS),
+            "pos": np.tile(np.arange(1, TEXT_TOKENS + 1), N_TEXTS),
+            "token_id": ids,
+            "token": [VOCAB[i] for i in ids],
+        }
+    )
+
+
+def make_acts(tokens: pd.DataFrame) -> pd.DataFrame:
+    on = tokens["token_id"].isin
+    random = np.random.default_rng(1).random(len(tokens)) < 0.1
+    chosen = {
+        0: on([0]),
+        1: pd.Series(random, index=tokens.index),
+        2: tokens["text_id"] % 10 == 1,
+        3: on([1, 2]),
+        5: pd.Series(True, index=tokens.index),
+        6: tokens["text_id"] % 3 == 0,
+    }
+    parts = [
+        tokens.loc[mask, ["text_id", "pos"]].assign(feature=feature, value=1.0 + feature)
+        for feature, mask in chosen.items()
+    ]
+    return pd.concat(parts, ignore_index=True)[["feature", "text_id", "pos", "value"]]
+
+
+def write_store(path: Path, texts: pd.DataFrame, tokens: pd.DataFrame, acts: pd.DataFrame):
+    vocab = VOCAB + ABSENT
+    absent_first = np.array([[len(VOCAB), len(VOCAB) + 1, f % len(VOCAB)] for f in range(D_SAE)])
+    with StoreWriter(path, meta={"source": "planted"}) as writer:
+        writer.add_sae(SAE)
+        writer.add_texts(texts)
+        add_tokens(writer, tokens)
+        add_acts_with_stats(writer, SAE.sae, acts, D_SAE)
+        writer.add_logit_lens(
+            SAE.sae,
+            top_token_ids=absent_first,
+            top_logits=np.tile([3.0, 2.0, 1.0], (D_SAE, 1)),
+            bottom_token_ids=np.zeros((D_SAE, 1), dtype=np.int64) + 3,
+            bottom_logits=np.full((D_SAE, 1), -1.0),
+            vocab=vocab,
+        )
+
+
+@pytest.fixture(scope="module")
+def planted() -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    tokens = make_tokens()
+    return make_texts(), tokens, make_acts(tokens)
+
+
+@pytest.fixture(scope="module")
+def store(planted, tmp_path_factory: pytest.TempPathFactory) -> Store:
+    path = tmp_path_factory.mktemp("descriptions") / "planted.duckdb"
+    write_store(path, *planted)
+    with Store.open(path) as opened:
+        yield opened
+
+
+@pytest.fixture(scope="module")
+def described(store: Store) -> pd.DataFrame:
+    descriptions = describe.load_descriptions(store, "s")
+    scores = describe.load_scores(store, "s")
+    return describe.described_features(descriptions, scores, store.labels("s")).set_index(
+        "feature", drop=False
+    )
+
+
+def is_held_out(text_id: pd.Series) -> np.ndarray:
+    """The split rule written out with Python integers."""
+    return np.array([(int(t) * 2654435761) % 2**32 >= 2**31 for t in text_id])
+
+
+def test_the_split_is_the_documented_hash_and_about_half(planted) -> None:
+    texts, _, _ = planted
+    held = is_held_out(texts["text_id"])
+    assert (queries.held_out(texts["text_id"]) == held).all()
+    assert 0.4 < held.mean() < 0.6
+    for category in ("alpha", "beta"):  # each category falls into both halves
+        assert 0.35 < held[texts["category"] == category].mean() < 0.65
+
+
+def test_split_counts_equal_a_pandas_group_by(store: Store, planted) -> None:
+    _, tokens, acts = planted
+    joined = acts.merge(tokens, on=["text_id", "pos"])
+    joined["held"] = is_held_out(joined["text_id"])
+    expected = (
+        joined.groupby(["feature", "token_id"])["held"]
+        .agg(n_make=lambda held: int((~held).sum()), n_held="sum")
+        .reset_index()
+    )
+    totals = expected.groupby("feature")[["n_make", "n_held"]].sum()
+    expected = expected[
+        (expected["n_make"] >= 2)
+        & (expected["n_make"] >= 0.05 * expected["feature"].map(totals["n_make"]))
+    ]
+    split = queries.split_token_counts(store, "s", 0.05, 2)
+    got = split.dropna(subset=["token_id"]).astype({"token_id": np.int64})
+    pd.testing.assert_frame_equal(
+        got[["feature", "token_id", "n_make", "n_held"]]
+        .sort_values(["feature", "token_id"])
+        .reset_index(drop=True),
+        expected.sort_values(["feature", "token_id"]).reset_index(drop=True),
+        check_dtype=False,
+    )
+    per_feature = split.drop_duplicates("feature").set_index("feature")
+    assert per_feature["make_total"].to_dict() == totals["n_make"].to_dict()
+    assert per_feature["held_total"].to_dict() == totals["n_held"].to_dict()
+
+    halves = queries.token_counts_by_half(store).set_index("token_id")
+    tokens_held = is_held_out(tokens["text_id"])
+    assert halves["n_held"].to_dict() == tokens[tokens_held].groupby("token_id").size().to_dict()
+    assert halves["n_make"].to_dict() == tokens[~tokens_held].groupby("token_id").size().to_dict()
+
+
+def test_a_planted_one_token_feature_scores_one(described: pd.DataFrame) -> None:
+    row = described.loc[0]
+    assert row["tokens"] == [" may"]
+    assert row["description"].startswith('" may"')
+    assert row["kind"] == "word"
+    assert row["f1"] == pytest.approx(1.0)
+    assert row["precision"] == pytest.approx(1.0)
+    assert row["recall"] == pytest.approx(1.0)
+    assert row["balanced_accuracy"] == pytest.approx(1.0)
+
+
+def test_a_random_feature_scores_near_chance(described: pd.DataFrame, planted) -> None:
+    _, tokens, acts = planted
+    row = described.loc[1]
+    rate = (acts["feature"] == 1).sum() / len(tokens)
+    assert row["scored"]
+    assert row["balanced_accuracy"] == pytest.approx(0.5, abs=0.05)
+    assert row["f1"] < 2 * rate  # about its firing rate, far from the planted feature's 1
+    assert row["kind"] == "polysemantic"
+    assert row["tokens"] == []
+
+
+def test_score_counts_match_pandas_on_held_out_texts(described: pd.DataFrame, planted) -> None:
+    """The number feature's set is "7" and "12": its counts on the held-out half by hand."""
+    _, tokens, acts = planted
+    held_tokens = tokens[is_held_out(tokens["text_id"])]
+    active = acts[acts["feature"] == 3].merge(held_tokens, on=["text_id", "pos"])
+    in_set = held_tokens["token_id"].isin([1, 2])
+    tp = int(active["token_id"].isin([1, 2]).sum())
+    row = described.loc[3]
+    assert sorted(row["score_tokens"]) == [1, 2]
+    assert (row["tp"], row["fp"], row["fn"]) == (tp, int(in_set.sum()) - tp, len(active) - tp)
+    assert row["tn"] == len(held_tokens) - row["tp"] - row["fp"] - row["fn"]
+    assert row["kind"] == "number"
+    assert set(row["tokens"]) == {"7", "12"}
+
+
+def test_kinds_categories_and_labels(described: pd.DataFrame) -> None:
+    assert described.loc[2, "categories"] == ["beta"]
+    assert described.loc[2, "kind"] == "context"
+    assert described.loc[4, "kind"] == "dead"
+    assert described.loc[4, "description"] == "dead: never fires on this corpus"
+    assert np.isnan(described.loc[4, "f1"])
+    assert described.loc[5, "kind"] == "dense"
+    assert described.loc[5, "description"].startswith("dense: fires on 100% of tokens")
+    assert described.loc[6, "text_labels"] == ["op:addition"]
+    assert "op:addition" in described.loc[6, "description"]
+    assert described.loc[0, "categories"] == []  # " may" is in both categories alike
+
+
+def test_promoted_tokens_skip_tokens_absent_from_the_corpus(
+    store: Store, described: pd.DataFrame
+) -> None:
+    promoted = queries.promoted_in_corpus(store, "s", 1)
+    assert promoted["rank"].tolist() == [3] * D_SAE
+    assert promoted["token"].tolist() == [VOCAB[f % len(VOCAB)] for f in range(D_SAE)]
+    assert described.loc[0, "description"].endswith('promotes " may"')
+    lens = store.logit_lens("s", 0)
+    shown, hidden = describe.corpus_only(lens, queries.corpus_token_ids(store, lens["token_id"]))
+    assert hidden == 2
+    assert shown["token"].tolist() == [" may", " cat"]
+
+
+def test_a_user_label_overrides_the_description(described: pd.DataFrame) -> None:
+    labels = pd.DataFrame({"sae": ["s", "s"], "feature": [3, 3], "label": ["digits", "old"]})
+    table = describe.with_user_labels(described.reset_index(drop=True), labels)
+    row = table.set_index("feature").loc[3]
+    assert row["label"] == "digits"
+    assert row["shown"] == "digits" + describe.USER_LABEL_SUFFIX
+    assert table.set_index("feature").loc[0, "shown"] == described.loc[0, "description"]
+
+
+def test_search_ranks_whole_parts_first_and_covers_user_labels(described: pd.DataFrame) -> None:
+    table = described.reset_index(drop=True)
+    found = describe.search_descriptions(table, "addition")
+    assert found["feature"].tolist() == [6]
+    assert found["match"].tolist() == ["a whole word"]
+    assert describe.search_descriptions(table, "BETA")["feature"].tolist()[0] == 2
+    labels = pd.DataFrame({"sae": ["s"], "feature": [5], "label": ["beta-ish everything"]})
+    labelled = describe.with_user_labels(described.reset_index(drop=True), labels)
+    found = describe.search_descriptions(labelled, "beta")
+    assert found["feature"].tolist()[:2] == [5, 2]  # the user's label first
+    assert found["match"].tolist()[:2] == ["your label", "a whole part"]
+    assert describe.search_descriptions(labelled, "m_y").empty  # literal, no wildcard
+    assert describe.search_descriptions(labelled, "m.y").empty
+
+
+def test_search_refuses_empty_and_long_texts(described: pd.DataFrame) -> None:
+    with pytest.raises(InputError, match="empty"):
+        describe.search_descriptions(described, "  ")
+    with pytest.raises(InputError, match="at most"):
+        describe.search_descriptions(described, "x" * 201)
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {"max_tokens": 0},
+        {"min_token_share": 0.0},
+        {"min_token_share": float("nan")},
+        {"min_token_lift": 0.5},
+        {"n_promoted": 9},
+        {"max_categories": True},
+    ],
+)
+def test_bad_settings_are_refused(settings: dict) -> None:
+    with pytest.raises(InputError):
+        DescriptionSettings(**settings)
