@@ -233,6 +233,43 @@ def _add_specialist_flags(parser: argparse.ArgumentParser) -> None:
             parser.add_argument(flag, dest=item.name, type=kind, help=f"default {item.default}")
 
 
+def _describe(args: argparse.Namespace) -> None:
+    import os
+
+    import pandas as pd
+
+    from explorer.analysis import descriptions as describe
+    from explorer.store.reader import Store, _export_target
+
+    with Store.open(args.store) as store:
+        out = _export_target(Path(args.out).absolute(), store._protected_files(), args.force)
+        saes = [store.sae(args.sae).name] if args.sae else store.saes()["sae"].tolist()
+        tables = []
+        for sae in saes:
+            scores = describe.load_scores(store, sae)
+            tables.append(
+                describe.described_features(
+                    describe.load_descriptions(store, sae), scores, store.labels(sae)
+                )
+            )
+            summary = describe.score_distribution(scores)
+            print(
+                f"{sae}: {summary['n_scored']:,} of {summary['n_live']:,} live features scored; "
+                f"F1 median {summary['f1_median']:.2f} (quartiles {summary['f1_q25']:.2f}-"
+                f"{summary['f1_q75']:.2f}), {summary['f1_at_least_half']:.0%} at 0.5 or more; "
+                f"balanced accuracy mean {summary['balanced_accuracy_mean']:.2f}"
+            )
+    partial = out.with_name(f".{out.name}.{os.getpid()}.part")
+    try:
+        describe.flat_table(pd.concat(tables, ignore_index=True)).to_csv(partial, index=False)
+        os.replace(partial, out)
+    except OSError as exc:
+        raise InputError(f"Cannot write {out} ({exc.strerror}).") from exc
+    finally:
+        partial.unlink(missing_ok=True)
+    print(f"wrote {out}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m explorer", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -304,6 +341,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="replace an existing output file (never a store, its labels file or a database)",
     )
     export.set_defaults(run=_export)
+
+    describe = commands.add_parser(
+        "describe", help="write every feature's automatic description and its score to CSV"
+    )
+    describe.add_argument("store")
+    describe.add_argument("--out", required=True, help="CSV file to write")
+    describe.add_argument("--sae", help="one SAE only (default: every SAE)")
+    describe.add_argument(
+        "--force",
+        action="store_true",
+        help="replace an existing output file (never a store, its labels file or a database)",
+    )
+    describe.set_defaults(run=_describe)
 
     specialists = commands.add_parser(
         "specialists",

@@ -162,10 +162,16 @@ class DescriptionSettings:
         check_finite(self, shares + lifts)
         for name in shares:
             if not 0 < getattr(self, name) <= 1:
-                raise InputError(f"{markdown_escaped(name)} must be in (0, 1], got {markdown_escaped(getattr(self, name))}.")
+                raise InputError(
+                    f"{markdown_escaped(name)} must be in (0, 1], got "
+                    f"{markdown_escaped(getattr(self, name))}."
+                )
         for name in lifts:
             if getattr(self, name) < 1:
-                raise InputError(f"{markdown_escaped(name)} must be at least 1 (no lift), got {markdown_escaped(getattr(self, name))}.")
+                raise InputError(
+                    f"{markdown_escaped(name)} must be at least 1 (no lift), got "
+                    f"{markdown_escaped(getattr(self, name))}."
+                )
 
     @classmethod
     def field_names(cls) -> list[str]:
@@ -459,12 +465,15 @@ def load_scores(
 
 
 def described_features(
-    descriptions: pd.DataFrame, scores: pd.DataFrame, labels: pd.DataFrame
+    descriptions: pd.DataFrame, scores: pd.DataFrame, labels: pd.DataFrame | None = None
 ) -> pd.DataFrame:
     """`descriptions` (one SAE, `load_descriptions`) with the score columns of `scores`
-    (`load_scores`; NaN for features not scored) and the user's labels (`with_user_labels`)."""
+    (`load_scores`; NaN for features not scored) and the user's labels (`with_user_labels`;
+    none when `labels` is None)."""
     scored = descriptions.merge(scores, on="feature", how="left")
     scored["scored"] = scored["scored"].fillna(False).astype(bool)
+    if labels is None:
+        labels = pd.DataFrame({"sae": [], "feature": [], "label": []})
     return with_user_labels(scored, labels)
 
 
@@ -563,3 +572,33 @@ def corpus_only(lens: pd.DataFrame, corpus_token_ids: set[int]) -> tuple[pd.Data
     often dominate W_dec @ W_U, and a reader cannot check them against examples."""
     keep = lens["token_id"].isin(corpus_token_ids)
     return lens[keep].reset_index(drop=True), int((~keep).sum())
+
+
+def flat_table(described: pd.DataFrame) -> pd.DataFrame:
+    """`described_features` rows for a CSV file: list columns as JSON arrays, the columns a
+    reader needs in a stable order."""
+    columns = [
+        "sae",
+        "feature",
+        "description",
+        "kind",
+        "label",
+        "tokens",
+        "token_share",
+        "categories",
+        "text_labels",
+        "promoted",
+        "n_active_tokens",
+        "token_freq",
+        "held_active",
+        "precision",
+        "recall",
+        "f1",
+        "balanced_accuracy",
+        "scored",
+    ]
+    flat = described[columns].copy()
+    flat["held_active"] = flat["held_active"].astype("Int64")  # empty for dead features
+    for column in ("tokens", "categories", "text_labels", "promoted"):
+        flat[column] = flat[column].map(lambda values: json.dumps(list(values), ensure_ascii=False))
+    return flat

@@ -14,6 +14,13 @@ import pandas as pd
 import streamlit as st
 
 from explorer.analysis.controls import ChanceBaseline, load_chance_baseline
+from explorer.analysis.descriptions import (
+    DescriptionSettings,
+    described_features,
+    load_descriptions,
+    load_scores,
+    with_user_labels,
+)
 from explorer.analysis.enrichment import (
     TaxonomySettings,
     compare_saes,
@@ -23,6 +30,8 @@ from explorer.analysis.enrichment import (
 from explorer.analysis.specialists import Specialists, SpecialistSettings, load_specialists
 from explorer.store.reader import Store
 from explorer.ui.resources import StoreKey, open_store, store_key
+
+DEFAULT_DESCRIPTIONS = DescriptionSettings()
 
 
 @st.cache_data(max_entries=16, ttl=3600, show_spinner="Computing the specialist measures…")
@@ -80,3 +89,32 @@ def taxonomy_baseline(store: Store, sae: str, settings: TaxonomySettings) -> pd.
     """`enrichment.shuffle_baseline(store, sae, settings)`, cached per store file, SAE and
     settings."""
     return _taxonomy_baseline(store_key(store), sae, settings)
+
+
+@st.cache_data(max_entries=32, ttl=3600, show_spinner="Describing and scoring the features…")
+def _descriptions(
+    path: str, identity: tuple[int, int], sae: str, settings: DescriptionSettings
+) -> pd.DataFrame:
+    store = open_store(path)
+    return described_features(
+        load_descriptions(store, sae, settings), load_scores(store, sae, settings)
+    )
+
+
+def descriptions(
+    store: Store, sae: str, settings: DescriptionSettings = DEFAULT_DESCRIPTIONS
+) -> pd.DataFrame:
+    """Every feature of `sae` with its description and score (`descriptions.described_features`)
+    and the user's current labels. Computed once per store file, SAE and settings (a saved
+    label does not recompute it: labels are merged on each call)."""
+    table = _descriptions(str(store.path), store.identity, sae, settings)
+    return with_user_labels(table, store.labels(sae))
+
+
+def all_descriptions(
+    store: Store, settings: DescriptionSettings = DEFAULT_DESCRIPTIONS
+) -> pd.DataFrame:
+    """`descriptions` of every SAE of `store`, in build order."""
+    return pd.concat(
+        [descriptions(store, sae, settings) for sae in store.saes()["sae"]], ignore_index=True
+    )

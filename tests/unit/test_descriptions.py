@@ -9,6 +9,7 @@ The expected counts come from pandas over the planted rows, never from the store
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +18,7 @@ import pytest
 
 from explorer.analysis import descriptions as describe
 from explorer.analysis.descriptions import DescriptionSettings
+from explorer.cli import main
 from explorer.errors import InputError
 from explorer.store.queries import descriptions as queries
 from explorer.store.reader import Store
@@ -269,3 +271,21 @@ def test_search_refuses_empty_and_long_texts(described: pd.DataFrame) -> None:
 def test_bad_settings_are_refused(settings: dict) -> None:
     with pytest.raises(InputError):
         DescriptionSettings(**settings)
+
+
+def test_describe_command_writes_every_feature_and_refuses_to_overwrite(
+    store: Store, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "descriptions.csv"
+    assert main(["describe", str(store.path), "--out", str(out)]) == 0
+    table = pd.read_csv(out, keep_default_na=False)
+    assert table["feature"].tolist() == list(range(D_SAE))
+    assert table.loc[0, "description"].startswith('" may"')
+    assert json.loads(table.loc[3, "tokens"]) in (["7", "12"], ["12", "7"])
+    assert "s: 6 of 6 live features scored" in capsys.readouterr().out
+    before = out.read_bytes()
+    assert main(["describe", str(store.path), "--out", str(out)]) == 2
+    assert "--force" in capsys.readouterr().err
+    assert out.read_bytes() == before
+    assert main(["describe", str(store.path), "--out", str(store.path), "--force"]) == 2
+    assert main(["describe", str(store.path), "--out", str(out), "--force"]) == 0
