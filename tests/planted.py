@@ -3,8 +3,11 @@ measure can be checked against an independent computation)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pandas as pd
 
+from explorer.store.schema import SaeInfo
 from explorer.store.writer import StoreWriter
 
 
@@ -50,3 +53,27 @@ def add_acts_with_stats(writer: StoreWriter, sae: str, rows: pd.DataFrame, d_sae
             "max": grouped["value"].max().reindex(index, fill_value=0).to_numpy(),
         },
     )
+
+
+def write_small_store(path: Path, categories: list[str], sae: str = "s0", d_sae: int = 8) -> None:
+    """A store with one SAE and one two-token text per entry of `categories`, each text's
+    first token firing feature text_id % d_sae at 1.0: enough for the ledger and user data."""
+    texts = pd.DataFrame(
+        {
+            "text_id": range(len(categories)),
+            "category": categories,
+            "source": "planted",
+            "text": [f"text {i}" for i in range(len(categories))],
+            "n_tokens": 2,
+        }
+    )
+    rows = pd.DataFrame(
+        {"feature": texts["text_id"] % d_sae, "text_id": texts["text_id"], "pos": 1, "value": 1.0}
+    )
+    with StoreWriter(path, meta={"source": "planted"}) as writer:
+        writer.add_sae(
+            SaeInfo(sae=sae, hook_name="blocks.0.hook_resid_post", layer=0, d_in=4, d_sae=d_sae)
+        )
+        writer.add_texts(texts.drop(columns="n_tokens"))
+        add_tokens(writer, tokens_of(texts))
+        add_acts_with_stats(writer, sae, rows, d_sae)

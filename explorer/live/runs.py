@@ -10,7 +10,11 @@ Owns the two kinds of run and the JSON they leave in the store's `interventions`
 
 `settings` holds everything needed to run again (`rerun` does, on the same source and store),
 `metrics` the numbers the page shows, so a ledger row can be re-run and compared
-(`same_metrics`). It does not write the store (the page calls `Store.save_intervention`).
+(`rerun_entry`, `same_metrics`). Also the ablation lab's rules: the verdict of the
+specialization test (`SIGNIFICANCE`, `CorpusRun.verdict`), the default category to test
+(`default_target`), the features a page asks for (`parse_features`), and the ledger as the
+page lists and exports it (`ledger_table`, `ledger_csv`, `ledger_json`). `save_run` records a
+run in the store's ledger; nothing here renders.
 """
 
 from __future__ import annotations
@@ -23,8 +27,9 @@ from typing import Any
 
 import pandas as pd
 
-from explorer.errors import InputError
+from explorer.errors import InputError, markdown_escaped
 from explorer.live.interventions import (
+    MAX_FEATURES,
     Intervention,
     Progress,
     Sampling,
@@ -36,8 +41,13 @@ from explorer.live.interventions import (
     specialization_test,
     text_effect,
 )
+from explorer.live.text import parse_feature_ids
 from explorer.sources.source import LoadedSource
 from explorer.store.reader import Store
+
+# The corpus run's verdict: the intervention "hurts" the target category when the one-sided
+# Welch test's p is below this and the category's mean change in loss is the larger.
+SIGNIFICANCE = 0.05
 
 
 @dataclass(frozen=True)
@@ -111,6 +121,31 @@ class CorpusRun:
             "scales": list(self.scales),
         }
 
+    @property
+    def n_texts(self) -> int:
+        """Texts the intervention ran on (the first setting's rows)."""
+        return int((self.effects["setting"] == 0).sum())
+
+    def hurts_target(self) -> bool:
+        """The verdict: the target category's texts lose more than the others', with the
+        one-sided p below `SIGNIFICANCE`."""
+        test = self.test or {}
+        return bool(test.get("difference", 0) > 0 and test.get("p_value", 1.0) < SIGNIFICANCE)
+
+    def verdict(self) -> str:
+        """The test's result as one Markdown sentence (the category name escaped)."""
+        if self.test is None:
+            return "No category was tested."
+        test = self.test
+        verdict = "hurts" if self.hurts_target() else "does not hurt"
+        return (
+            f"The intervention **{verdict}** {markdown_escaped(test['category'])} texts more "
+            f"than the others: mean change in loss {test['mean_delta_in']:+.5f} on "
+            f"{test['n_in']} texts vs {test['mean_delta_out']:+.5f} on {test['n_out']} "
+            f"(t = {test['t_statistic']:.2f}, one-sided p = {test['p_value']:.2g}, "
+            f"significant below {SIGNIFICANCE})."
+        )
+
     def dose_response(self) -> pd.DataFrame:
         """scale, category, mean_delta_loss, sem, n_texts for the dose settings."""
         dose = self.summary[self.summary["setting"] > 0].copy()
@@ -151,7 +186,9 @@ def run_corpus(
     settings and the specialization test of `target` when given."""
     if category is not None:
         if category not in set(texts["category"]):
-            raise InputError(f"No texts of category {category!r} in this store.")
+            raise InputError(
+                f"No texts of category {markdown_escaped(repr(category))} in this store."
+            )
         texts = texts[texts["category"] == category]
     if target is not None and category is not None:
         raise InputError("The specialization test compares categories: run over every text.")
@@ -172,7 +209,7 @@ def rerun(loaded: LoadedSource, store: Store, settings: Mapping[str, Any]) -> di
         try:
             options = None if generation is None else GenerationSettings(**generation)
         except TypeError as exc:
-            raise InputError(f"Not a saved generation setting: {exc}.") from exc
+            raise InputError(f"Not a saved generation setting: {markdown_escaped(exc)}.") from exc
         return run_text(loaded, intervention, str(settings.get("text", "")), options).metrics()
     if settings.get("kind") == "corpus":
         return run_corpus(
@@ -183,7 +220,9 @@ def rerun(loaded: LoadedSource, store: Store, settings: Mapping[str, Any]) -> di
             target=settings.get("target"),
             scales=tuple(float(s) for s in settings.get("scales", ())),
         ).metrics()
-    raise InputError(f"Unknown kind of run {settings.get('kind')!r}: not a ledger entry.")
+    raise InputError(
+        f"Unknown kind of run {markdown_escaped(repr(settings.get('kind')))}: not a ledger entry."
+    )
 
 
 def same_metrics(first: Any, second: Any, tolerance: float = 1e-5) -> bool:
@@ -228,3 +267,80 @@ def ledger_table(ledger: pd.DataFrame) -> pd.DataFrame:
         )
     columns = ["id", "sae", "feature", "kind", "description", "size", "mean_delta_loss"]
     return pd.DataFrame(rows, columns=[*columns, "created_at"])
+
+
+def parse_features(text: str, d_sae: int) -> list[int]:
+    """The feature ids typed for an intervention: at least one, at most `MAX_FEATURES`."""
+    features = parse_feature_ids(text, d_sae, max_features=MAX_FEATURES)
+    if not features:
+        raise InputError("Give at least one feature id.")
+    return features
+
+
+def default_target(categories: list[str], scores: pd.DataFrame) -> str | None:
+    """The category to test by default: where the feature's specialist score (`scores`:
+    category, score) is highest, else the first category (None when there are none)."""
+    known = scores[scores["category"].isin(categories)]
+    if len(known):
+        return str(known.sort_values(["score", "category"], ascending=[False, True]).iloc[0, 0])
+    return categories[0] if categories else None
+
+
+def save_run(store: Store, run: TextRun | CorpusRun, save: bool = True) -> int | None:
+    """Record `run` in the store's ledger and return its id; None when `save` is off (the
+    public demo saves nothing)."""
+    if not save:
+        return None
+    return store.save_intervention(run.intervention.sae, run.settings(), run.metrics())
+
+
+def ledger_csv(ledger: pd.DataFrame) -> str:
+    """The ledger (`Store.interventions()`) as the CSV the page exports: id, sae, settings,
+    metrics (JSON text), created_at."""
+    return ledger.to_csv(index=False)
+
+
+def ledger_json(ledger: pd.DataFrame) -> str:
+    """The ledger as the JSON the page exports: one record per run, settings and metrics as
+    objects (not JSON inside strings), created_at in ISO 8601."""
+    records = []
+    for entry in ledger.itertuples():
+        created = pd.Timestamp(entry.created_at)
+        records.append(
+            {
+                "id": int(entry.id),
+                "sae": entry.sae,
+                "settings": json.loads(entry.settings),
+                "metrics": json.loads(entry.metrics),
+                "created_at": None if pd.isna(created) else created.isoformat(),
+            }
+        )
+    return json.dumps(records, indent=1)
+
+
+@dataclass(frozen=True)
+class Rerun:
+    """A ledger entry run again: what was recorded and what the run gives now."""
+
+    run_id: int
+    recorded: dict[str, Any]
+    now: dict[str, Any]
+
+    @property
+    def same(self) -> bool:
+        return same_metrics(self.now, self.recorded)
+
+    def message(self) -> str:
+        if self.same:
+            return f"Re-ran #{self.run_id}: the same numbers as recorded."
+        return f"Re-ran #{self.run_id}: the numbers differ from the record."
+
+
+def rerun_entry(loaded: LoadedSource, store: Store, ledger: pd.DataFrame, run_id: int) -> Rerun:
+    """Run the ledger entry `run_id` again (see `rerun`) beside its recorded metrics."""
+    entries = ledger[ledger["id"] == run_id]
+    if entries.empty:
+        raise InputError(f"There is no run #{run_id} in this store's ledger.")
+    entry = entries.iloc[0]
+    now = rerun(loaded, store, json.loads(entry["settings"]))
+    return Rerun(int(run_id), json.loads(entry["metrics"]), now)

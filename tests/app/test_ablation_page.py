@@ -126,5 +126,27 @@ def test_the_n_most_frequent_features_are_ablated_together(page, store_path):
         frequency = store.frequency_table()
     top = frequency[frequency["sae"] == SAE].sort_values(["freq_rank", "feature"])["feature"]
     named = ", ".join(f"#{int(f)}" for f in top.head(3))
-    assert page.markdown[0].value.startswith(f"**zero-ablate {named} in {SAE} at every position")
+    shown = page.markdown[0].value.replace("\\", "")  # the description is Markdown-escaped
+    assert shown.startswith(f"**zero-ablate {named} in {SAE} at every position")
     assert next(t for t in page.sidebar.text_input if t.label == "Features").disabled
+
+
+def test_a_rerun_that_differs_from_its_record_says_so(page, store_path, loaded):
+    run = run_text(loaded, Intervention(SAE, (4,), "clamp", 3.0), "12 + 30 = 42")
+    recorded = {**run.metrics(), "mean_delta_loss": run.metrics()["mean_delta_loss"] + 1.0}
+    with Store.open(store_path) as store:
+        run_id = store.save_intervention(SAE, run.settings(), recorded)
+    page.run()
+    rerun = next(s for s in page.selectbox if s.label == "Re-run")
+    rerun.select(run_id)
+    button(page, "Re-run and compare").click().run()
+    assert not page.exception and not page.success
+    assert [w.value for w in page.warning] == [
+        f"Re-ran #{run_id}: the numbers differ from the record."
+    ]
+    shown = page.get("json")[0].value
+    shown = json.loads(shown) if isinstance(shown, str) else shown
+    assert shown["recorded"]["mean_delta_loss"] == pytest.approx(recorded["mean_delta_loss"])
+    assert shown["now"]["mean_delta_loss"] == pytest.approx(
+        run.metrics()["mean_delta_loss"], abs=1e-6
+    )
