@@ -5,10 +5,12 @@ Shareable as `search?by=token&q=...`; typed texts stay out of the URL.
 
 import streamlit as st
 
+from explorer.analysis.descriptions import search_descriptions
 from explorer.charts.feature import token_label
 from explorer.errors import ExplorerError
 from explorer.live.text import TEXT_RANKINGS, rank_text_features, with_share_of_max
 from explorer.store.queries import search as queries
+from explorer.ui import cached
 from explorer.ui import feature_cache as cache
 from explorer.ui.limits import max_text_chars
 from explorer.ui.params import url_int, url_radio, url_selectbox, url_text_query
@@ -19,7 +21,7 @@ ALL = "all SAEs"
 MODES = {"label": "label", "token": "promoted token", "text": "a text that activates them"}
 TEXT_KEY = "search_page.text"
 COLUMNS = {
-    "label": ["sae", "feature", "label", "note"],
+    "label": ["sae", "feature", "label", "description", "kind", "f1", "match"],
     "token": ["sae", "feature", "rank", "token", "logit", "label"],
     "text": ["feature", "max", "sum", "n_tokens", "peak_token", "share_of_max"],
 }
@@ -32,7 +34,7 @@ chosen = url_selectbox("SAE", "sae", [ALL, *saes["sae"]], default=ALL)
 sae = None if chosen == ALL else chosen
 
 if mode in ("label", "token"):
-    label = "Label contains" if mode == "label" else "Token"
+    label = "Label or description contains" if mode == "label" else "Token"
     example = "e.g. addition" if mode == "label" else "e.g. the"
     query = url_text_query(label, "q", queries.MAX_QUERY_CHARS, placeholder=example)
     if mode == "token":
@@ -43,7 +45,9 @@ if mode in ("label", "token"):
         st.stop()
     try:
         if mode == "label":
-            results = queries.search_labels(store, query, sae)
+            described = cached.all_descriptions(store)
+            described = described if sae is None else described[described["sae"] == sae]
+            results = search_descriptions(described, query).fillna({"label": ""})
         else:
             results = queries.search_tokens(store, query, match, sae, max_rank)
             results["token"] = results["token"].map(token_label)

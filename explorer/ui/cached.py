@@ -91,30 +91,67 @@ def taxonomy_baseline(store: Store, sae: str, settings: TaxonomySettings) -> pd.
     return _taxonomy_baseline(store_key(store), sae, settings)
 
 
-@st.cache_data(max_entries=32, ttl=3600, show_spinner="Describing and scoring the features…")
+@st.cache_data(max_entries=64, ttl=3600, show_spinner="Describing the features…")
 def _descriptions(
     path: str, identity: tuple[int, int], sae: str, settings: DescriptionSettings
 ) -> pd.DataFrame:
-    store = open_store(path)
-    return described_features(
-        load_descriptions(store, sae, settings), load_scores(store, sae, settings)
-    )
+    return load_descriptions(open_store(path), sae, settings)
+
+
+@st.cache_data(max_entries=64, ttl=3600, show_spinner="Scoring the descriptions on held-out texts…")
+def _description_scores(
+    path: str, identity: tuple[int, int], sae: str, settings: DescriptionSettings
+) -> pd.DataFrame:
+    return load_scores(open_store(path), sae, settings)
 
 
 def descriptions(
-    store: Store, sae: str, settings: DescriptionSettings = DEFAULT_DESCRIPTIONS
+    store: Store,
+    sae: str,
+    settings: DescriptionSettings = DEFAULT_DESCRIPTIONS,
+    *,
+    scored: bool = True,
 ) -> pd.DataFrame:
-    """Every feature of `sae` with its description and score (`descriptions.described_features`)
-    and the user's current labels. Computed once per store file, SAE and settings (a saved
-    label does not recompute it: labels are merged on each call)."""
-    table = _descriptions(str(store.path), store.identity, sae, settings)
+    """Every feature of `sae` with its description, its held-out score (`scored`: one scan of
+    the SAE's activations the first time) and the user's current label
+    (`descriptions.described_features`). Computed once per store file, SAE and settings; a
+    saved label is merged on each call, so it never recomputes them."""
+    key = (str(store.path), store.identity, sae, settings)
+    table = _descriptions(*key)
+    if scored:
+        table = described_features(table, _description_scores(*key))
     return with_user_labels(table, store.labels(sae))
 
 
 def all_descriptions(
-    store: Store, settings: DescriptionSettings = DEFAULT_DESCRIPTIONS
+    store: Store, settings: DescriptionSettings = DEFAULT_DESCRIPTIONS, *, scored: bool = True
 ) -> pd.DataFrame:
     """`descriptions` of every SAE of `store`, in build order."""
     return pd.concat(
-        [descriptions(store, sae, settings) for sae in store.saes()["sae"]], ignore_index=True
+        [descriptions(store, sae, settings, scored=scored) for sae in store.saes()["sae"]],
+        ignore_index=True,
     )
+
+
+def with_descriptions(
+    store: Store, frame: pd.DataFrame, columns: list[str]
+) -> tuple[pd.DataFrame, list[str]]:
+    """`frame` (with sae and feature columns) and `columns` with a `description` column after
+    `feature`: each row's feature's user label (marked as such) or automatic description.
+    Unchanged when `columns` has one already or lacks `feature`."""
+    if "description" in columns or "feature" not in columns or frame.empty:
+        return frame, columns
+    names = set(store.saes()["sae"])
+    shown = pd.concat(
+        [
+            descriptions(store, sae, scored=False)[["sae", "feature", "shown"]]
+            for sae in pd.unique(frame["sae"])
+            if sae in names
+        ]
+        or [pd.DataFrame({"sae": [], "feature": [], "shown": []})],
+        ignore_index=True,
+    ).set_index(["sae", "feature"])["shown"]
+    keys = pd.MultiIndex.from_arrays([frame["sae"].to_numpy(), frame["feature"].to_numpy()])
+    described = frame.assign(description=shown.reindex(keys).fillna("").to_numpy())
+    at = columns.index("feature") + 1
+    return described, [*columns[:at], "description", *columns[at:]]

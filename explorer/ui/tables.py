@@ -15,7 +15,9 @@ import pandas as pd
 import streamlit as st
 
 from explorer.charts.tokens_html import visible_text
+from explorer.ui.cached import with_descriptions
 from explorer.ui.links import feature_url
+from explorer.ui.state import current_store
 
 LINK = "link"
 NUMBER = st.column_config.NumberColumn
@@ -71,6 +73,11 @@ COLUMN_FORMATS: dict[str, Any] = {
     "mean_delta_loss": NUMBER("mean change in loss", format="%+.5f"),
     "clean_prob": NUMBER("clean p", format="%.3f"),
     "patched_prob": NUMBER("intervened p", format="%.3f"),
+    # descriptions
+    "description": st.column_config.TextColumn(
+        "description", help="your label, or the automatic description (docs/methods.md)"
+    ),
+    "f1": NUMBER("description score (F1)", format="%.2f"),
 }
 
 
@@ -97,7 +104,9 @@ def with_feature_links(frame: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
 
 def feature_table(frame: pd.DataFrame, columns: list[str], **config: Any) -> None:
     """Show `frame` (with sae and feature columns) as a dataframe whose first column links
-    to each feature's page; `config` adds or overrides column configs by name."""
+    to each feature's page, with each feature's description after its id; `config` adds or
+    overrides column configs by name."""
+    frame, columns = with_descriptions(current_store(), frame, columns)
     st.dataframe(
         with_feature_links(frame, columns),
         hide_index=True,
