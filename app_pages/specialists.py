@@ -1,57 +1,121 @@
-"""Specialist heatmaps: which features specialise in a category of text, and at which layer."""
+"""Specialist heatmaps: which features specialise in a category of text, at which layer, and
+whether each finding beats chance, replicates and is more than one token."""
 
 import streamlit as st
 
+from explorer.analysis.controls import observed_vs_chance
 from explorer.analysis.frequency import most_frequent_coverage, strongest_features
 from explorer.analysis.specialists import (
-    MEASURES,
+    MEASURE_INFO,
     category_matrix,
     layer_progression,
     top_specialists,
 )
-from explorer.charts.specialists import category_heatmap, layer_progression_chart
-from explorer.ui.cached import specialists
-from explorer.ui.params import specialist_settings_sidebar, url_int
+from explorer.charts.specialists import (
+    category_heatmap,
+    chance_heatmap,
+    layer_progression_chart,
+)
+from explorer.ui.cached import chance_baseline, specialists
+from explorer.ui.params import specialist_settings_sidebar, url_int, url_radio, url_selectbox
 from explorer.ui.state import current_store
 from explorer.ui.tables import feature_table
 
 st.title("Specialist heatmaps")
 store = current_store()
 settings = specialist_settings_sidebar()
-per_category = url_int("Top specialists per category", "top", default=5, low=1, high=50)
 result = specialists(store, settings)
-matrix = category_matrix(result.table)
+kinds = dict(zip(result.categories["family"], result.categories["kind"], strict=False))
+family_names = sorted(kinds, key=lambda name: (kinds[name] == "value", name))  # numbers last
+family = url_selectbox("Family", "family", family_names, default=family_names[0])
+findings = url_radio(
+    "Findings", "findings", {"all": "all specialists", "replicated": "replicated only"}, "all"
+)
+per_category = url_int("Top specialists per category", "top", default=5, low=1, high=50)
+baseline = chance_baseline(store, settings)
+
+info = MEASURE_INFO[settings.measure]
+categories = result.categories[result.categories["family"] == family]
+table = result.table[result.table["family"] == family]
+matrix = observed_vs_chance(category_matrix(table, categories), baseline)
 progression = layer_progression(matrix)
-score_title = MEASURES[settings.measure]
+replicated_only = findings == "replicated"
+count = "n_replicated" if replicated_only else "n_specialists"
 
 st.caption(
-    f"Measure: **{score_title}**. A specialist also needs at least {settings.min_support} "
-    "supporting texts; thresholds are in the sidebar and in this page's URL."
+    f"Measure: **{info.name}**, defined in `docs/methods.md#{info.anchor}`. Family "
+    f"`{family}`: each category against the rest of "
+    + ("its family" if settings.contrast == "family" else "the whole corpus")
+    + f" (docs/methods.md#families). Tested cells need {settings.min_support} active texts "
+    f"of the category; chance is {settings.permutations} label shuffles "
+    "(docs/methods.md#chance-baseline).",
+    help=info.help,
 )
-n_categories = matrix["category"].nunique()
-covered = matrix.loc[matrix["n_specialists"] > 0, "category"].nunique()
-left, middle, right = st.columns(3)
-left.metric("specialists (all SAEs)", f"{int(result.table['is_specialist'].sum()):,}")
-middle.metric("categories with a specialist", f"{covered} / {n_categories}")
-right.metric("SAEs", f"{progression['sae'].nunique()}")
+n_cells = len(matrix)
+beating = int(matrix["beats_chance"].sum())
+chosen = table["is_specialist"] & (table["replicated"] if replicated_only else True)
+rates = result.replication[result.replication["family"] == family]
+discovered = int(rates["discovered"].sum())
+replicated = int(rates["replicated"].sum())
+left, middle, right, last = st.columns(4)
+left.metric(
+    "specialists (all SAEs)",
+    f"{int(chosen.sum()):,}",
+    help="Replicated specialists only." if replicated_only else None,
+)
+middle.metric(
+    "cells above chance",
+    f"{beating} / {n_cells}",
+    help="(SAE, category) cells whose specialist count exceeds the 95th percentile of the "
+    "label-permutation null.",
+)
+right.metric(
+    "replication rate",
+    f"{replicated / discovered:.0%}" if discovered else "none found",
+    help="Specialists found on the discovery half that are specialists on the replication "
+    "half (docs/methods.md#replication).",
+)
+last.metric(
+    "token detectors",
+    f"{int((table['is_specialist'] & table['token_explained']).sum()):,}",
+    help="Specialists whose top token's presence explains the category as well as the "
+    "feature does (docs/methods.md#token-confound).",
+)
 
 st.subheader("Category x SAE")
-best_tab, count_tab, numbers_tab = st.tabs(["best score", "specialists", "numbers"])
-best_tab.altair_chart(category_heatmap(matrix, "best_score", score_title), width="stretch")
-count_tab.altair_chart(category_heatmap(matrix, "n_specialists", score_title), width="stretch")
+chance_tab, best_tab, numbers_tab = st.tabs(["specialists vs chance", "best score", "numbers"])
+chance_tab.caption(
+    "Each cell: specialists / the 95th percentile of the same count over label shuffles; "
+    "faded cells marked ~ do not beat chance."
+)
+chance_tab.altair_chart(chance_heatmap(matrix, count), width="stretch")
+best_tab.altair_chart(category_heatmap(matrix, "best_score", info.name), width="stretch")
 numbers_tab.dataframe(
-    matrix.pivot(index="category", columns="sae", values="n_specialists"),
+    matrix.pivot(index="category", columns="sae", values=count),
     column_order=progression["sae"].tolist(),
 )
+numbers_tab.dataframe(
+    matrix[["sae", "category", "n_specialists", "n_replicated", "chance_mean", "chance_p95",
+            "beats_chance"]],
+    hide_index=True,
+)  # fmt: skip
+
+st.subheader("Replication")
+st.caption(
+    "Specialists found on the discovery half of the texts and re-tested on the other half "
+    "(split by a hash of the text id), all SAEs together."
+)
+st.dataframe(rates.drop(columns="family"), hide_index=True)
 
 st.subheader("Specialists by depth")
 st.altair_chart(layer_progression_chart(progression), width="stretch")
 
 st.subheader("Top specialists per category")
 feature_table(
-    top_specialists(result.table, per_category),
-    ["category", "sae", "layer", "feature", "score", "support", "strong_in", "strong_out",
-     "share", "auroc", "enrichment", "q_value"],
+    top_specialists(table, per_category, replicated_only=replicated_only),
+    ["category", "sae", "layer", "feature", "score", "support", "n_texts", "q_value",
+     "replicated", "token", "token_share", "token_auroc", "auroc", "token_explained",
+     "notebook_score", "share"],
 )  # fmt: skip
 
 st.subheader("Strongest features per SAE")
@@ -62,5 +126,5 @@ feature_table(
 
 st.subheader("Coverage of the most frequent feature")
 st.caption("Share of each category's texts on which the SAE's most frequent feature fires.")
-coverage = most_frequent_coverage(result.features, result.table)
+coverage = most_frequent_coverage(result.features, table)
 feature_table(coverage, coverage.columns.tolist())

@@ -33,8 +33,8 @@ import pandas as pd
 from scipy import sparse
 from scipy import stats as scipy_stats
 
-from explorer.analysis.families import Contrast, Family, category_families
-from explorer.errors import InputError, check_finite, quoted
+from explorer.analysis.families import OPERATION_PREFIX, Contrast, Family, category_families
+from explorer.errors import InputError, check_finite, markdown_escaped, quoted
 
 if TYPE_CHECKING:
     from explorer.store.reader import Store
@@ -151,12 +151,16 @@ class SpecialistSettings:
             value = getattr(self, name)
             if value not in options:
                 raise InputError(
-                    f"{name} must be one of {', '.join(options)}; got {quoted(value)}."
+                    f"{markdown_escaped(name)} must be one of "
+                    f"{markdown_escaped(', '.join(options))}; got {quoted(value)}."
                 )
         for name in ("min_support", "min_score", "permutations", "seed"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | np.integer):
-                raise InputError(f"{name} must be a whole number, got {value!r}.")
+                raise InputError(
+                    f"{markdown_escaped(name)} must be a whole number, got "
+                    f"{markdown_escaped(repr(value))}."
+                )
         check_finite(self, tuple(name for name in self.bounds() if name not in ("seed",)))
         if self.strong_threshold <= 0 or (
             self.strong_mode == "relative" and self.strong_threshold > 1
@@ -187,7 +191,10 @@ class SpecialistSettings:
             value = getattr(self, name)
             if (low is not None and value < low) or (high is not None and value > high):
                 upper = "inf" if high is None else high
-                raise InputError(f"{name} must lie in [{low}, {upper}], got {value}.")
+                raise InputError(
+                    f"{markdown_escaped(name)} must lie in [{low}, {upper}], got "
+                    f"{markdown_escaped(value)}."
+                )
 
     @classmethod
     def field_names(cls) -> list[str]:
@@ -717,6 +724,14 @@ def token_confound(
 # --- what the pages show -------------------------------------------------------------------
 
 
+def operation_categories(texts: pd.DataFrame) -> frozenset[str]:
+    """Categories whose texts carry the label `op:<category>` (on the arithmetic corpus, the
+    dominant operation of each text is its category)."""
+    labels = texts[["category", "labels"]].explode("labels")
+    is_own = labels["labels"].astype(str) == OPERATION_PREFIX + labels["category"].astype(str)
+    return frozenset(labels.loc[is_own, "category"])
+
+
 def family_categories(families: list[Family]) -> pd.DataFrame:
     """family, kind, category, n_texts of every category of every family."""
     return pd.DataFrame(
@@ -734,17 +749,22 @@ def family_categories(families: list[Family]) -> pd.DataFrame:
 
 
 def classify_features(
-    table: pd.DataFrame, frequency: pd.DataFrame, families: list[Family]
+    table: pd.DataFrame,
+    frequency: pd.DataFrame,
+    families: list[Family],
+    operations: frozenset[str] = frozenset(),
 ) -> pd.DataFrame:
     """One row per feature of `frequency` (`Store.frequency_table`, dead features included):
     its frequency statistics, best_category / best_family / best_score (its specialist cell
     with the highest score, else its highest-scoring tested cell), is_specialist (in any
     family), value_label (its best number specialist cell) and kind: "dead" (never fires),
     "general", or the parts that hold among "operation" / "category" (a specialist of an
-    operation or of another category family) and "value" (of the number family), joined
-    with " + "."""
+    operation, i.e. a category of the operation family or one of `operations`, or of another
+    category) and "value" (of the number family), joined with " + "."""
     kinds = {family.name: family.kind for family in families}
     table = table.assign(family_kind=table["family"].map(kinds))
+    is_operation = (table["family_kind"] == "category") & table["category"].isin(operations)
+    table.loc[is_operation, "family_kind"] = "operation"
     ordered = table.sort_values(
         [*FEATURE_KEYS, "is_specialist", "score", "support"],
         ascending=[True, True, False, False, False],
@@ -908,11 +928,8 @@ def load_specialists(store: Store, settings: SpecialistSettings) -> Specialists:
     table["discovered"] = table["discovered"].fillna(False).astype(bool)
     table["replicated"] = table["replicated"].fillna(False).astype(bool)
     table = token_controls(store, table, families, acts, settings)
-    features = classify_features(table, store.frequency_table(), families)
-    operations = frozenset(
-        category for family in families if family.kind == "operation"
-        for category in family.categories
-    )  # fmt: skip
+    operations = operation_categories(acts.texts)
+    features = classify_features(table, store.frequency_table(), families, operations)
     return Specialists(
         settings,
         table,

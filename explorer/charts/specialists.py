@@ -1,7 +1,8 @@
 """Charts of the specialist and frequency pages: DataFrame in, altair.Chart out.
 
-Owns the heatmap of category x SAE, the layer progression, the frequency-specialization
-scatter, the kind shares per frequency decade and the frequency density histogram. Input
+Owns the heatmaps of category x SAE (best score; observed specialists against the chance
+baseline), the layer progression, the frequency-specialization scatter, the kind shares per
+frequency decade and the frequency density histogram. Input
 frames are those of `explorer.analysis.specialists` and `explorer.analysis.frequency`; marks
 that name a feature carry an `href` to its page (`feature_href`). No streamlit.
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 from typing import Literal
 
 import altair as alt
+import numpy as np
 import pandas as pd
 
 from explorer.analysis.specialists import DEAD, KINDS
@@ -77,7 +79,8 @@ def category_heatmap(
 
 def layer_progression_chart(progression: pd.DataFrame) -> alt.Chart:
     """Categories with at least one specialist per SAE against layer, with the target line
-    (every category has one) dashed."""
+    (every category has one) dashed and drawn last, on top; the y axis runs from 0 to the
+    number of categories exactly, so the target line sits on the top edge, never above it."""
     long = pd.concat(
         [
             progression.assign(series="categories with a specialist")[
@@ -89,15 +92,21 @@ def layer_progression_chart(progression: pd.DataFrame) -> alt.Chart:
         ],
         ignore_index=True,
     )
+    top = int(progression["n_categories"].max()) if len(progression) else 1
     base = alt.Chart(long).encode(
         x=alt.X("layer:Q", title="layer", axis=alt.Axis(tickMinStep=1)),
-        y=alt.Y("categories:Q", title="categories", scale=alt.Scale(zero=True)),
+        y=alt.Y(
+            "categories:Q",
+            title="categories",
+            scale=alt.Scale(domain=[0, max(top, 1)], nice=False),
+            axis=alt.Axis(tickMinStep=1),
+        ),
         color=alt.Color(
             "series:N",
             title=None,
             scale=alt.Scale(
                 domain=["categories with a specialist", "target: all categories"],
-                range=["#d62728", "#7f7f7f"],
+                range=["#d62728", "#555555"],
             ),
             legend=alt.Legend(orient="bottom"),
         ),
@@ -110,11 +119,50 @@ def layer_progression_chart(progression: pd.DataFrame) -> alt.Chart:
         ],
     )
     is_target = alt.datum.series == "target: all categories"
-    # the target is drawn first, thin and dashed, so the found line stays visible on top of it
-    # when every category has a specialist
-    target = base.transform_filter(is_target).mark_line(strokeDash=[6, 4], strokeWidth=1.5)
     found = base.transform_filter(~is_target).mark_line(point=True, strokeWidth=3)
-    return alt.layer(target, found)
+    # the dashed target is drawn over the found line, so it stays visible where they meet
+    target = base.transform_filter(is_target).mark_line(strokeDash=[6, 4], strokeWidth=2)
+    return alt.layer(found, target)
+
+
+def chance_heatmap(matrix: pd.DataFrame, value: str = "n_specialists") -> alt.Chart:
+    """Category x SAE cells of `controls.observed_vs_chance`: the observed count (`value`,
+    n_specialists or n_replicated) as colour and text, written "n / p95" with the null's
+    95th percentile; cells whose count does not beat the null are faded and marked with a
+    trailing "~" (chance level)."""
+    data = matrix.assign(
+        label=[
+            f"{int(n)} / {p95:g}" + ("" if beats else " ~")
+            for n, p95, beats in zip(
+                matrix[value], matrix["chance_p95"], matrix["beats_chance"], strict=True
+            )
+        ],
+        chance=np.where(matrix["beats_chance"], "beats chance", "not above chance (p95)"),
+    )
+    title = "specialists" if value == "n_specialists" else "replicated specialists"
+    base = alt.Chart(data).encode(
+        x=alt.X("sae:N", sort=_sae_order(matrix), title="SAE (by layer)"),
+        y=alt.Y("category:N", sort="ascending", title="category"),
+    )
+    tooltip = [
+        alt.Tooltip("sae:N", title="SAE"),
+        alt.Tooltip("category:N", title="category"),
+        alt.Tooltip(f"{value}:Q", title=title),
+        alt.Tooltip("chance_mean:Q", title="by chance (mean)", format=".2f"),
+        alt.Tooltip("chance_p95:Q", title="by chance (95th percentile)", format=".3g"),
+        alt.Tooltip("chance:N", title="against chance"),
+    ]
+    rects = base.mark_rect().encode(
+        color=alt.Color(f"{value}:Q", title=title, scale=alt.Scale(scheme="viridis")),
+        opacity=alt.condition(alt.datum.beats_chance, alt.value(1.0), alt.value(0.3)),
+        tooltip=tooltip,
+    )
+    labels = base.mark_text(fontSize=11).encode(
+        text="label:N",
+        color=alt.condition(alt.datum.beats_chance, alt.value("white"), alt.value("black")),
+        tooltip=tooltip,
+    )
+    return (rects + labels).properties(height=alt.Step(26))
 
 
 def frequency_scatter(

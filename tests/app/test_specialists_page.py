@@ -1,17 +1,21 @@
-"""Specialist heatmaps page: the numbers shown equal the library's, for the thresholds set in
-the sidebar or in the URL; a bad URL value gets a warning and the defaults."""
+"""Specialist heatmaps page: the numbers shown (specialists, cells above chance, replication,
+token detectors, top specialists) equal computations made here from the library's table and
+its permutation null, for the settings of the sidebar or the URL; a bad URL value gets a
+warning and the defaults."""
 
 from __future__ import annotations
 
+from functools import cache
 from pathlib import Path
 
+import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from explorer.analysis.frequency import strongest_features
+from explorer.analysis.controls import load_chance_baseline
 from explorer.analysis.specialists import (
+    MEASURE_INFO,
     SpecialistSettings,
-    category_matrix,
     load_specialists,
     top_specialists,
 )
@@ -19,53 +23,89 @@ from explorer.store.reader import Store
 from explorer.ui.links import feature_url
 
 PAGE = str(Path(__file__).resolve().parents[2] / "app_pages" / "specialists.py")
+FAST = {"permutations": "20"}  # the page tests' chance baseline: 20 shuffles
 
 
+@cache
 def expected(store_path: Path, **settings):
     with Store.open(store_path) as store:
-        return load_specialists(store, SpecialistSettings(**settings))
+        chosen = SpecialistSettings(**settings)
+        return load_specialists(store, chosen), load_chance_baseline(store, chosen)
 
 
 def metrics(at: AppTest) -> dict[str, str]:
     return {metric.label: metric.value for metric in at.metric}
 
 
-def assert_page_shows(at: AppTest, store_path: Path, per_category: int = 5, **settings) -> None:
+def assert_page_shows(
+    at: AppTest, store_path: Path, family: str = "bundled", per_category: int = 5, **settings
+) -> None:
     assert not at.exception, at.exception
-    result = expected(store_path, **settings)
-    matrix = category_matrix(result.table)
-    covered = matrix.loc[matrix["n_specialists"] > 0, "category"].nunique()
-    assert metrics(at)["specialists (all SAEs)"] == f"{int(result.table['is_specialist'].sum()):,}"
-    assert metrics(at)["categories with a specialist"] == f"{covered} / 11"
-    counts = at.dataframe[0].value
-    pivot = matrix.pivot(index="category", columns="sae", values="n_specialists")
-    assert counts.to_dict() == pivot.to_dict()
-    shown = at.dataframe[1].value
-    top = top_specialists(result.table, per_category)
-    assert shown[["category", "sae", "feature"]].values.tolist() == (
+    result, baseline = expected(store_path, permutations=20, **settings)
+    table = result.table[result.table["family"] == family]
+    shown = metrics(at)
+    assert shown["specialists (all SAEs)"] == f"{int(table['is_specialist'].sum()):,}"
+    # cells above chance, recomputed from the raw permutation hits with numpy
+    categories = result.categories.loc[result.categories["family"] == family, "category"]
+    saes = sorted(set(result.features["sae"]))
+    hits = baseline.hits[baseline.hits["family"] == family]
+    above = 0
+    for sae in saes:
+        for category in categories:
+            per_perm = np.bincount(
+                hits.loc[(hits["sae"] == sae) & (hits["category"] == category), "perm"],
+                minlength=20,
+            )
+            observed = int(
+                table.loc[(table["sae"] == sae) & (table["category"] == category), "is_specialist"]
+                .sum()
+            )
+            above += observed > np.quantile(per_perm, 0.95)
+    assert shown["cells above chance"] == f"{above} / {len(saes) * len(categories)}"
+    found = table[table["discovered"]]
+    rate = found["replicated"].sum() / len(found) if len(found) else None
+    assert shown["replication rate"] == (f"{rate:.0%}" if rate is not None else "none found")
+    detectors = int((table["is_specialist"] & table["token_explained"]).sum())
+    assert shown["token detectors"] == f"{detectors:,}"
+    top = top_specialists(table, per_category)
+    listed = at.dataframe[3].value
+    assert listed[["category", "sae", "feature"]].values.tolist() == (
         top[["category", "sae", "feature"]].values.tolist()
     )
-    assert shown["score"].tolist() == pytest.approx(top["score"].tolist())
-    assert shown["link"].tolist() == [
+    assert listed["score"].tolist() == pytest.approx(top["score"].tolist())
+    assert listed["link"].tolist() == [
         feature_url(sae, feature) for sae, feature in zip(top["sae"], top["feature"], strict=True)
     ]
 
 
-def test_default_thresholds_show_the_librarys_specialists(page, store_path) -> None:
+def test_default_settings_show_the_measure_and_its_controls(page, store_path) -> None:
+    page.query_params.update(FAST)
     at = page.run()
     assert_page_shows(at, store_path)
     assert not at.warning
-    strongest = at.dataframe[2].value
-    result = expected(store_path)
-    assert strongest["feature"].tolist() == (
-        strongest_features(result.features, per_sae=5)["feature"].tolist()
-    )
-    coverage = at.dataframe[3].value
-    assert coverage["sae"].tolist() == ["L0.resid_post", "L1.resid_post", "L2.resid_post"]
-    assert at.query_params == {}
+    caption = at.caption[0]
+    assert MEASURE_INFO["selectivity"].name in caption.value
+    assert "docs/methods.md#selectivity" in caption.value
+    assert at.query_params == FAST
 
 
-def test_sidebar_thresholds_change_the_numbers_and_the_url(page, store_path) -> None:
+def test_the_number_family_and_replicated_filter(page, store_path) -> None:
+    page.query_params.update(FAST)
+    at = page.run()
+    at.selectbox(key="url_family").set_value("number").run()
+    assert_page_shows(at, store_path, family="number")
+    at.radio(key="url_findings").set_value("replicated").run()
+    result, _ = expected(store_path, permutations=20)
+    table = result.table[result.table["family"] == "number"]
+    listed = at.dataframe[3].value
+    assert listed["replicated"].all()
+    top = top_specialists(table, 5, replicated_only=True)
+    assert listed["feature"].tolist() == top["feature"].tolist()
+    assert at.query_params["findings"] == "replicated"
+
+
+def test_sidebar_settings_change_the_numbers_and_the_url(page, store_path) -> None:
+    page.query_params.update(FAST)
     at = page.run()
     at.selectbox(key="url_measure").set_value("dominance").run()
     at.number_input(key="url_min_support").set_value(2).run()
@@ -73,27 +113,18 @@ def test_sidebar_thresholds_change_the_numbers_and_the_url(page, store_path) -> 
     assert_page_shows(at, store_path, per_category=2, measure="dominance", min_support=2)
     assert at.query_params["measure"] == "dominance"
     assert at.query_params["min_support"] == "2"
-    assert at.query_params["top"] == "2"
-    at.number_input(key="url_strong_threshold").set_value(0.25).run()  # notebook score only
-    assert_page_shows(at, store_path, per_category=2, measure="dominance", min_support=2)
-    at.selectbox(key="url_measure").set_value("score").run()
+    at.radio(key="url_contrast").set_value("corpus").run()
     assert_page_shows(
-        at, store_path, per_category=2, measure="score", min_support=2, strong_threshold=0.25
+        at, store_path, per_category=2, measure="dominance", min_support=2, contrast="corpus"
     )
-    assert "measure" not in at.query_params  # back at its default
-
-
-def test_a_shared_link_opens_with_its_thresholds(page, store_path) -> None:
-    page.query_params.update({"measure": "enrichment", "fdr": "0.01", "test": "chi2"})
-    at = page.run()
-    assert not at.warning
-    assert_page_shows(at, store_path, measure="enrichment", fdr=0.01, test="chi2")
+    assert at.query_params["contrast"] == "corpus"
 
 
 @pytest.mark.parametrize(
     ("params", "message"),
     [
         ({"share": "2"}, "share must lie in [0.0, 1.0]"),
+        ({"fdr": "0.9"}, "fdr must lie in [0.0001, 0.5]"),
         ({"min_support": "many"}, "whole number"),
         ({"measure": "best"}, "measure must be one of"),
         ({"share": "0.2"}, "0 < other_share < share"),
@@ -101,15 +132,8 @@ def test_a_shared_link_opens_with_its_thresholds(page, store_path) -> None:
     ],
 )
 def test_a_bad_link_value_warns_and_uses_the_default(page, store_path, params, message) -> None:
-    page.query_params.update(params)
+    page.query_params.update({**FAST, **params})
     at = page.run()
     assert any(message in warning.value for warning in at.warning), [w.value for w in at.warning]
     assert_page_shows(at, store_path)
-    assert at.query_params == {}  # the bad value is gone from the URL
-
-
-def test_contradicting_sidebar_values_warn_and_use_the_defaults(page, store_path) -> None:
-    at = page.run()
-    at.slider(key="url_other_share").set_value(0.9).run()
-    assert any("other_share" in warning.value for warning in at.warning)
-    assert_page_shows(at, store_path)
+    assert at.query_params == FAST  # the bad value is gone from the URL

@@ -6,13 +6,15 @@ specialist (0), a general feature (1), a value feature firing on the texts label
 `num:100` (2), an operation feature firing on every addition text (3), an
 operation + value feature firing on the subtraction texts labelled `num:7` (4), a dead
 feature (5) and a code feature with too little support (6). SAE `s1` plants a prose
-specialist (0) and a general feature (1). Every number is checked against an independent
-computation (pandas, scipy) from the same arrays.
+specialist (0) and a general feature (1). All texts share one source, so the four categories
+form one family; the `num:` labels form the number family over the arithmetic texts. Every
+number is checked against an independent computation (pandas, scipy) from the same arrays.
 """
 
 from __future__ import annotations
 
 import re
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -23,6 +25,8 @@ from scipy import stats
 
 from explorer.analysis.specialists import (
     DEAD,
+    MEASURE_INFO,
+    MEASURES,
     SpecialistSettings,
     benjamini_hochberg,
     category_matrix,
@@ -234,15 +238,27 @@ def test_frequency_table_lists_every_feature_with_its_largest_text_activation(
 
 def test_the_measures_never_read_acts(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
     queries: list[str] = []
-    read = Store._df
+    cursor = Store.cursor
 
-    def recording(self, sql, params=()):
-        queries.append(sql)
-        return read(self, sql, params)
+    class Recording:
+        def __init__(self, inner) -> None:
+            self.inner = inner
 
-    monkeypatch.setattr(Store, "_df", recording)
+        def execute(self, sql, *params):
+            queries.append(sql)
+            return self.inner.execute(sql, *params)
+
+        def __getattr__(self, name):
+            return getattr(self.inner, name)
+
+    @contextmanager
+    def recording(self):
+        with cursor(self) as inner:
+            yield Recording(inner)
+
+    monkeypatch.setattr(Store, "cursor", recording)
     load_specialists(store, SpecialistSettings())
-    assert len(queries) == 4
+    assert any("feature_text" in sql for sql in queries)
     assert not [sql for sql in queries if re.search(r"\b(FROM|JOIN)\s+acts\b", sql)]
 
 
@@ -252,19 +268,57 @@ def test_a_bad_strong_threshold_is_refused(store: Store, threshold, relative) ->
         store.category_counts(threshold, relative=relative)
 
 
+
+
 # --- the measures ---------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("measure", ["score", "dominance"])
-def test_planted_features_get_their_kinds(store: Store, measure: str) -> None:
-    assert kinds(store, measure=measure) == {
+def cells_by_pandas(planted: Planted, sae: str, feature: int) -> pd.DataFrame:
+    """k (active texts in the category), a (active texts), n, N per category of the one
+    family of the planted corpus (all its texts), counted with pandas."""
+    acts = text_activations(planted, sae, feature)
+    categories = planted.texts.set_index("text_id")["category"]
+    fires = acts > 0
+    k = categories[fires[fires].index].value_counts().reindex(list(CATEGORIES), fill_value=0)
+    n = categories.value_counts().reindex(list(CATEGORIES))
+    return pd.DataFrame({"k": k, "a": int(fires.sum()), "n": n, "N": len(categories)})
+
+
+def test_selectivity_and_fisher_equal_pandas_and_scipy(store: Store, planted: Planted) -> None:
+    table = load_specialists(store, SpecialistSettings()).table
+    family = table[table["family"] == "planted"]
+    for sae, feature in alive_features(planted):
+        expected = cells_by_pandas(planted, sae, feature)
+        tested = expected[expected["k"] >= 5]
+        rows = family[(family["sae"] == sae) & (family["feature"] == feature)]
+        assert sorted(rows["category"]) == sorted(tested.index), (sae, feature)
+        for row in rows.itertuples():
+            k, a, n, big_n = tested.loc[row.category]
+            base = n / big_n
+            assert row.selectivity == pytest.approx((k / a - base) / (1 - base))
+            assert row.lift == pytest.approx((k / a) / base)
+            fisher = stats.fisher_exact([[k, a - k], [n - k, big_n - n - a + k]], "greater")
+            assert row.p_value == pytest.approx(fisher.pvalue, rel=1e-9)
+
+
+def test_gated_q_values_are_bh_over_every_tested_cell(store: Store) -> None:
+    table = load_specialists(store, SpecialistSettings()).table
+    passes = (table["selectivity"] >= 0.5) & (table["n_texts_active"] >= 5)
+    gated = np.where(passes, table["p_value"], 1.0)
+    np.testing.assert_allclose(table["q_value"], stats.false_discovery_control(gated))
+    chosen = table[table["is_specialist"]]
+    assert (chosen["q_value"] <= 0.05).all() and (chosen["selectivity"] >= 0.5).all()
+
+
+def test_planted_features_get_their_kinds_under_the_default(store: Store) -> None:
+    assert kinds(store) == {
         ("s0", 0): "category",
         ("s0", 1): "general",
         ("s0", 2): "value",
         ("s0", 3): "operation",
         ("s0", 4): "operation + value",
         ("s0", 5): DEAD,
-        ("s0", 6): "general",
+        ("s0", 6): "general",  # fires on 2 code texts: below the minimum support of 5
         ("s0", 7): DEAD,
         ("s1", 0): "category",
         ("s1", 1): "general",
@@ -274,77 +328,78 @@ def test_planted_features_get_their_kinds(store: Store, measure: str) -> None:
 
 
 def test_minimum_support_decides_the_thin_specialist(store: Store) -> None:
-    assert kinds(store, measure="dominance", min_support=3)[("s0", 6)] == "general"
+    # tested at a support of 2, but 2 of 20 code texts out of 80 is no evidence:
+    # Fisher p = C(20, 2) / C(80, 2) = 0.06; dominance has no test and calls it
+    assert kinds(store, min_support=2)[("s0", 6)] == "general"
+    table = load_specialists(store, SpecialistSettings(min_support=2)).table
+    thin = table[(table["sae"] == "s0") & (table["feature"] == 6)].set_index("category")
+    assert thin.loc["code", "p_value"] == pytest.approx(190 / 3160)
     assert kinds(store, measure="dominance", min_support=2)[("s0", 6)] == "category"
     # the planted code specialist fires on 20 code texts: a support of 21 is too much
-    assert kinds(store, measure="dominance", min_support=21)[("s0", 0)] == "general"
+    assert kinds(store, min_support=21)[("s0", 0)] == "general"
 
 
 def test_notebook_score_counts_strong_texts_inside_minus_outside(
     store: Store, planted: Planted
 ) -> None:
-    settings = SpecialistSettings(measure="score", strong_threshold=0.6)
+    settings = SpecialistSettings(measure="score", strong_threshold=0.6, min_support=1)
     table = load_specialists(store, settings).table
+    table = table[table["family"] == "planted"]
     categories = planted.texts.set_index("text_id")["category"]
     for sae, feature in alive_features(planted):
         acts = text_activations(planted, sae, feature)
-        strong = categories[acts.index[acts >= np.float32(0.6) * acts.max()]]
+        strong = categories[acts.index[acts >= 0.6 * acts.max()]]
         rows = table[(table["sae"] == sae) & (table["feature"] == feature)]
         for row in rows.itertuples():
             inside = int((strong == row.category).sum())
             assert row.notebook_score == inside - (len(strong) - inside)
             assert row.score == row.notebook_score
-    # code texts: 6 / n_tokens, n_tokens 4..8, so 0.6 x 1.5 keeps those of 4..6 tokens
     code = table[(table["sae"] == "s0") & (table["feature"] == 0)].set_index("category")
-    assert code.loc["code", "notebook_score"] == 12
-    table = load_specialists(store, SpecialistSettings(measure="score")).table
-    code = table[(table["sae"] == "s0") & (table["feature"] == 0)].set_index("category")
-    assert code.loc["code", "notebook_score"] == TEXTS_PER_CATEGORY
-    assert code.loc["prose", "notebook_score"] == -TEXTS_PER_CATEGORY
+    assert code.loc["code", "notebook_score"] == 12  # 6 / n_tokens >= 0.6 x 1.5: 4..6 tokens
 
 
 def test_dominance_shares_are_shares_of_the_firing_texts(store: Store) -> None:
-    table = load_specialists(store, SpecialistSettings(measure="dominance")).table
+    settings = SpecialistSettings(measure="dominance", min_support=1)
+    table = load_specialists(store, settings).table
     code = table[(table["sae"] == "s0") & (table["feature"] == 0)].set_index("category")
     assert code.loc["code", "share"] == pytest.approx(20 / 22)
     assert code.loc["code", "max_other_share"] == pytest.approx(2 / 22)
     assert code.loc["prose", "max_other_share"] == pytest.approx(20 / 22)
-    value = table[(table["sae"] == "s0") & (table["feature"] == 2)].set_index("category")
+    value = table[(table["sae"] == "s0") & (table["feature"] == 2)]
+    value = value[value["family"] == "planted"].set_index("category")
     assert value.loc["addition", "share"] == value.loc["subtraction", "share"] == 0.5
     assert not value["is_specialist"].any()
 
 
-def test_value_dominance_finds_the_planted_values(store: Store) -> None:
-    features = load_specialists(store, SpecialistSettings()).features.set_index(["sae", "feature"])
-    assert features.loc[("s0", 2), "value_label"] == "num:100"
-    assert features.loc[("s0", 2), "value_share"] == 1.0
-    assert features.loc[("s0", 2), "value_other_share"] == pytest.approx(1 / 12)
-    assert features.loc[("s0", 4), "value_label"] == "num:7"
-    assert features.loc[("s0", 4), "value_other_share"] == pytest.approx(1 / 8)
-    # the operation feature sees num:100 in 6 of its 20 texts: no value specialist
-    assert features.loc[("s0", 3), "value_share"] == pytest.approx(6 / 20)
-    assert not features.loc[("s0", 3), "is_value_specialist"]
-    stricter = load_specialists(store, SpecialistSettings(value_other_share=0.1)).features
-    assert stricter.set_index(["sae", "feature"]).loc[("s0", 4), "kind"] == "operation"
-
-
-def test_auroc_equals_mann_whitney_u(store: Store, planted: Planted) -> None:
-    table = load_specialists(store, SpecialistSettings(measure="auroc")).table
-    categories = planted.texts.set_index("text_id")["category"]
-    for sae, feature in alive_features(planted):
-        acts = text_activations(planted, sae, feature)
-        for row in table[(table["sae"] == sae) & (table["feature"] == feature)].itertuples():
-            inside = (categories[acts.index] == row.category).to_numpy()
-            u = stats.mannwhitneyu(acts[inside], acts[~inside]).statistic
-            assert row.auroc == pytest.approx(u / (inside.sum() * (~inside).sum()), abs=1e-12)
+def test_auroc_equals_mann_whitney_u_within_the_family(store: Store, planted: Planted) -> None:
+    table = load_specialists(store, SpecialistSettings(measure="auroc", min_support=1)).table
+    labelled = planted.texts.set_index("text_id")
+    for family, universe in (
+        ("planted", labelled.index),
+        ("number", labelled.index[labelled["labels"].map(len) > 0]),
+    ):
+        rows = table[table["family"] == family]
+        for sae, feature in alive_features(planted):
+            acts = text_activations(planted, sae, feature)[universe]
+            for row in rows[(rows["sae"] == sae) & (rows["feature"] == feature)].itertuples():
+                if family == "planted":
+                    inside = (labelled.loc[universe, "category"] == row.category).to_numpy()
+                else:
+                    inside = labelled.loc[universe, "labels"].map(
+                        lambda ls, c=row.category: c in ls
+                    ).to_numpy()
+                u = stats.mannwhitneyu(acts[inside], acts[~inside]).statistic
+                expected = u / (inside.sum() * (~inside).sum())
+                assert row.auroc == pytest.approx(expected, abs=1e-12), (family, row)
     best = table[table["is_specialist"]].set_index(["sae", "feature", "category"])
     assert best.loc[("s0", 0, "code"), "auroc"] == 1.0
     assert ("s0", 1, "code") not in best.index
 
 
 @pytest.mark.parametrize("test", ["fisher", "chi2"])
-def test_p_values_equal_scipy_and_q_values_are_bh(store: Store, planted: Planted, test) -> None:
-    table = load_specialists(store, SpecialistSettings(measure="enrichment", test=test)).table
+def test_p_values_equal_scipy(store: Store, test) -> None:
+    settings = SpecialistSettings(measure="enrichment", test=test, min_support=1)
+    table = load_specialists(store, settings).table
     for row in table.itertuples():
         a = row.n_texts_active
         b = row.n_active - a
@@ -359,9 +414,6 @@ def test_p_values_equal_scipy_and_q_values_are_bh(store: Store, planted: Planted
         assert row.p_value == pytest.approx(expected, rel=1e-9, abs=1e-300)
         enrichment = ((a + 0.5) / (row.n_texts + 1)) / ((b + 0.5) / (row.n_total - row.n_texts + 1))
         assert row.enrichment == pytest.approx(enrichment)
-    np.testing.assert_allclose(
-        table["q_value"], stats.false_discovery_control(table["p_value"], method="bh")
-    )
     specialists = table[table["is_specialist"]]
     assert (specialists["q_value"] <= 0.05).all() and (specialists["enrichment"] >= 2).all()
     assert {("s0", 0, "code"), ("s0", 3, "addition"), ("s1", 0, "prose")} <= set(
@@ -377,8 +429,10 @@ def test_benjamini_hochberg_equals_scipy() -> None:
 
 
 def test_category_matrix_and_layer_progression(store: Store) -> None:
-    table = load_specialists(store, SpecialistSettings(measure="dominance")).table
-    matrix = category_matrix(table)
+    result = load_specialists(store, SpecialistSettings())
+    planted = result.categories[result.categories["family"] == "planted"]
+    table = result.table[result.table["family"] == "planted"]
+    matrix = category_matrix(table, planted)
     counts = matrix.pivot(index="category", columns="sae", values="n_specialists")
     assert counts.to_dict() == {
         "s0": {"addition": 1, "code": 1, "prose": 0, "subtraction": 1},
@@ -386,7 +440,7 @@ def test_category_matrix_and_layer_progression(store: Store) -> None:
     }
     best = matrix.set_index(["sae", "category"])
     assert best.loc[("s0", "code"), "best_feature"] == 0
-    assert best.loc[("s0", "code"), "best_score"] == pytest.approx(20 / 22)
+    assert best.loc[("s0", "code"), "best_score"] == pytest.approx((20 / 22 - 0.25) / 0.75)
     assert best.loc[("s0", "addition"), "best_feature"] == 3
     progression = layer_progression(matrix)
     assert progression[["sae", "categories_with_specialists", "n_categories"]].values.tolist() == [
@@ -402,20 +456,44 @@ def test_category_matrix_and_layer_progression(store: Store) -> None:
     ]
 
 
+def test_every_measure_has_a_sentence_a_formula_and_a_methods_section() -> None:
+    methods = (Path(__file__).resolve().parents[2] / "docs" / "methods.md").read_text()
+    assert set(MEASURE_INFO) == set(MEASURES) == set(SpecialistSettings.choices()["measure"])
+    for info in MEASURE_INFO.values():
+        assert f'<a id="{info.anchor}"></a>' in methods
+        assert info.formula in info.help and f"docs/methods.md#{info.anchor}" in info.help
+    for anchor in ("families", "support", "fdr", "chance-baseline", "replication",
+                   "token-confound", "findings-export"):  # fmt: skip
+        assert f'<a id="{anchor}"></a>' in methods
+
+
+def test_bounds_live_on_the_settings() -> None:
+    bounds = SpecialistSettings.bounds()
+    assert bounds["fdr"] == (0.0001, 0.5)
+    with pytest.raises(InputError, match=r"fdr must lie in \[0.0001, 0.5\]"):
+        SpecialistSettings(fdr=0.6)
+    defaults = SpecialistSettings()
+    for name, (low, high) in bounds.items():
+        value = getattr(defaults, name)
+        assert (low is None or low <= value) and (high is None or value <= high), name
+
+
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
-        ({"measure": "best"}, "measure must be one of score, dominance"),
+        ({"measure": "best"}, "measure must be one of selectivity, score"),
+        ({"contrast": "everything"}, "contrast must be one of family, corpus"),
         ({"strong_threshold": 1.5}, "strong_mode 'absolute'"),
         ({"strong_threshold": 0.0, "strong_mode": "absolute"}, "positive activation"),
         ({"share": 0.3, "other_share": 0.4}, "0 < other_share < share"),
-        ({"value_other_share": 0.0}, "0 < value_other_share < value_share"),
         ({"min_support": 0}, "at least 1 text"),
         ({"min_support": 2.5}, "whole number"),
         ({"min_auroc": 0.4}, "0.5 \\(chance\\)"),
         ({"min_enrichment": 0.5}, "at least 1"),
+        ({"min_selectivity": 1.5}, "min_selectivity must lie in"),
         ({"fdr": 1.0}, "between 0 and 1"),
         ({"fdr": float("nan")}, "finite number"),
+        ({"permutations": 5}, "permutations must lie in"),
         ({"test": "t-test"}, "fisher, chi2"),
     ],
 )
