@@ -115,8 +115,9 @@ def permutation_null(
             )
         table = score_cells(pd.concat(cells, ignore_index=True), settings, every_p=False)
         hits.append(
-            table.loc[table["is_specialist"], ["row", "family_index", "category_index"]]
-            .assign(perm=perm)
+            table.loc[table["is_specialist"], ["row", "family_index", "category_index"]].assign(
+                perm=perm
+            )
         )
     found = pd.concat(hits, ignore_index=True)
     names = acts.features.iloc[found["row"].to_numpy()]

@@ -878,8 +878,10 @@ def top_specialists(
         ["family", "category", "score", "support", "layer", "feature"],
         ascending=[True, True, False, False, True, True],
     )
-    return ordered.groupby(["family", "category"], sort=False).head(per_category).reset_index(
-        drop=True
+    return (
+        ordered.groupby(["family", "category"], sort=False)
+        .head(per_category)
+        .reset_index(drop=True)
     )
 
 

@@ -57,8 +57,9 @@ def assert_page_shows(
                 minlength=20,
             )
             observed = int(
-                table.loc[(table["sae"] == sae) & (table["category"] == category), "is_specialist"]
-                .sum()
+                table.loc[
+                    (table["sae"] == sae) & (table["category"] == category), "is_specialist"
+                ].sum()
             )
             above += observed > np.quantile(per_perm, 0.95)
     assert shown["cells above chance"] == f"{above} / {len(saes) * len(categories)}"

@@ -268,8 +268,6 @@ def test_a_bad_strong_threshold_is_refused(store: Store, threshold, relative) ->
         store.category_counts(threshold, relative=relative)
 
 
-
-
 # --- the measures ---------------------------------------------------------------------------
 
 
@@ -385,9 +383,11 @@ def test_auroc_equals_mann_whitney_u_within_the_family(store: Store, planted: Pl
                 if family == "planted":
                     inside = (labelled.loc[universe, "category"] == row.category).to_numpy()
                 else:
-                    inside = labelled.loc[universe, "labels"].map(
-                        lambda ls, c=row.category: c in ls
-                    ).to_numpy()
+                    inside = (
+                        labelled.loc[universe, "labels"]
+                        .map(lambda ls, c=row.category: c in ls)
+                        .to_numpy()
+                    )
                 u = stats.mannwhitneyu(acts[inside], acts[~inside]).statistic
                 expected = u / (inside.sum() * (~inside).sum())
                 assert row.auroc == pytest.approx(expected, abs=1e-12), (family, row)
