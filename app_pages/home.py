@@ -2,6 +2,7 @@
 
 import streamlit as st
 
+from explorer.analysis.compare import quality_sample_note
 from explorer.sources.overview import bundle_manifest, model_facts, sae_table
 from explorer.ui.state import current_source, current_store
 
@@ -10,6 +11,12 @@ QUALITY_FORMAT = {
     "explained_variance": st.column_config.NumberColumn("explained variance", format="%.3f"),
     "ce_loss_recovered": st.column_config.NumberColumn("CE loss recovered", format="%.3f"),
     "dead_fraction": st.column_config.NumberColumn("dead fraction", format="%.3f"),
+}
+STORE_QUALITY_FORMAT = QUALITY_FORMAT | {
+    "kl_divergence": st.column_config.NumberColumn("KL divergence", format="%.3f"),
+    "l2_ratio": st.column_config.NumberColumn("shrinkage (L2 ratio)", format="%.3f"),
+    "dense_fraction": st.column_config.NumberColumn("dense fraction", format="%.3f"),
+    "quality_texts": st.column_config.NumberColumn("quality sample (texts)", format="%d"),
 }
 
 st.title("SAE feature explorer")
@@ -46,7 +53,10 @@ left.metric("texts", f"{counts['texts']:,}")
 middle.metric("tokens", f"{counts['tokens']:,}")
 right.metric("activation rows", f"{counts['acts']:,}")
 st.markdown("**SAE quality on the store's corpus**")
-quality_columns = ["sae", "hook_name", "layer", "d_sae", *QUALITY_FORMAT]
-st.dataframe(store.saes()[quality_columns], hide_index=True, column_config=QUALITY_FORMAT)
+quality_columns = ["sae", "hook_name", "layer", "d_sae", *STORE_QUALITY_FORMAT]
+st.caption(quality_sample_note(store.saes(), meta))
+st.dataframe(
+    store.saes()[quality_columns], hide_index=True, column_config=STORE_QUALITY_FORMAT
+)
 st.markdown("**Texts per category**")
 st.dataframe(store.categories(), hide_index=True)

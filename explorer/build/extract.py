@@ -31,7 +31,7 @@ from jaxtyping import Float, Int
 from sae_lens import TopKSAE
 from sae_lens.saes.topk_sae import TopK
 
-from explorer.build.quality import ce_losses, recovered
+from explorer.build.quality import SpliceLosses, ce_losses, dense_fraction, stratified_sample
 from explorer.corpus import Corpus
 from explorer.errors import InputError
 from explorer.sources.source import LoadedSource, SaeHandle
@@ -57,7 +57,8 @@ class BuildSettings:
     hooks: tuple[str, ...] | None = None  # hook names or SAE names; None = every SAE
     topk: int = 20
     logit_lens_k: int = 20
-    quality_texts: int = 32  # texts for CE loss recovered: 1 + 2 x n_saes extra forwards each
+    quality_per_category: int = 16  # CE loss recovered, KL, shrinkage: up to this many texts
+    quality_seed: int = 0  # of each category (seeded); 1 + 2 x n_saes extra forwards a text
 
     def validate(self) -> None:
         if not 1 <= self.batch_size <= 1024:
@@ -66,6 +67,11 @@ class BuildSettings:
             raise InputError(f"--max-texts must be at least 1, got {self.max_texts}.")
         if not 1 <= self.topk <= 1000:
             raise InputError(f"topk must be between 1 and 1000, got {self.topk}.")
+        if not 1 <= self.quality_per_category <= 10_000:
+            raise InputError(
+                "quality_per_category must be between 1 and 10000, "
+                f"got {self.quality_per_category}."
+            )
 
 
 class BuildSink(Protocol):
@@ -361,15 +367,20 @@ def extract(
         loaded, handles, tokenized, plan, sink, settings.topk, vocab, progress
     )
     seconds = time.perf_counter() - started
-    losses = quality_losses(loaded, handles, tokenized, settings.quality_texts)
+    sample = quality_sample(texts, settings)
+    losses = quality_losses(loaded, handles, tokenized, sample)
     quality = {}
     for handle in handles:
-        l0, ev, dead = accumulators[handle.name].reconstruction_quality()
+        accumulator = accumulators[handle.name]
+        l0, ev, dead = accumulator.reconstruction_quality()
         quality[handle.name] = {
             "l0": l0,
             "explained_variance": ev,
-            "ce_loss_recovered": recovered(*losses[handle.hook_name]),
             "dead_fraction": dead,
+            "dense_fraction": dense_fraction(
+                accumulator.n_active_tokens.numpy(), accumulator.n_tokens
+            ),
+            **sample_quality(losses[handle.hook_name], len(sample)),
         }
     total_tokens = int(tokenized.n_tokens.sum())
     return ExtractionResult(
@@ -592,33 +603,50 @@ def _probe_input(sae: Any, n_tokens: int) -> torch.Tensor:
     return x
 
 
+def quality_sample(texts: pd.DataFrame, settings: BuildSettings) -> np.ndarray:
+    """Positions (rows of `texts`, the corpus's texts with a category column) of the texts the
+    spliced forwards run on: `stratified_sample` of the categories with the settings'
+    quality_per_category and quality_seed."""
+    return stratified_sample(
+        texts["category"].astype(str).tolist(),
+        settings.quality_per_category,
+        settings.quality_seed,
+    )
+
+
+def sample_quality(losses: SpliceLosses, n_texts: int) -> dict[str, float]:
+    """The `saes` columns measured on the quality sample: ce_loss_recovered, kl_divergence,
+    l2_ratio and quality_texts (the sample's size)."""
+    return {
+        "ce_loss_recovered": losses.ce_loss_recovered,
+        "kl_divergence": losses.kl_divergence,
+        "l2_ratio": losses.l2_ratio,
+        "quality_texts": n_texts,
+    }
+
+
 def quality_losses(
     loaded: LoadedSource,
     handles: list[SaeHandle],
     tokenized: TokenizedCorpus,
-    n_texts: int,
+    sample: np.ndarray,
     batch_size: int = 8,
-) -> dict[str, tuple[float, float, float]]:
-    """(clean, with SAE, zero-ablated) next-token loss per hook, on the corpus's first
-    `n_texts` texts (for CE loss recovered): batches of similar length, so little padding is
-    run, each batch's mean weighted by its predicted tokens."""
-    subset = TokenizedCorpus(tokenized.text_ids[:n_texts], tokenized.ids[:n_texts], 0)
+) -> dict[str, SpliceLosses]:
+    """`SpliceLosses` per hook over the texts at positions `sample` of the corpus (see
+    `quality_sample`): batches of similar length, so little padding is run, pooled with each
+    batch weighted by its predicted (losses, KL) or real (L2 ratio) tokens."""
+    subset = TokenizedCorpus(tokenized.text_ids[sample], [tokenized.ids[i] for i in sample], 0)
     device = loaded.model.cfg.device
     saes = {h.hook_name: h.sae for h in handles}
-    sums = {hook: np.zeros(3) for hook in saes}
-    n_targets = 0
+    parts: dict[str, list[SpliceLosses]] = {hook: [] for hook in saes}
     codecs = {id(sae): RowCodec.of(sae) for sae in saes.values()}
 
     def reconstruct(sae: Any, x: torch.Tensor) -> torch.Tensor:
         return codecs[id(sae)].reconstruct(x)
 
     for _, tokens, real in padded_batches(subset, batch_size, loaded.tokenizer.pad_token_id):
-        weight = int(real[:, 1:].sum())  # the targets `_next_token_loss` averages over
         for hook, losses in ce_losses(
             loaded.model, saes, tokens.to(device), real.to(device), reconstruct
         ).items():
-            sums[hook] += weight * np.asarray(losses)
-        n_targets += weight
-    return {
-        hook: tuple(float(x) for x in total / max(n_targets, 1)) for hook, total in sums.items()
-    }
+            parts[hook].append(losses)
+    return {hook: SpliceLosses.pooled(batches) for hook, batches in parts.items()}

@@ -38,9 +38,11 @@ from explorer.build.extract import (
     explained_variance,
     logit_lens,
     quality_losses,
+    quality_sample,
+    sample_quality,
     select_saes,
 )
-from explorer.build.quality import recovered
+from explorer.build.quality import SpliceLosses, dense_fraction
 from explorer.build.single import build_meta, sae_info
 from explorer.corpus import Corpus, resolve_corpus
 from explorer.errors import CorpusError, InputError, StoreError
@@ -52,7 +54,7 @@ from explorer.tokenize import TokenizedCorpus, batch_plan, tokenize_corpus, voca
 
 logger = logging.getLogger(__name__)
 
-FORMAT_VERSION = 2  # 2: quality sums over every real token, top-k keys
+FORMAT_VERSION = 3  # 2: quality sums over every real token, top-k keys; 3: stratified sample
 MAX_SHARDS = 4096
 INCOMPLETE = "_incomplete"
 MANIFESTS = "manifests"
@@ -167,7 +169,9 @@ def write_shard(
         sink.close()
         members = np.sort(np.concatenate(plan)) if plan else np.zeros(0, dtype=np.int64)
         files.write("texts", None, _texts_table(corpus.texts.iloc[members]))
-        _write_statistics(files, loaded, handles, accumulators, ordinals, tokenized, settings)
+        _write_statistics(
+            files, loaded, handles, accumulators, ordinals, tokenized, settings, corpus
+        )
         if shard.index == 0:
             vocab_table = pa.table({"token_id": np.arange(len(vocab)), "token": vocab})
             files.write("vocab", None, vocab_table)
@@ -210,18 +214,22 @@ def _write_statistics(
     ordinals: TokenOrdinals,
     tokenized: TokenizedCorpus,
     settings: BuildSettings,
+    corpus: Corpus,
 ) -> None:
     """Per SAE: mergeable feature statistics, running top-k and quality sums; shard 0 adds
     the CE losses and the decoder logit lens."""
     first = files.index == 0
-    losses = quality_losses(loaded, handles, tokenized, settings.quality_texts) if first else {}
+    sample = quality_sample(corpus.texts, settings)
+    losses = quality_losses(loaded, handles, tokenized, sample) if first else {}
     quality = []
     for handle in handles:
         accumulator = accumulators[handle.name]
         files.write("stats", handle.name, _stats_table(accumulator))
         top = pa.Table.from_pandas(accumulator.top_examples(ordinals), preserve_index=False)
         files.write("topk", handle.name, top)
-        quality.append(_quality_row(handle, accumulator, losses.get(handle.hook_name)))
+        quality.append(
+            _quality_row(handle, accumulator, losses.get(handle.hook_name), len(sample))
+        )
         if first:
             lens = logit_lens(loaded, handle, settings.logit_lens_k)
             files.write("logit_lens", handle.name, _logit_lens_table(asdict(lens)))
@@ -365,13 +373,14 @@ def _stats_table(accumulator: FeatureAccumulator) -> pa.Table:
 def _quality_row(
     handle: SaeHandle,
     accumulator: FeatureAccumulator,
-    losses: tuple[float, float, float] | None,
+    losses: SpliceLosses | None,
+    n_sample: int,
 ) -> dict[str, Any]:
     d_in = handle.sae.cfg.d_in
     zeros = torch.zeros(d_in, dtype=torch.float64)
     act_in_sum = zeros if accumulator.act_in_sum is None else accumulator.act_in_sum
     act_in_sq_sum = zeros if accumulator.act_in_sq_sum is None else accumulator.act_in_sq_sum
-    clean, with_sae, zero = losses if losses is not None else (None, None, None)
+    measured = sample_quality(losses, n_sample) if losses is not None else {}
     return {
         "sae": handle.name,
         "n_tokens": accumulator.n_tokens,
@@ -379,9 +388,10 @@ def _quality_row(
         "sq_err": accumulator.sq_err,
         "act_in_sum": act_in_sum.tolist(),
         "act_in_sq_sum": act_in_sq_sum.tolist(),
-        "clean_loss": clean,
-        "sae_loss": with_sae,
-        "zero_loss": zero,
+        **{
+            name: measured.get(name)
+            for name in ("ce_loss_recovered", "kl_divergence", "l2_ratio", "quality_texts")
+        },
     }
 
 
@@ -597,11 +607,9 @@ def _merged_quality(shards: list[Shard], info: SaeInfo, stats: pd.DataFrame) -> 
     """The single build's quality numbers from the shards' sums (see the module docstring)."""
     rows = quality_rows(_all_files(shards, "quality"), info.sae)
     assert len(rows) == len(shards), f"one quality row per shard for {info.sae}"
-    losses = rows.dropna(subset=["clean_loss"])
-    assert len(losses) == 1, "shard 0 alone carries the CE losses"
-    clean, with_sae, zero = (
-        float(x) for x in losses.iloc[0][["clean_loss", "sae_loss", "zero_loss"]]
-    )
+    losses = rows.dropna(subset=["quality_texts"])
+    assert len(losses) == 1, "shard 0 alone carries the spliced-forward losses"
+    sample = losses.iloc[0]
     n_active = stats["n_active_tokens"].to_numpy()
     ev = explained_variance(
         float(rows["sq_err"].sum()),
@@ -612,8 +620,12 @@ def _merged_quality(shards: list[Shard], info: SaeInfo, stats: pd.DataFrame) -> 
     return {
         "l0": float(n_active.sum()) / max(int(rows["n_tokens"].sum()), 1),
         "explained_variance": ev,
-        "ce_loss_recovered": recovered(clean, with_sae, zero),
         "dead_fraction": float((n_active == 0).mean()),
+        "dense_fraction": dense_fraction(n_active, int(rows["n_tokens"].sum())),
+        "ce_loss_recovered": float(sample["ce_loss_recovered"]),
+        "kl_divergence": float(sample["kl_divergence"]),
+        "l2_ratio": float(sample["l2_ratio"]),
+        "quality_texts": int(sample["quality_texts"]),
     }
 
 

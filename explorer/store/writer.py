@@ -429,7 +429,7 @@ class StoreWriter:
             raise StoreError(f"SAE {info!r} needs a name and positive d_in and d_sae.")
         idx = len(self._saes)
         self._con.execute(
-            "INSERT INTO saes VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO saes VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [
                 idx,
                 info.sae,
@@ -445,6 +445,10 @@ class StoreWriter:
                 info.explained_variance,
                 info.ce_loss_recovered,
                 info.dead_fraction,
+                info.kl_divergence,
+                info.l2_ratio,
+                info.dense_fraction,
+                info.quality_texts,
             ],
         )
         self._saes[info.sae] = SaeRef(
@@ -459,13 +463,30 @@ class StoreWriter:
         explained_variance: float,
         ce_loss_recovered: float,
         dead_fraction: float,
+        kl_divergence: float | None = None,
+        l2_ratio: float | None = None,
+        dense_fraction: float | None = None,
+        quality_texts: int | None = None,
     ) -> None:
-        """Record an SAE's quality, measured by the extraction after its rows were added."""
+        """Record an SAE's quality, measured by the extraction after its rows were added:
+        ce_loss_recovered, kl_divergence and l2_ratio on a sample of `quality_texts` texts,
+        the others over every real token."""
         ref = self._sae(sae)
         self._con.execute(
             """UPDATE saes SET l0 = ?, explained_variance = ?, ce_loss_recovered = ?,
-            dead_fraction = ? WHERE sae_idx = ?""",
-            [l0, explained_variance, ce_loss_recovered, dead_fraction, ref.idx],
+            dead_fraction = ?, kl_divergence = ?, l2_ratio = ?, dense_fraction = ?,
+            quality_texts = ? WHERE sae_idx = ?""",
+            [
+                l0,
+                explained_variance,
+                ce_loss_recovered,
+                dead_fraction,
+                kl_divergence,
+                l2_ratio,
+                dense_fraction,
+                quality_texts,
+                ref.idx,
+            ],
         )
 
     def add_texts(self, texts: pd.DataFrame) -> None:

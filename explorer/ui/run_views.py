@@ -37,7 +37,7 @@ from explorer.live.runs import (
     save_run,
 )
 from explorer.store.reader import Store
-from explorer.ui.tables import feature_table, table
+from explorer.ui.tables import feature_table, plain_table
 
 
 @dataclass(frozen=True)
@@ -135,7 +135,7 @@ def show_text_run(run: TextRun, saved: int | str) -> None:
     with left:
         st.markdown("**Top next tokens after the last token**")
         top = effect.top_next
-        table(
+        plain_table(
             top.assign(
                 clean_token=top["clean_token"].map(token_label),
                 patched_token=top["patched_token"].map(token_label),

@@ -89,7 +89,7 @@ def column_formats(columns: list[str], **config: Any) -> dict[str, Any]:
     }
 
 
-def table(frame: pd.DataFrame, columns: list[str] | None = None, **config: Any) -> None:
+def plain_table(frame: pd.DataFrame, columns: list[str] | None = None, **config: Any) -> None:
     """Show `frame` (its `columns`, default all) without the index, in the shared formats."""
     columns = list(frame.columns) if columns is None else columns
     st.dataframe(frame[columns], hide_index=True, column_config=column_formats(columns, **config))

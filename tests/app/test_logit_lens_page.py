@@ -146,7 +146,7 @@ def test_diverse_selection_count_follows_the_threshold(page, store_path, loaded)
         ({"view": "everything"}, "choose one of browse"),
         ({"sae": "L9.resid_post"}, "choose one of L0.resid_post"),
         ({"view": "reverse", "given": "id", "token": "99999"}, "0 to 511"),
-        ({"view": "consistency", "k": "0"}, "choose 1 to 100"),
+        ({"view": "consistency", "k": "0"}, "k must be an integer from 1 to 100; '0' is out"),
         (
             {"view": "reverse", "token": "**bold** ![x](http://e.invalid/x.png)"},
             r"'\*\*bold\*\* \!\[",
