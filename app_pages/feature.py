@@ -8,6 +8,7 @@ from dataclasses import replace
 
 import streamlit as st
 
+from explorer.analysis.descriptions import corpus_only, score_summary
 from explorer.analysis.feature_data import resolve_feature_request
 from explorer.charts.feature import (
     CATEGORY_MEASURES,
@@ -17,9 +18,11 @@ from explorer.charts.feature import (
     logit_lens_chart,
 )
 from explorer.charts.tokens_html import Highlight, examples_html
-from explorer.errors import ExplorerError, quoted
+from explorer.errors import ExplorerError, markdown_escaped, quoted
+from explorer.store.queries.descriptions import corpus_token_ids
 from explorer.store.queries.feature import adjacent_live_feature
 from explorer.store.schema import MAX_LABEL_CHARS, MAX_NOTE_CHARS
+from explorer.ui import cached
 from explorer.ui import feature_cache as cache
 from explorer.ui.links import ablation_url, feature_url
 from explorer.ui.state import current_source, current_store, public_demo
@@ -96,6 +99,12 @@ data = cache.feature_data(store, sae, feature, before, after)
 labels = store.labels(sae, feature)
 st.title(f"{sae} · feature {feature}")
 label_line = st.empty()  # filled at the end, so a label saved below shows at once
+described = cached.descriptions(store, sae).set_index("feature").loc[feature]
+st.caption(
+    markdown_escaped(f"Automatic description ({described['kind']}): {described['description']}")
+    + "  \n"
+    + score_summary(described)
+)
 link_columns = st.columns([1, 1, 4])
 link_columns[0].link_button(
     "Ablate or steer it", ablation_url(sae, feature), icon=":material/science:", width="stretch"
@@ -133,6 +142,16 @@ else:
 
 st.subheader("Decoder logit lens")
 lens = data.logit_lens
+in_corpus = st.toggle(
+    "Hide tokens that never occur in the corpus",
+    value=True,
+    key="feature_page.in_corpus",
+    help="Under-trained embeddings of tokens the corpus never holds often top W_dec @ W_U.",
+)
+if in_corpus:
+    lens, n_hidden = corpus_only(lens, corpus_token_ids(store, lens["token_id"].tolist()))
+    if n_hidden:
+        st.caption(f"{n_hidden} stored tokens that never occur in the corpus are hidden.")
 promoted_column, suppressed_column, histogram_column = st.columns(3)
 promoted = logit_lens_chart(lens[lens["rank"] > 0], "Promoted tokens")
 suppressed = logit_lens_chart(lens[lens["rank"] < 0], "Suppressed tokens")

@@ -602,3 +602,20 @@ def flat_table(described: pd.DataFrame) -> pd.DataFrame:
     for column in ("tokens", "categories", "text_labels", "promoted"):
         flat[column] = flat[column].map(lambda values: json.dumps(list(values), ensure_ascii=False))
     return flat
+
+
+def score_summary(row: pd.Series) -> str:
+    """One line on a feature's description score (a `described_features` row): F1 with its
+    precision and recall on the held-out half, or why it has none."""
+    if row["kind"] == "dead":
+        return "No description score: the feature never fires."
+    if not row.get("scored", False):
+        return (
+            "No description score: fewer than the needed active tokens on the held-out half "
+            "of the corpus."
+        )
+    precision = "no token set" if pd.isna(row["precision"]) else f"{row['precision']:.2f}"
+    return (
+        f"Description score on held-out texts: F1 {row['f1']:.2f} (precision {precision}, "
+        f"recall {row['recall']:.2f}, {int(row['held_active']):,} active tokens held out)."
+    )
