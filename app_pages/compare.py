@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from explorer.analysis.compare import QUALITY_METRICS, compare_saes
+from explorer.analysis.compare import QUALITY_METRICS, compare_saes, quality_sample_note
 from explorer.analysis.specialists import MEASURES, category_matrix
 from explorer.charts.compare import quality_chart, specialists_per_category_chart
 from explorer.ui.cached import specialists
@@ -14,6 +14,7 @@ COLUMNS = {
     "layer": NUMBER("layer", format="%d"),
     **{name: NUMBER(title, format="%.3f") for name, title in QUALITY_METRICS.items()},
     "l0": NUMBER("L0", format="%.1f"),
+    "quality_texts": NUMBER("texts in the quality sample", format="%d"),
     "n_features": NUMBER("features", format="%d"),
     "n_alive": NUMBER("live features", format="%d"),
     "n_specialists": NUMBER("specialist features", format="%d"),
@@ -51,4 +52,8 @@ with st.expander("Numbers"):
     )
 
 st.subheader("Quality per SAE")
+st.caption(
+    f"{quality_sample_note(store.saes(), store.meta())} Definitions: docs/methods.md, "
+    "section SAE quality."
+)
 st.altair_chart(quality_chart(comparison), width="stretch")

@@ -15,7 +15,9 @@ import pandas as pd
 from explorer.analysis.compare import QUALITY_METRICS
 from explorer.charts import feature_href
 
-FRACTION_METRICS = ["explained_variance", "ce_loss_recovered", "dead_fraction"]
+FRACTION_METRICS = [
+    "explained_variance", "ce_loss_recovered", "l2_ratio", "dead_fraction", "dense_fraction",
+]  # fmt: skip
 
 
 def _sae_order(frame: pd.DataFrame) -> list[str]:
@@ -56,21 +58,23 @@ def specialists_per_category_chart(matrix: pd.DataFrame) -> alt.Chart:
 
 
 def quality_chart(compare: pd.DataFrame) -> alt.Chart:
-    """Explained variance, CE loss recovered and dead fraction per SAE (by layer) as lines;
-    L0 in the tooltip. SAEs without a measured value are left out of that metric's line."""
+    """Explained variance, CE loss recovered, shrinkage (L2 ratio), dead and dense fractions
+    per SAE (by layer) as lines; L0 and the quality sample's size in the tooltip. SAEs without
+    a measured value are left out of that metric's line."""
     long = compare.melt(
-        id_vars=["sae", "layer", "l0"],
+        id_vars=["sae", "layer", "l0", "quality_texts"],
         value_vars=FRACTION_METRICS,
         var_name="metric",
         value_name="value",
     ).dropna(subset=["value"])
     long["metric"] = long["metric"].map(QUALITY_METRICS)
+    top = max(1.0, float(long["value"].max())) if len(long) else 1.0  # an L2 ratio may pass 1
     return (
         alt.Chart(long)
         .mark_line(point=True)
         .encode(
             x=alt.X("sae:N", sort=_sae_order(compare), title="SAE (by layer)"),
-            y=alt.Y("value:Q", title="fraction", scale=alt.Scale(domain=[0, 1])),
+            y=alt.Y("value:Q", title="fraction or ratio", scale=alt.Scale(domain=[0, top])),
             color=alt.Color(
                 "metric:N",
                 title="metric",
@@ -83,6 +87,7 @@ def quality_chart(compare: pd.DataFrame) -> alt.Chart:
                 alt.Tooltip("metric:N", title="metric"),
                 alt.Tooltip("value:Q", title="value", format=".3f"),
                 alt.Tooltip("l0:Q", title=QUALITY_METRICS["l0"], format=".1f"),
+                alt.Tooltip("quality_texts:Q", title=QUALITY_METRICS["quality_texts"]),
             ],
         )
     )

@@ -21,7 +21,7 @@ from explorer.errors import StoreError
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION = "3"
+SCHEMA_VERSION = "4"
 HIST_BINS = 32
 TOPK_EXAMPLES = 20
 QUANTILE_BINS = 10
@@ -49,7 +49,8 @@ _TABLES: dict[str, str] = {
         hook_name VARCHAR NOT NULL, layer INTEGER, d_in INTEGER NOT NULL,
         d_sae INTEGER NOT NULL, architecture VARCHAR, release VARCHAR, sae_id VARCHAR,
         neuronpedia_id VARCHAR, l0 DOUBLE, explained_variance DOUBLE,
-        ce_loss_recovered DOUBLE, dead_fraction DOUBLE""",
+        ce_loss_recovered DOUBLE, dead_fraction DOUBLE, kl_divergence DOUBLE,
+        l2_ratio DOUBLE, dense_fraction DOUBLE, quality_texts INTEGER""",
     "texts": """text_id UINTEGER NOT NULL, category VARCHAR NOT NULL, source VARCHAR,
         text VARCHAR NOT NULL, n_tokens INTEGER NOT NULL, labels VARCHAR[]""",
     "tokens": "text_id UINTEGER, pos USMALLINT, token_id UINTEGER, token VARCHAR",
@@ -136,6 +137,10 @@ class SaeInfo:
     explained_variance: float | None = None
     ce_loss_recovered: float | None = None
     dead_fraction: float | None = None
+    kl_divergence: float | None = None
+    l2_ratio: float | None = None
+    dense_fraction: float | None = None
+    quality_texts: int | None = None
 
 
 @dataclass(frozen=True)

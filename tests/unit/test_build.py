@@ -280,10 +280,10 @@ def test_topk_keys_order_by_value_then_token():
 
 
 def test_ce_loss_recovered_equals_a_direct_computation(store, loaded):
-    """Each of the first `quality_texts` texts alone (no padding, no batching), the hook's
+    """Each text of the stratified quality sample alone (no padding, no batching), the hook's
     activation replaced at its real tokens through `run_with_hooks`."""
-    settings = BuildSettings()
-    texts = resolve_corpus(CORPUS).texts["text"].head(settings.quality_texts)
+    corpus_texts = resolve_corpus(CORPUS).texts
+    texts = corpus_texts["text"].iloc[extract.quality_sample(corpus_texts, BuildSettings())]
     stored = store.saes().set_index("sae")["ce_loss_recovered"]
     for handle in loaded.saes:
         totals = np.zeros(3)  # clean, with the SAE, zero-ablated: summed -log p

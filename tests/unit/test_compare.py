@@ -16,7 +16,12 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from explorer.analysis.compare import COMPARE_COLUMNS, QUALITY_METRICS, compare_saes
+from explorer.analysis.compare import (
+    COMPARE_COLUMNS,
+    QUALITY_METRICS,
+    compare_saes,
+    quality_sample_note,
+)
 from explorer.analysis.specialists import SpecialistSettings, category_matrix, load_specialists
 from explorer.charts import feature_href
 from explorer.charts.compare import quality_chart, specialists_per_category_chart
@@ -26,9 +31,15 @@ from tests.unit.test_rankings import CATEGORIES, make_planted
 from tests.unit.test_specialists import Planted, text_activations, write_planted
 
 QUALITY = {
-    "s0": {"l0": 3.5, "explained_variance": 0.91, "ce_loss_recovered": 0.8, "dead_fraction": 1 / 6},
-    "s1": {"l0": 1.5, "explained_variance": 0.72, "ce_loss_recovered": 0.6, "dead_fraction": 0.5},
-}
+    "s0": {"l0": 3.5, "explained_variance": 0.91, "ce_loss_recovered": 0.8, "dead_fraction": 1 / 6,
+           "kl_divergence": 0.2, "l2_ratio": 0.93, "dense_fraction": 0.05, "quality_texts": 40},
+    "s1": {"l0": 1.5, "explained_variance": 0.72, "ce_loss_recovered": 0.6, "dead_fraction": 0.5,
+           "kl_divergence": 0.4, "l2_ratio": 1.02, "dense_fraction": 0.0, "quality_texts": 40},
+}  # fmt: skip
+
+
+# the notebook score, which `expected_row` recomputes from the planted rows
+NOTEBOOK = SpecialistSettings(measure="score", min_support=3)
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +62,7 @@ def store(planted: Planted, tmp_path_factory: pytest.TempPathFactory) -> Store:
 
 @pytest.fixture(scope="module")
 def comparison(store: Store) -> pd.DataFrame:
-    return compare_saes(store.saes(), load_specialists(store, SpecialistSettings()))
+    return compare_saes(store.saes(), load_specialists(store, NOTEBOOK))
 
 
 def expected_row(planted: Planted, sae: str, d_sae: int) -> dict[str, float]:
@@ -65,9 +76,12 @@ def expected_row(planted: Planted, sae: str, d_sae: int) -> dict[str, float]:
     for feature in counts.index:
         acts = text_activations(planted, sae, feature)
         strong = categories[acts.index[acts >= np.float32(0.5) * acts.max()]]
-        scores = {c: int((strong == c).sum()) - int((strong != c).sum()) for c in CATEGORIES}
-        chosen = [c for c in CATEGORIES if scores[c] >= 3 and (strong == c).sum() >= 3]
-        best_score[feature] = max(scores.values())
+        active = categories[acts.index[acts > 0]]
+        # a cell is tested when the feature is active on >= 3 texts of the category
+        tested = [c for c in CATEGORIES if (active == c).sum() >= 3]
+        scores = {c: int((strong == c).sum()) - int((strong != c).sum()) for c in tested}
+        chosen = [c for c in tested if scores[c] >= 3 and (strong == c).sum() >= 3]
+        best_score[feature] = max(scores.values()) if scores else np.nan
         is_specialist[feature] = bool(chosen)
         specialist_categories |= set(chosen)
     specialists = [f for f in counts.index if is_specialist[f]]
@@ -75,8 +89,11 @@ def expected_row(planted: Planted, sae: str, d_sae: int) -> dict[str, float]:
     alive = sorted(counts.index)
     token_freq = [counts[f] / len(planted.tokens) for f in alive]
     rho, p_value = np.nan, np.nan
-    if len(alive) >= 3:
-        rho, p_value = stats.spearmanr(token_freq, [best_score[f] for f in alive])
+    scored = [f for f in alive if not np.isnan(best_score[f])]
+    if len(scored) >= 3:
+        rho, p_value = stats.spearmanr(
+            [token_freq[alive.index(f)] for f in scored], [best_score[f] for f in scored]
+        )
     return {
         "n_features": d_sae,
         "n_alive": len(alive),
@@ -88,7 +105,7 @@ def expected_row(planted: Planted, sae: str, d_sae: int) -> dict[str, float]:
         "median_rank_general": float(np.median([freq_rank[f] for f in general])),
         "spearman_rho": rho,
         "spearman_p": p_value,
-        "max_score": float(max(best_score.values())),
+        "max_score": float(np.nanmax(list(best_score.values()))),
     }
 
 
@@ -117,7 +134,7 @@ def test_specialist_and_frequency_columns_equal_an_independent_count(
 
 def test_a_stricter_measure_changes_the_counts(store: Store) -> None:
     strict = compare_saes(
-        store.saes(), load_specialists(store, SpecialistSettings(min_support=11))
+        store.saes(), load_specialists(store, SpecialistSettings(measure="score", min_support=11))
     ).set_index("sae")
     assert strict["n_specialists"].tolist() == [0, 0]
     assert strict["categories_with_specialists"].tolist() == [0, 0]
@@ -142,9 +159,19 @@ def test_specialists_chart_links_each_bar_to_the_best_feature(store: Store) -> N
 def test_quality_chart_draws_the_fraction_metrics(comparison: pd.DataFrame) -> None:
     spec = quality_chart(comparison).to_dict()
     data = pd.DataFrame(next(iter(spec["datasets"].values())))
-    assert len(data) == 3 * 2
+    assert len(data) == 5 * 2  # EV, CE loss recovered, L2 ratio, dead and dense fractions
     for row in data.itertuples():
         metric = next(name for name, title in QUALITY_METRICS.items() if title == row.metric)
         assert row.value == pytest.approx(QUALITY[row.sae][metric])
     assert spec["encoding"]["x"]["sort"] == ["s0", "s1"]
-    assert spec["encoding"]["y"]["title"] == "fraction"
+    assert spec["encoding"]["y"]["title"] == "fraction or ratio"
+    assert spec["encoding"]["y"]["scale"]["domain"] == [0, 1.02]  # the L2 ratio above 1 shows
+
+
+def test_the_quality_sample_is_described_from_the_build_settings(store: Store) -> None:
+    saes = store.saes()
+    note = quality_sample_note(saes, {"settings": '{"quality_per_category": 4, "quality_seed": 7}'})
+    assert note.startswith("CE loss recovered, KL divergence and shrinkage: 40 texts, up to 4 of ")
+    assert "(seed 7)" in note
+    old = quality_sample_note(saes.assign(quality_texts=None), {"settings": "{}"})
+    assert "first 32 texts" in old and "rebuild" in old
