@@ -161,7 +161,7 @@ def test_decoder_neighbours_and_co_firing_link_to_feature_pages(page, facts, tin
     }
     cosines[SAE][feature] = -2
     values, indices = cosines[SAE].topk(10)
-    assert same["page"].tolist() == [f"feature?sae={SAE}&feature={i}" for i in indices.tolist()]
+    assert same["link"].tolist() == [f"feature?sae={SAE}&feature={i}" for i in indices.tolist()]
     np.testing.assert_allclose(same["cosine"], values.numpy(), atol=1e-5)
     pooled = sorted(
         (
@@ -172,11 +172,11 @@ def test_decoder_neighbours_and_co_firing_link_to_feature_pages(page, facts, tin
         reverse=True,
     )[:10]
     np.testing.assert_allclose(others["cosine"], [c for c, *_ in pooled], atol=1e-5)
-    assert others["page"].tolist() == [f"feature?sae={n}&feature={i}" for _, n, i in pooled]
+    assert others["link"].tolist() == [f"feature?sae={n}&feature={i}" for _, n, i in pooled]
     cofiring = next(df.value for df in at.dataframe if "jaccard" in df.value.columns)
     assert len(cofiring) == 10 and cofiring["jaccard"].is_monotonic_decreasing
-    assert all(link.startswith(f"feature?sae={SAE}&feature=") for link in cofiring["page"])
-    assert str(feature) not in [link.rsplit("=", 1)[1] for link in cofiring["page"]]
+    assert all(link.startswith(f"feature?sae={SAE}&feature=") for link in cofiring["link"])
+    assert str(feature) not in [link.rsplit("=", 1)[1] for link in cofiring["link"]]
 
 
 def test_label_and_notes_are_saved_in_the_store_and_survive_a_new_session(page, facts):
@@ -189,7 +189,8 @@ def test_label_and_notes_are_saved_in_the_store_and_survive_a_new_session(page, 
     at.text_area[0].set_value("fires on ) and ]")
     next(b for b in at.button if b.label == "Save label").click().run()
     assert not at.exception
-    assert any("closing brackets <b>" in success.value for success in at.success)
+    shown = [success.value.replace("\\", "") for success in at.success]  # Markdown-escaped
+    assert any("closing brackets <b>" in value for value in shown)
     assert "Label: closing brackets <b>" in [text.value for text in at.text]  # at once
     saved = at.dataframe[-1].value
     assert saved["label"].tolist() == ["closing brackets <b>"]

@@ -1,0 +1,158 @@
+"""How the feature page lays out one feature: its numbers, what it responds to, what it
+promotes, the features it resembles, its label form and exports.
+
+Owns the sections of the feature dashboard below the feature picker. Each takes what the
+library computed (`explorer.analysis.feature_data.FeatureData`, cached reads from
+`explorer.ui.feature_cache`) and renders it; corpus text reaches the page only through
+`explorer.charts.tokens_html` (escaped HTML) and `st.dataframe`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pandas as pd
+import streamlit as st
+
+from explorer.analysis.descriptions import corpus_only
+from explorer.analysis.feature_data import FeatureData
+from explorer.charts.feature import (
+    CATEGORY_MEASURES,
+    activation_histogram_chart,
+    category_chart,
+    logit_histogram_chart,
+    logit_lens_chart,
+)
+from explorer.charts.tokens_html import Highlight, examples_html
+from explorer.errors import ExplorerError, quoted
+from explorer.sources.source import LoadedSource, SaeHandle
+from explorer.store.queries.descriptions import corpus_token_ids
+from explorer.store.reader import Store
+from explorer.store.schema import MAX_LABEL_CHARS, MAX_NOTE_CHARS
+from explorer.ui import feature_cache as cache
+from explorer.ui.loaded import missing_sae_message
+from explorer.ui.tables import feature_table
+
+METRIC_HELP = {"frequency rank": "1 = the most frequent of the SAE's {d_sae:,} features."}
+
+
+def show_metrics(data: FeatureData, d_sae: int) -> None:
+    stats = data.stats
+    metrics = {
+        "token frequency": f"{stats['token_freq']:.3%}",
+        "text frequency": f"{stats['text_freq']:.1%}",
+        "frequency rank": f"{int(stats['freq_rank']):,}",
+        "max activation": f"{stats['max']:.4g}",
+        "mean when active": f"{stats['mean_active']:.4g}",
+        "active tokens": f"{int(stats['n_active_tokens']):,}",
+    }
+    for column, (name, value) in zip(st.columns(len(metrics)), metrics.items(), strict=True):
+        column.metric(name, value, help=METRIC_HELP.get(name, "").format(d_sae=d_sae))
+
+
+def show_responses(data: FeatureData, sae: str, feature: int) -> None:
+    """Activation histogram, categories and highlighted examples (top and across the range)."""
+    if data.is_dead:
+        st.info("This feature never fires on the store's corpus: no examples or histogram to show.")
+        return
+    stats = data.stats
+    left, right = st.columns(2)
+    left.subheader("Activation histogram")
+    left.altair_chart(activation_histogram_chart(data.histogram, stats["max"]), width="stretch")
+    right.subheader("Categories")
+    measure = right.selectbox("Measure", list(CATEGORY_MEASURES), format_func=CATEGORY_MEASURES.get)
+    right.altair_chart(category_chart(data.categories, measure), width="stretch")
+    highlight = Highlight(f"{sae} #{feature}", float(stats["max"]))
+    st.subheader("Top activations")
+    st.html(examples_html(data.windows, data.top_captions(), highlight))
+    st.subheader("Examples across the activation range")
+    st.html(examples_html(data.windows, data.quantile_captions(), highlight))
+
+
+def show_logit_lens(
+    store: Store, data: FeatureData, loaded: LoadedSource, handle: SaeHandle | None
+) -> None:
+    """Promoted and suppressed tokens (tokens absent from the corpus hidden by default), and
+    the logit histogram over the vocabulary when the loaded source has the SAE."""
+    st.subheader("Decoder logit lens")
+    lens = data.logit_lens
+    in_corpus = st.toggle(
+        "Hide tokens that never occur in the corpus",
+        value=True,
+        key="feature_page.in_corpus",
+        help="Under-trained embeddings of tokens the corpus never holds often top W_dec @ W_U.",
+    )
+    if in_corpus:
+        lens, n_hidden = corpus_only(lens, corpus_token_ids(store, lens["token_id"].tolist()))
+        if n_hidden:
+            st.caption(f"{n_hidden} stored tokens that never occur in the corpus are hidden.")
+    promoted_column, suppressed_column, histogram_column = st.columns(3)
+    promoted = logit_lens_chart(lens[lens["rank"] > 0], "Promoted tokens")
+    suppressed = logit_lens_chart(lens[lens["rank"] < 0], "Suppressed tokens")
+    promoted_column.altair_chart(promoted, width="stretch")
+    suppressed_column.altair_chart(suppressed, width="stretch")
+    if handle is None:
+        needs = "the logit histogram and decoder neighbours need its decoder"
+        histogram_column.info(missing_sae_message(store, data.sae, needs))
+    else:
+        histogram = cache.logit_histogram(loaded, data.sae, data.feature)
+        chart = logit_histogram_chart(histogram, "All tokens of the vocabulary")
+        histogram_column.altair_chart(chart, width="stretch")
+
+
+def show_related(
+    store: Store, loaded: LoadedSource, handle: SaeHandle | None, sae: str, feature: int, k: int
+) -> None:
+    """The nearest features by decoder cosine (in this SAE and the others; needs the loaded
+    SAE) and the features that fire with it (Jaccard over tokens or texts)."""
+    st.subheader("Related features")
+    cosine_column, cofiring_column = st.columns(2)
+    if handle is not None:
+        neighbours = cache.decoder_neighbours_of(loaded, sae, feature, k)
+        same = neighbours["sae"] == sae
+        others = neighbours[~same].sort_values("cosine", ascending=False).head(k)
+        for title, rows in [("in this SAE", neighbours[same]), ("in the other SAEs", others)]:
+            with cosine_column:
+                st.markdown(f"**Nearest by decoder cosine {title}**")
+                feature_table(rows, ["sae", "feature", "cosine"])
+    names = store.saes()["sae"].tolist()
+    with cofiring_column:
+        st.markdown("**Co-firing features** (Jaccard)")
+        level = st.radio("Co-firing over", ["token", "text"], horizontal=True)
+        other_sae = st.selectbox("Candidates from", names, index=names.index(sae))
+        cofiring = cache.co_firing(store, sae, feature, k, level, other_sae)
+        feature_table(cofiring, ["sae", "feature", "jaccard", "n_both", "n_active"])
+
+
+def label_form(store: Store, sae: str, feature: int, read_only: bool) -> pd.DataFrame:
+    """The label and notes form (switched off when `read_only`); returns the labels after
+    any save, newest first."""
+    st.subheader("Label and notes")
+    if read_only:
+        st.caption("Labels are read-only in the public demo: the form is switched off.")
+    with st.form(f"label.{sae}.{feature}"):
+        label = st.text_input("Label", max_chars=MAX_LABEL_CHARS, disabled=read_only)
+        note = st.text_area("Notes", max_chars=MAX_NOTE_CHARS, disabled=read_only)
+        saved = st.form_submit_button("Save label", disabled=read_only)
+    if saved and not read_only:
+        try:
+            store.save_label(sae, feature, label, note)
+            st.success(f"Saved the label {quoted(label.strip(), MAX_LABEL_CHARS)}.")
+        except ExplorerError as error:
+            st.error(str(error))
+    labels = store.labels(sae, feature)
+    st.dataframe(labels[["label", "note", "created_at"]], hide_index=True)
+    return labels
+
+
+def show_exports(data: FeatureData, labels: pd.DataFrame) -> None:
+    st.subheader("Export")
+    export = replace(data, labels=labels)
+    name = f"{data.sae}_{data.feature}"
+    csv_column, json_column = st.columns(2)
+    csv_column.download_button(
+        "Examples (CSV)", export.to_csv(), f"{name}_examples.csv", "text/csv", on_click="ignore"
+    )
+    json_column.download_button(
+        "Everything (JSON)", export.to_json(), f"{name}.json", "application/json", on_click="ignore"
+    )
