@@ -28,6 +28,8 @@ from explorer.analysis.enrichment import (
     shuffle_baseline,
 )
 from explorer.analysis.specialists import Specialists, SpecialistSettings, load_specialists
+from explorer.charts.feature import token_label
+from explorer.store.queries.descriptions import lens_tokens_in_corpus
 from explorer.store.reader import Store
 from explorer.ui.resources import StoreKey, open_store, store_key
 
@@ -155,3 +157,17 @@ def with_descriptions(
     described = frame.assign(description=shown.reindex(keys).fillna("").to_numpy())
     at = columns.index("feature") + 1
     return described, [*columns[:at], "description", *columns[at:]]
+
+
+@st.cache_data(max_entries=64, ttl=3600, show_spinner=False)
+def _lens_in_corpus(path: str, identity: tuple[int, int], sae: str, n_tokens: int) -> pd.DataFrame:
+    table = lens_tokens_in_corpus(open_store(path), sae, n_tokens)
+    for column in ("promoted", "suppressed"):
+        table[column] = [[token_label(token) for token in tokens] for tokens in table[column]]
+    return table
+
+
+def lens_in_corpus(store: Store, sae: str, n_tokens: int) -> pd.DataFrame:
+    """`lens_tokens_in_corpus(store, sae, n_tokens)` with display labels for the tokens, cached
+    per store file, SAE and count."""
+    return _lens_in_corpus(str(store.path), store.identity, sae, n_tokens)

@@ -25,6 +25,7 @@ from explorer.charts import feature_href
 from explorer.charts.feature import token_label
 from explorer.sources.source import load_source
 from explorer.sources.unembed import unembed_directions
+from explorer.store.queries.descriptions import lens_tokens_in_corpus
 from explorer.store.queries.lens import feature_ranking, lens_overview, top_examples_with_next
 from explorer.store.reader import Store
 
@@ -57,9 +58,22 @@ def read(store_path: Path, reader, *args):
         return reader(store, *args)
 
 
+def test_browse_hides_tokens_absent_from_the_corpus_by_default(page, store_path) -> None:
+    at = page()
+    lists = read(store_path, lens_tokens_in_corpus, DEEPEST, 5).set_index("feature")
+    shown = at.dataframe[0].value.set_index("feature")
+    for feature in shown.index[:20]:
+        expected = [token_label(t) for t in lists.loc[feature, "promoted"]]
+        assert list(shown.loc[feature, "promoted"]) == expected
+    hidden, stored = int(lists["n_hidden"].sum()), int(lists["n_stored"].sum())
+    assert hidden > 0
+    assert f"{hidden:,} of the {stored:,} stored" in " ".join(c.value for c in at.caption)
+
+
 def test_browse_lists_every_feature_with_its_stored_tokens(page, store_path) -> None:
     at = page()
     assert not at.warning
+    at.toggle(key="lens_page.in_corpus").set_value(False).run()
     shown = at.dataframe[0].value
     expected = read(store_path, lens_overview, DEEPEST, 5)
     expected = expected.sort_values(["max_logit", "feature"], ascending=[False, True])

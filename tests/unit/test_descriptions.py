@@ -226,6 +226,16 @@ def test_promoted_tokens_skip_tokens_absent_from_the_corpus(
     assert shown["token"].tolist() == [" may", " cat"]
 
 
+def test_lens_lists_in_corpus_renumber_past_hidden_tokens(store: Store) -> None:
+    lists = queries.lens_tokens_in_corpus(store, "s", 2).set_index("feature")
+    assert lists.index.tolist() == list(range(D_SAE))
+    assert (lists["n_hidden"] == 2).all()  # both absent tokens of every feature's top three
+    assert (lists["n_stored"] == 4).all()  # three promoted, one suppressed
+    for feature in range(D_SAE):
+        assert list(lists.loc[feature, "promoted"]) == [VOCAB[feature % len(VOCAB)]]
+        assert list(lists.loc[feature, "suppressed"]) == [VOCAB[3]]
+
+
 def test_a_user_label_overrides_the_description(described: pd.DataFrame) -> None:
     labels = pd.DataFrame({"sae": ["s", "s"], "feature": [3, 3], "label": ["digits", "old"]})
     table = describe.with_user_labels(described.reset_index(drop=True), labels)

@@ -122,3 +122,33 @@ def corpus_token_ids(store: Store, token_ids: list[int]) -> set[int]:
         [ids],
     )
     return set(found["token_id"].tolist())
+
+
+def lens_tokens_in_corpus(store: Store, sae: str, n_tokens: int) -> pd.DataFrame:
+    """feature, promoted, suppressed: per feature of `sae` with a stored logit lens, its first
+    `n_tokens` promoted (largest logit first) and suppressed (most negative first) tokens among
+    those that occur in the corpus; empty lists where none does. n_hidden and n_stored: the
+    feature's stored lens tokens that never occur in the corpus, and all of them."""
+    ref = store.sae(sae)
+    n_tokens = bounded_int("The number of tokens", n_tokens, 1, MAX_PROMOTED)
+    return store.query(
+        """WITH lens AS (
+            SELECT l.feature, l.rank, l.token, l.token_id IN (SELECT token_id FROM token_counts)
+                AS in_corpus
+            FROM logit_lens l WHERE l.sae_idx = ?),
+        kept AS (
+            SELECT *, row_number() OVER (PARTITION BY feature, rank > 0 ORDER BY abs(rank)) AS nth
+            FROM lens WHERE in_corpus)
+        SELECT f.feature::BIGINT AS feature,
+            coalesce(list(k.token ORDER BY abs(k.rank)) FILTER (WHERE k.rank > 0), [])
+                AS promoted,
+            coalesce(list(k.token ORDER BY abs(k.rank)) FILTER (WHERE k.rank < 0), [])
+                AS suppressed,
+            any_value(f.n_hidden) AS n_hidden, any_value(f.n_stored) AS n_stored
+        FROM (SELECT feature, count(*) FILTER (WHERE NOT in_corpus) AS n_hidden,
+                count(*) AS n_stored
+              FROM lens GROUP BY feature) f
+        LEFT JOIN kept k ON k.feature = f.feature AND k.nth <= ?
+        GROUP BY f.feature ORDER BY f.feature""",
+        [ref.idx, n_tokens],
+    )
