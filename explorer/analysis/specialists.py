@@ -13,8 +13,8 @@ categories one-hot of each family (`explorer.analysis.families`):
   share; AUROC of the text activation, one vs rest; enrichment of firing;
 - replication: the measure on a discovery half of each category's texts (split by a hash of
   text_id), re-tested on the other half;
-- token confound: the AUROC of the presence of the specialist's top enriched token beside the
-  feature's own AUROC, and whether that one token explains it.
+- token confound: the AUROC of the frequency of the specialist's top enriched token in a text
+  beside the feature's own AUROC, and whether that one token explains it.
 
 Only (feature, category) cells with at least `min_support` active texts in the category are
 tested (and corrected for). Every measure, test and default is defined in docs/methods.md.
@@ -653,29 +653,40 @@ def top_enriched_tokens(feature_tokens: pd.DataFrame, n_corpus_tokens: int) -> p
 
 
 def token_auroc(
-    presence: pd.DataFrame, families: list[Family], texts: pd.DataFrame
+    counts: pd.DataFrame, families: list[Family], texts: pd.DataFrame
 ) -> pd.DataFrame:
-    """One-vs-rest AUROC of a token's presence (token_id, text_id rows of
-    `queries.specialists.token_presence`) for every category of every family, within the
-    family's universe: (1 + TPR - FPR) / 2, the AUROC of a 0/1 score. Columns: token_id,
-    family, category, token_auroc."""
-    token_ids = np.unique(presence["token_id"].to_numpy(np.int64))
+    """One-vs-rest AUROC, within each family's universe, of a token's frequency in a text
+    (its occurrences / the text's tokens; rows token_id, text_id, n of
+    `queries.specialists.token_text_counts`; `texts` needs n_tokens), for every category of
+    every family. The frequency is built like a text activation (a mean over the text's
+    tokens), so a feature that only detects the token gets about the token's AUROC. Texts
+    without the token tie at 0. Columns: token_id, family, category, token_auroc."""
+    columns = ["token_id", "family", "category", "token_auroc"]
+    token_ids = np.unique(counts["token_id"].to_numpy(np.int64))
     if not len(token_ids):
-        return pd.DataFrame(columns=["token_id", "family", "category", "token_auroc"])
-    row = np.searchsorted(token_ids, presence["token_id"].to_numpy(np.int64))
-    column = np.searchsorted(texts["text_id"].to_numpy(), presence["text_id"].to_numpy())
-    has = sparse.csr_matrix(
-        (np.ones(len(row)), (row, column)), shape=(len(token_ids), len(texts))
+        return pd.DataFrame(columns=columns)
+    row = np.searchsorted(token_ids, counts["token_id"].to_numpy(np.int64))
+    column = np.searchsorted(texts["text_id"].to_numpy(), counts["text_id"].to_numpy())
+    frequency = counts["n"].to_numpy(np.float64) / texts["n_tokens"].to_numpy()[column]
+    matrix = sparse.csr_matrix(
+        (frequency, (row, column)), shape=(len(token_ids), len(texts))
     )  # [tokens, texts]
+    tokens = pd.DataFrame({"sae": "", "layer": 0, "feature": token_ids})
+    as_features = TextActivations(tokens.assign(max_text_act=1.0), texts, matrix)
+    settings = SpecialistSettings(min_support=1)
     frames = []
     for family in families:
-        in_universe = has[:, family.universe]
-        n_in = np.asarray(family.membership.sum(axis=0)).ravel()
-        n_out = len(family.universe) - n_in
-        hits_in = (in_universe @ family.membership).toarray()  # [tokens, categories]
-        hits_all = np.asarray(in_universe.sum(axis=1))  # [tokens, 1]
-        with np.errstate(divide="ignore", invalid="ignore"):
-            auroc = (1 + hits_in / n_in - (hits_all - hits_in) / n_out) / 2
+        prepared = prepare_family(as_features, family, settings)
+        n_in = np.asarray(prepared.membership.sum(axis=0)).ravel()  # [categories]
+        in_active = (prepared.active @ prepared.membership).toarray()  # [tokens, categories]
+        rank_sum = (prepared.ranks @ prepared.membership).toarray()
+        auroc = auroc_from_ranks(
+            in_active,
+            n_in[None, :],
+            prepared.n_active[:, None],
+            np.int64(prepared.n_total),
+            rank_sum,
+        )
         frames.append(
             pd.DataFrame(
                 {
@@ -686,7 +697,7 @@ def token_auroc(
                 }
             )
         )
-    return pd.concat(frames, ignore_index=True)
+    return pd.concat(frames, ignore_index=True)[columns]
 
 
 def token_confound(
@@ -901,7 +912,7 @@ def token_controls(
 ) -> pd.DataFrame:  # fmt: skip
     """`token_confound` of `table`, reading each SAE's feature x token counts and the
     presence of the specialists' top tokens from `store`."""
-    from explorer.store.queries.specialists import token_presence
+    from explorer.store.queries.specialists import token_text_counts
 
     n_corpus_tokens = int(store.token_counts()["n"].sum())
     specialist_saes = sorted(set(table.loc[table["is_specialist"], "sae"]))
@@ -915,8 +926,8 @@ def token_controls(
         else pd.DataFrame(columns=["feature", "token_id", "token", "token_share", "sae"])
     )
     chosen = table.loc[table["is_specialist"], FEATURE_KEYS].merge(top_tokens, on=FEATURE_KEYS)
-    presence = token_presence(store, chosen["token_id"].to_numpy(np.int64))
-    return token_confound(table, top_tokens, token_auroc(presence, families, acts.texts), settings)
+    counts = token_text_counts(store, chosen["token_id"].to_numpy(np.int64))
+    return token_confound(table, top_tokens, token_auroc(counts, families, acts.texts), settings)
 
 
 def load_specialists(store: Store, settings: SpecialistSettings) -> Specialists:

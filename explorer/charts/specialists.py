@@ -31,9 +31,10 @@ KIND_COLORS = {
 
 
 def _with_href(frame: pd.DataFrame, feature_column: str = "feature") -> pd.DataFrame:
+    """`frame` with the href of each row's feature (none where it names no feature)."""
     return frame.assign(
         href=[
-            feature_href(sae, feature)
+            None if pd.isna(feature) else feature_href(sae, int(feature))
             for sae, feature in zip(frame["sae"], frame[feature_column], strict=True)
         ]
     )

@@ -9,6 +9,7 @@ from explorer.analysis.specialists import layer_progression
 from explorer.charts import feature_href
 from explorer.charts.specialists import (
     category_heatmap,
+    chance_heatmap,
     frequency_histogram_chart,
     frequency_scatter,
     kind_share_chart,
@@ -82,8 +83,39 @@ def test_layer_progression_draws_the_target_line() -> None:
     found = {r["layer"]: r["categories"] for r in rows if not r["series"].startswith("target")}
     assert target == {1: 2, 3: 2} and found == {1: 1, 3: 2}
     assert all(layer["encoding"]["y"]["title"] == "categories" for layer in chart["layer"])
-    # the found line is the last layer, drawn over the dashed target
-    assert [layer["mark"].get("strokeDash") for layer in chart["layer"]] == [[6, 4], None]
+    # the dashed target is the last layer, drawn over the found line where they meet
+    assert [layer["mark"].get("strokeDash") for layer in chart["layer"]] == [None, [6, 4]]
+    # the y axis ends at the number of categories, so the target line is on its top edge
+    scale = chart["layer"][0]["encoding"]["y"]["scale"]
+    assert scale["domain"] == [0, 2] and scale["nice"] is False
+
+
+def test_chance_heatmap_writes_observed_over_the_null_and_fades_chance_cells() -> None:
+    matrix = MATRIX.assign(
+        n_replicated=[1, 0, 1, 0],
+        chance_mean=[0.1, 0.5, 0.0, 0.0],
+        chance_p95=[1.0, 1.0, 0.0, 0.0],
+        beats_chance=[True, False, True, False],
+    )
+    chart = spec(chance_heatmap(matrix))
+    rows = next(iter(chart["datasets"].values()))
+    assert [r["label"] for r in rows] == ["2 / 1", "1 / 1 ~", "1 / 0", "0 / 0 ~"]
+    rects = chart["layer"][0]["encoding"]
+    assert rects["opacity"]["condition"]["value"] == 1.0 and rects["opacity"]["value"] == 0.3
+    assert {t["title"] for t in rects["tooltip"]} >= {
+        "by chance (mean)", "by chance (95th percentile)", "against chance",
+    }  # fmt: skip
+    replicated = spec(chance_heatmap(matrix, "n_replicated"))
+    rows = next(iter(replicated["datasets"].values()))
+    assert [r["label"] for r in rows][:2] == ["1 / 1", "0 / 1 ~"]
+    assert replicated["layer"][0]["encoding"]["color"]["title"] == "replicated specialists"
+
+
+def test_heatmap_cells_without_a_feature_have_no_link() -> None:
+    matrix = MATRIX.astype({"best_feature": float})
+    matrix.loc[3, ["best_feature", "best_score"]] = None
+    rows = next(iter(spec(category_heatmap(matrix, "best_score", "s"))["datasets"].values()))
+    assert [r["href"] for r in rows][3] is None
 
 
 def test_scatter_uses_a_log_axis_and_links_points() -> None:

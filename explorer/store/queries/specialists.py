@@ -2,8 +2,8 @@
 
 Owns the SQL that the specialist analysis needs beyond `Store`: every feature's text
 activations over the whole corpus (`feature_text`, never `acts`), the texts with their
-category, source and labels, and which texts contain given token ids (`tokens`), for the
-token-confound check. Every query is parameterised and runs on its own `store.cursor()`.
+category, source and labels, and how often given token ids occur in each text (`tokens`),
+for the token-confound check. Every query is parameterised and runs on its own `store.cursor()`.
 The measures computed from these rows live in `explorer.analysis.specialists`.
 """
 
@@ -24,14 +24,14 @@ ORDER BY f.sae_idx, f.feature, f.text_id
 """
 
 _LABELLED_TEXTS_SQL = """
-SELECT text_id::BIGINT AS text_id, category, source, labels
+SELECT text_id::BIGINT AS text_id, category, source, labels, n_tokens::BIGINT AS n_tokens
 FROM texts WHERE n_tokens > 0 ORDER BY text_id
 """
 
-_TOKEN_PRESENCE_SQL = """
-SELECT DISTINCT token_id::BIGINT AS token_id, text_id::BIGINT AS text_id
+_TOKEN_TEXT_COUNTS_SQL = """
+SELECT token_id::BIGINT AS token_id, text_id::BIGINT AS text_id, count(*) AS n
 FROM tokens WHERE list_contains(?, token_id::BIGINT)
-ORDER BY token_id, text_id
+GROUP BY ALL ORDER BY token_id, text_id
 """
 
 
@@ -43,16 +43,18 @@ def text_activations(store: Store) -> pd.DataFrame:
 
 
 def labelled_texts(store: Store) -> pd.DataFrame:
-    """text_id, category, source, labels (a list) of every text with at least one token."""
+    """text_id, category, source, labels (a list), n_tokens of every text with at least one
+    token."""
     with store.cursor() as cursor:
         return cursor.execute(_LABELLED_TEXTS_SQL).df()
 
 
-def token_presence(store: Store, token_ids: list[int] | np.ndarray) -> pd.DataFrame:
-    """token_id, text_id: the texts that contain each of `token_ids` at least once."""
+def token_text_counts(store: Store, token_ids: list[int] | np.ndarray) -> pd.DataFrame:
+    """token_id, text_id, n: how many times each of `token_ids` occurs in each text that
+    contains it."""
     ids = [int(token_id) for token_id in np.unique(np.asarray(token_ids, dtype=np.int64))]
     if not ids:
         empty = pd.Series(dtype=np.int64)
-        return pd.DataFrame({"token_id": empty, "text_id": empty.copy()})
+        return pd.DataFrame({"token_id": empty, "text_id": empty.copy(), "n": empty.copy()})
     with store.cursor() as cursor:
-        return cursor.execute(_TOKEN_PRESENCE_SQL, [ids]).df()
+        return cursor.execute(_TOKEN_TEXT_COUNTS_SQL, [ids]).df()
