@@ -39,10 +39,13 @@ from explorer.store.schema import (
     SaeRef,
     _is_corruption,
     _open_error,
+    sql_literal,
 )
 from explorer.store.user_data import UserData, legacy_rows, legacy_source, sidecar_path
 
 logger = logging.getLogger(__name__)
+
+_CATALOG = "store"  # the name the store file is attached under
 
 _RAW_STATS_FROM_ACTS_SQL = """
 (WITH a AS (SELECT feature, text_id, value FROM acts WHERE sae_idx = $sae_idx),
@@ -168,9 +171,16 @@ class Store:
         return cls(path)
 
     def _connect(self) -> None:
+        # The file is attached to a DuckDB instance of its own: `duckdb.connect(path)` would
+        # hand back an instance still open on the file a rebuild replaced, while a Store of
+        # that file is alive (see `changed_on_disk`).
+        con = duckdb.connect(":memory:")
         try:
-            con = duckdb.connect(str(self.path), read_only=True)
+            con.execute(f"SET temp_directory = {sql_literal(str(self.path) + '.tmp')}")
+            con.execute(f"ATTACH {sql_literal(str(self.path))} AS store (READ_ONLY)")
+            con.execute(f"USE {_CATALOG}")
         except duckdb.Error as exc:
+            con.close()
             raise _open_error(self.path, exc) from exc
         try:
             present = {row[0] for row in con.execute(_TABLE_NAMES_SQL).fetchall()}
@@ -234,6 +244,7 @@ class Store:
         with self._lock.reading():
             cursor = self._con.cursor()
             try:
+                cursor.execute(f"USE {_CATALOG}")  # a cursor starts on the in-memory catalog
                 yield cursor
             finally:
                 cursor.close()

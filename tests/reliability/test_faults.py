@@ -170,7 +170,7 @@ def test_killed_builds_never_lose_the_store_labels_or_ledger(
     inode = path.stat().st_ino
     final = runner.run("none", build_argv(tiny_bundle_path, path))
     assert final["code"] == 0, final
-    assert sorted(p.name for p in folder.iterdir()) == ["store.duckdb"]
+    assert sorted(p.name for p in folder.iterdir()) == ["store.duckdb", "store.duckdb.user.sqlite"]
     assert path.stat().st_ino != inode and content(path) == new_content
     assert_user_data_kept(path, labels, ledger)
 
