@@ -604,6 +604,21 @@ def flat_table(described: pd.DataFrame) -> pd.DataFrame:
     return flat
 
 
+def rank_by_score(described: pd.DataFrame, best: bool, k: int) -> pd.DataFrame:
+    """The k scored features of `described` (one SAE's `described_features`) with the best
+    (`best`) or the worst description score: by F1, then balanced accuracy, then the most
+    held-out active tokens, then feature id; with a rank column (1 first)."""
+    k = bounded_int("The number of features", k, 1, MAX_SEARCH_RESULTS)
+    scored = described[described["scored"]]
+    order = scored.sort_values(
+        ["f1", "balanced_accuracy", "held_active", "feature"],
+        ascending=[not best, not best, False, True],
+    )
+    top = order.head(k).reset_index(drop=True)
+    top.insert(0, "rank", np.arange(1, len(top) + 1))
+    return top
+
+
 def score_summary(row: pd.Series) -> str:
     """One line on a feature's description score (a `described_features` row): F1 with its
     precision and recall on the held-out half, or why it has none."""

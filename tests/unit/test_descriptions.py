@@ -260,6 +260,17 @@ def test_search_ranks_whole_parts_first_and_covers_user_labels(described: pd.Dat
     assert describe.search_descriptions(labelled, "m.y").empty
 
 
+def test_rankings_by_score_order_scored_features_only(described: pd.DataFrame) -> None:
+    table = described.reset_index(drop=True)
+    best = describe.rank_by_score(table, best=True, k=3)
+    assert best["feature"].tolist()[:2] == [3, 0]  # F1 1 both; 3 has more held-out tokens
+    assert best["rank"].tolist() == [1, 2, 3]
+    assert best["f1"].is_monotonic_decreasing
+    worst = describe.rank_by_score(table, best=False, k=10)
+    assert worst["f1"].is_monotonic_increasing
+    assert set(worst["feature"]) == set(table.loc[table["scored"], "feature"])  # no dead one
+
+
 def test_search_refuses_empty_and_long_texts(described: pd.DataFrame) -> None:
     with pytest.raises(InputError, match="empty"):
         describe.search_descriptions(described, "  ")
