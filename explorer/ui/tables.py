@@ -14,6 +14,7 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
+from explorer.charts.rankings import feature_bar_chart
 from explorer.charts.tokens_html import visible_text
 from explorer.ui.cached import with_descriptions
 from explorer.ui.links import feature_url
@@ -115,6 +116,25 @@ def feature_table(frame: pd.DataFrame, columns: list[str], **config: Any) -> Non
             **column_formats(columns, **config),
         },
     )
+
+
+def features_with_chart(
+    frame: pd.DataFrame,
+    columns: list[str],
+    bar: tuple[str, str, dict[str, str]],
+    empty: str,
+    side_by_side: bool = False,
+) -> None:
+    """`feature_table` of `frame` and a bar chart of one of its columns (`bar`: column,
+    axis title, extra tooltips), below or beside the table; `empty` (Markdown) when there
+    are no rows."""
+    if frame.empty:
+        st.info(empty)
+        return
+    table_place, chart_place = st.columns(2) if side_by_side else (st.container(), st.container())
+    with table_place:
+        feature_table(frame, columns)
+    chart_place.altair_chart(feature_bar_chart(frame, *bar), width="stretch")
 
 
 def top_features_table(top: pd.DataFrame, sae: str, n: int) -> None:

@@ -95,7 +95,7 @@ def test_a_shared_link_opens_its_ranking(page, store_path) -> None:
     ("params", "message"),
     [
         ({"ranking": "loudest"}, "choose one of strongest"),
-        ({"n": "5"}, "choose 10 to 500"),
+        ({"n": "5"}, "n must be an integer from 10 to 500; '5' is out of range"),
         ({"sae": "L9.resid_post"}, "choose one of L0.resid_post"),
     ],
 )
