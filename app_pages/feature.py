@@ -3,26 +3,16 @@
 Deep-linkable as `feature?sae=NAME&feature=ID`; the widgets and the URL stay in step.
 """
 
-import random
-
 import streamlit as st
 
-from explorer.analysis.descriptions import score_summary
 from explorer.analysis.feature_data import resolve_feature_request
 from explorer.errors import markdown_escaped
-from explorer.store.queries.feature import adjacent_live_feature
 from explorer.ui import cached, feature_views
 from explorer.ui import feature_cache as cache
-from explorer.ui.links import ablation_url
 from explorer.ui.params import url_value
 from explorer.ui.state import current_source, current_store, public_demo
 
 SAE_KEY, FEATURE_KEY, APPLIED_KEY = "feature_page.sae", "feature_page.feature", "feature_page.url"
-MOVES = {  # label: (icon, help)
-    "Previous": (":material/chevron_left:", "The previous feature that fires in this store"),
-    "Next": (":material/chevron_right:", "The next feature that fires in this store"),
-    "Random": (":material/shuffle:", "A random live feature"),
-}
 
 store = current_store()
 saes = store.saes()
@@ -57,41 +47,15 @@ if not 0 <= st.session_state[FEATURE_KEY] < d_sae:
     st.session_state[FEATURE_KEY] = first_live[sae]
 feature = int(feature_column.number_input("Feature", 0, d_sae - 1, step=1, key=FEATURE_KEY))
 live = cache.live_features(store, sae).tolist()
-targets = {
-    "Previous": adjacent_live_feature(store, sae, feature, -1),
-    "Next": adjacent_live_feature(store, sae, feature, 1),
-    "Random": random.choice(live) if live else None,
-}
-for column, (label, (icon, help_text)) in zip(buttons, MOVES.items(), strict=True):
-    target = targets[label]
-    column.button(
-        label,
-        icon=icon,
-        on_click=go_to,
-        args=(target,),
-        disabled=target is None,
-        help=help_text,
-        width="stretch",
-    )
+feature_views.move_buttons(buttons, store, sae, feature, live, go_to)
 st.query_params.update({"sae": sae, "feature": str(feature)})
 st.session_state[APPLIED_KEY] = (sae, str(feature))
 
 data = cache.feature_data(store, sae, feature, before, after)
 st.title(f"{markdown_escaped(sae)} · feature {feature}")
 label_line = st.empty()  # filled at the end, so a label saved below shows at once
-described = cached.descriptions(store, sae).set_index("feature").loc[feature]
-st.caption(
-    markdown_escaped(f"Automatic description ({described['kind']}): {described['description']}")
-    + "  \n"
-    + score_summary(described)
-)
-link_columns = st.columns([1, 1, 4])
-link_columns[0].link_button(
-    "Ablate or steer it", ablation_url(sae, feature), icon=":material/science:", width="stretch"
-)
-if data.neuronpedia_url:
-    link_columns[1].link_button("Open on Neuronpedia", data.neuronpedia_url, width="stretch")
-
+feature_views.show_description(cached.descriptions(store, sae).set_index("feature").loc[feature])
+feature_views.show_links(data)
 feature_views.show_metrics(data, d_sae)
 feature_views.show_responses(data, sae, feature)
 loaded = current_source()

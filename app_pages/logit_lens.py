@@ -16,9 +16,8 @@ from explorer.charts.feature import token_label
 from explorer.charts.lens import diverse_selection_chart, reverse_lookup_chart
 from explorer.errors import ExplorerError, markdown_escaped
 from explorer.store.queries.lens import MAX_OVERVIEW_TOKENS, RANKINGS, feature_ranking
-from explorer.ui import cached
 from explorer.ui import feature_cache as cache
-from explorer.ui.lens_views import show_consistency, show_feature_examples
+from explorer.ui.lens_views import show_browse, show_consistency, show_feature_examples
 from explorer.ui.loaded import loaded_sae
 from explorer.ui.params import url_int, url_radio, url_selectbox, url_text
 from explorer.ui.state import current_source, current_store
@@ -48,30 +47,7 @@ def with_overview(frame):
 
 if view == "browse":
     n_tokens = url_int("Tokens per direction", "n", 5, 1, MAX_OVERVIEW_TOKENS)
-    shown = cache.lens_overview(store, sae, n_tokens)
-    in_corpus = st.toggle(
-        "Hide tokens that never occur in the corpus",
-        value=True,
-        key="lens_page.in_corpus",
-        help="Under-trained embeddings of tokens the corpus never holds often top W_dec @ W_U.",
-    )
-    if in_corpus:
-        lists = cached.lens_in_corpus(store, sae, n_tokens)
-        shown = shown.drop(columns=["promoted", "suppressed"]).merge(lists, on="feature")
-        st.caption(
-            f"{int(lists['n_hidden'].sum()):,} of the {int(lists['n_stored'].sum()):,} stored "
-            "promoted and suppressed tokens never occur in the corpus and are hidden."
-        )
-    st.caption(
-        f"Every feature of {markdown_escaped(sae)} with the tokens its decoder direction most "
-        "promotes and suppresses (W_dec · W_U after the final layer norm's weight, as stored "
-        "at build; ␣ is a space). Sort by any column; 'open' goes to the feature's page."
-    )
-    feature_table(
-        shown.sort_values(["max_logit", "feature"], ascending=[False, True]),
-        ["feature", "promoted", "suppressed", "max_logit", "min_logit", "token_freq", "max_act"]
-        + ["label"],
-    )
+    show_browse(store, sae, n_tokens)
     st.stop()
 
 loaded = current_source()

@@ -9,12 +9,15 @@ library computed (`explorer.analysis.feature_data.FeatureData`, cached reads fro
 
 from __future__ import annotations
 
+import random
+from collections.abc import Callable
 from dataclasses import replace
+from typing import Any
 
 import pandas as pd
 import streamlit as st
 
-from explorer.analysis.descriptions import corpus_only
+from explorer.analysis.descriptions import corpus_only, score_summary
 from explorer.analysis.feature_data import FeatureData
 from explorer.charts.feature import (
     CATEGORY_MEASURES,
@@ -24,16 +27,70 @@ from explorer.charts.feature import (
     logit_lens_chart,
 )
 from explorer.charts.tokens_html import Highlight, examples_html
-from explorer.errors import ExplorerError, quoted
+from explorer.errors import ExplorerError, markdown_escaped, quoted
 from explorer.sources.source import LoadedSource, SaeHandle
 from explorer.store.queries.descriptions import corpus_token_ids
+from explorer.store.queries.feature import adjacent_live_feature
 from explorer.store.reader import Store
 from explorer.store.schema import MAX_LABEL_CHARS, MAX_NOTE_CHARS
 from explorer.ui import feature_cache as cache
+from explorer.ui.lens_views import hide_absent_tokens
+from explorer.ui.links import ablation_url
 from explorer.ui.loaded import missing_sae_message
 from explorer.ui.tables import feature_table
 
 METRIC_HELP = {"frequency rank": "1 = the most frequent of the SAE's {d_sae:,} features."}
+MOVES = {  # label: (icon, help)
+    "Previous": (":material/chevron_left:", "The previous feature that fires in this store"),
+    "Next": (":material/chevron_right:", "The next feature that fires in this store"),
+    "Random": (":material/shuffle:", "A random live feature"),
+}
+
+
+def move_buttons(
+    columns: list[Any],
+    store: Store,
+    sae: str,
+    feature: int,
+    live: list[int],
+    go_to: Callable[[int | None], None],
+) -> None:
+    """Previous / Next (the nearest live features) and Random (a live one) buttons, one per
+    column, calling `go_to` with their feature; switched off when there is none."""
+    targets = {
+        "Previous": adjacent_live_feature(store, sae, feature, -1),
+        "Next": adjacent_live_feature(store, sae, feature, 1),
+        "Random": random.choice(live) if live else None,
+    }
+    for column, (label, (icon, help_text)) in zip(columns, MOVES.items(), strict=True):
+        target = targets[label]
+        column.button(
+            label,
+            icon=icon,
+            on_click=go_to,
+            args=(target,),
+            disabled=target is None,
+            help=help_text,
+            width="stretch",
+        )
+
+
+def show_description(described: pd.Series) -> None:
+    """The automatic description (`cached.descriptions` row) and its detection score."""
+    st.caption(
+        markdown_escaped(f"Automatic description ({described['kind']}): {described['description']}")
+        + "  \n"
+        + score_summary(described)
+    )
+
+
+def show_links(data: FeatureData) -> None:
+    """Buttons to the ablation lab set to this feature and to its Neuronpedia page."""
+    columns = st.columns([1, 1, 4])
+    url = ablation_url(data.sae, data.feature)
+    columns[0].link_button("Ablate or steer it", url, icon=":material/science:", width="stretch")
+    if data.neuronpedia_url:
+        columns[1].link_button("Open on Neuronpedia", data.neuronpedia_url, width="stretch")
 
 
 def show_metrics(data: FeatureData, d_sae: int) -> None:
@@ -76,13 +133,7 @@ def show_logit_lens(
     the logit histogram over the vocabulary when the loaded source has the SAE."""
     st.subheader("Decoder logit lens")
     lens = data.logit_lens
-    in_corpus = st.toggle(
-        "Hide tokens that never occur in the corpus",
-        value=True,
-        key="feature_page.in_corpus",
-        help="Under-trained embeddings of tokens the corpus never holds often top W_dec @ W_U.",
-    )
-    if in_corpus:
+    if hide_absent_tokens("feature_page.in_corpus"):
         lens, n_hidden = corpus_only(lens, corpus_token_ids(store, lens["token_id"].tolist()))
         if n_hidden:
             st.caption(f"{n_hidden} stored tokens that never occur in the corpus are hidden.")

@@ -1,6 +1,8 @@
-"""How the logit lens page shows the next-token consistency check.
+"""How the logit lens page shows its views: the browse table and the consistency check.
 
-Owns the layout of `explorer.analysis.lens_checks` results: the summary metrics beside their
+Owns the browse table (every feature with its promoted and suppressed tokens, tokens absent
+from the corpus hidden by default: `hide_absent_tokens`, shared with the feature page) and the
+layout of `explorer.analysis.lens_checks` results: the summary metrics beside their
 random-direction baseline, the hit-rate histogram and scatter, and one feature's examples
 with the logit ranks of their activating and next tokens. The numbers come from the library.
 """
@@ -23,12 +25,49 @@ from explorer.analysis.lens_checks import (
 )
 from explorer.charts.feature import token_label
 from explorer.charts.lens import consistency_scatter, hit_rate_histogram_chart
+from explorer.errors import markdown_escaped
 from explorer.sources.unembed import unembed_directions
-from explorer.ui.tables import NUMBER, plain_table
+from explorer.store.reader import Store
+from explorer.ui import cached
+from explorer.ui import feature_cache as cache
+from explorer.ui.tables import NUMBER, feature_table, plain_table
 
 if TYPE_CHECKING:
     from sae_lens import SAE
     from transformer_lens import HookedTransformer
+
+BROWSE_COLUMNS = ["feature", "promoted", "suppressed", "max_logit", "min_logit", "token_freq",
+                  "max_act", "label"]  # fmt: skip
+
+
+def hide_absent_tokens(key: str) -> bool:
+    """The toggle hiding promoted and suppressed tokens that never occur in the corpus."""
+    return st.toggle(
+        "Hide tokens that never occur in the corpus",
+        value=True,
+        key=key,
+        help="Under-trained embeddings of tokens the corpus never holds often top W_dec @ W_U.",
+    )
+
+
+def show_browse(store: Store, sae: str, n_tokens: int) -> None:
+    """Every feature of `sae` with its `n_tokens` most promoted and suppressed tokens."""
+    shown = cache.lens_overview(store, sae, n_tokens)
+    if hide_absent_tokens("lens_page.in_corpus"):
+        lists = cached.lens_in_corpus(store, sae, n_tokens)
+        shown = shown.drop(columns=["promoted", "suppressed"]).merge(lists, on="feature")
+        st.caption(
+            f"{int(lists['n_hidden'].sum()):,} of the {int(lists['n_stored'].sum()):,} stored "
+            "promoted and suppressed tokens never occur in the corpus and are hidden."
+        )
+    st.caption(
+        f"Every feature of {markdown_escaped(sae)} with the tokens its decoder direction most "
+        "promotes and suppresses (W_dec · W_U after the final layer norm's weight, as stored "
+        "at build; ␣ is a space). Sort by any column; 'open' goes to the feature's page."
+    )
+    feature_table(
+        shown.sort_values(["max_logit", "feature"], ascending=[False, True]), BROWSE_COLUMNS
+    )
 
 
 def show_consistency(checks: pd.DataFrame, sae: str, k: int, seed: int) -> None:
