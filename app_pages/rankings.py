@@ -3,24 +3,13 @@ and the features of a concept (a category of the corpus, or a few typed examples
 
 import streamlit as st
 
-from explorer.analysis import concepts
 from explorer.analysis.rankings import MAX_RANKED, RANKINGS, rank_features
-from explorer.errors import ExplorerError, SourceError, markdown_escaped
-from explorer.store.queries.relations import categories, category_contrast
-from explorer.ui import feature_cache as cache
+from explorer.errors import markdown_escaped
+from explorer.ui import relation_views
 from explorer.ui.cached import specialists
-from explorer.ui.limits import max_text_chars
-from explorer.ui.loaded import missing_sae_message
 from explorer.ui.params import specialist_settings_sidebar, url_int, url_selectbox
-from explorer.ui.state import current_source, current_store
-from explorer.ui.tables import feature_table, features_with_chart
-
-EXAMPLES_KEY = "rankings_page.examples"
-MAX_FEATURE_INPUT = 10_000_000
-EXAMPLES_LABEL = (
-    f"Examples, one per line (at most {concepts.MAX_EXAMPLES} lines of "
-    f"{concepts.MAX_EXAMPLE_CHARS} characters)"
-)
+from explorer.ui.state import current_store
+from explorer.ui.tables import feature_table
 
 st.title("Rankings and relations")
 store = current_store()
@@ -40,82 +29,10 @@ ranked = rank_features(frequency, ranking, count, table)
 feature_table(ranked, ranked.columns.drop("sae").tolist())
 
 st.subheader("Co-activation")
-feature_column, level_column, k_column = st.columns(3)
-feature = feature_column.number_input(
-    "Feature",
-    min_value=0,
-    max_value=MAX_FEATURE_INPUT,
-    value=int(ranked["feature"].iloc[0]) if len(ranked) else 0,
-    step=1,
-    key=f"rankings_page.feature.{sae}",
-)
-level = level_column.radio(
-    "Fire together on the same", ["token", "text"], horizontal=True, key="rankings_page.level"
-)
-k = k_column.slider("Co-firing features shown", 5, 50, 15, key="rankings_page.k")
-try:
-    feature = store.check_feature(sae, int(feature))
-except ExplorerError as error:
-    st.error(str(error))
-else:
-    st.caption(
-        f"Features of {markdown_escaped(sae)} that fire on the same {markdown_escaped(level)}s as "
-        f"feature {feature}, by Jaccard similarity (both / either)."
-    )
-    features_with_chart(
-        cache.co_firing(store, sae, feature, k, level),
-        ["feature", "jaccard", "n_both", "n_active"],
-        ("jaccard", "Jaccard similarity", {"n_both": f"{level}s together"}),
-        f"Feature {feature} of {markdown_escaped(sae)} never fires with another feature on "
-        "this corpus.",
-        side_by_side=True,
-    )
-
+relation_views.show_co_firing(store, sae, int(ranked["feature"].iloc[0]) if len(ranked) else 0)
 st.subheader("Features for a concept")
 from_category, from_examples = st.tabs(["From a category", "From typed examples"])
 with from_category:
-    category = st.selectbox("Category", categories(store), key="rankings_page.category")
-    contrast = category_contrast(store, sae, category)
-    concept = concepts.category_concept(contrast, count).assign(sae=sae)
-    st.caption(
-        "Score = (mean text activation in the category - mean outside) x AUROC of the text "
-        "activation, one vs rest; from the store's per-category tables."
-    )
-    features_with_chart(
-        concept,
-        concept.columns.drop("sae").tolist(),
-        ("concept_score", "concept score", {"auroc": "AUROC"}),
-        f"No feature of {markdown_escaped(sae)} fires more on {markdown_escaped(category)} "
-        "texts than on the others.",
-    )
-
+    relation_views.show_category_concept(store, sae, count)
 with from_examples:
-    with st.form("concept_examples"):
-        limit = max_text_chars(concepts.MAX_EXAMPLES * (concepts.MAX_EXAMPLE_CHARS + 1))
-        text = st.text_area(
-            EXAMPLES_LABEL, max_chars=limit, height=160, key="rankings_page.examples_text"
-        )
-        if st.form_submit_button("Find features"):
-            st.session_state[EXAMPLES_KEY] = text
-    if EXAMPLES_KEY in st.session_state:
-        try:
-            lines = concepts.parse_examples(st.session_state[EXAMPLES_KEY])
-            loaded = current_source()
-            if loaded.handle_for(store.sae(sae)) is None:
-                raise SourceError(missing_sae_message(store, sae, "typed examples need it"))
-            texts = [cache.typed_text(loaded, sae, line) for line in lines]
-            acts, n_tokens = concepts.stack_examples(texts)
-            found = concepts.example_concept(acts, n_tokens, frequency, count).assign(sae=sae)
-        except ExplorerError as error:
-            st.error(str(error))
-        else:
-            st.caption(
-                f"{len(lines)} examples, {n_tokens} tokens. Score = mean activation per token "
-                "on the examples x ln(that mean / the corpus mean per token)."
-            )
-            features_with_chart(
-                found,
-                found.columns.drop("sae").tolist(),
-                ("concept_score", "concept score", {"lift": "lift"}),
-                "No feature fires more on these examples than on the corpus.",
-            )
+    relation_views.show_example_concept(store, sae, count, frequency)

@@ -7,7 +7,7 @@ import streamlit as st
 
 from explorer.analysis.descriptions import search_descriptions
 from explorer.charts.feature import token_label
-from explorer.errors import ExplorerError
+from explorer.errors import ExplorerError, markdown_escaped
 from explorer.live.text import TEXT_RANKINGS, rank_text_features, with_share_of_max
 from explorer.store.queries import search as queries
 from explorer.ui import cached
@@ -65,11 +65,8 @@ else:
     by = url_radio("Rank features by", "rank_by", TEXT_RANKINGS, default="max")
     n = url_int("Features per SAE", "n", 20, 1, 200)
     text = st.text_area("Text", key=TEXT_KEY, max_chars=max_text_chars(), height=120)
-    searched = [
-        name
-        for name in saes["sae"]
-        if (sae is None or name == sae) and loaded.handle_for(store.sae(name)) is not None
-    ]
+    chosen_saes = saes["sae"].tolist() if sae is None else [sae]
+    searched = [name for name in chosen_saes if loaded.handle_for(store.sae(name))]
     if not searched:
         st.info("The loaded source has none of the chosen SAEs: load the store's source.")
         st.stop()
@@ -81,9 +78,9 @@ else:
             ranked = rank_text_features(cache.typed_text(loaded, name, text), by, n)
             corpus_max = cache.feature_scales(store, name, ranked["feature"].tolist())
             ranked["peak_token"] = ranked["peak_token"].map(token_label)
-            st.markdown(f"**{name}**")
+            st.markdown(f"**{markdown_escaped(name)}**")
             if ranked.empty:
-                st.info(f"No feature of {name} fires on this text.")
+                st.info(f"No feature of {markdown_escaped(name)} fires on this text.")
             else:
                 shown = with_share_of_max(ranked, corpus_max)
                 feature_table(shown, COLUMNS["text"], max=NUMBER("max", format="%.3f"))
