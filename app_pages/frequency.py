@@ -5,23 +5,27 @@ from functools import partial
 import streamlit as st
 
 from explorer.analysis.frequency import (
+    answers_by_measure,
     default_rank_ranges,
     frequency_histogram,
-    frequency_specialization_correlation,
     frequency_summary,
     kind_by_frequency_band,
     parse_rank_ranges,
+    rank_band_chance,
     rank_band_counts,
 )
-from explorer.analysis.specialists import MEASURES
+from explorer.analysis.specialists import MEASURE_INFO, MEASURES
+from explorer.charts.frequency import rho_by_measure_chart
 from explorer.charts.specialists import (
     frequency_histogram_chart,
     frequency_scatter,
     kind_share_chart,
 )
-from explorer.ui.cached import specialists
+from explorer.ui.cached import chance_baseline, specialists
 from explorer.ui.params import specialist_settings_sidebar, url_radio, url_selectbox, url_text
 from explorer.ui.state import current_store
+
+SEED_BANDS = "most frequent 200 and the rarest 112"
 
 st.title("Frequency vs specialization")
 store = current_store()
@@ -47,24 +51,74 @@ features = result.features[result.features["sae"] == sae]
 score_title = MEASURES[settings.measure]
 
 summary = frequency_summary(features)
-correlation = frequency_specialization_correlation(features)
+answers = answers_by_measure(result.table, features, settings, d_sae)
+chosen = answers.set_index("measure").loc[settings.measure]
+st.markdown(f"**{chosen['conclusion']}**", help=MEASURE_INFO[settings.measure].help)
 columns = st.columns(5)
 columns[0].metric("features", f"{summary['n_features']:,}")
 columns[1].metric("dead", f"{summary['n_dead']:,}")
 columns[2].metric(
     "specialists", f"{summary['n_specialists']:,} ({summary['pct_specialists']:.1f}%)"
 )
-columns[3].metric("Spearman rho", f"{correlation['rho']:.3f}")
-columns[4].metric("p-value", f"{correlation['p_value']:.2g}")
+columns[3].metric("Spearman rho", f"{chosen['rho']:.3f}")
+columns[4].metric("p-value", f"{chosen['p_value']:.2g}")
 st.caption(
     f"Spearman correlation of token frequency with the best score ({score_title}) over "
-    f"{correlation['n']:,} features that fire. Median frequency rank: specialists "
-    f"{summary['median_rank_specialists']:.0f}, general {summary['median_rank_general']:.0f}."
+    f"{chosen['n']:,} features that fire and have a tested cell. Median frequency rank: "
+    f"specialists {summary['median_rank_specialists']:.0f}, general "
+    f"{summary['median_rank_general']:.0f}. Definitions: docs/methods.md#frequency-vs-"
+    "specialization."
 )
+
+st.subheader("The answer under each measure")
+st.caption(
+    "Each measure's own thresholds, test and FDR (the other sidebar settings unchanged) on the "
+    f"same tested cells. Specialists among the live features of the {SEED_BANDS} frequency "
+    "ranks, as the notebooks compared them. A negative rho: rarer features score higher."
+)
+st.altair_chart(rho_by_measure_chart(answers), width="stretch")
+st.dataframe(
+    answers[["name", "rho", "p_value", "n", "n_specialists", "pct_top", "pct_bottom",
+             "conclusion"]],
+    hide_index=True,
+    column_config={
+        "name": st.column_config.TextColumn("measure"),
+        "rho": st.column_config.NumberColumn("Spearman rho", format="%+.3f"),
+        "p_value": st.column_config.NumberColumn("p-value", format="%.2g"),
+        "n": st.column_config.NumberColumn("features scored"),
+        "n_specialists": st.column_config.NumberColumn("specialists"),
+        "pct_top": st.column_config.NumberColumn(
+            f"% specialists, ranks {answers['top'].iloc[0]}", format="%.1f"
+        ),
+        "pct_bottom": st.column_config.NumberColumn(
+            f"% specialists, ranks {answers['bottom'].iloc[0]}", format="%.1f"
+        ),
+        "conclusion": st.column_config.TextColumn("answer", width="large"),
+    },
+)  # fmt: skip
 
 st.altair_chart(frequency_scatter(features, x_axis, score_title), width="stretch")
 
 st.subheader("Kinds per rank range")
+null = chance_baseline(store, settings)
+chance = rank_band_chance(features, ranges, null.by_band)
+st.caption(
+    f"Specialists under {score_title} against a label-permutation null ({null.permutations} "
+    "seeded shuffles of the categories within each family, the same tests and thresholds; "
+    "docs/methods.md#chance-baseline): a range beats chance when it holds more specialists "
+    "than the null's 95th percentile."
+)
+st.dataframe(
+    chance,
+    hide_index=True,
+    column_config={
+        "n_live": st.column_config.NumberColumn("live features"),
+        "n_specialists": st.column_config.NumberColumn("specialists"),
+        "chance_mean": st.column_config.NumberColumn("by chance (mean)", format="%.2f"),
+        "chance_p95": st.column_config.NumberColumn("by chance (95th pct)", format="%.1f"),
+        "beats_chance": st.column_config.CheckboxColumn("beats chance"),
+    },
+)
 bands = rank_band_counts(features, ranges)
 st.dataframe(
     bands,

@@ -6,21 +6,43 @@ token_freq, n_active_tokens, best_score, is_specialist, kind, ...): rank ranges 
 user ("50-200, 400-512") and the kind counts per range, kind shares per frequency decade,
 the Spearman correlation of frequency with the specialist score, the density histogram of
 log frequency with dead features counted, summary statistics, the strongest features and
-the coverage of the most frequent one. Pure pandas/scipy; no SQL, no drawing.
+the coverage of the most frequent one.
+
+Also the answer under every measure at once (`answers_by_measure`): each measure's decision
+(`explorer.analysis.specialists.decide`) re-applied to the one table of tested cells, which
+holds every measure and the test's p-value, so no measure is recomputed; per measure the
+Spearman rho (and p) of token frequency against the feature's best score, and the share of
+specialists among the most frequent and the rarest features (`seed_rank_ranges`: the
+notebooks' top 200 and bottom 112 by frequency rank); `conclusion` words the answer from the
+numbers. The chance column of the rank ranges comes from a label-permutation null
+(`explorer.analysis.controls.ChanceBaseline.by_band`), passed in. Pure pandas/scipy; no SQL,
+no drawing.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
 from scipy import stats as scipy_stats
 
-from explorer.analysis.specialists import DEAD, KINDS
+from explorer.analysis.specialists import (
+    DEAD,
+    FEATURE_KEYS,
+    KINDS,
+    MEASURES,
+    Measure,
+    SpecialistSettings,
+    decide,
+)
 from explorer.errors import InputError, quoted
 
 MAX_RANK_RANGES = 12
+SEED_TOP, SEED_BOTTOM = 200, 112  # the notebooks' rank ranges: most frequent and rarest
+ALPHA = 0.05  # a correlation with p below this is reported as a direction
 CORE_KINDS = ("general", "operation", "value", "operation + value")
 _RANGE = re.compile(r"^\s*(\d+)\s*(?:-\s*(\d+)\s*)?$")
 
@@ -202,3 +224,122 @@ def most_frequent_coverage(features: pd.DataFrame, table: pd.DataFrame) -> pd.Da
     coverage.columns.name = None
     merged = top.merge(coverage, on=["sae", "feature"], how="left")
     return merged.sort_values(["layer", "sae"], ignore_index=True)
+
+
+# --- the answer under every measure ---------------------------------------------------------
+
+
+def seed_rank_ranges(d_sae: int) -> list[tuple[int, int]]:
+    """The notebooks' frequency-rank ranges: the `SEED_TOP` most frequent and the
+    `SEED_BOTTOM` rarest features (each cut to the SAE's size; they may overlap on a small
+    SAE)."""
+    return [(1, min(SEED_TOP, d_sae)), (max(1, d_sae - SEED_BOTTOM + 1), d_sae)]
+
+
+def features_under_measure(
+    table: pd.DataFrame, features: pd.DataFrame, settings: SpecialistSettings, measure: Measure
+) -> pd.DataFrame:
+    """`features` (sae, feature, token_freq, freq_rank, n_active_tokens, ...) with best_score
+    and is_specialist as `measure` would give them with the other `settings` unchanged: the
+    measure's decision on `table` (`Specialists.table`, every tested cell with every measure
+    and the p-value); best_score is the score of the feature's best cell (specialist cells
+    first, then the highest score), NaN without a tested cell."""
+    chosen = replace(settings, measure=measure)
+    cells = table.copy()
+    cells["support"] = cells["strong_in" if measure == "score" else "n_texts_active"]
+    cells = decide(cells, chosen)
+    best = (
+        cells.sort_values(
+            [*FEATURE_KEYS, "is_specialist", "score"], ascending=[True, True, False, False]
+        )
+        .drop_duplicates(FEATURE_KEYS)[[*FEATURE_KEYS, "score", "is_specialist"]]
+        .rename(columns={"score": "best_score"})
+    )
+    base = features.drop(columns=["best_score", "is_specialist"], errors="ignore")
+    merged = base.merge(best, on=FEATURE_KEYS, how="left")
+    merged["is_specialist"] = merged["is_specialist"].fillna(False).astype(bool)
+    return merged
+
+
+def specialist_share(features: pd.DataFrame, first: int, last: int) -> float:
+    """Percentage of the live features with frequency rank in [first, last] that are
+    specialists (NaN when the range holds no live feature)."""
+    inside = features[features["freq_rank"].between(first, last) & (features["token_freq"] > 0)]
+    return 100.0 * float(inside["is_specialist"].mean()) if len(inside) else float("nan")
+
+
+def conclusion(measure: Measure, rho: float, p_value: float, alpha: float = ALPHA) -> str:
+    """The answer one measure gives, in words, from Spearman's rho of token frequency
+    against the measure's best score and its p-value."""
+    name = MEASURES[measure]
+    if np.isnan(rho):
+        return f"Under {name}, too few scored features to tell."
+    numbers = f"rho = {rho:+.2f}, p = {p_value:.2g}"
+    if p_value >= alpha:
+        return f"Under {name}, no monotone relation between frequency and score: {numbers}."
+    if rho < 0:
+        return f"Under {name}, rarer features score as more specialised: {numbers}."
+    return f"Under {name}, more frequent features score as more specialised: {numbers}."
+
+
+def answers_by_measure(
+    table: pd.DataFrame, features: pd.DataFrame, settings: SpecialistSettings, d_sae: int
+) -> pd.DataFrame:
+    """One row per measure of `MEASURES` for one SAE's `features` (`table`: every tested cell
+    of every SAE, as `load_specialists` decides over all of them):
+    measure, name, rho, p_value, n (features that fire and have a tested cell),
+    n_specialists, pct_top and pct_bottom (specialists among the live features of the two
+    `seed_rank_ranges`), top and bottom (those ranges as "1-200"), conclusion."""
+    rows = []
+    (top_first, top_last), (bottom_first, bottom_last) = seed_rank_ranges(d_sae)
+    for measure in MEASURES:
+        # the decision over every SAE's cells: BH q-values are over all tested cells
+        under = features_under_measure(table, features, settings, measure)
+        correlation = frequency_specialization_correlation(under)
+        rows.append(
+            {
+                "measure": measure,
+                "name": MEASURES[measure],
+                "rho": correlation["rho"],
+                "p_value": correlation["p_value"],
+                "n": correlation["n"],
+                "n_specialists": int(under["is_specialist"].sum()),
+                "pct_top": specialist_share(under, top_first, top_last),
+                "pct_bottom": specialist_share(under, bottom_first, bottom_last),
+                "top": f"{top_first}-{top_last}",
+                "bottom": f"{bottom_first}-{bottom_last}",
+                "conclusion": conclusion(measure, correlation["rho"], correlation["p_value"]),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+ChanceByBand = Callable[[pd.DataFrame], pd.DataFrame]  # (sae, feature, band) -> band, chance_*
+
+
+def rank_band_chance(
+    features: pd.DataFrame, ranges: list[tuple[int, int]], chance_by_band: ChanceByBand
+) -> pd.DataFrame:
+    """Per rank range: band, n_live, n_specialists (live features of the range that are
+    specialists), chance_mean and chance_p95 (specialists of the range by chance, from
+    `chance_by_band`, e.g. `ChanceBaseline.by_band`) and beats_chance (observed above the
+    95th percentile). Each range is asked on its own, so ranges may overlap."""
+    rows = []
+    for first, last in ranges:
+        inside = features[features["freq_rank"].between(first, last) & (features["token_freq"] > 0)]
+        band = f"{first}-{last}"
+        chance = chance_by_band(inside[FEATURE_KEYS].assign(band=band)).set_index("band")
+        mean = float(chance["chance_mean"].get(band, 0.0))
+        p95 = float(chance["chance_p95"].get(band, 0.0))
+        observed = int(inside["is_specialist"].sum())
+        rows.append(
+            {
+                "band": band,
+                "n_live": len(inside),
+                "n_specialists": observed,
+                "chance_mean": mean,
+                "chance_p95": p95,
+                "beats_chance": observed > p95,
+            }
+        )
+    return pd.DataFrame(rows)

@@ -1,14 +1,20 @@
 """Frequency vs specialization page: summary, correlation and rank-range counts equal the
-library's for the SAE, ranges and thresholds chosen in the sidebar or the URL."""
+library's for the SAE, ranges and thresholds chosen in the sidebar or the URL; the answer under
+each measure equals scipy's Spearman rho over a full recomputation of the specialists under
+that measure, with the computed conclusion naming the measure; the chance column of the rank
+ranges equals a pandas count of the permutation null's hits."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
+from scipy import stats
 from streamlit.testing.v1 import AppTest
 
+from explorer.analysis.controls import load_chance_baseline
 from explorer.analysis.frequency import (
     default_rank_ranges,
     frequency_specialization_correlation,
@@ -16,11 +22,67 @@ from explorer.analysis.frequency import (
     parse_rank_ranges,
     rank_band_counts,
 )
-from explorer.analysis.specialists import SpecialistSettings, load_specialists
+from explorer.analysis.specialists import MEASURES, SpecialistSettings, load_specialists
 from explorer.store.reader import Store
 
 PAGE = str(Path(__file__).resolve().parents[2] / "app_pages" / "frequency.py")
 D_SAE = 128  # the tiny preset's SAEs
+
+
+def table_with(at: AppTest, column: str) -> pd.DataFrame:
+    """The one dataframe of the page that has `column`."""
+    (table,) = [frame.value for frame in at.dataframe if column in frame.value.columns]
+    return table
+
+
+def assert_answers(at: AppTest, store: Store, sae: str, **settings) -> pd.DataFrame:
+    """Each measure's row: Spearman rho and p from scipy over the features of a separate
+    `load_specialists` run under that measure; the specialist shares of ranks 1-128 (the SAE
+    is smaller than 200) and 17-128 (the rarest 112) counted with pandas."""
+    shown = table_with(at, "conclusion").reset_index(drop=True)
+    assert shown["name"].tolist() == list(MEASURES.values())
+    for i, measure in enumerate(MEASURES):
+        under = load_specialists(store, SpecialistSettings(**{**settings, "measure": measure}))
+        features = under.features[under.features["sae"] == sae]
+        scored = features[(features["token_freq"] > 0) & features["best_score"].notna()]
+        rho, p_value = stats.spearmanr(scored["token_freq"], scored["best_score"])
+        row = shown.iloc[i]
+        assert row["rho"] == pytest.approx(rho, abs=1e-9)
+        assert row["p_value"] == pytest.approx(p_value, rel=1e-6)
+        assert row["n"] == len(scored)
+        assert row["n_specialists"] == int(features["is_specialist"].sum())
+        live = features[features["token_freq"] > 0]
+        for column, (first, last) in (("pct_top", (1, D_SAE)), ("pct_bottom", (17, D_SAE))):
+            inside = live[live["freq_rank"].between(first, last)]
+            assert row[column] == pytest.approx(100 * inside["is_specialist"].mean())
+        assert row["conclusion"].startswith(f"Under {MEASURES[measure]}, ")
+        assert f"rho = {rho:+.2f}" in row["conclusion"]
+        if p_value < 0.05:
+            word = "rarer" if rho < 0 else "more frequent"
+            assert f"{word} features score as more specialised" in row["conclusion"]
+    return shown
+
+
+def assert_chance(at: AppTest, store: Store, features: pd.DataFrame, ranges, **settings) -> None:
+    """Per range: live features, specialists and the null's mean and 95th percentile of the
+    range's features called by chance in each permutation (zeros counted)."""
+    null = load_chance_baseline(store, SpecialistSettings(**settings))
+    shown = table_with(at, "beats_chance").reset_index(drop=True)
+    assert shown["band"].tolist() == [f"{first}-{last}" for first, last in ranges]
+    for row, (first, last) in zip(shown.itertuples(), ranges, strict=True):
+        live = features[features["freq_rank"].between(first, last) & (features["token_freq"] > 0)]
+        hits = null.hits[
+            null.hits["sae"].isin(live["sae"]) & null.hits["feature"].isin(live["feature"])
+        ]
+        per_perm = (
+            hits.drop_duplicates(["feature", "perm"]).groupby("perm").size()
+            .reindex(range(null.permutations), fill_value=0)
+        )  # fmt: skip
+        assert row.n_live == len(live)
+        assert row.n_specialists == int(live["is_specialist"].sum())
+        assert row.chance_mean == pytest.approx(per_perm.mean())
+        assert row.chance_p95 == pytest.approx(np.quantile(per_perm, 0.95))
+        assert row.beats_chance == (row.n_specialists > row.chance_p95)
 
 
 def assert_page_shows(
@@ -32,6 +94,13 @@ def assert_page_shows(
     features = features[features["sae"] == sae]
     summary = frequency_summary(features)
     correlation = frequency_specialization_correlation(features)
+    with Store.open(store_path) as store:
+        answers = assert_answers(at, store, sae, **settings)
+        ranges_parsed = parse_rank_ranges(ranges or default_rank_ranges(D_SAE), D_SAE)
+        assert_chance(at, store, features, ranges_parsed, **settings)
+    chosen = SpecialistSettings(**settings).measure
+    conclusion = answers.set_index(answers["name"]).loc[MEASURES[chosen], "conclusion"]
+    assert any(conclusion in block.value for block in at.markdown)
     shown = {metric.label: metric.value for metric in at.metric}
     assert shown == {
         "features": f"{D_SAE}",
@@ -43,7 +112,7 @@ def assert_page_shows(
     bands = rank_band_counts(
         features, parse_rank_ranges(ranges or default_rank_ranges(D_SAE), D_SAE)
     )
-    pd.testing.assert_frame_equal(at.dataframe[0].value, bands, check_dtype=False)
+    pd.testing.assert_frame_equal(table_with(at, "n_features"), bands, check_dtype=False)
     return bands
 
 
@@ -88,8 +157,8 @@ def test_a_shared_link_opens_its_view(page, store_path) -> None:
 @pytest.mark.parametrize(
     ("params", "message"),
     [
-        ({"ranks": "5-1"}, "first <= last"),
-        ({"ranks": "1-999"}, "<= 128"),
+        ({"ranks": "5-1"}, "Rank range 5-1 must satisfy"),
+        ({"ranks": "1-999"}, "Rank range 1-999 must satisfy"),
         ({"sae": "L9.resid_post"}, "choose one of L0.resid_post"),
         ({"x": "loudness"}, "choose one of token_freq"),
         ({"strong_threshold": "1.5"}, "strong_mode 'absolute'"),

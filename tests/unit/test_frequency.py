@@ -1,4 +1,6 @@
-"""Frequency vs specialization: rank ranges, bands, correlation, histogram and rankings.
+"""Frequency vs specialization: rank ranges, bands, correlation, histogram and rankings; the
+answer under every measure (against a full run of the specialists under each, on the planted
+store of `test_rankings`), its wording, and the chance per rank range against a planted null.
 
 The features table is built by hand (the shape `classify_features` returns) with a known
 layout: 40 features of one SAE whose frequency falls with the rank, the rarest ones
@@ -7,13 +9,19 @@ specialised, four dead; each number is checked against a direct count or scipy.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pandas as pd
 import pytest
 from scipy import stats
 
+from explorer.analysis.controls import ChanceBaseline
 from explorer.analysis.frequency import (
+    answers_by_measure,
+    conclusion,
     default_rank_ranges,
+    features_under_measure,
     frequency_band,
     frequency_histogram,
     frequency_specialization_correlation,
@@ -21,11 +29,14 @@ from explorer.analysis.frequency import (
     kind_by_frequency_band,
     most_frequent_coverage,
     parse_rank_ranges,
+    rank_band_chance,
     rank_band_counts,
+    seed_rank_ranges,
     strongest_features,
 )
-from explorer.analysis.specialists import DEAD
+from explorer.analysis.specialists import DEAD, MEASURES, SpecialistSettings, load_specialists
 from explorer.errors import InputError
+from explorer.store.reader import Store
 
 N_FEATURES = 40
 
@@ -188,3 +199,101 @@ def test_strongest_features_and_coverage_of_the_most_frequent() -> None:
         ["s0", top_feature, 1.0, 0.25],
         ["s1", top_feature, 0.2, 1.0],
     ]
+
+
+# --- the answer under every measure ---------------------------------------------------------
+
+
+def test_seed_rank_ranges_are_the_notebooks_top_200_and_bottom_112() -> None:
+    assert seed_rank_ranges(1024) == [(1, 200), (913, 1024)]
+    assert seed_rank_ranges(16384) == [(1, 200), (16273, 16384)]
+    assert seed_rank_ranges(128) == [(1, 128), (17, 128)]  # cut to a small SAE
+
+
+@pytest.mark.parametrize(
+    ("rho", "p_value", "words"),
+    [
+        (-0.44, 1e-40, "rarer features score as more specialised: rho = -0.44, p = 1e-40"),
+        (0.57, 1e-80, "more frequent features score as more specialised: rho = +0.57"),
+        (-0.44, 0.2, "no monotone relation between frequency and score: rho = -0.44, p = 0.2"),
+        (float("nan"), float("nan"), "too few scored features to tell"),
+    ],
+)
+def test_the_conclusion_is_worded_from_the_numbers_and_names_its_measure(
+    rho: float, p_value: float, words: str
+) -> None:
+    sentence = conclusion("auroc", rho, p_value)
+    assert sentence.startswith(f"Under {MEASURES['auroc']}, ") and words in sentence
+
+
+def test_rank_band_chance_counts_live_specialists_against_the_null() -> None:
+    features = make_features()
+    live = features[features["token_freq"] > 0]
+    ranks = live.set_index("freq_rank")["feature"]
+    # the null calls rank 30's feature in every one of 10 permutations and rank 35's in 3
+    hits = pd.DataFrame(
+        {
+            "sae": "s0",
+            "feature": [ranks[30]] * 10 + [ranks[35]] * 3,
+            "family": "f",
+            "category": "addition",
+            "perm": list(range(10)) + [0, 1, 2],
+        }
+    )
+    null = ChanceBaseline(
+        hits,
+        10,
+        pd.DataFrame({"sae": ["s0"], "layer": [0]}),
+        pd.DataFrame({"family": ["f"], "category": ["addition"]}),
+    )
+    table = rank_band_chance(features, [(1, 20), (21, 40), (29, 36)], null.by_band)
+    assert table["band"].tolist() == ["1-20", "21-40", "29-36"]
+    assert table["n_live"].tolist() == [20, 16, 8]  # ranks 37-40 are dead
+    specialists = features.loc[features["is_specialist"], "freq_rank"]
+    assert table["n_specialists"].tolist() == [
+        int(specialists.between(1, 20).sum()),
+        int(specialists.between(21, 40).sum()),
+        int(specialists.between(29, 36).sum()),
+    ]
+    per_perm = np.array([2, 2, 2] + [1] * 7)  # features of 21-40 called in each permutation
+    assert table["chance_mean"].tolist() == pytest.approx([0.0, per_perm.mean(), per_perm.mean()])
+    assert table["chance_p95"].tolist() == pytest.approx(
+        [0.0, np.quantile(per_perm, 0.95), np.quantile(per_perm, 0.95)]
+    )
+    assert table["beats_chance"].tolist() == [False, True, True]
+
+
+@pytest.fixture(scope="module")
+def planted_store(tmp_path_factory: pytest.TempPathFactory) -> Store:
+    from tests.unit.test_rankings import make_planted
+    from tests.unit.test_specialists import write_planted
+
+    path = tmp_path_factory.mktemp("frequency") / "planted.duckdb"
+    write_planted(path, make_planted())
+    with Store.open(path) as store:
+        yield store
+
+
+@pytest.mark.parametrize("measure", list(MEASURES))
+def test_each_measure_from_one_table_equals_a_full_run_under_it(
+    planted_store: Store, measure: str
+) -> None:
+    settings = SpecialistSettings(min_support=3)
+    base = load_specialists(planted_store, settings)
+    under = features_under_measure(base.table, base.features, settings, measure)
+    full = load_specialists(planted_store, replace(settings, measure=measure)).features
+    merged = under.merge(full, on=["sae", "feature"], suffixes=("", "_full"))
+    assert len(merged) == len(full)
+    pd.testing.assert_series_equal(
+        merged["best_score"], merged["best_score_full"], check_names=False
+    )
+    assert merged["is_specialist"].tolist() == merged["is_specialist_full"].tolist()
+    sae = full["sae"].iloc[0]
+    answers = answers_by_measure(
+        base.table, base.features[base.features["sae"] == sae], settings, d_sae=8
+    ).set_index("measure")
+    expected = frequency_specialization_correlation(full[full["sae"] == sae])
+    assert answers.at[measure, "rho"] == pytest.approx(expected["rho"], nan_ok=True)
+    assert answers.at[measure, "n_specialists"] == int(
+        full.loc[full["sae"] == sae, "is_specialist"].sum()
+    )
