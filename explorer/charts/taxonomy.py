@@ -90,7 +90,7 @@ def enrichment_scatter(features: pd.DataFrame, n_total: int) -> alt.Chart:
     )[["sae", "feature", "label", "n_active_tokens", "max_enrichment", "max_token", "top_tokens",
        "p_value", "ceiling", "of_ceiling", "href"]]  # fmt: skip
     ceiling = (
-        alt.Chart(ceiling_line(n_total, features["n_active_tokens"]))
+        alt.Chart(ceiling_line(n_total, data["n_active_tokens"]))
         .mark_line(strokeDash=[4, 4], color="#555555")
         .encode(
             x=alt.X("n_active_tokens:Q", scale=alt.Scale(type="log")),
