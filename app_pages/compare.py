@@ -3,8 +3,10 @@
 import streamlit as st
 
 from explorer.analysis.compare import QUALITY_METRICS, compare_saes, quality_sample_note
+from explorer.analysis.descriptions import compare_scores
 from explorer.analysis.specialists import MEASURES, category_matrix
 from explorer.charts.compare import quality_chart, specialists_per_category_chart
+from explorer.ui import cached
 from explorer.ui.cached import specialists
 from explorer.ui.params import specialist_settings_sidebar
 from explorer.ui.state import current_store
@@ -26,6 +28,22 @@ COLUMNS = {
     "spearman_rho": NUMBER("Spearman rho (freq vs score)", format="%.3f"),
     "spearman_p": NUMBER("p-value", format="%.2g"),
     "max_score": NUMBER("max score", format="%.3g"),
+}
+
+SCORE_COLUMNS = {
+    "n_live": NUMBER("live features", format="%d"),
+    "n_scored": NUMBER("scored", format="%d"),
+    **{
+        name: NUMBER(title, format="%.2f")
+        for name, title in [
+            ("f1_mean", "F1 mean"),
+            ("f1_q25", "F1 25%"),
+            ("f1_median", "F1 median"),
+            ("f1_q75", "F1 75%"),
+            ("balanced_accuracy_mean", "balanced accuracy mean"),
+        ]
+    },
+    "f1_at_least_half": NUMBER("share with F1 >= 0.5", format="percent"),
 }
 
 st.title("Compare SAEs")
@@ -50,6 +68,15 @@ with st.expander("Numbers"):
         matrix.pivot(index="category", columns="sae", values="n_specialists"),
         column_order=comparison["sae"].tolist(),
     )
+
+st.subheader("Description scores per SAE")
+st.caption(
+    "How well each live feature's automatic description (its tokens, made from half of the "
+    "corpus's texts) predicts where it fires on the other half: F1, with balanced accuracy "
+    "(chance 0.5). Definitions: docs/methods.md, section Feature descriptions."
+)
+described = {name: cached.descriptions(store, name) for name in store.saes()["sae"]}
+st.dataframe(compare_scores(described), hide_index=True, column_config=SCORE_COLUMNS)
 
 st.subheader("Quality per SAE")
 st.caption(

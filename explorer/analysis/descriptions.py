@@ -548,12 +548,13 @@ def search_descriptions(described: pd.DataFrame, text: str, limit: int = 200) ->
 
 def score_distribution(scores: pd.DataFrame) -> dict[str, float]:
     """n_live, n_scored, and the scored features' F1 and balanced accuracy: mean, quartiles,
-    and the share with F1 >= 0.5 (NaN without a scored feature)."""
-    scored = scores[scores["scored"]]
+    and the share with F1 >= 0.5 (NaN without a scored feature). `scores` is `load_scores`
+    or `described_features` (whose dead features have no held_active)."""
+    scored = scores[scores["scored"].astype(bool)]
     f1 = scored["f1"]
     quantiles = [math.nan] * 3 if scored.empty else f1.quantile([0.25, 0.5, 0.75]).tolist()
     return {
-        "n_live": len(scores),
+        "n_live": int(scores["held_active"].notna().sum()),
         "n_scored": len(scored),
         "f1_mean": float(f1.mean()) if len(f1) else math.nan,
         "f1_q25": quantiles[0],
@@ -564,6 +565,13 @@ def score_distribution(scores: pd.DataFrame) -> dict[str, float]:
             float(scored["balanced_accuracy"].mean()) if len(f1) else math.nan
         ),
     }
+
+
+def compare_scores(described: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """One row per SAE (in the given order): sae and its `score_distribution`."""
+    return pd.DataFrame(
+        [{"sae": sae, **score_distribution(table)} for sae, table in described.items()]
+    )
 
 
 def corpus_only(lens: pd.DataFrame, corpus_token_ids: set[int]) -> tuple[pd.DataFrame, int]:

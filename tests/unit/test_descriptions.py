@@ -271,6 +271,15 @@ def test_rankings_by_score_order_scored_features_only(described: pd.DataFrame) -
     assert set(worst["feature"]) == set(table.loc[table["scored"], "feature"])  # no dead one
 
 
+def test_score_distribution_counts_live_and_scored_features(described: pd.DataFrame) -> None:
+    table = described.reset_index(drop=True)
+    row = describe.compare_scores({"s": table}).iloc[0]
+    scored = table.loc[table["scored"], "f1"]
+    assert (row["sae"], row["n_live"], row["n_scored"]) == ("s", 6, len(scored))
+    assert row["f1_median"] == pytest.approx(scored.median())
+    assert row["f1_at_least_half"] == pytest.approx((scored >= 0.5).mean())
+
+
 def test_search_refuses_empty_and_long_texts(described: pd.DataFrame) -> None:
     with pytest.raises(InputError, match="empty"):
         describe.search_descriptions(described, "  ")
