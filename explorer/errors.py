@@ -60,22 +60,26 @@ def decimal_int(text: str) -> int | None:
     return INT_CAP if len(text.lstrip("0")) > 18 else int(text)
 
 
-def bounded_int(name: str, value: object, low: int | None, high: int | None = None) -> int:
+def bounded_int(
+    name: str, value: object, low: int | None, high: int | None = None, *, text: bool = True
+) -> int:
     """`value` as an int from `low` to `high` (None: no bound that side), or an `InputError`
     in the one wording every whole-number setting uses: "{name} must be an integer from {low}
     to {high}; {value} is not one." (or "... is out of range."). `value` is an int (numpy ints
     too, not a bool) or text: ASCII digits with an optional leading minus and surrounding
-    spaces; unicode digits, signs elsewhere, decimals, exponents and empty text are refused."""
+    spaces; unicode digits, signs elsewhere, decimals, exponents and empty text are refused.
+    With `text=False` (a library call, where a str is a mistake, not typed input) text is
+    refused too."""
     span = {
         (True, True): f" from {low} to {high}",
         (True, False): f" of at least {low}",
         (False, True): f" of at most {high}",
         (False, False): "",
     }[low is not None, high is not None]
-    if isinstance(value, str):
-        text = value.strip()
-        digits = decimal_int(text.removeprefix("-"))
-        number = None if digits is None else (-digits if text.startswith("-") else digits)
+    if isinstance(value, str) and text:
+        stripped = value.strip()
+        digits = decimal_int(stripped.removeprefix("-"))
+        number = None if digits is None else (-digits if stripped.startswith("-") else digits)
         shown = quoted(value, 40)
     else:
         is_int = not isinstance(value, bool) and isinstance(value, Integral)
