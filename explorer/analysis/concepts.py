@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from explorer.analysis.specialists import auroc_from_ranks
-from explorer.errors import InputError
+from explorer.errors import InputError, bounded_int
 
 if TYPE_CHECKING:
     from explorer.live.text import TextActivations
@@ -35,16 +35,6 @@ if TYPE_CHECKING:
 MAX_EXAMPLES = 10
 MAX_EXAMPLE_CHARS = 500
 MAX_CONCEPT_FEATURES = 500
-
-
-def _check_count(k: int) -> int:
-    if (
-        isinstance(k, bool)
-        or not isinstance(k, int | np.integer)
-        or not 1 <= k <= MAX_CONCEPT_FEATURES
-    ):
-        raise InputError(f"Show 1 to {MAX_CONCEPT_FEATURES} features, got {k!r}.")
-    return int(k)
 
 
 def category_concept(contrast: pd.DataFrame, k: int) -> pd.DataFrame:
@@ -56,7 +46,7 @@ def category_concept(contrast: pd.DataFrame, k: int) -> pd.DataFrame:
     concept_score = (mean_in - mean_out) x auroc. Only features with a positive score are
     kept (ties by feature id); a category holding every text gives none.
     """
-    k = _check_count(k)
+    k = bounded_int("The number of features", k, 1, MAX_CONCEPT_FEATURES, text=False)
     n_in = contrast["n_in"].to_numpy(np.float64)
     n_out = contrast["n_total"].to_numpy(np.float64) - n_in
     mean_in = contrast["mean_in"].to_numpy(np.float64)
@@ -124,7 +114,7 @@ def example_concept(
     docstring), n_examples (examples where it fires), active_share (of the examples' tokens);
     only features with a positive score (lift > 1), ties by feature id.
     """
-    k = _check_count(k)
+    k = bounded_int("The number of features", k, 1, MAX_CONCEPT_FEATURES, text=False)
     if n_tokens < 1:
         raise InputError("The examples have no tokens: type some text.")
     grouped = acts.groupby("feature")

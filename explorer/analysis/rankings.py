@@ -24,7 +24,7 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
-from explorer.errors import InputError
+from explorer.errors import InputError, bounded_int
 
 Ranking = Literal["strongest", "most frequent", "most selective", "composite"]
 RANKINGS: dict[Ranking, str] = {
@@ -50,13 +50,6 @@ RANKING_COLUMNS: dict[Ranking, list[str]] = {
 MAX_RANKED = 500
 
 
-def check_count(k: int) -> int:
-    """`k` as an int in 1..MAX_RANKED, or an `InputError`."""
-    if isinstance(k, bool) or not isinstance(k, int | np.integer) or not 1 <= k <= MAX_RANKED:
-        raise InputError(f"Rank 1 to {MAX_RANKED} features, got {k!r}.")
-    return int(k)
-
-
 def best_categories(table: pd.DataFrame) -> pd.DataFrame:
     """Per (sae, feature) of the specialist table its best row: sae, feature, category,
     score, is_specialist, auroc, support, share (specialists first, then score, support)."""
@@ -78,7 +71,7 @@ def rank_features(
     that SAE's specialist table rows, needed by "most selective" only."""
     if ranking not in RANKINGS:
         raise InputError(f"ranking must be one of {', '.join(RANKINGS)}, got {ranking!r}.")
-    k = check_count(k)
+    k = bounded_int("The number of features", k, 1, MAX_RANKED, text=False)
     if frequency["sae"].nunique() > 1:
         raise InputError("Rank the features of one SAE at a time.")
     alive = frequency[frequency["n_active_tokens"] > 0]

@@ -143,7 +143,7 @@ def test_the_count_cuts_the_ranking(store: Store) -> None:
 
 
 def test_most_selective_puts_the_planted_specialist_first(store: Store, planted: Planted) -> None:
-    settings = SpecialistSettings()  # the notebook score, min_score 3, min_support 3
+    settings = SpecialistSettings(measure="score", min_support=1)  # notebook score, every cell
     table = load_specialists(store, settings).table
     ranked = rank_features(
         frequency_of(store, "s0"), "most selective", 10, table[table.sae == "s0"]

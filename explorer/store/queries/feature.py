@@ -14,12 +14,12 @@ It does not open stores, compute scores from tensors (`explorer.analysis`) or re
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 import pandas as pd
 
-from explorer.errors import InputError
+from explorer.errors import InputError, bounded_int
 from explorer.store.reader import Store
 from explorer.store.schema import MAX_FEATURES_PER_QUERY
 
@@ -28,16 +28,6 @@ MAX_TEXTS = 1000
 MAX_NEIGHBOURS = 200
 
 CoFiringLevel = Literal["token", "text"]
-
-
-def _bounded(name: str, value: Any, low: int, high: int) -> int:
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, int | np.integer)
-        or not low <= value <= high
-    ):
-        raise InputError(f"{name} must be an integer from {low} to {high}, got {value!r}.")
-    return int(value)
 
 
 def live_features(store: Store, sae: str) -> np.ndarray:
@@ -87,8 +77,8 @@ def example_windows(
     """
     row = store.sae(sae)
     feature = store.check_feature(row.name, feature)
-    before = _bounded("before", before, 0, MAX_WINDOW)
-    after = _bounded("after", after, 0, MAX_WINDOW)
+    before = bounded_int("before", before, 0, MAX_WINDOW, text=False)
+    after = bounded_int("after", after, 0, MAX_WINDOW, text=False)
     if len(examples) > MAX_TEXTS:
         raise InputError(f"Give at most {MAX_TEXTS} examples, got {len(examples)}.")
     return store.query(
@@ -213,7 +203,7 @@ def co_firing(
     row = store.sae(sae)
     feature = store.check_feature(row.name, feature)
     other = row if other_sae is None else store.sae(other_sae)
-    k = _bounded("k", k, 1, MAX_NEIGHBOURS)
+    k = bounded_int("k", k, 1, MAX_NEIGHBOURS, text=False)
     if level not in ("token", "text"):
         raise InputError(f"level must be 'token' or 'text', got {level!r}.")
     if level == "token":

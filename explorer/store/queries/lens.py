@@ -14,12 +14,11 @@ It does not run models (the live parts are `explorer.analysis.logit_lens` and
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
-import numpy as np
 import pandas as pd
 
-from explorer.errors import InputError
+from explorer.errors import InputError, bounded_int
 from explorer.store.reader import Store
 
 MAX_OVERVIEW_TOKENS = 20
@@ -45,18 +44,12 @@ _RANKING_SQL: dict[str, str] = {
 }
 
 
-def _count(name: str, value: Any, high: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or not 1 <= value <= high:
-        raise InputError(f"{name} must be a whole number from 1 to {high}, got {value!r}.")
-    return int(value)
-
-
 def lens_overview(store: Store, sae: str, n_tokens: int = 5) -> pd.DataFrame:
     """One row per feature of `sae`: feature, promoted (its first `n_tokens` promoted tokens,
     largest logit first), suppressed (most negative first), max_logit, min_logit (over the
     stored top / bottom tokens), token_freq, max_act and label (the newest, or None)."""
     row = store.sae(sae)
-    n_tokens = _count("The number of tokens", n_tokens, MAX_OVERVIEW_TOKENS)
+    n_tokens = bounded_int("The number of tokens", n_tokens, 1, MAX_OVERVIEW_TOKENS, text=False)
     return store.query(
         f"""WITH lens AS (
             SELECT feature,
@@ -104,5 +97,5 @@ def feature_ranking(store: Store, sae: str, by: Ranking, n: int) -> pd.DataFrame
     row = store.sae(sae)
     if by not in _RANKING_SQL:
         raise InputError(f"Rank features by one of {', '.join(RANKINGS)}, got {by!r}.")
-    n = _count("The number of candidates", n, row.d_sae)
+    n = bounded_int("The number of candidates", n, 1, row.d_sae, text=False)
     return store.query(_RANKING_SQL[by], [row.idx, n])
