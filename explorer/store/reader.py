@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from explorer.errors import InputError, StoreError
+from explorer.errors import InputError, StoreError, bounded_int
 from explorer.store.schema import (
     _RANKED_STATS_SQL,
     _TABLE_NAMES_SQL,
@@ -286,20 +286,12 @@ class Store:
         return self._feature(self.sae(sae), feature)
 
     def _feature(self, ref: SaeRef, feature: Any) -> int:
-        if isinstance(feature, bool) or not isinstance(feature, int | np.integer):
-            raise InputError(f"A feature id must be an integer, got {feature!r}.")
-        if not 0 <= feature < ref.d_sae:
-            raise InputError(
-                f"Feature {feature} is out of range for SAE {ref.name!r}: "
-                f"choose 0 to {ref.d_sae - 1}."
-            )
-        return int(feature)
+        name = f"A feature id of SAE {ref.name}"
+        return bounded_int(name, feature, 0, ref.d_sae - 1, text=False)
 
     @staticmethod
     def _text_id(text_id: Any) -> int:
-        if isinstance(text_id, bool) or not isinstance(text_id, int | np.integer) or text_id < 0:
-            raise InputError(f"A text id must be a non-negative integer, got {text_id!r}.")
-        return int(text_id)
+        return bounded_int("A text id", text_id, 0, None, text=False)
 
     # -- reads ----------------------------------------------------------------------------
 

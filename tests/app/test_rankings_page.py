@@ -122,7 +122,7 @@ def test_co_firing_of_a_chosen_feature_and_a_bad_feature_id(page, store_path) ->
     at.number_input(key=f"rankings_page.feature.{DEFAULT_SAE}").set_value(5000).run()
     assert not at.exception, at.exception
     assert [error.value for error in at.error] == [
-        f"Feature 5000 is out of range for SAE '{DEFAULT_SAE}': choose 0 to 127."
+        f"A feature id of SAE {DEFAULT_SAE} must be an integer from 0 to 127; 5000 is out of range."
     ]
 
 
