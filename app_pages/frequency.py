@@ -78,11 +78,11 @@ st.caption(
 )
 st.altair_chart(rho_by_measure_chart(answers), width="stretch")
 st.dataframe(
-    answers[["name", "rho", "p_value", "n", "n_specialists", "pct_top", "pct_bottom",
+    answers[["measure", "rho", "p_value", "n", "n_specialists", "pct_top", "pct_bottom",
              "conclusion"]],
     hide_index=True,
     column_config={
-        "name": st.column_config.TextColumn("measure"),
+        "measure": st.column_config.TextColumn("measure"),
         "rho": st.column_config.NumberColumn("Spearman rho", format="%+.3f"),
         "p_value": st.column_config.NumberColumn("p-value", format="%.2g"),
         "n": st.column_config.NumberColumn("features scored"),

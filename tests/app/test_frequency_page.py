@@ -40,7 +40,7 @@ def assert_answers(at: AppTest, store: Store, sae: str, **settings) -> pd.DataFr
     `load_specialists` run under that measure; the specialist shares of ranks 1-128 (the SAE
     is smaller than 200) and 17-128 (the rarest 112) counted with pandas."""
     shown = table_with(at, "conclusion").reset_index(drop=True)
-    assert shown["name"].tolist() == list(MEASURES.values())
+    assert shown["measure"].tolist() == list(MEASURES)
     for i, measure in enumerate(MEASURES):
         under = load_specialists(store, SpecialistSettings(**{**settings, "measure": measure}))
         features = under.features[under.features["sae"] == sae]
@@ -99,7 +99,7 @@ def assert_page_shows(
         ranges_parsed = parse_rank_ranges(ranges or default_rank_ranges(D_SAE), D_SAE)
         assert_chance(at, store, features, ranges_parsed, **settings)
     chosen = SpecialistSettings(**settings).measure
-    conclusion = answers.set_index(answers["name"]).loc[MEASURES[chosen], "conclusion"]
+    conclusion = answers.set_index("measure").loc[chosen, "conclusion"]
     assert any(conclusion in block.value for block in at.markdown)
     shown = {metric.label: metric.value for metric in at.metric}
     assert shown == {
