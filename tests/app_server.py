@@ -28,17 +28,21 @@ def free_port() -> int:
 
 @contextmanager
 def app_server(
-    env: Mapping[str, str], port: int | None = None, start_seconds: float = 90
+    env: Mapping[str, str],
+    port: int | None = None,
+    start_seconds: float = 90,
+    script: Path = ROOT / "streamlit_app.py",
 ) -> Iterator[tuple[str, subprocess.Popen]]:
-    """Run the app with `env` over the current environment (and the repo on PYTHONPATH);
-    yield its URL and process once `/_stcore/health` answers 200, terminate it on exit."""
+    """Run the app (or another Streamlit `script`) with `env` over the current environment
+    (and the script's folder as working directory and on PYTHONPATH); yield its URL and
+    process once `/_stcore/health` answers 200, terminate it on exit."""
     port = port or free_port()
-    command = [sys.executable, "-m", "streamlit", "run", str(ROOT / "streamlit_app.py")]
+    command = [sys.executable, "-m", "streamlit", "run", str(script)]
     command += ["--server.port", str(port), "--server.headless", "true"]
     process = subprocess.Popen(
         command,
-        cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT), **env},
+        cwd=script.parent,
+        env={**os.environ, "PYTHONPATH": str(script.parent), **env},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )

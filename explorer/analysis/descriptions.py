@@ -184,10 +184,19 @@ def shown_token(token: str) -> str:
 
 
 def _join(frame: pd.DataFrame, column: str, index: pd.Index) -> pd.Series:
-    """Per feature (rows grouped by feature, in order), its `column` values as a list; an empty
-    list for features of `index` without a row."""
-    lists = frame.groupby("feature", sort=False)[column].agg(list)
-    return lists.reindex(index).map(lambda value: value if isinstance(value, list) else [])
+    """Per feature of `index`, its rows' `column` values as a list in row order (an empty list
+    without a row): one stable sort and split, not a group-by per feature."""
+    lists: list[list] = [[] for _ in range(len(index))]
+    features = frame["feature"].to_numpy(np.int64)
+    if len(features):
+        order = np.argsort(features, kind="stable")
+        features, values = features[order], frame[column].to_numpy(dtype=object)[order]
+        starts = np.flatnonzero(np.r_[True, features[1:] != features[:-1]])
+        positions = index.get_indexer(features[starts])
+        for position, group in zip(positions, np.split(values, starts[1:]), strict=True):
+            if position >= 0:
+                lists[position] = group.tolist()
+    return pd.Series(lists, index=index, dtype=object)
 
 
 def select_tokens(
@@ -294,7 +303,10 @@ def describe_features(
     n_active = pd.Series(stats["n_active_tokens"].to_numpy(np.int64), index=index)
     token_freq = pd.Series(stats["token_freq"].to_numpy(np.float64), index=index)
     tokens = select_tokens(feature_tokens, n_total, settings)
-    tokens = tokens.assign(kind=tokens["token"].map(token_kind))
+    distinct = pd.unique(pd.concat([tokens["token"], promoted["token"]]))
+    kinds = {token: token_kind(token) for token in distinct}  # once per distinct token
+    quote = {token: shown_token(token) for token in distinct}
+    tokens = tokens.assign(kind=tokens["token"].map(kinds))
     token_lists = _join(tokens, "token", index)
     token_share = tokens.groupby("feature")["share"].sum().reindex(index, fill_value=0.0)
     category_lists = _join(categories, "category", index)
@@ -318,7 +330,7 @@ def describe_features(
         default="polysemantic",
     )
 
-    quoted_tokens = token_lists.map(lambda names: ", ".join(shown_token(t) for t in names))
+    quoted_tokens = token_lists.map(lambda names: ", ".join(quote[t] for t in names))
     density = token_freq.map(lambda freq: f"dense: fires on {freq:.0%} of tokens")
     first = np.select(
         [dead, has_tokens, dense],
@@ -326,7 +338,7 @@ def describe_features(
         default="",
     )
     promotes = promoted_lists.map(
-        lambda names: "promotes " + ", ".join(shown_token(t) for t in names) if names else ""
+        lambda names: "promotes " + ", ".join(quote[t] for t in names) if names else ""
     )
     description = pd.Series(first, index=index, dtype=object)
     for part in (

@@ -21,7 +21,7 @@ import torch
 from jaxtyping import Float
 from transformer_lens import HookedTransformer
 
-from explorer.errors import InputError, decimal_int
+from explorer.errors import InputError, bounded_int, decimal_int
 from explorer.sources.source import LoadedSource
 from explorer.sources.unembed import through_final_norm, unembed_directions
 
@@ -55,12 +55,7 @@ def resolve_token(tokenizer: Any, d_vocab: int, value: str, given_as: TokenInput
     """The single token a user means: `value` is its text (encoded without special tokens;
     leading spaces count) or its id; anything that is not exactly one token is refused."""
     if given_as == "id":
-        text = value.strip()
-        token_id = decimal_int(text)
-        if token_id is None or token_id >= d_vocab:
-            raise InputError(
-                f"A token id is a whole number from 0 to {d_vocab - 1}, got {text[:40]!r}."
-            )
+        token_id = bounded_int("A token id", value, 0, d_vocab - 1)
     elif given_as == "text":
         if not value:
             raise InputError("Type a token first: the token is empty.")

@@ -24,20 +24,18 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, get_args
 
-from sae_lens import SAE
-from sae_lens.constants import SAE_CFG_FILENAME, SAE_WEIGHTS_FILENAME
-from safetensors import SafetensorError
-from transformer_lens import HookedTransformer
-from transformer_lens.loading_from_pretrained import make_model_alias_map
-
 from explorer.errors import InputError, SourceError
 from explorer.hooks import block_of
-from explorer.sources import request_hooks
-from explorer.sources.hub import HubState, _from_hub, _hub_state, _registry_lookup
-from explorer.sources.topk_checkpoint import read_checkpoint, topk_sae_from_state_dict
 
-if TYPE_CHECKING:  # demo_bundle is imported lazily: only demo-backed sources need it
+# torch, transformer-lens and sae-lens (and the modules here that import them) are imported
+# by the functions that load a model: pages that only read a store parse a Source and never
+# pay for them (tests/unit/test_imports.py).
+if TYPE_CHECKING:
+    from sae_lens import SAE
+    from transformer_lens import HookedTransformer
+
     from explorer.sources.demo_bundle import DemoBundle
+    from explorer.sources.hub import HubState
     from explorer.store.schema import SaeRef
 
 SourceKind = Literal["demo", "registry", "local", "topk"]
@@ -155,6 +153,8 @@ class LoadedSource:
     saes: list[SaeHandle]
 
     def __post_init__(self) -> None:
+        from explorer.sources import request_hooks
+
         # at load time, before the model is shared: per-request hooks (see request_hooks)
         request_hooks.install(self.model, [handle.hook_name for handle in self.saes])
 
@@ -208,6 +208,10 @@ def _load_demo(source: Source, device: str) -> tuple[HookedTransformer, list[Sae
 
 
 def _load_registry(source: Source, device: str) -> tuple[HookedTransformer, list[SaeHandle]]:
+    from sae_lens import SAE
+
+    from explorer.sources.hub import _from_hub, _hub_state, _registry_lookup
+
     assert source.release is not None
     lookup = _registry_lookup(source.release, source.sae_ids)
     hub_state = _hub_state()
@@ -245,6 +249,8 @@ def _load_local(source: Source, device: str) -> tuple[HookedTransformer, list[Sa
 
 
 def _load_topk(source: Source, device: str) -> tuple[HookedTransformer, list[SaeHandle]]:
+    from explorer.sources.topk_checkpoint import read_checkpoint, topk_sae_from_state_dict
+
     saes = [
         topk_sae_from_state_dict(
             read_checkpoint(Path(path)), hook_name=source.hook_name, model_name=source.model_name
@@ -270,6 +276,7 @@ def _demo_bundle(preset: str) -> DemoBundle:
 def _model_for(model_name: str | None, saes: list[SAE], device: str) -> HookedTransformer:
     """The model named by the source, else by the SAEs' metadata (a demo bundle or a TL name)."""
     from explorer.sources.demo_bundle import MODEL_NAME as DEMO_MODEL_NAME
+    from explorer.sources.hub import _hub_state
 
     if model_name is None:
         model_name, model_kwargs = _metadata_model(saes)
@@ -313,6 +320,10 @@ def _load_lens_model(
     model_name: str, model_kwargs: dict[str, Any], device: str, hub_state: HubState
 ) -> HookedTransformer:
     """Load a TransformerLens model the way SAELens's `load_model` does for these kwargs."""
+    from transformer_lens import HookedTransformer
+    from transformer_lens.loading_from_pretrained import make_model_alias_map
+
+    from explorer.sources.hub import _from_hub
 
     def load() -> HookedTransformer:
         try:
@@ -334,6 +345,10 @@ def _load_lens_model(
 
 
 def _read_sae_folder(path: Path, device: str) -> SAE:
+    from sae_lens import SAE
+    from sae_lens.constants import SAE_CFG_FILENAME, SAE_WEIGHTS_FILENAME
+    from safetensors import SafetensorError
+
     if not path.is_dir():
         raise SourceError(f"The SAE folder {path} does not exist.")
     missing = [

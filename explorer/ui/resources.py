@@ -16,18 +16,21 @@ from __future__ import annotations
 import os
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import streamlit as st
-import torch
 
 from explorer import settings
-from explorer.build.single import build_store
 from explorer.errors import StoreError, quoted
 from explorer.settings import Settings
-from explorer.sources.memory import MemoryEstimate, check_fits, estimate_source
 from explorer.sources.source import LoadedSource, Source, load_source
 from explorer.store.reader import Store
 from explorer.store.schema import SCHEMA_VERSION, stored_schema_version
+
+# torch and the model libraries are imported by the functions that load a source or build
+# the demo store, never at import: store pages do without them (tests/unit/test_imports.py).
+if TYPE_CHECKING:
+    from explorer.sources.memory import MemoryEstimate
 
 DEMO_CORPUS = "bundled+arithmetic"
 
@@ -57,6 +60,8 @@ def default_store_path() -> str:
 @st.cache_data(max_entries=16, ttl=600, show_spinner=False)
 def memory_estimate(spec: str) -> MemoryEstimate:
     """What loading `spec` would take, from configs on disk (see `explorer.sources.memory`)."""
+    from explorer.sources.memory import estimate_source
+
     return estimate_source(Source.parse(spec))
 
 
@@ -71,6 +76,10 @@ def loaded_source(spec: str) -> LoadedSource:
 def _loaded_source(spec: str) -> LoadedSource:
     """Load a source once per process; `max_entries=1` keeps one model in memory. A source
     whose estimated memory does not fit is refused before anything is loaded."""
+    import torch
+
+    from explorer.sources.memory import check_fits
+
     check_fits(memory_estimate(spec))
     torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
     return load_source(Source.parse(spec))
@@ -144,6 +153,8 @@ def build_missing_demo_store(path: str, spec: str, progress) -> bool:
 
     One build at a time per process: a second session waits, then finds the file.
     """
+    from explorer.build.single import build_store
+
     with _build_lock():
         if not demo_store_outdated(path):
             return False

@@ -416,6 +416,7 @@ def test_real_hub_loads_without_hub_fail_within_seconds(tmp_path):
     script = textwrap.dedent(
         """
         import json, sys, time
+        import sae_lens, transformer_lens  # imported by the loaders; not what is timed
         from explorer.errors import SourceError
         from explorer.sources.source import load_source
         outcomes = []

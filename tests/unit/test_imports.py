@@ -1,0 +1,83 @@
+"""Pages that only read a store never import torch, transformer-lens or sae-lens.
+
+Those libraries hold most of a server's memory (~690 MB resident with the model code
+imported, against ~120-200 MB for Streamlit, DuckDB and pandas). A page that needs no model
+must not pull them in through an import chain (the sidebar's state, the resources, the
+cached analysis tables), so a process that serves only such pages stays small. Each check
+runs in a fresh interpreter, since this test process has long imported them.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+MODEL_LIBRARIES = ("torch", "transformer_lens", "sae_lens", "transformers")
+# Pages that read the store only: no `current_source()` on their render path.
+STORE_PAGES = ("specialists", "frequency", "compare", "taxonomy")
+
+
+def imported_modules(script: Path) -> list[str]:
+    """The explorer modules a page script imports at its top level (`from explorer.ui import
+    x` names the module explorer.ui.x when x is a module)."""
+    modules = []
+    for node in ast.parse(script.read_text()).body:
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("explorer"):
+            modules.append(node.module)
+            package = ROOT / node.module.replace(".", "/")
+            modules += [
+                f"{node.module}.{alias.name}"
+                for alias in node.names
+                if (package / f"{alias.name}.py").is_file()
+            ]
+        elif isinstance(node, ast.Import):
+            modules += [a.name for a in node.names if a.name.startswith("explorer")]
+    return modules
+
+
+def libraries_after_import(modules: list[str]) -> list[str]:
+    """Which model libraries a fresh interpreter holds after importing `modules`."""
+    code = (
+        "import importlib, json, sys\n"
+        f"for name in {modules!r}:\n"
+        "    importlib.import_module(name)\n"
+        f"print(json.dumps(sorted(set({list(MODEL_LIBRARIES)!r}) & set(sys.modules))))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_the_page_list_names_real_pages():
+    for page in STORE_PAGES:
+        assert (ROOT / "app_pages" / f"{page}.py").is_file(), page
+        assert "current_source()" not in (ROOT / "app_pages" / f"{page}.py").read_text(), page
+
+
+def test_the_entry_and_its_sidebar_import_no_model_library():
+    assert libraries_after_import(imported_modules(ROOT / "streamlit_app.py")) == []
+
+
+@pytest.mark.parametrize("page", STORE_PAGES)
+def test_a_store_page_imports_no_model_library(page):
+    modules = imported_modules(ROOT / "streamlit_app.py")
+    modules += imported_modules(ROOT / "app_pages" / f"{page}.py")
+    assert libraries_after_import(modules) == []
+
+
+def test_the_check_sees_a_model_library():
+    """The check can fail: a module that needs the model does import torch."""
+    assert "torch" in libraries_after_import(["explorer.sources.unembed"])
