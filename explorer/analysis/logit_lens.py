@@ -21,7 +21,7 @@ import torch
 from jaxtyping import Float
 from transformer_lens import HookedTransformer
 
-from explorer.errors import InputError, bounded_int, decimal_int
+from explorer.errors import InputError, bounded_int
 from explorer.sources.source import LoadedSource
 from explorer.sources.unembed import through_final_norm, unembed_directions
 
