@@ -19,7 +19,8 @@ def feature_bar_chart(
     frame: pd.DataFrame, value: str, value_title: str, extra: dict[str, str] | None = None
 ) -> alt.Chart:
     """Bars of `value` for each row of `frame` (columns sae, feature, value), largest on
-    top, labelled "SAE #feature"; `extra` adds tooltip columns (column -> title)."""
+    top, labelled "SAE #feature"; `extra` adds tooltip columns (column -> title), and a
+    `description` column, when there is one, shows in the tooltip too."""
     pairs = list(zip(frame["sae"], frame["feature"], strict=True))
     data = frame.assign(
         label=[f"{sae} #{int(feature)}" for sae, feature in pairs],
@@ -30,6 +31,7 @@ def feature_bar_chart(
         alt.Tooltip("feature:Q", title="feature (click to open)"),
         alt.Tooltip(f"{value}:Q", title=value_title, format=".4g"),
         *[alt.Tooltip(f"{column}:Q", title=title) for column, title in (extra or {}).items()],
+        *([alt.Tooltip("description:N", title="description")] if "description" in data else []),
     ]
     return (
         alt.Chart(data)

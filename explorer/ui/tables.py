@@ -2,7 +2,8 @@
 
 Owns how every page shows a DataFrame in `st.dataframe`: the one dictionary of column
 formats by column name (`COLUMN_FORMATS`: the specialist measures, rankings, logit lens,
-search and intervention numbers), and, for frames with `sae` and `feature` columns, a first
+search, intervention, SAE quality and comparison numbers; `plain_table` shows any frame in
+them), and, for frames with `sae` and `feature` columns, a first
 `link` column holding `explorer.ui.links.feature_url` (`feature_table`). The token page's
 "top features at each token" shows its feature ids as links through `top_features_table`.
 """
@@ -14,6 +15,7 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
+from explorer.analysis.compare import QUALITY_METRICS
 from explorer.charts.rankings import feature_bar_chart
 from explorer.charts.tokens_html import visible_text
 from explorer.ui.cached import with_descriptions
@@ -74,6 +76,31 @@ COLUMN_FORMATS: dict[str, Any] = {
     "mean_delta_loss": NUMBER("mean change in loss", format="%+.5f"),
     "clean_prob": NUMBER("clean p", format="%.3f"),
     "patched_prob": NUMBER("intervened p", format="%.3f"),
+    # SAE quality and the comparison of SAEs
+    **{name: NUMBER(title, format="%.3f") for name, title in QUALITY_METRICS.items()},
+    "l0": NUMBER("L0", format="%.1f"),
+    "quality_texts": NUMBER("texts in the quality sample", format="%d"),
+    "layer": NUMBER("layer", format="%d"),
+    "n_features": NUMBER("features", format="%d"),
+    "n_alive": NUMBER("live features", format="%d"),
+    "n_specialists": NUMBER("specialist features", format="%d"),
+    "pct_specialists": NUMBER("% specialists (of live)", format="%.1f"),
+    "categories_with_specialists": NUMBER("categories with a specialist", format="%d"),
+    "n_categories": NUMBER("categories", format="%d"),
+    "median_rank_specialists": NUMBER("median freq rank: specialists", format="%.0f"),
+    "median_rank_general": NUMBER("median freq rank: general", format="%.0f"),
+    "spearman_rho": NUMBER("Spearman rho (freq vs score)", format="%.3f"),
+    "spearman_p": NUMBER("p-value", format="%.2g"),
+    "max_score": NUMBER("max score", format="%.3g"),
+    # description scores per SAE
+    "n_live": NUMBER("live features", format="%d"),
+    "n_scored": NUMBER("scored", format="%d"),
+    "f1_mean": NUMBER("F1 mean", format="%.2f"),
+    "f1_q25": NUMBER("F1 25%", format="%.2f"),
+    "f1_median": NUMBER("F1 median", format="%.2f"),
+    "f1_q75": NUMBER("F1 75%", format="%.2f"),
+    "balanced_accuracy_mean": NUMBER("balanced accuracy mean", format="%.2f"),
+    "f1_at_least_half": NUMBER("share with F1 >= 0.5", format="percent"),
     # descriptions
     "description": st.column_config.TextColumn(
         "description", help="your label, or the automatic description (docs/methods.md)"
@@ -131,6 +158,7 @@ def features_with_chart(
     if frame.empty:
         st.info(empty)
         return
+    frame, columns = with_descriptions(current_store(), frame, columns)  # table and tooltips
     table_place, chart_place = st.columns(2) if side_by_side else (st.container(), st.container())
     with table_place:
         feature_table(frame, columns)

@@ -18,6 +18,7 @@ import pytest
 
 from explorer.analysis import descriptions as describe
 from explorer.analysis.descriptions import DescriptionSettings
+from explorer.charts.rankings import feature_bar_chart
 from explorer.cli import main
 from explorer.errors import InputError
 from explorer.store.queries import descriptions as queries
@@ -319,3 +320,13 @@ def test_describe_command_writes_every_feature_and_refuses_to_overwrite(
     assert out.read_bytes() == before
     assert main(["describe", str(store.path), "--out", str(store.path), "--force"]) == 2
     assert main(["describe", str(store.path), "--out", str(out), "--force"]) == 0
+
+
+def test_feature_bars_show_the_description_in_their_tooltip() -> None:
+    frame = pd.DataFrame(
+        {"sae": ["s", "s"], "feature": [0, 3], "jaccard": [0.5, 0.2], "description": ["a", "b"]}
+    )
+    tooltips = feature_bar_chart(frame, "jaccard", "Jaccard").to_dict()["encoding"]["tooltip"]
+    assert {"field": "description", "type": "nominal", "title": "description"} in tooltips
+    plain = feature_bar_chart(frame.drop(columns="description"), "jaccard", "Jaccard").to_dict()
+    assert all(t["field"] != "description" for t in plain["encoding"]["tooltip"])
