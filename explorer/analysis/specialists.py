@@ -652,9 +652,7 @@ def top_enriched_tokens(feature_tokens: pd.DataFrame, n_corpus_tokens: int) -> p
     return top[["feature", "token_id", "token", "token_share"]].reset_index(drop=True)
 
 
-def token_auroc(
-    counts: pd.DataFrame, families: list[Family], texts: pd.DataFrame
-) -> pd.DataFrame:
+def token_auroc(counts: pd.DataFrame, families: list[Family], texts: pd.DataFrame) -> pd.DataFrame:
     """One-vs-rest AUROC, within each family's universe, of a token's frequency in a text
     (its occurrences / the text's tokens; rows token_id, text_id, n of
     `queries.specialists.token_text_counts`; `texts` needs n_tokens), for every category of
