@@ -39,7 +39,7 @@ def test_default_thresholds(page, store_path) -> None:
     shown = assert_page_shows(at, store_path)
     assert not at.warning and at.query_params == {}
     assert shown["n_features"].tolist() == [128, 128, 128]
-    assert any("notebook score" in caption.value for caption in at.caption)
+    assert any("selectivity" in caption.value for caption in at.caption)  # the default measure
 
 
 def test_sidebar_thresholds_change_the_comparison(page, store_path) -> None:
@@ -62,7 +62,7 @@ def test_a_shared_link_opens_its_view(page, store_path) -> None:
 @pytest.mark.parametrize(
     ("params", "message"),
     [
-        ({"measure": "best"}, "measure must be one of score"),
+        ({"measure": "best"}, "measure must be one of selectivity, score"),
         ({"min_support": "many"}, "expected a whole number"),
         ({"fdr": "0.9"}, "fdr must lie in"),
     ],
