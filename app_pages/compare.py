@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from explorer.analysis.compare import QUALITY_METRICS, compare_saes, quality_sample_note
+from explorer.analysis.compare import compare_saes, quality_sample_note
 from explorer.analysis.descriptions import compare_scores
 from explorer.analysis.specialists import MEASURES, category_matrix
 from explorer.charts.compare import quality_chart, specialists_per_category_chart
@@ -10,41 +10,7 @@ from explorer.ui import cached
 from explorer.ui.cached import specialists
 from explorer.ui.params import specialist_settings_sidebar
 from explorer.ui.state import current_store
-
-NUMBER = st.column_config.NumberColumn
-COLUMNS = {
-    "layer": NUMBER("layer", format="%d"),
-    **{name: NUMBER(title, format="%.3f") for name, title in QUALITY_METRICS.items()},
-    "l0": NUMBER("L0", format="%.1f"),
-    "quality_texts": NUMBER("texts in the quality sample", format="%d"),
-    "n_features": NUMBER("features", format="%d"),
-    "n_alive": NUMBER("live features", format="%d"),
-    "n_specialists": NUMBER("specialist features", format="%d"),
-    "pct_specialists": NUMBER("% specialists (of live)", format="%.1f"),
-    "categories_with_specialists": NUMBER("categories with a specialist", format="%d"),
-    "n_categories": NUMBER("categories", format="%d"),
-    "median_rank_specialists": NUMBER("median freq rank: specialists", format="%.0f"),
-    "median_rank_general": NUMBER("median freq rank: general", format="%.0f"),
-    "spearman_rho": NUMBER("Spearman rho (freq vs score)", format="%.3f"),
-    "spearman_p": NUMBER("p-value", format="%.2g"),
-    "max_score": NUMBER("max score", format="%.3g"),
-}
-
-SCORE_COLUMNS = {
-    "n_live": NUMBER("live features", format="%d"),
-    "n_scored": NUMBER("scored", format="%d"),
-    **{
-        name: NUMBER(title, format="%.2f")
-        for name, title in [
-            ("f1_mean", "F1 mean"),
-            ("f1_q25", "F1 25%"),
-            ("f1_median", "F1 median"),
-            ("f1_q75", "F1 75%"),
-            ("balanced_accuracy_mean", "balanced accuracy mean"),
-        ]
-    },
-    "f1_at_least_half": NUMBER("share with F1 >= 0.5", format="percent"),
-}
+from explorer.ui.tables import plain_table
 
 st.title("Compare SAEs")
 store = current_store()
@@ -58,7 +24,7 @@ st.caption(
     "texts; thresholds are in the sidebar and in this page's URL. Frequency ranks: 1 = the "
     "SAE's most frequent feature."
 )
-st.dataframe(comparison, hide_index=True, column_config=COLUMNS)
+plain_table(comparison)
 
 st.subheader("Specialists per category")
 st.caption("One bar per SAE (by layer); click a bar to open the category's best feature there.")
@@ -76,7 +42,7 @@ st.caption(
     "(chance 0.5). Definitions: docs/methods.md, section Feature descriptions."
 )
 described = {name: cached.descriptions(store, name) for name in store.saes()["sae"]}
-st.dataframe(compare_scores(described), hide_index=True, column_config=SCORE_COLUMNS)
+plain_table(compare_scores(described))
 
 st.subheader("Quality per SAE")
 st.caption(

@@ -63,7 +63,7 @@ def test_a_shared_link_opens_its_view(page, store_path) -> None:
     ("params", "message"),
     [
         ({"measure": "best"}, "measure must be one of selectivity, score"),
-        ({"min_support": "many"}, "expected a whole number"),
+        ({"min_support": "many"}, "must be an integer; 'many' is not one"),
         ({"fdr": "0.9"}, "fdr must lie in"),
     ],
 )
