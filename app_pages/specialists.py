@@ -37,10 +37,10 @@ baseline = chance_baseline(store, settings)
 info = MEASURE_INFO[settings.measure]
 categories = result.categories[result.categories["family"] == family]
 table = result.table[result.table["family"] == family]
-matrix = observed_vs_chance(category_matrix(table, categories), baseline)
-progression = layer_progression(matrix)
 replicated_only = findings == "replicated"
 count = "n_replicated" if replicated_only else "n_specialists"
+matrix = observed_vs_chance(category_matrix(table, categories), baseline, count)
+progression = layer_progression(matrix)
 
 st.caption(
     f"Measure: **{info.name}**, defined in `docs/methods.md#{info.anchor}`. Family "
@@ -66,8 +66,8 @@ left.metric(
 middle.metric(
     "cells above chance",
     f"{beating} / {n_cells}",
-    help="(SAE, category) cells whose specialist count exceeds the 95th percentile of the "
-    "label-permutation null.",
+    help="(SAE, category) cells whose specialist count has a permutation p-value <= 0.05 "
+    "against label shuffles (docs/methods.md#chance-baseline).",
 )
 right.metric(
     "replication rate",
@@ -86,7 +86,7 @@ st.subheader("Category x SAE")
 chance_tab, best_tab, numbers_tab = st.tabs(["specialists vs chance", "best score", "numbers"])
 chance_tab.caption(
     "Each cell: specialists / the 95th percentile of the same count over label shuffles; "
-    "faded cells marked ~ do not beat chance."
+    "faded cells marked ~ do not beat chance (permutation p-value above 0.05)."
 )
 chance_tab.altair_chart(chance_heatmap(matrix, count), width="stretch")
 best_tab.altair_chart(category_heatmap(matrix, "best_score", info.name), width="stretch")
@@ -96,7 +96,7 @@ numbers_tab.dataframe(
 )
 numbers_tab.dataframe(
     matrix[["sae", "category", "n_specialists", "n_replicated", "chance_mean", "chance_p95",
-            "beats_chance"]],
+            "chance_p", "beats_chance"]],
     hide_index=True,
 )  # fmt: skip
 

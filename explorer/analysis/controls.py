@@ -7,7 +7,8 @@ times; each shuffled labelling goes through exactly the same tested cells, test,
 correction and thresholds as the observed one (`specialist_table`'s steps). What it
 returns: how many specialists each (SAE, category) and each frequency band gets by chance
 (mean and 95th percentile over the permutations), and each cell's chance of being called.
-Observed counts that do not exceed the 95th percentile are marked as not beating chance.
+An observed count beats chance when its permutation p-value, (b + 1) / (B + 1) with b of the
+B permutations giving at least as many, is at most 0.05 (Phipson & Smyth 2010).
 
 Each permutation is one sparse product per family (features x texts times the permuted
 texts x categories one-hot), never a loop over features. The replication split and the
@@ -38,6 +39,7 @@ if TYPE_CHECKING:
     from explorer.store.reader import Store
 
 CHANCE_QUANTILE = 0.95
+CHANCE_ALPHA = 0.05
 
 
 @dataclass(frozen=True)
@@ -65,35 +67,52 @@ class ChanceBaseline:
         """Per (SAE, family, category): chance_mean (specialists per permutation, on
         average) and chance_p95 (their 95th percentile over the permutations)."""
         keys = ["sae", "family", "category"]
-        every = self.saes.merge(self.categories[["family", "category"]], how="cross")
-        per_perm = self.hits.groupby([*keys, "perm"]).size()
-        return every.merge(_summarise(per_perm, keys, self.permutations), on=keys, how="left")
+        every = self.saes[["sae"]].merge(self.categories[["family", "category"]], how="cross")
+        counts = self.counts(self.hits.groupby([*keys, "perm"]).size(), every, keys)
+        return every.assign(**_summary(counts))
 
-    def by_band(self, bands: pd.DataFrame) -> pd.DataFrame:
+    def by_band(self, bands: pd.DataFrame, observed: pd.Series | None = None) -> pd.DataFrame:
         """Per frequency band of `bands` (sae, feature, band; one row per feature, dead
         ones may be left out): chance_mean and chance_p95 of the number of the band's
-        features that are a specialist of at least one category."""
+        features that are a specialist of at least one category; with `observed` (that
+        number per band, indexed by band) also observed, chance_p and beats_chance."""
         per_feature = self.hits.drop_duplicates([*FEATURE_KEYS, "perm"])
         banded = per_feature.merge(bands[[*FEATURE_KEYS, "band"]], on=FEATURE_KEYS)
-        per_perm = banded.groupby(["band", "perm"]).size()
-        summary = pd.DataFrame({"band": bands["band"].drop_duplicates().to_numpy()})
-        return summary.merge(_summarise(per_perm, ["band"], self.permutations), how="left").fillna(
-            {"chance_mean": 0.0, "chance_p95": 0.0}
-        )
+        every = pd.DataFrame({"band": bands["band"].drop_duplicates().to_numpy()})
+        counts = self.counts(banded.groupby(["band", "perm"]).size(), every, ["band"])
+        summary = every.assign(**_summary(counts))
+        if observed is None:
+            return summary
+        seen = observed.reindex(summary["band"]).fillna(0).to_numpy(np.int64)
+        return summary.assign(observed=seen, **_against(counts, seen))
+
+    def counts(self, per_perm: pd.Series, every: pd.DataFrame, keys: list[str]) -> np.ndarray:
+        """The count of each row of `every` in each permutation, [rows, permutations], from
+        counts given per (keys..., perm) where they are above 0."""
+        wide = np.zeros((len(every), self.permutations), dtype=np.int64)
+        if per_perm.empty:
+            return wide
+        frame = per_perm.rename("n").reset_index()
+        row = every.reset_index(drop=True).reset_index().merge(frame, on=keys)
+        wide[row["index"].to_numpy(), row["perm"].to_numpy(np.int64)] = row["n"].to_numpy()
+        return wide
 
 
-def _summarise(per_perm: pd.Series, keys: list[str], permutations: int) -> pd.DataFrame:
-    """Mean and 95th percentile over all permutations of counts given only where > 0."""
-    if per_perm.empty:
-        return pd.DataFrame(columns=[*keys, "chance_mean", "chance_p95"])
-    wide = per_perm.unstack("perm").reindex(columns=range(permutations), fill_value=0)
-    wide = wide.fillna(0)
-    return pd.DataFrame(
-        {
-            "chance_mean": wide.mean(axis=1),
-            "chance_p95": wide.quantile(CHANCE_QUANTILE, axis=1),
-        }
-    ).reset_index()
+def _summary(counts: np.ndarray) -> dict[str, np.ndarray]:
+    """Mean and 95th percentile (linear interpolation) over the permutations."""
+    return {
+        "chance_mean": counts.mean(axis=1),
+        "chance_p95": np.quantile(counts, CHANCE_QUANTILE, axis=1),
+    }
+
+
+def _against(counts: np.ndarray, observed: np.ndarray) -> dict[str, np.ndarray]:
+    """The permutation p-value of each observed count, (b + 1) / (B + 1) with b of the B
+    permutations giving at least as many (Phipson & Smyth 2010), and beats_chance: p <= 0.05
+    and the count above 0. With fewer than 19 permutations nothing can beat chance."""
+    at_least = (counts >= observed[:, None]).sum(axis=1)
+    p = (at_least + 1) / (counts.shape[1] + 1)
+    return {"chance_p": p, "beats_chance": (p <= CHANCE_ALPHA) & (observed > 0)}
 
 
 def permutation_null(
@@ -144,14 +163,16 @@ def permutation_null(
     return ChanceBaseline(hits, settings.permutations, saes, categories)
 
 
-def observed_vs_chance(matrix: pd.DataFrame, baseline: ChanceBaseline) -> pd.DataFrame:
-    """`category_matrix` rows with chance_mean, chance_p95 and beats_chance (the observed
-    n_specialists exceeds the null's 95th percentile)."""
-    chance = baseline.by_category()[["sae", "family", "category", "chance_mean", "chance_p95"]]
-    merged = matrix.merge(chance, on=["sae", "family", "category"], how="left")
-    merged[["chance_mean", "chance_p95"]] = merged[["chance_mean", "chance_p95"]].fillna(0.0)
-    merged["beats_chance"] = merged["n_specialists"] > merged["chance_p95"]
-    return merged
+def observed_vs_chance(
+    matrix: pd.DataFrame, baseline: ChanceBaseline, value: str = "n_specialists"
+) -> pd.DataFrame:
+    """`category_matrix` rows with chance_mean and chance_p95 of the null, chance_p (the
+    permutation p-value of the observed `value`) and beats_chance (chance_p <= 0.05)."""
+    keys = ["sae", "family", "category"]
+    rows = matrix.reset_index(drop=True)
+    counts = baseline.counts(baseline.hits.groupby([*keys, "perm"]).size(), rows, keys)
+    observed = rows[value].to_numpy(np.int64)
+    return rows.assign(**_summary(counts), **_against(counts, observed))
 
 
 def load_chance_baseline(store: Store, settings: SpecialistSettings) -> ChanceBaseline:

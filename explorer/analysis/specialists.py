@@ -141,7 +141,7 @@ class SpecialistSettings:
     min_enrichment: float = _bounded(2.0, 1.0, None, "enrichment of a specialist")
     test: Test = "fisher"
     fdr: float = _bounded(0.05, 0.0001, 0.5, "Benjamini-Hochberg false discovery rate")
-    permutations: int = _bounded(200, 10, 1000, "label permutations of the chance baseline")
+    permutations: int = _bounded(200, 20, 1000, "label permutations of the chance baseline")
     seed: int = _bounded(0, 0, 2**31 - 1, "seed of the label permutations")
     token_share: float = _bounded(0.5, 0.0, 1.0, "token detector: top token's share above")
     token_margin: float = _bounded(0.05, 0.0, 0.5, "token detector: AUROC margin")

@@ -129,8 +129,8 @@ def layer_progression_chart(progression: pd.DataFrame) -> alt.Chart:
 def chance_heatmap(matrix: pd.DataFrame, value: str = "n_specialists") -> alt.Chart:
     """Category x SAE cells of `controls.observed_vs_chance`: the observed count (`value`,
     n_specialists or n_replicated) as colour and text, written "n / p95" with the null's
-    95th percentile; cells whose count does not beat the null are faded and marked with a
-    trailing "~" (chance level)."""
+    95th percentile; cells whose count does not beat the null (beats_chance False: its
+    permutation p-value is above 0.05) are faded and marked with a trailing "~"."""
     data = matrix.assign(
         label=[
             f"{int(n)} / {p95:g}" + ("" if beats else " ~")
@@ -138,7 +138,7 @@ def chance_heatmap(matrix: pd.DataFrame, value: str = "n_specialists") -> alt.Ch
                 matrix[value], matrix["chance_p95"], matrix["beats_chance"], strict=True
             )
         ],
-        chance=np.where(matrix["beats_chance"], "beats chance", "not above chance (p95)"),
+        chance=np.where(matrix["beats_chance"], "beats chance", "does not beat chance"),
     )
     title = "specialists" if value == "n_specialists" else "replicated specialists"
     base = alt.Chart(data).encode(

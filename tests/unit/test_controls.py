@@ -202,6 +202,8 @@ def test_observed_specialists_beat_the_null_only_where_planted(result, baseline)
     per_perm = np.bincount(hits["perm"], minlength=SETTINGS.permutations)
     assert by_category.loc["code", "chance_mean"] == pytest.approx(per_perm.mean())
     assert by_category.loc["code", "chance_p95"] == pytest.approx(np.quantile(per_perm, 0.95))
+    b = (per_perm >= 3).sum()
+    assert by_category.loc["code", "chance_p"] == pytest.approx((b + 1) / (len(per_perm) + 1))
 
 
 def test_the_null_is_seeded(store_path: Path, baseline) -> None:
@@ -215,11 +217,16 @@ def test_the_null_is_seeded(store_path: Path, baseline) -> None:
 
 def test_the_null_by_frequency_band(baseline) -> None:
     bands = pd.DataFrame({"sae": "s0", "feature": range(6), "band": ["rare"] * 3 + ["common"] * 3})
-    by_band = baseline.by_band(bands).set_index("band")
+    observed = pd.Series({"rare": 2, "common": 0})
+    by_band = baseline.by_band(bands, observed).set_index("band")
     hits = baseline.hits.drop_duplicates(["sae", "feature", "perm"])
     rare = np.bincount(hits.loc[hits["feature"] < 3, "perm"], minlength=100)
     assert by_band.loc["rare", "chance_mean"] == pytest.approx(rare.mean())
     assert by_band.loc["rare", "chance_p95"] == pytest.approx(np.quantile(rare, 0.95))
+    assert by_band.loc["rare", "chance_p"] == pytest.approx(((rare >= 2).sum() + 1) / 101)
+    assert by_band.loc["rare", "beats_chance"]
+    assert by_band.loc["common", "chance_p"] == 1.0 and not by_band.loc["common", "beats_chance"]
+    assert "chance_p" not in baseline.by_band(bands).columns
 
 
 def test_the_token_detector_is_flagged(result) -> None:
@@ -310,7 +317,7 @@ def test_findings_export_writes_every_tested_cell(store_path: Path, tmp_path: Pa
                 "--measure",
                 "auroc",
                 "--permutations",
-                "10",
+                "20",
             ]
         )  # fmt: skip
         == 0
