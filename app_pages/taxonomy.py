@@ -53,9 +53,7 @@ def second_store(text: str) -> Store | None:
     try:
         return open_store(text.strip())
     except ExplorerError as error:
-        st.error(
-            f"Second store: {markdown_escaped(str(error))} The comparison shows this store only."
-        )
+        st.error(f"Second store: {error} The comparison shows this store only.")
         return None
 
 
@@ -100,7 +98,9 @@ columns[1].metric("monosemantic rate", formatted(summary["monosemantic_rate"], "
 columns[2].metric("number features", formatted(summary["number_share"], ".1%"))
 columns[3].metric("max enrichment", formatted(summary["max_enrichment"], ",.1f"))
 if not summary["n_features"]:
-    st.warning(f"No feature of {sae} fires on this store's corpus: nothing to classify.")
+    st.warning(
+        f"No feature of {markdown_escaped(sae)} fires on this store's corpus: nothing to classify."
+    )
 
 left, right = st.columns(2)
 left.subheader("Labels")

@@ -22,7 +22,7 @@ from typing import Literal, Self
 import pandas as pd
 import pyarrow as pa
 
-from explorer.errors import CorpusError
+from explorer.errors import CorpusError, markdown_escaped
 
 COLUMNS = ("text_id", "category", "source", "text", "labels")
 MAX_TEXT_CHARS = 20_000
@@ -76,7 +76,9 @@ class Corpus:
     def head(self, n: int) -> Self:
         """The first `n` texts (all of them when there are fewer), for `--max-texts`."""
         if n < 1:
-            raise CorpusError(f"Cannot keep {n} texts of corpus '{self.name}': keep at least 1.")
+            raise CorpusError(
+                f"Cannot keep {n} texts of corpus '{markdown_escaped(self.name)}': keep at least 1."
+            )
         return replace(self, texts=self.texts.head(n).reset_index(drop=True))
 
 
@@ -134,17 +136,19 @@ def _clean_texts(
     for number, value in zip(numbers, values, strict=True):
         where = origin.at(number, column)
         if _is_missing(value):
-            raise CorpusError(f"{where}: the text is missing.")
+            raise CorpusError(f"{markdown_escaped(where)}: the text is missing.")
         if not isinstance(value, str):
             raise CorpusError(
-                f"{where}: the text must be a string, got {type(value).__name__} {value!r}."
+                f"{markdown_escaped(where)}: the text must be a string, got {type(value).__name__} "
+                f"{markdown_escaped(repr(value))}."
             )
         text = value.strip()
         if not text:
-            raise CorpusError(f"{where}: the text is empty.")
+            raise CorpusError(f"{markdown_escaped(where)}: the text is empty.")
         if len(text) > MAX_TEXT_CHARS:
             raise CorpusError(
-                f"{where}: the text has {len(text):,} characters, more than the limit of "
+                f"{markdown_escaped(where)}: the text has {len(text):,} characters, more than the "
+                "limit of "
                 f"{MAX_TEXT_CHARS:,}. The app and extraction truncate every text to the "
                 "model context anyway, so split long documents into passages."
             )
@@ -161,10 +165,11 @@ def _clean_categories(
         if isinstance(value, int) and not isinstance(value, bool):
             value = str(value)
         if _is_missing(value) or (isinstance(value, str) and not value.strip()):
-            raise CorpusError(f"{where}: the category is empty.")
+            raise CorpusError(f"{markdown_escaped(where)}: the category is empty.")
         if not isinstance(value, str):
             raise CorpusError(
-                f"{where}: the category must be a string, got {type(value).__name__} {value!r}."
+                f"{markdown_escaped(where)}: the category must be a string, got "
+                f"{type(value).__name__} {markdown_escaped(repr(value))}."
             )
         categories.append(value.strip())
     return categories
@@ -184,8 +189,9 @@ def _clean_labels(
             labels.append(list(value))
         else:
             raise CorpusError(
-                f"{origin.at(number, LABELS_COLUMN)}: labels must be a list of strings or "
-                f"a ';'-separated string, got {value!r}."
+                f"{markdown_escaped(origin.at(number, LABELS_COLUMN))}: labels must be a list of "
+                "strings or "
+                f"a ';'-separated string, got {markdown_escaped(repr(value))}."
             )
     return labels
 
@@ -212,12 +218,13 @@ def _read_jsonl(path: Path) -> _Table:
             record = json.loads(line)
         except json.JSONDecodeError as error:
             raise CorpusError(
-                f"{path}, line {number}: invalid JSON ({error.msg} at character {error.colno}). "
+                f"{markdown_escaped(path)}, line {number}: invalid JSON "
+                f"({markdown_escaped(error.msg)} at character {error.colno}). "
                 "A JSON Lines file holds one JSON object per line."
             ) from error
         if not isinstance(record, dict):
             raise CorpusError(
-                f"{path}, line {number}: expected a JSON object such as "
+                f"{markdown_escaped(path)}, line {number}: expected a JSON object such as "
                 f'{{"text": "...", "category": "..."}}, got {type(record).__name__}.'
             )
         records.append(record)
@@ -227,11 +234,11 @@ def _read_jsonl(path: Path) -> _Table:
 
 def _read_table(path: Path) -> _Table:
     if not path.is_file():
-        raise CorpusError(f"Corpus file not found: {path}")
+        raise CorpusError(f"Corpus file not found: {markdown_escaped(path)}")
     suffix = path.suffix.lower()
     if suffix not in SUPPORTED_SUFFIXES:
         raise CorpusError(
-            f"{path}: unsupported file type '{path.suffix}'. "
+            f"{markdown_escaped(path)}: unsupported file type '{markdown_escaped(path.suffix)}'. "
             f"Supported: {', '.join(SUPPORTED_SUFFIXES)} (.json is read as JSON Lines)."
         )
     try:
@@ -243,27 +250,37 @@ def _read_table(path: Path) -> _Table:
             return _Table(frame, list(range(1, len(frame) + 1)), _Origin(str(path), "row"))
         return _read_jsonl(path)
     except UnicodeDecodeError as error:
-        raise CorpusError(f"{path}: not UTF-8 text ({error}).") from error
+        raise CorpusError(
+            f"{markdown_escaped(path)}: not UTF-8 text ({markdown_escaped(error)})."
+        ) from error
     except pd.errors.EmptyDataError as error:
-        raise CorpusError(f"{path}: the corpus is empty (no header and no rows).") from error
+        raise CorpusError(
+            f"{markdown_escaped(path)}: the corpus is empty (no header and no rows)."
+        ) from error
     except pd.errors.ParserError as error:
-        raise CorpusError(f"{path}: cannot parse the CSV file: {str(error).strip()}") from error
+        raise CorpusError(
+            f"{markdown_escaped(path)}: cannot parse the CSV file: "
+            f"{markdown_escaped(str(error).strip())}"
+        ) from error
     except (OSError, ValueError, pa.ArrowException) as error:
-        raise CorpusError(f"{path}: cannot read the {suffix} file: {error}") from error
+        raise CorpusError(
+            f"{markdown_escaped(path)}: cannot read the {markdown_escaped(suffix)} "
+            f"file: {markdown_escaped(error)}"
+        ) from error
 
 
 def _read_columns(path: Path, required: Sequence[str]) -> _Table:
     """Read a corpus file and check it has rows and the `required` columns."""
     table = _read_table(path)
     if table.frame.empty:
-        raise CorpusError(f"{path}: the corpus is empty (no rows).")
+        raise CorpusError(f"{markdown_escaped(path)}: the corpus is empty (no rows).")
     found = [str(column) for column in table.frame.columns]
     missing = [column for column in required if column not in found]
     if missing:
         raise CorpusError(
-            f"{path}: missing column{'s' if len(missing) > 1 else ''} "
-            f"{', '.join(repr(column) for column in missing)} "
-            f"(columns found: {', '.join(repr(column) for column in found)}). "
+            f"{markdown_escaped(path)}: missing column{'s' if len(missing) > 1 else ''} "
+            f"{markdown_escaped(', '.join(repr(column) for column in missing))} "
+            f"(columns found: {markdown_escaped(', '.join(repr(column) for column in found))}). "
             "Rename the columns or choose the text and category columns explicitly."
         )
     return table
@@ -306,21 +323,28 @@ def _compile_rules(
     rules: Sequence[tuple[str, str]], origin: str
 ) -> list[tuple[str, re.Pattern[str]]]:
     if not rules:
-        raise CorpusError(f"{origin}: no rules; give at least one (category, regex) pair.")
+        raise CorpusError(
+            f"{markdown_escaped(origin)}: no rules; give at least one (category, regex) pair."
+        )
     compiled = []
     for number, (category, pattern) in enumerate(rules, start=1):
         if not isinstance(category, str) or not category.strip():
-            raise CorpusError(f"{origin}: rule {number}: the category must be a non-empty string.")
+            raise CorpusError(
+                f"{markdown_escaped(origin)}: rule {number}: the category must be a "
+                "non-empty string."
+            )
         if not isinstance(pattern, str):
             raise CorpusError(
-                f"{origin}: rule {number} ('{category}'): the regex must be a string, "
-                f"got {pattern!r}."
+                f"{markdown_escaped(origin)}: rule {number} ('{markdown_escaped(category)}'): the "
+                "regex must be a string, "
+                f"got {markdown_escaped(repr(pattern))}."
             )
         try:
             compiled.append((category.strip(), re.compile(pattern)))
         except re.error as error:
             raise CorpusError(
-                f"{origin}: rule {number} ('{category}'): invalid regex {pattern!r}: {error}."
+                f"{markdown_escaped(origin)}: rule {number} ('{markdown_escaped(category)}'): "
+                f"invalid regex {markdown_escaped(repr(pattern))}: {markdown_escaped(error)}."
             ) from error
     return compiled
 
@@ -335,10 +359,12 @@ def label_by_rules(
     matches anywhere in it (`re.search`), or `default` when none does."""
     compiled = _compile_rules(rules, origin=name)
     if not default.strip():
-        raise CorpusError(f"{name}: the default category must be a non-empty string.")
+        raise CorpusError(
+            f"{markdown_escaped(name)}: the default category must be a non-empty string."
+        )
     values = list(texts)
     if not values:
-        raise CorpusError(f"{name}: the corpus is empty (no texts to label).")
+        raise CorpusError(f"{markdown_escaped(name)}: the corpus is empty (no texts to label).")
     clean = _clean_texts(values, range(1, len(values) + 1), _Origin(name, "row"), "text")
     categories = [
         next((category for category, regex in compiled if regex.search(text)), default)
@@ -352,15 +378,18 @@ def load_rules_file(path: str | Path) -> list[tuple[str, str]]:
     `[category, regex]` pairs (use the list to repeat a category). Order is priority."""
     path = Path(path)
     if not path.is_file():
-        raise CorpusError(f"Rules file not found: {path}")
+        raise CorpusError(f"Rules file not found: {markdown_escaped(path)}")
     shape = 'a JSON object {"category": "regex", ...} or a list of [category, regex] pairs'
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))
     except UnicodeDecodeError as error:
-        raise CorpusError(f"{path}: not UTF-8 text ({error}).") from error
+        raise CorpusError(
+            f"{markdown_escaped(path)}: not UTF-8 text ({markdown_escaped(error)})."
+        ) from error
     except json.JSONDecodeError as error:
         raise CorpusError(
-            f"{path}, line {error.lineno}: invalid JSON ({error.msg}). A rules file is {shape}."
+            f"{markdown_escaped(path)}, line {error.lineno}: invalid JSON "
+            f"({markdown_escaped(error.msg)}). A rules file is {markdown_escaped(shape)}."
         ) from error
     if isinstance(raw, dict):
         rules = list(raw.items())
@@ -369,11 +398,15 @@ def load_rules_file(path: str | Path) -> list[tuple[str, str]]:
         for number, entry in enumerate(raw, start=1):
             if not (isinstance(entry, list) and len(entry) == 2):
                 raise CorpusError(
-                    f"{path}: rule {number}: expected a [category, regex] pair, got {entry!r}."
+                    f"{markdown_escaped(path)}: rule {number}: expected a [category, regex] pair, "
+                    f"got {markdown_escaped(repr(entry))}."
                 )
             rules.append((entry[0], entry[1]))
     else:
-        raise CorpusError(f"{path}: a rules file is {shape}, got {type(raw).__name__}.")
+        raise CorpusError(
+            f"{markdown_escaped(path)}: a rules file is {markdown_escaped(shape)}, "
+            f"got {type(raw).__name__}."
+        )
     _compile_rules(rules, origin=str(path))
     return rules
 
@@ -499,7 +532,8 @@ def _resolve_one(spec: str) -> Corpus:
         count = spec.removeprefix("arithmetic:")
         if not count.isdecimal() or len(count) > 9:
             raise CorpusError(
-                f"'{spec[:60]}': N in 'arithmetic:N' must be a whole number of at most 9 digits."
+                f"'{markdown_escaped(spec[:60])}': N in 'arithmetic:N' must be a whole number of "
+                "at most 9 digits."
             )
         return arithmetic_corpus(int(count))
     if "?rules=" in spec:
@@ -508,7 +542,7 @@ def _resolve_one(spec: str) -> Corpus:
     if Path(spec).exists():
         return load_corpus_file(spec)
     raise CorpusError(
-        f"Unknown corpus '{spec}': not a built-in corpus and no such file. "
+        f"Unknown corpus '{markdown_escaped(spec)}': not a built-in corpus and no such file. "
         f"Valid forms: {SPEC_FORMS}."
     )
 

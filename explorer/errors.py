@@ -11,11 +11,19 @@ query); `quoted` is how a message quotes what the user typed.
 
 import math
 import re
+import unicodedata
 from numbers import Integral, Real
 
-# What would start Markdown in a quoted value: links and images ([text](url)), code spans,
-# maths, and the escape character itself. (A bare URL still shows as a link to itself.)
-_MARKDOWN_ACTIVE = re.compile(r"([\\`\[\]$])")
+# What Markdown (CommonMark + GitHub's tables and strikethrough), Streamlit's directives and
+# KaTeX treat as markup anywhere in a line: the escape character, emphasis, code, links and
+# images, maths, HTML and entities, headings, tables, strikethrough; `_` only where it can
+# open or close emphasis (not inside a word, as in `snake_case`). CommonMark takes a
+# backslash before any ASCII punctuation as that character, literally. (A bare URL still
+# shows as a link to itself.)
+_MARKDOWN_ACTIVE = re.compile(r"([\\`*\[\](){}!$<>#|~&]|(?<![^\W_])_|_(?![^\W_]))")
+# What is markup only at the start of a line: list items, setext underlines, ordered lists.
+_LINE_START = re.compile(r"^(?:([-+=])|(\d+)\.)")
+_LINE_BREAK = re.compile(r"[\r\n\t\v\f\x85\u2028\u2029]+")
 
 
 class ExplorerError(Exception):
@@ -44,7 +52,10 @@ def check_finite(settings: object, names: tuple[str, ...]) -> None:
     for name in names:
         value = getattr(settings, name)
         if isinstance(value, bool) or not isinstance(value, Real) or not math.isfinite(value):
-            raise InputError(f"{name} must be a finite number, got {value!r}.")
+            raise InputError(
+                f"{markdown_escaped(name)} must be a finite number, got "
+                f"{markdown_escaped(repr(value))}."
+            )
 
 
 INT_CAP = 10**18
@@ -86,22 +97,38 @@ def bounded_int(
         number = int(value) if is_int else None
         shown = str(number) if is_int else markdown_escaped(repr(value)[:40])
     if number is None:
-        raise InputError(f"{name} must be an integer{span}; {shown} is not one.")
+        raise InputError(
+            f"{markdown_escaped(name)} must be an integer{span}; "
+            f"{shown} is not one."
+        )
     if (low is not None and number < low) or (high is not None and number > high):
-        raise InputError(f"{name} must be an integer{span}; {shown} is out of range.")
+        raise InputError(
+            f"{markdown_escaped(name)} must be an integer{span}; "
+            f"{shown} is out of range."
+        )
     return number
 
 
 def quoted(value: object, limit: int = 80) -> str:
-    """A user's value as a message quotes it: the repr of its first `limit` characters, with
-    the characters that start Markdown links, images, code or maths backslash-escaped. The
+    """A user's value as a message quotes it: the repr of its first `limit` characters,
+    `markdown_escaped`. The
     app shows messages as Markdown (`st.error`, `st.warning`), so a typed or linked value
     such as `![x](https://...)` shows as typed instead of loading an image."""
     text = value if isinstance(value, str) else str(value)
     return markdown_escaped(repr(text[:limit]))
 
 
-def markdown_escaped(text: str) -> str:
-    """`text` with the characters that start Markdown links, images, code or maths
-    backslash-escaped, for a message that shows a path or value the user gave."""
-    return _MARKDOWN_ACTIVE.sub(r"\\\1", text)
+def markdown_escaped(text: object) -> str:
+    """`text` shown literally by Markdown: every character Markdown or KaTeX reads as markup
+    (backslash, backtick, `*_[](){}!$<>#|~&`, and `-`, `+`, `=` or `1.` at the start)
+    backslash-escaped, line breaks as spaces, and invisible characters (control and format
+    characters, such as U+202E which reverses the text after it) as `\\u202e`. The only way
+    text from the corpus, a link or a user enters a Markdown message (`st.error`,
+    `st.markdown`, `help=`, the message of an `ExplorerError`)."""
+    flat = _LINE_BREAK.sub(" ", str(text))
+    visible = "".join(
+        f"\\u{ord(char):04x}" if unicodedata.category(char) in ("Cc", "Cf") else char
+        for char in flat
+    )
+    escaped = _MARKDOWN_ACTIVE.sub(r"\\\1", visible)
+    return _LINE_START.sub(lambda m: f"\\{m[1]}" if m[1] else f"{m[2]}\\.", escaped)

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
-from explorer.errors import ExplorerError
+from explorer.errors import ExplorerError, markdown_escaped
 
 CACHE_DIR_VAR = "EXPLORER_CACHE_DIR"
 STORE_VAR = "EXPLORER_STORE"
@@ -48,6 +48,18 @@ PUBLIC_TEXT_CHARS = 500  # typed text in the public demo (MAX_TEXT_CHARS elsewhe
 PUBLIC_LIVE_SLOTS = 2  # live model runs at once in the public demo
 LIVE_WAIT_S = 2.0  # how long a live run waits for a slot before "busy, try again"
 MAX_PATH_CHARS = 4096
+
+
+@dataclass(frozen=True)
+class LiveLimits:
+    """How big one live model run may be in the public demo."""
+
+    max_features: int = 32  # features one intervention changes
+    max_dose_scales: int = 6  # scales of a corpus run's dose-response
+    corpus_batch_size: int = 32  # texts per forward pass of a corpus run
+
+
+PUBLIC_LIVE_LIMITS = LiveLimits()
 
 
 class SettingsError(ExplorerError):
@@ -101,7 +113,8 @@ def parse_flag(name: str, value: str | bool | None) -> bool:
     if word in FALSE_WORDS:
         return False
     raise SettingsError(
-        f"{name}={str(value)[:40]!r} is not a yes/no value: use one of "
+        f"{markdown_escaped(name)}={markdown_escaped(repr(str(value)[:40]))} is not a yes/no "
+        "value: use one of "
         f"{', '.join(sorted(TRUE_WORDS))} (on) or {', '.join(sorted(FALSE_WORDS - {''}))} (off)."
     )
 
@@ -110,5 +123,7 @@ def _path(name: str, value: str | None) -> str | None:
     if value is None or not value.strip():
         return None
     if len(value) > MAX_PATH_CHARS or "\x00" in value:
-        raise SettingsError(f"{name} is not a usable path ({len(value):,} characters).")
+        raise SettingsError(
+            f"{markdown_escaped(name)} is not a usable path ({len(value):,} characters)."
+        )
     return value.strip()

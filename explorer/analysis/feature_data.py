@@ -20,7 +20,7 @@ from typing import Any
 import pandas as pd
 
 from explorer.analysis.histograms import activation_histogram
-from explorer.errors import InputError, decimal_int, quoted
+from explorer.errors import InputError, decimal_int, markdown_escaped, quoted
 from explorer.sources.source import NEURONPEDIA_URL
 from explorer.store.queries.feature import (
     MAX_TEXTS,
@@ -224,7 +224,9 @@ def category_view(
     maxima = fired.set_index("text_id")["max_value"]
     target = store.texts(category)[["text_id", "category"]]
     if target.empty:
-        raise InputError(f"There are no texts of category {category!r} in this store.")
+        raise InputError(
+            f"There are no texts of category {markdown_escaped(repr(category))} in this store."
+        )
     target = target.assign(max_value=maxima.reindex(target["text_id"]).fillna(0.0).to_numpy())
     target = target.sort_values(["max_value", "text_id"], ascending=[False, True]).head(n_texts)
     others = fired[fired["category"] != category].head(n_texts)[

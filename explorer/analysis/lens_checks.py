@@ -27,7 +27,7 @@ import pandas as pd
 import torch
 from jaxtyping import Float
 
-from explorer.errors import InputError
+from explorer.errors import InputError, markdown_escaped
 
 Unembed = Callable[[Float[torch.Tensor, "n d_model"]], Float[torch.Tensor, "n d_vocab"]]
 
@@ -154,7 +154,8 @@ def consistency(
     features = np.unique(examples["feature"].to_numpy().astype(np.int64))
     if features[-1] >= decoder.shape[0]:
         raise InputError(
-            f"Feature {features[-1]} is out of range for a decoder of {decoder.shape[0]} rows."
+            f"Feature {markdown_escaped(features[-1])} is out of range for a decoder of "
+            f"{decoder.shape[0]} rows."
         )
     examples = examples.sort_values(["feature", "rank"] if "rank" in examples else ["feature"])
     next_ids = _padded(examples, features, "next_token_id")  # [n, e]

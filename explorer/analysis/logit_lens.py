@@ -21,7 +21,7 @@ import torch
 from jaxtyping import Float
 from transformer_lens import HookedTransformer
 
-from explorer.errors import InputError, bounded_int
+from explorer.errors import InputError, bounded_int, markdown_escaped
 from explorer.sources.source import LoadedSource
 from explorer.sources.unembed import through_final_norm, unembed_directions
 
@@ -38,7 +38,8 @@ def feature_logits(loaded: LoadedSource, sae: str, feature: int) -> np.ndarray:
     W_dec = handle.sae.W_dec  # [d_sae, d_model]
     if not 0 <= feature < W_dec.shape[0]:
         raise InputError(
-            f"Feature {feature} is out of range for SAE {sae!r}: choose 0 to {W_dec.shape[0] - 1}."
+            f"Feature {feature} is out of range for SAE {markdown_escaped(repr(sae))}: choose 0 to "
+            f"{W_dec.shape[0] - 1}."
         )
     return unembed_directions(loaded.model, W_dec[feature : feature + 1])[0].numpy()
 
@@ -65,13 +66,16 @@ def resolve_token(tokenizer: Any, d_vocab: int, value: str, given_as: TokenInput
         if len(ids) != 1:
             pieces = " | ".join(repr(tokenizer.decode([i])) for i in ids[:12])
             raise InputError(
-                f"{value!r} is {len(ids)} tokens for this tokenizer ({pieces}), not one. "
+                f"{markdown_escaped(repr(value))} is {len(ids)} tokens for this tokenizer "
+                f"({markdown_escaped(pieces)}), not one. "
                 "Type a single token (a leading space is part of it, as in ' the'), "
                 "or give its id."
             )
         token_id = int(ids[0])
     else:
-        raise InputError(f"A token is given as 'text' or 'id', got {given_as!r}.")
+        raise InputError(
+            f"A token is given as 'text' or 'id', got {markdown_escaped(repr(given_as))}."
+        )
     return Token(token_id=token_id, token=tokenizer.decode([token_id]))
 
 

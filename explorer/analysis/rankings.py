@@ -24,7 +24,7 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
-from explorer.errors import InputError, bounded_int
+from explorer.errors import InputError, bounded_int, markdown_escaped
 
 Ranking = Literal["strongest", "most frequent", "most selective", "composite"]
 RANKINGS: dict[Ranking, str] = {
@@ -70,7 +70,9 @@ def rank_features(
     ranking's `RANKING_COLUMNS`. `frequency` holds one SAE's `frequency_table` rows; `table`
     that SAE's specialist table rows, needed by "most selective" only."""
     if ranking not in RANKINGS:
-        raise InputError(f"ranking must be one of {', '.join(RANKINGS)}, got {ranking!r}.")
+        raise InputError(
+            f"ranking must be one of {', '.join(RANKINGS)}, got {markdown_escaped(repr(ranking))}."
+        )
     k = bounded_int("The number of features", k, 1, MAX_RANKED, text=False)
     if frequency["sae"].nunique() > 1:
         raise InputError("Rank the features of one SAE at a time.")

@@ -18,7 +18,7 @@ import pandas as pd
 import torch
 from jaxtyping import Float
 
-from explorer.errors import InputError
+from explorer.errors import InputError, markdown_escaped
 
 DEFAULT_CHUNK = 8192
 EPS = 1e-12
@@ -73,13 +73,18 @@ def decoder_neighbours(
     query's own SAE first, then the others in the order of `decoders`.
     """
     if sae not in decoders:
-        raise InputError(f"Unknown SAE {sae!r}; decoders are loaded for {list(decoders)}.")
+        raise InputError(
+            f"Unknown SAE {markdown_escaped(repr(sae))}; decoders are loaded for "
+            f"{markdown_escaped(list(decoders))}."
+        )
     own = decoders[sae]
     if not 1 <= k <= 1000:
         raise InputError(f"k must be from 1 to 1000, got {k}.")
     ids = torch.tensor([int(f) for f in features], dtype=torch.long)
     if len(ids) and (int(ids.min()) < 0 or int(ids.max()) >= own.shape[0]):
-        raise InputError(f"Feature ids must be from 0 to {own.shape[0] - 1} for {sae!r}.")
+        raise InputError(
+            f"Feature ids must be from 0 to {own.shape[0] - 1} for {markdown_escaped(repr(sae))}."
+        )
     queries = own[ids]  # [q, d_in]
     frames = []
     order = [sae, *(name for name in decoders if name != sae)]

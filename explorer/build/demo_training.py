@@ -38,7 +38,7 @@ from safetensors.torch import load_file, save_file
 from transformer_lens import HookedTransformer
 from transformers import PreTrainedTokenizerFast
 
-from explorer.errors import SourceError
+from explorer.errors import SourceError, markdown_escaped
 from explorer.sources.demo_bundle import (
     CORPUS_PACKAGES,
     MODEL_NAME,
@@ -303,7 +303,7 @@ def _reusable_lm(preset: DemoPreset, bundle: Path, corpus_sha: str) -> dict:
     old = DemoPreset(**{**asdict(preset), **manifest["preset"]}).lm_fields()
     if old != preset.lm_fields() or manifest["corpus"]["sha256"] != corpus_sha:
         raise SourceError(
-            f"The LM of {bundle} was trained with other settings or text; "
+            f"The LM of {markdown_escaped(bundle)} was trained with other settings or text; "
             "train the whole bundle instead (drop --reuse-lm)."
         )
     return manifest

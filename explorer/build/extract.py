@@ -33,7 +33,7 @@ from sae_lens.saes.topk_sae import TopK
 
 from explorer.build.quality import SpliceLosses, ce_losses, dense_fraction, stratified_sample
 from explorer.corpus import Corpus
-from explorer.errors import InputError
+from explorer.errors import InputError, markdown_escaped
 from explorer.sources.source import LoadedSource, SaeHandle
 from explorer.sources.unembed import unembed_directions
 from explorer.tokenize import (
@@ -319,7 +319,10 @@ def select_saes(loaded: LoadedSource, hooks: tuple[str, ...] | None) -> list[Sae
     unknown = set(hooks) - {h.hook_name for h in chosen} - {h.name for h in chosen}
     if unknown:
         valid = ", ".join(f"{h.name} ({h.hook_name})" for h in loaded.saes)
-        raise InputError(f"Unknown hook(s) {', '.join(sorted(unknown))}; this source has {valid}.")
+        raise InputError(
+            f"Unknown hook(s) {markdown_escaped(', '.join(sorted(unknown)))}; this "
+            f"source has {markdown_escaped(valid)}."
+        )
     return chosen
 
 

@@ -28,7 +28,7 @@ import torch
 from explorer.build.extract import BuildSettings
 from explorer.build.shards import MergeReport, ShardSpec, merge_shards, write_shard
 from explorer.corpus import Corpus, resolve_corpus
-from explorer.errors import ExplorerError, InputError, StoreError
+from explorer.errors import ExplorerError, InputError, StoreError, markdown_escaped
 from explorer.sources.source import Source, load_source
 
 MAX_WORKERS = 1024
@@ -101,7 +101,10 @@ def build_with_ray(
     spec = source.spec() if isinstance(source, Source) else Source.parse(source).spec()
     out = Path(out).absolute()
     if not out.parent.is_dir():
-        raise StoreError(f"Cannot build {out}: the folder {out.parent} does not exist.")
+        raise StoreError(
+            f"Cannot build {markdown_escaped(out)}: the folder "
+            f"{markdown_escaped(out.parent)} does not exist."
+        )
     temporary = shard_folder is None
     folder = out.with_name(f".{out.name}.shards-{os.getpid()}") if temporary else shard_folder
     job = _Job(spec, corpus, str(Path(folder).absolute()), n_shards, settings, threads)
@@ -133,7 +136,9 @@ def _run_shards(ray: Any, job: _Job, workers: int) -> None:
     except ExplorerError:
         raise
     except Exception as exc:  # Ray wraps a worker's error in its own exception types
-        raise StoreError(f"A Ray worker failed while writing shards: {exc}") from exc
+        raise StoreError(
+            f"A Ray worker failed while writing shards: {markdown_escaped(exc)}"
+        ) from exc
     done = sorted(int(row["shard"]) for row in rows)
     if done != list(range(job.n_shards)):
         raise StoreError(f"Ray wrote shards {done}, expected 0 to {job.n_shards - 1}.")

@@ -45,7 +45,7 @@ from explorer.build.extract import (
 from explorer.build.quality import SpliceLosses, dense_fraction
 from explorer.build.single import build_meta, sae_info
 from explorer.corpus import Corpus, resolve_corpus
-from explorer.errors import CorpusError, InputError, StoreError
+from explorer.errors import CorpusError, InputError, StoreError, markdown_escaped
 from explorer.sources.source import LoadedSource, SaeHandle
 from explorer.store.schema import ACTS_SCHEMA, FLUSH_ROWS, TOKENS_SCHEMA, SaeInfo, library_versions
 from explorer.store.shard_reads import merged_stats, merged_topk, quality_rows
@@ -86,7 +86,10 @@ class ShardSpec:
         """Read `I/N`, e.g. `0/4` for the first of four shards."""
         index, slash, count = text.strip().partition("/")
         if not (slash and index.isdecimal() and count.isdecimal()):
-            raise InputError(f"--shard takes I/N (e.g. 0/4 for the first of 4), got {text!r}.")
+            raise InputError(
+                "--shard takes I/N (e.g. 0/4 for the first of 4), got "
+                f"{markdown_escaped(repr(text))}."
+            )
         return cls(int(index), int(count))
 
     def __str__(self) -> str:
@@ -147,7 +150,9 @@ def write_shard(
     settings.validate()
     corpus = resolve_corpus(corpus) if isinstance(corpus, str) else corpus
     if len(corpus) == 0:
-        raise CorpusError(f"The corpus {corpus.name!r} has no texts; nothing to build.")
+        raise CorpusError(
+            f"The corpus {markdown_escaped(repr(corpus.name))} has no texts; nothing to build."
+        )
     folder = _shard_folder(folder)
     fingerprint = corpus_sha256(corpus)
     if settings.max_texts is not None:
@@ -257,12 +262,19 @@ def _json_list(value: Any) -> Any:
 def _shard_folder(folder: str | Path) -> Path:
     folder = Path(folder).absolute()
     if folder.exists() and not folder.is_dir():
-        raise InputError(f"--out {folder} is a file; a shard is written into a folder.")
+        raise InputError(
+            f"--out {markdown_escaped(folder)} is a file; a shard is written into a folder."
+        )
     if not folder.parent.is_dir():
-        raise InputError(f"Cannot write shards into {folder}: {folder.parent} does not exist.")
+        raise InputError(
+            f"Cannot write shards into {markdown_escaped(folder)}: "
+            f"{markdown_escaped(folder.parent)} does not exist."
+        )
     folder.mkdir(exist_ok=True)
     if not os.access(folder, os.W_OK | os.X_OK):
-        raise InputError(f"Cannot write shards into {folder}: no write permission.")
+        raise InputError(
+            f"Cannot write shards into {markdown_escaped(folder)}: no write permission."
+        )
     return folder
 
 
@@ -454,12 +466,12 @@ def read_shards(folder: str | Path) -> list[Shard]:
     a StoreError says what is missing or inconsistent otherwise."""
     folder = Path(folder).absolute()
     if not folder.is_dir():
-        raise StoreError(f"No shard folder at {folder}.")
+        raise StoreError(f"No shard folder at {markdown_escaped(folder)}.")
     unfinished = _incomplete_writes(folder)
     manifests = sorted((folder / MANIFESTS).glob("shard=*.json"))
     if not manifests:
         raise StoreError(
-            f"{folder} holds no finished shard (no {MANIFESTS}/shard=I.json)"
+            f"{markdown_escaped(folder)} holds no finished shard (no {MANIFESTS}/shard=I.json)"
             + _unfinished_note(unfinished)
             + ". Write shards with `python -m explorer build --shard I/N --out FOLDER`."
         )
@@ -471,8 +483,8 @@ def read_shards(folder: str | Path) -> list[Shard]:
     if missing:
         unfinished_missing = [path for path in unfinished if _write_index(path) in missing]
         raise StoreError(
-            f"{folder} has {len(present)} of {n_shards} shards: missing shard(s) "
-            f"{', '.join(map(str, missing))}{_unfinished_note(unfinished_missing)}. "
+            f"{markdown_escaped(folder)} has {len(present)} of {n_shards} shards: missing shard(s) "
+            f"{markdown_escaped(', '.join(map(str, missing)))}{markdown_escaped(_unfinished_note(unfinished_missing))}. "
             f"Run them with --shard I/{n_shards} and the same source, corpus and settings."
         )
     if unfinished:
@@ -501,13 +513,18 @@ def _read_manifest(folder: Path, path: Path) -> Shard:
         index = int(manifest["shard"])
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise StoreError(
-            f"Cannot read the shard manifest {path} ({exc}); rerun that shard."
+            f"Cannot read the shard manifest {markdown_escaped(path)} ({markdown_escaped(exc)}); "
+            "rerun that shard."
         ) from exc
     if path.name != f"shard={index}.json":
-        raise StoreError(f"{path} describes shard {index}; its name must be shard={index}.json.")
+        raise StoreError(
+            f"{markdown_escaped(path)} describes shard {index}; its name must be "
+            f"shard={index}.json."
+        )
     if manifest.get("format") != FORMAT_VERSION:
         raise StoreError(
-            f"{path} has shard format {manifest.get('format')}; this explorer merges format "
+            f"{markdown_escaped(path)} has shard format "
+            f"{markdown_escaped(manifest.get('format'))}; this explorer merges format "
             f"{FORMAT_VERSION}. Rewrite the shards with this version."
         )
     return Shard(folder, manifest)
@@ -529,7 +546,8 @@ def _check_agreement(folder: Path, shards: list[Shard]) -> None:
             problems.append(f"{key} differs ({described})")
     if problems:
         raise StoreError(
-            f"The shards in {folder} are not of one build: {'. '.join(problems)}. "
+            f"The shards in {markdown_escaped(folder)} are not of one build: "
+            f"{markdown_escaped('. '.join(problems))}. "
             "Remove the foreign shards or rewrite them with the same source, corpus, "
             "settings and number of shards."
         )
@@ -546,13 +564,15 @@ def _check_files(shard: Shard) -> None:
             found = pq.read_metadata(path).num_rows
         except (OSError, pa.ArrowException) as exc:
             raise StoreError(
-                f"Shard {shard.index} in {shard.folder} is damaged: cannot read {name} ({exc}). "
+                f"Shard {shard.index} in {markdown_escaped(shard.folder)} is damaged: cannot read "
+                f"{markdown_escaped(name)} ({markdown_escaped(exc)}). "
                 f"Rerun shard {shard.index}."
             ) from exc
         if found != rows:
             raise StoreError(
-                f"Shard {shard.index} in {shard.folder} is damaged: {name} has {found} rows, "
-                f"its manifest says {rows}. Rerun shard {shard.index}."
+                f"Shard {shard.index} in {markdown_escaped(shard.folder)} is damaged: "
+                f"{markdown_escaped(name)} has {markdown_escaped(found)} rows, "
+                f"its manifest says {markdown_escaped(rows)}. Rerun shard {shard.index}."
             )
 
 
@@ -593,7 +613,9 @@ def merged_top_examples(folder: str | Path, sae: str, k: int = 20) -> pd.DataFra
     shards' running top-k (ties by text_id, pos), without merging the activations."""
     shards = read_shards(folder)
     if sae not in {info["sae"] for info in shards[0].manifest["saes"]}:
-        raise StoreError(f"The shards in {folder} have no SAE {sae!r}.")
+        raise StoreError(
+            f"The shards in {markdown_escaped(folder)} have no SAE {markdown_escaped(repr(sae))}."
+        )
     if not 1 <= k <= int(shards[0].manifest["settings"]["topk"]):
         raise InputError(f"k must be 1 to the shards' topk setting, got {k}.")
     return merged_topk(_all_files(shards, "topk", sae), k)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from explorer.build.extract import BuildSettings, ExtractionResult, Progress, extract, select_saes
 from explorer.corpus import Corpus, resolve_corpus
-from explorer.errors import CorpusError
+from explorer.errors import CorpusError, markdown_escaped
 from explorer.sources.source import LoadedSource, SaeHandle, Source, load_source
 from explorer.store.schema import SaeInfo
 from explorer.store.writer import StoreWriter
@@ -46,7 +46,9 @@ def build_store(
     settings.validate()
     corpus = resolve_corpus(corpus) if isinstance(corpus, str) else corpus
     if len(corpus) == 0:
-        raise CorpusError(f"The corpus {corpus.name!r} has no texts; nothing to build.")
+        raise CorpusError(
+            f"The corpus {markdown_escaped(repr(corpus.name))} has no texts; nothing to build."
+        )
     loaded = source if isinstance(source, LoadedSource) else load_source(source)
     meta = build_meta(loaded, corpus.name, settings)
     handles = select_saes(loaded, settings.hooks)

@@ -38,7 +38,7 @@ from jaxtyping import Float
 from sae_lens import SAE
 from scipy.stats import ttest_ind
 
-from explorer.errors import INT_CAP, InputError, decimal_int, quoted
+from explorer.errors import INT_CAP, InputError, decimal_int, markdown_escaped, quoted
 from explorer.live.text import MAX_TEXT_CHARS, check_text
 from explorer.sources import request_hooks
 from explorer.sources.source import LoadedSource, SaeHandle
@@ -80,21 +80,28 @@ class Intervention:
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
-            raise InputError(f"Unknown mode {self.mode!r}; choose one of {', '.join(MODES)}.")
+            raise InputError(
+                f"Unknown mode {markdown_escaped(repr(self.mode))}; choose one of "
+                f"{', '.join(MODES)}."
+            )
         if not self.features:
             raise InputError("Choose at least one feature to intervene on.")
         if len(self.features) > MAX_FEATURES:
             raise InputError(f"Intervene on at most {MAX_FEATURES} features at once.")
         if any(isinstance(f, bool) or not isinstance(f, int) for f in self.features):
-            raise InputError(f"Feature ids must be integers, got {list(self.features)!r}.")
+            raise InputError(
+                f"Feature ids must be integers, got {markdown_escaped(repr(list(self.features)))}."
+            )
         if len(set(self.features)) != len(self.features):
-            raise InputError(f"A feature is listed twice in {list(self.features)}.")
+            raise InputError(
+                f"A feature is listed twice in {markdown_escaped(list(self.features))}."
+            )
         if self.mode == "swap" and len(self.features) != 2:
             raise InputError("Swapping needs exactly two features.")
         if not math.isfinite(self.value) or abs(self.value) > MAX_ABS_VALUE:
             raise InputError(
                 f"The value must be a number between -{MAX_ABS_VALUE:g} and {MAX_ABS_VALUE:g}, "
-                f"got {self.value!r}."
+                f"got {markdown_escaped(repr(self.value))}."
             )
         if self.positions is not None:
             if not self.positions:
@@ -102,7 +109,7 @@ class Intervention:
             if any(isinstance(p, bool) or not isinstance(p, int) or p < 1 for p in self.positions):
                 raise InputError(
                     f"Positions count real tokens from 1 (BOS is never changed), got "
-                    f"{list(self.positions)!r}."
+                    f"{markdown_escaped(repr(list(self.positions)))}."
                 )
 
     def check(self, handle: SaeHandle) -> None:
@@ -111,7 +118,8 @@ class Intervention:
         outside = [f for f in self.features if not 0 <= f < d_sae]
         if outside:
             raise InputError(
-                f"Feature {outside[0]} is out of range for SAE {handle.name!r}: choose 0 to "
+                f"Feature {markdown_escaped(outside[0])} is out of range for SAE "
+                f"{markdown_escaped(repr(handle.name))}: choose 0 to "
                 f"{d_sae - 1}."
             )
 
@@ -146,7 +154,7 @@ class Intervention:
                 positions=None if positions is None else tuple(int(p) for p in positions),
             )
         except (KeyError, TypeError, ValueError) as exc:
-            raise InputError(f"Not a saved intervention: {exc}.") from exc
+            raise InputError(f"Not a saved intervention: {markdown_escaped(exc)}.") from exc
 
 
 def _position_mask(n_positions: int, positions: tuple[int, ...] | None) -> torch.Tensor:
@@ -331,7 +339,10 @@ def text_effect(
     token_ids = check_text(loaded, text, max_chars)
     n = len(token_ids)
     if intervention.positions is not None and max(intervention.positions) > n:
-        raise InputError(f"Position {max(intervention.positions)} is past the text's {n} tokens.")
+        raise InputError(
+            f"Position {markdown_escaped(max(intervention.positions))} is past the "
+            f"text's {n} tokens."
+        )
     next_at = n if next_at is None else next_at
     if not 1 <= next_at <= n:
         raise InputError(f"Choose a token from 1 to {n} for the next-token comparison.")
@@ -388,7 +399,9 @@ def generate(
 ) -> str:
     """The continuation of `prompt` (without the prompt), with or without `intervention`."""
     if sampling not in get_args(Sampling):
-        raise InputError(f"Unknown sampling {sampling!r}; choose greedy or sample.")
+        raise InputError(
+            f"Unknown sampling {markdown_escaped(repr(sampling))}; choose greedy or sample."
+        )
     if not 1 <= max_new_tokens <= MAX_NEW_TOKENS:
         raise InputError(f"Generate 1 to {MAX_NEW_TOKENS} new tokens.")
     if not 0.05 <= temperature <= 5:
@@ -488,7 +501,10 @@ def specialization_test(effects: pd.DataFrame, category: str, setting: int = 0) 
     inside = rows.loc[rows["category"] == category, "delta_loss"].to_numpy(dtype=np.float64)
     outside = rows.loc[rows["category"] != category, "delta_loss"].to_numpy(dtype=np.float64)
     if len(inside) < 2 or len(outside) < 2:
-        raise InputError(f"Need at least two texts inside and outside {category!r} to compare.")
+        raise InputError(
+            "Need at least two texts inside and outside "
+            f"{markdown_escaped(repr(category))} to compare."
+        )
     test = ttest_ind(inside, outside, equal_var=False, alternative="greater")
     p_value = float(test.pvalue) if np.isfinite(test.pvalue) else 1.0
     return {

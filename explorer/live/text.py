@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from explorer.errors import InputError, bounded_int, decimal_int, quoted
+from explorer.errors import InputError, bounded_int, decimal_int, markdown_escaped, quoted
 from explorer.hooks import residual_boundary
 from explorer.sources import request_hooks
 from explorer.sources.source import LoadedSource, SaeHandle
@@ -110,7 +110,9 @@ def rank_text_features(acts: TextActivations, by: TextRanking = "max", n: int = 
     peak_token (its strongest token; the first on ties).
     """
     if by not in TEXT_RANKINGS:
-        raise InputError(f"Rank features by one of {', '.join(TEXT_RANKINGS)}, got {by!r}.")
+        raise InputError(
+            f"Rank features by one of {', '.join(TEXT_RANKINGS)}, got {markdown_escaped(repr(by))}."
+        )
     n = bounded_int("The number of features", n, 1, MAX_RANKED)
     rows = acts.acts
     peaks = rows.sort_values(["feature", "value", "pos"], ascending=[True, False, True])
@@ -146,9 +148,14 @@ def parse_feature_ids(text: str, d_sae: int, max_features: int = MAX_HIGHLIGHTED
         value = decimal_int(item)
         if value is None:
             shown = quoted(item, 40)
-            raise InputError(f"{shown} is not a feature id: give integers from 0 to {d_sae - 1}.")
+            raise InputError(
+                f"{shown} is not a feature id: give integers from 0 "
+                f"to {d_sae - 1}."
+            )
         if value >= d_sae:
-            raise InputError(f"Feature {item[:40]} is out of range: choose 0 to {d_sae - 1}.")
+            raise InputError(
+                f"Feature {markdown_escaped(item[:40])} is out of range: choose 0 to {d_sae - 1}."
+            )
         if value not in features:
             features.append(value)
     if len(features) > max_features:

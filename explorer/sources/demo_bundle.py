@@ -20,7 +20,7 @@ from safetensors.torch import load_file
 from transformer_lens import HookedTransformer, HookedTransformerConfig
 from transformers import PreTrainedTokenizerFast
 
-from explorer.errors import SourceError
+from explorer.errors import SourceError, markdown_escaped
 
 PresetName = Literal["demo", "tiny"]
 MODEL_NAME = "sae-explorer-demo"
@@ -129,7 +129,8 @@ def load_bundle(path: str | Path) -> DemoBundle:
     missing = [name for name in required if not (path / name).exists()]
     if missing:
         raise SourceError(
-            f"No complete demo bundle at {path} (missing: {', '.join(missing)}). "
+            f"No complete demo bundle at {markdown_escaped(path)} (missing: "
+            f"{markdown_escaped(', '.join(missing))}). "
             "Train one with `python -m explorer demo train --preset tiny` (or `--preset demo`)."
         )
     tokenizer = PreTrainedTokenizerFast.from_pretrained(path / "tokenizer")

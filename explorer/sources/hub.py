@@ -19,7 +19,7 @@ from sae_lens.loading.pretrained_saes_directory import (
     get_pretrained_saes_directory,
 )
 
-from explorer.errors import SourceError
+from explorer.errors import SourceError, markdown_escaped
 
 OFFLINE_ALTERNATIVES = (
     "the `demo` source (the bundled demo model and SAEs, always available), "
@@ -47,7 +47,8 @@ def _registry_lookup(release: str, sae_ids: tuple[str, ...]) -> PretrainedSAELoo
     if release not in directory:
         closest = difflib.get_close_matches(release, directory, n=5, cutoff=0.5)
         raise SourceError(
-            f"Unknown SAELens release {release!r}. Closest: {', '.join(closest) or 'none'}. "
+            f"Unknown SAELens release {markdown_escaped(repr(release))}. Closest: "
+            f"{markdown_escaped(', '.join(closest) or 'none')}. "
             f"See list_registry_releases() for all {len(directory)} releases."
         )
     lookup = directory[release]
@@ -56,9 +57,10 @@ def _registry_lookup(release: str, sae_ids: tuple[str, ...]) -> PretrainedSAELoo
         if sae_id not in lookup.saes_map:
             closest = difflib.get_close_matches(sae_id, valid_ids, n=5, cutoff=0.5)
             raise SourceError(
-                f"Unknown sae_id {sae_id!r} in the release {release}. "
-                f"Closest: {', '.join(closest) or 'none'}. "
-                f"Its {len(valid_ids)} ids include: {', '.join(valid_ids[:5])}."
+                f"Unknown sae_id {markdown_escaped(repr(sae_id))} in the release "
+                f"{markdown_escaped(release)}. "
+                f"Closest: {markdown_escaped(', '.join(closest) or 'none')}. "
+                f"Its {len(valid_ids)} ids include: {markdown_escaped(', '.join(valid_ids[:5]))}."
             )
     return lookup
 
@@ -118,10 +120,13 @@ def _from_hub(load: Callable[[], T], what: str, hub_state: HubState) -> T:
             )
             problem = f"{reason} and it is not in the local cache ({hf_constants.HF_HUB_CACHE})"
         raise SourceError(
-            f"Cannot load {what}: {problem}. Offline alternatives: {OFFLINE_ALTERNATIVES}."
+            f"Cannot load {markdown_escaped(what)}: {markdown_escaped(problem)}. Offline "
+            f"alternatives: {OFFLINE_ALTERNATIVES}."
         ) from error
     except (ValueError, KeyError) as error:
-        raise SourceError(f"Cannot load {what}: {error}") from error
+        raise SourceError(
+            f"Cannot load {markdown_escaped(what)}: {markdown_escaped(error)}"
+        ) from error
 
 
 class _HubOfflineSwitch:

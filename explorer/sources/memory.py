@@ -36,7 +36,7 @@ from transformer_lens.loading_from_pretrained import (
     get_official_model_name,
 )
 
-from explorer.errors import SourceError
+from explorer.errors import SourceError, markdown_escaped
 from explorer.sources.source import Source
 
 GB = 1e9
@@ -342,8 +342,10 @@ def check_fits(estimate: MemoryEstimate, available: AvailableMemory | None = Non
         return
     if needed > available.bytes:
         raise SourceError(
-            f"Loading {estimate.model_name} with its {estimate.n_saes} SAE(s) needs "
-            f"{estimate.describe()}; this machine has {_gb(available.bytes)} {available.where}. "
+            f"Loading {markdown_escaped(estimate.model_name)} with its {estimate.n_saes} SAE(s) "
+            "needs "
+            f"{markdown_escaped(estimate.describe())}; this machine has {_gb(available.bytes)} "
+            f"{markdown_escaped(available.where)}. "
             "Load fewer SAEs, or a smaller model (the `demo` source needs about "
             f"{_gb(estimate_source('demo').needed_bytes)})."
         )

@@ -24,7 +24,7 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, get_args
 
-from explorer.errors import InputError, SourceError
+from explorer.errors import InputError, SourceError, markdown_escaped
 from explorer.hooks import block_of
 
 # torch, transformer-lens and sae-lens (and the modules here that import them) are imported
@@ -167,7 +167,11 @@ class LoadedSource:
             if handle.name == name:
                 return handle
         names = ", ".join(handle.name for handle in self.saes)
-        raise SourceError(f"No SAE named {name!r} in {self.source.spec()}; its SAEs are: {names}.")
+        raise SourceError(
+            f"No SAE named {markdown_escaped(repr(name))} in "
+            f"{markdown_escaped(self.source.spec())}; its SAEs are: "
+            f"{markdown_escaped(names)}."
+        )
 
     def handle_for(self, sae: str | SaeRef, d_sae: int | None = None) -> SaeHandle | None:
         """The loaded SAE a store's SAE names, or None when the source has none: same name,
@@ -270,7 +274,9 @@ def _demo_bundle(preset: str) -> DemoBundle:
     try:
         return load_bundle(path)
     except OSError as error:
-        raise SourceError(f"Cannot load the demo bundle at {path}: {error}") from error
+        raise SourceError(
+            f"Cannot load the demo bundle at {markdown_escaped(path)}: {markdown_escaped(error)}"
+        ) from error
 
 
 def _model_for(model_name: str | None, saes: list[SAE], device: str) -> HookedTransformer:
@@ -302,7 +308,8 @@ def _metadata_model(
     if None in names or len(names) != 1:
         shown = ", ".join(sorted(str(name) for name in names))
         raise SourceError(
-            f"Cannot tell which model these SAEs belong to (their metadata names: {shown}); "
+            "Cannot tell which model these SAEs belong to (their metadata names: "
+            f"{markdown_escaped(shown)}); "
             "name it in the source, e.g. `local:FOLDER@gpt2-small` or `local:FOLDER@demo`."
         )
     kwargs = next(
@@ -336,8 +343,9 @@ def _load_lens_model(
                 raise
             closest = difflib.get_close_matches(model_name.lower(), aliases, n=5)
             raise SourceError(
-                f"{model_name!r} is not a TransformerLens model name "
-                f"(closest: {', '.join(closest) or 'none'}). Name a TransformerLens model, "
+                f"{markdown_escaped(repr(model_name))} is not a TransformerLens model name "
+                f"(closest: {markdown_escaped(', '.join(closest) or 'none')}). Name a "
+                "TransformerLens model, "
                 "or `demo` / `demo:tiny` / a demo bundle folder."
             ) from error
 
@@ -350,20 +358,23 @@ def _read_sae_folder(path: Path, device: str) -> SAE:
     from safetensors import SafetensorError
 
     if not path.is_dir():
-        raise SourceError(f"The SAE folder {path} does not exist.")
+        raise SourceError(f"The SAE folder {markdown_escaped(path)} does not exist.")
     missing = [
         name for name in (SAE_CFG_FILENAME, SAE_WEIGHTS_FILENAME) if not (path / name).is_file()
     ]
     if missing:
         raise SourceError(
-            f"The SAE folder {path} has no {' and no '.join(missing)}; a SAELens folder "
+            f"The SAE folder {markdown_escaped(path)} has no "
+            f"{markdown_escaped(' and no '.join(missing))}; a SAELens folder "
             f"(written by `sae.save_model(folder)`) holds {SAE_CFG_FILENAME} and "
             f"{SAE_WEIGHTS_FILENAME}."
         )
     try:
         return SAE.load_from_disk(path, device=device)
     except (OSError, ValueError, KeyError, TypeError, RuntimeError, SafetensorError) as error:
-        raise SourceError(f"Cannot load the SAELens folder {path}: {error}") from error
+        raise SourceError(
+            f"Cannot load the SAELens folder {markdown_escaped(path)}: {markdown_escaped(error)}"
+        ) from error
 
 
 # --------------------------------------------------------------------------- handles
@@ -380,7 +391,7 @@ def _handle(
     hook_name = sae.cfg.metadata.hook_name
     if not hook_name:
         raise SourceError(
-            f"The SAE {name or sae_id or ''} does not say which hook it reads "
+            f"The SAE {markdown_escaped(name or sae_id or '')} does not say which hook it reads "
             "(no hook_name in its metadata)."
         )
     layer = _layer_of(hook_name)
@@ -400,7 +411,7 @@ def _layer_of(hook_name: str) -> int:
     layer = block_of(hook_name)
     if layer is None:
         raise SourceError(
-            f"The hook {hook_name!r} is not inside a transformer block "
+            f"The hook {markdown_escaped(repr(hook_name))} is not inside a transformer block "
             "(expected blocks.<layer>.<hook>, e.g. blocks.8.hook_resid_pre)."
         )
     return layer
@@ -422,7 +433,8 @@ def _unique_names(handles: list[SaeHandle], origins: list[str]) -> list[SaeHandl
     names = [handle.name for handle in renamed]
     if len(set(names)) != len(names):
         raise SourceError(
-            f"Several SAEs would be called {_duplicates(names)}; give their folders or "
+            f"Several SAEs would be called {markdown_escaped(_duplicates(names))}; give their "
+            "folders or "
             "files distinct names."
         )
     return renamed
@@ -434,14 +446,17 @@ def _check_fits(model: HookedTransformer, handle: SaeHandle) -> None:
     if handle.hook_name not in model.hook_dict:
         closest = difflib.get_close_matches(handle.hook_name, model.hook_dict, n=3)
         raise SourceError(
-            f"The SAE {handle.name} reads {handle.hook_name}, which the model {model_name} "
-            f"does not have (closest: {', '.join(closest) or 'none'})."
+            f"The SAE {markdown_escaped(handle.name)} reads {markdown_escaped(handle.hook_name)}, "
+            f"which the model {markdown_escaped(model_name)} "
+            f"does not have (closest: {markdown_escaped(', '.join(closest) or 'none')})."
         )
     width = _hook_width(model, handle.hook_name)
     if width is not None and handle.sae.cfg.d_in != width:
         raise SourceError(
-            f"The SAE {handle.name} has d_in {handle.sae.cfg.d_in}, but {handle.hook_name} "
-            f"of the model {model_name} has width {width}: they do not belong together."
+            f"The SAE {markdown_escaped(handle.name)} has d_in {handle.sae.cfg.d_in}, but "
+            f"{markdown_escaped(handle.hook_name)} "
+            f"of the model {markdown_escaped(model_name)} has width {width}: they do not belong "
+            "together."
         )
 
 
@@ -467,7 +482,7 @@ def neuronpedia_url(handle: SaeHandle, feature: int) -> str | None:
         return None
     if not 0 <= feature < handle.sae.cfg.d_sae:
         raise InputError(
-            f"Feature {feature} is out of range: {handle.name} has features "
+            f"Feature {feature} is out of range: {markdown_escaped(handle.name)} has features "
             f"0 to {handle.sae.cfg.d_sae - 1}."
         )
     return f"{NEURONPEDIA_URL}/{handle.neuronpedia_id}/{feature}"

@@ -18,7 +18,7 @@ from sae_lens.saes.sae import SAEMetadata
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 
-from explorer.errors import SourceError
+from explorer.errors import SourceError, markdown_escaped
 
 # Keys of a TopK checkpoint: encoder weight, encoder bias, decoder weight, decoder bias.
 TOPK_LAYOUTS = (
@@ -37,7 +37,7 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
     """Read a TopK checkpoint: `torch.save` of a dict of tensors, or a `.safetensors` file
     (with its settings such as k in a `cfg.json` beside it, as EleutherAI sparsify saves)."""
     if not path.is_file():
-        raise SourceError(f"The checkpoint {path} does not exist.")
+        raise SourceError(f"The checkpoint {markdown_escaped(path)} does not exist.")
     try:
         if path.suffix == ".safetensors":
             cfg_path = path.with_name("cfg.json")
@@ -53,12 +53,14 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
         SafetensorError,
     ) as error:
         raise SourceError(
-            f"Cannot read the checkpoint {path}: {error}. Expected a file written by "
+            f"Cannot read the checkpoint {markdown_escaped(path)}: {markdown_escaped(error)}. "
+            "Expected a file written by "
             "`torch.save` of a dict of tensors (it is read with weights_only=True)."
         ) from error
     if not isinstance(state, dict):
         raise SourceError(
-            f"The checkpoint {path} holds a {type(state).__name__}, not a dict of tensors."
+            f"The checkpoint {markdown_escaped(path)} holds a {type(state).__name__}, not a dict "
+            "of tensors."
         )
     return state
 
@@ -78,7 +80,8 @@ def topk_sae_from_state_dict(
     for key, size in (("d_in", d_in), ("d_sae", d_sae)):
         if settings.get(key) is not None and settings[key] != size:
             raise SourceError(
-                f"The checkpoint says {key} = {settings[key]}, but its weights have {key} = {size}."
+                f"The checkpoint says {markdown_escaped(key)} = {markdown_escaped(settings[key])}, "
+                f"but its weights have {markdown_escaped(key)} = {size}."
             )
     hook_name = hook_name or settings.get("hook_name")
     if not hook_name:
@@ -151,11 +154,14 @@ def _topk_weights(
     else:
         raise SourceError(
             "Not a TopK checkpoint layout this explorer knows. Expected either "
-            f"({TOPK_LAYOUTS[0]}) or ({TOPK_LAYOUTS[1]}); found {sorted(weights) or 'no tensors'}."
+            f"({TOPK_LAYOUTS[0]}) or ({TOPK_LAYOUTS[1]}); found "
+            f"{markdown_escaped(sorted(weights) or 'no tensors')}."
         )
     encoder = weights[enc_key]
     if encoder.ndim != 2:
-        raise SourceError(f"{enc_key} should be a matrix; it has shape {list(encoder.shape)}.")
+        raise SourceError(
+            f"{markdown_escaped(enc_key)} should be a matrix; it has shape {list(encoder.shape)}."
+        )
     W_enc = encoder.T if enc_key == "encoder.weight" else encoder  # nn.Linear is [out, in]
     d_in, d_sae = W_enc.shape  # [d_in, d_sae]
     b_enc_key, b_enc = _one_of(weights, b_enc_keys, "the encoder bias")
@@ -168,13 +174,14 @@ def _topk_weights(
     ):
         if tuple(tensor.shape) != (size,):
             raise SourceError(
-                f"{key} has shape {list(tensor.shape)}, but the encoder {enc_key} "
+                f"{markdown_escaped(key)} has shape {list(tensor.shape)}, but the encoder "
+                f"{markdown_escaped(enc_key)} "
                 f"{list(encoder.shape)} implies [{size}] ({dim})."
             )
     unknown = sorted(set(weights) - {enc_key, *b_enc_keys, *DECODER_KEYS, *DECODER_BIAS_KEYS})
     if unknown:
         raise SourceError(
-            f"The checkpoint has tensors a TopK SAE does not use: {unknown}; "
+            f"The checkpoint has tensors a TopK SAE does not use: {markdown_escaped(unknown)}; "
             "converting it would drop them."
         )
     return W_enc, b_enc, W_dec, b_dec
@@ -185,10 +192,16 @@ def _one_of(
 ) -> tuple[str, torch.Tensor]:
     present = [key for key in keys if key in weights]
     if not present:
-        raise SourceError(f"The checkpoint has no {what} (expected one of {', '.join(keys)}).")
+        raise SourceError(
+            f"The checkpoint has no {markdown_escaped(what)} (expected one of "
+            f"{markdown_escaped(', '.join(keys))})."
+        )
     first = weights[present[0]]
     if any(not torch.equal(weights[key], first) for key in present[1:]):
-        raise SourceError(f"The checkpoint's {' and '.join(present)} differ; both are {what}.")
+        raise SourceError(
+            f"The checkpoint's {markdown_escaped(' and '.join(present))} differ; "
+            f"both are {markdown_escaped(what)}."
+        )
     return present[0], first
 
 
@@ -198,7 +211,7 @@ def _decoder_rows(
     """The decoder as [d_sae, d_in]; a square one follows its key (nn.Linear is [out, in])."""
     if decoder.ndim != 2 or sorted(decoder.shape) != sorted((d_in, d_sae)):
         raise SourceError(
-            f"{key} has shape {list(decoder.shape)}, but the encoder implies "
+            f"{markdown_escaped(key)} has shape {list(decoder.shape)}, but the encoder implies "
             f"[{d_sae}, {d_in}] or [{d_in}, {d_sae}] (d_sae = {d_sae}, d_in = {d_in})."
         )
     if d_in == d_sae:

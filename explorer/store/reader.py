@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from explorer.errors import InputError, StoreError, bounded_int
+from explorer.errors import InputError, StoreError, bounded_int, markdown_escaped
 from explorer.store.schema import (
     _RANKED_STATS_SQL,
     _TABLE_NAMES_SQL,
@@ -161,13 +161,19 @@ class Store:
         try:
             exists, is_dir = path.exists(), path.is_dir()
         except OSError as exc:  # e.g. a name longer than the file system allows
-            raise StoreError(f"Cannot open the store {str(path)[:200]}: {exc.strerror}.") from exc
+            raise StoreError(
+                f"Cannot open the store {markdown_escaped(str(path)[:200])}: "
+                f"{markdown_escaped(exc.strerror)}."
+            ) from exc
         if not exists:
             raise StoreError(
-                f"No store at {path}. Build one first (python -m explorer build, or the demo)."
+                f"No store at {markdown_escaped(path)}. Build one first (python -m explorer build, "
+                "or the demo)."
             )
         if is_dir:
-            raise StoreError(f"{path} is a folder; give the path of a store file.")
+            raise StoreError(
+                f"{markdown_escaped(path)} is a folder; give the path of a store file."
+            )
         return cls(path)
 
     def _connect(self) -> None:
@@ -187,14 +193,16 @@ class Store:
             missing = sorted(set(_TABLES) - present)
             if missing:
                 raise StoreError(
-                    f"{self.path} is not a complete feature store (missing tables {missing}); "
+                    f"{markdown_escaped(self.path)} is not a complete feature store (missing "
+                    f"tables {markdown_escaped(missing)}); "
                     "rebuild it."
                 )
             row = con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
             if row is None or row[0] != SCHEMA_VERSION:
                 found = "none" if row is None else row[0]
                 raise StoreError(
-                    f"{self.path} has schema version {found}; this explorer reads version "
+                    f"{markdown_escaped(self.path)} has schema version {markdown_escaped(found)}; "
+                    "this explorer reads version "
                     f"{SCHEMA_VERSION}. Rebuild the store."
                 )
             saes = con.execute(
@@ -269,7 +277,8 @@ class Store:
             except duckdb.Error as exc:
                 if _is_corruption(exc):
                     raise StoreError(
-                        f"The store {self.path} is damaged and cannot be read ({exc}); rebuild it."
+                        f"The store {markdown_escaped(self.path)} is damaged and cannot be read "
+                        f"({markdown_escaped(exc)}); rebuild it."
                     ) from exc
                 raise
 
@@ -278,7 +287,10 @@ class Store:
     def sae(self, sae: str) -> SaeRef:
         """The SAE named `sae`; a `StoreError` naming the store's SAEs otherwise."""
         if sae not in self._saes:
-            raise StoreError(f"Unknown SAE {sae!r}; this store has {list(self._saes)}.")
+            raise StoreError(
+                f"Unknown SAE {markdown_escaped(repr(sae))}; this store has "
+                f"{markdown_escaped(list(self._saes))}."
+            )
         return self._saes[sae]
 
     def check_feature(self, sae: str, feature: Any) -> int:
@@ -580,13 +592,18 @@ class Store:
         replaced. The table is written to a temporary file in the same folder, then renamed
         over `out_path`, so a failed export leaves no half-written file."""
         if format not in ("csv", "parquet"):
-            raise InputError(f"Export format must be 'csv' or 'parquet', got {format!r}.")
+            raise InputError(
+                f"Export format must be 'csv' or 'parquet', got {markdown_escaped(repr(format))}."
+            )
         out_path = _export_target(Path(out_path).absolute(), self._protected_files(), force)
         partial = out_path.with_name(f".{out_path.name}.{os.getpid()}.{secrets.token_hex(4)}.part")
         with self.cursor() as cursor:
             tables = sorted(row[0] for row in cursor.execute(_TABLE_NAMES_SQL).fetchall())
             if table not in tables:
-                raise StoreError(f"Unknown table {table!r}; the store has {tables}.")
+                raise StoreError(
+                    f"Unknown table {markdown_escaped(repr(table))}; the store has "
+                    f"{markdown_escaped(tables)}."
+                )
             columns = [row[0] for row in cursor.execute(f"DESCRIBE {table}").fetchall()]
             if table in ("labels", "interventions"):
                 user_rows = self.labels() if table == "labels" else self.interventions()
@@ -608,7 +625,9 @@ class Store:
                     relation.write_parquet(str(partial))
                 os.replace(partial, out_path)
             except (duckdb.IOException, OSError) as exc:
-                raise StoreError(f"Cannot write {out_path} ({exc}).") from exc
+                raise StoreError(
+                    f"Cannot write {markdown_escaped(out_path)} ({markdown_escaped(exc)})."
+                ) from exc
             finally:
                 partial.unlink(missing_ok=True)
         return out_path
@@ -706,7 +725,8 @@ def _export_target(out_path: Path, protected: Sequence[Path], force: bool) -> Pa
     """`out_path` if an export may write it; a `StoreError` saying why not otherwise."""
     if not out_path.parent.is_dir():
         raise StoreError(
-            f"Cannot export to {out_path}: the folder {out_path.parent} does not exist."
+            f"Cannot export to {markdown_escaped(out_path)}: the folder "
+            f"{markdown_escaped(out_path.parent)} does not exist."
         )
     real = os.path.realpath(out_path)
     for path in protected:
@@ -715,24 +735,31 @@ def _export_target(out_path: Path, protected: Sequence[Path], force: bool) -> Pa
             same = os.path.samefile(out_path, path)
         if same:
             raise StoreError(
-                f"Cannot export to {out_path}: that is the store's own file or its labels "
+                f"Cannot export to {markdown_escaped(out_path)}: that is the store's own file or "
+                "its labels "
                 "file. Choose another output file."
             )
     if not out_path.exists():
         return out_path
     if out_path.is_dir():
-        raise StoreError(f"Cannot export to {out_path}: it is a folder. Give a file name.")
+        raise StoreError(
+            f"Cannot export to {markdown_escaped(out_path)}: it is a folder. Give a file name."
+        )
     if not out_path.is_file():
-        raise StoreError(f"Cannot export to {out_path}: it is not a regular file.")
+        raise StoreError(
+            f"Cannot export to {markdown_escaped(out_path)}: it is not a regular file."
+        )
     kind = _database_kind(out_path)
     if kind is not None:
         raise StoreError(
-            f"Cannot export to {out_path}: it is {kind}, and an export never replaces a "
+            f"Cannot export to {markdown_escaped(out_path)}: it is {markdown_escaped(kind)}, and "
+            "an export never replaces a "
             "database. Choose another output file."
         )
     if not force:
         raise StoreError(
-            f"Cannot export to {out_path}: the file exists. Choose another output file, or "
+            f"Cannot export to {markdown_escaped(out_path)}: the file exists. Choose another "
+            "output file, or "
             "replace it with --force."
         )
     return out_path

@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from explorer.errors import StoreError
+from explorer.errors import StoreError, markdown_escaped
 from explorer.store.schema import (
     _ACTS_STAGING_SCHEMA,
     _RANKED_STATS_SQL,
@@ -290,22 +290,26 @@ def _uint_array(values: Any, dtype: type[np.unsignedinteger], name: str) -> np.n
     """`values` as a 1-D array of `dtype`, after checking they are integers in its range."""
     array = np.asarray(values)
     if array.ndim != 1:
-        raise StoreError(f"{name} must be a 1-D array, got shape {array.shape}.")
+        raise StoreError(f"{markdown_escaped(name)} must be a 1-D array, got shape {array.shape}.")
     if array.size == 0:
         return array.astype(dtype)
     if array.dtype.kind not in "iu":
-        raise StoreError(f"{name} must hold integers, got dtype {array.dtype}.")
+        raise StoreError(f"{markdown_escaped(name)} must hold integers, got dtype {array.dtype}.")
     low, high = array.min(), array.max()
     if low < 0 or high > np.iinfo(dtype).max:
         raise StoreError(
-            f"{name} must lie in 0..{np.iinfo(dtype).max}, got values from {low} to {high}."
+            f"{markdown_escaped(name)} must lie in 0..{markdown_escaped(np.iinfo(dtype).max)}, got "
+            f"values from {low} to {high}."
         )
     return array.astype(dtype, copy=False)
 
 
 def _column(data: pd.DataFrame | Mapping[str, Any], name: str) -> Any:
     if name not in data:
-        raise StoreError(f"Missing column {name!r}; got {sorted(data.keys())}.")
+        raise StoreError(
+            f"Missing column {markdown_escaped(repr(name))}; got "
+            f"{markdown_escaped(sorted(data.keys()))}."
+        )
     column = data[name]
     return column.to_numpy() if isinstance(column, pd.Series) else column
 
@@ -368,19 +372,25 @@ class StoreWriter:
         folder = self.path.parent
         if not folder.exists():
             raise StoreError(
-                f"Cannot build {self.path}: the folder {folder} does not exist. "
+                f"Cannot build {markdown_escaped(self.path)}: the folder "
+                f"{markdown_escaped(folder)} does not exist. "
                 "Create it or choose another path."
             )
         if not folder.is_dir():
-            raise StoreError(f"Cannot build {self.path}: {folder} is a file, not a folder.")
+            raise StoreError(
+                f"Cannot build {markdown_escaped(self.path)}: "
+                f"{markdown_escaped(folder)} is a file, not a folder."
+            )
         if self.path.is_dir():
             raise StoreError(
-                f"Cannot build {self.path}: it is a folder; give a file path such as "
+                f"Cannot build {markdown_escaped(self.path)}: it is a folder; give a file path "
+                "such as "
                 f"{self.path / 'store.duckdb'}."
             )
         if not os.access(folder, os.W_OK | os.X_OK):
             raise StoreError(
-                f"Cannot build {self.path}: no write permission in {folder}. "
+                f"Cannot build {markdown_escaped(self.path)}: no write permission in "
+                f"{markdown_escaped(folder)}. "
                 "Choose a folder you can write to."
             )
         if self.path.exists():
@@ -393,7 +403,8 @@ class StoreWriter:
         except duckdb.Error as exc:
             _remove_db_files(self._tmp)
             raise StoreError(
-                f"Cannot build {self.path}: cannot create {self._tmp} ({exc})."
+                f"Cannot build {markdown_escaped(self.path)}: cannot create "
+                f"{markdown_escaped(self._tmp)} ({markdown_escaped(exc)})."
             ) from exc
         self._saes: dict[str, SaeRef] = {}
         self._stats_added: set[str] = set()
@@ -422,11 +433,15 @@ class StoreWriter:
     def add_sae(self, info: SaeInfo) -> None:
         """Register an SAE; its activations and statistics may be added afterwards."""
         if info.sae in self._saes:
-            raise StoreError(f"SAE {info.sae!r} was added twice; SAE names must be unique.")
+            raise StoreError(
+                f"SAE {markdown_escaped(repr(info.sae))} was added twice; SAE names must be unique."
+            )
         if len(self._saes) >= MAX_SAES:
             raise StoreError(f"A store holds at most {MAX_SAES} SAEs.")
         if not info.sae or info.d_sae <= 0 or info.d_in <= 0:
-            raise StoreError(f"SAE {info!r} needs a name and positive d_in and d_sae.")
+            raise StoreError(
+                f"SAE {markdown_escaped(repr(info))} needs a name and positive d_in and d_sae."
+            )
         idx = len(self._saes)
         self._con.execute(
             "INSERT INTO saes VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -548,10 +563,13 @@ class StoreWriter:
         if not nonzero.all():
             columns = {name: array[nonzero] for name, array in columns.items()}
         if not (columns["value"] > 0).all():
-            raise StoreError(f"Activations of SAE {sae!r} must be positive and finite.")
+            raise StoreError(
+                f"Activations of SAE {markdown_escaped(repr(sae))} must be positive and finite."
+            )
         if columns["feature"].size and columns["feature"].max() >= ref.d_sae:
             raise StoreError(
-                f"Feature {columns['feature'].max()} is out of range for SAE {sae!r} "
+                f"Feature {columns['feature'].max()} is out of range for SAE "
+                f"{markdown_escaped(repr(sae))} "
                 f"(d_sae {ref.d_sae})."
             )
         n_rows = columns["value"].size
@@ -629,7 +647,8 @@ class StoreWriter:
             return self._con.execute(sql, params)
         except duckdb.Error as exc:
             raise StoreError(
-                f"Cannot load {len(files)} Parquet file(s) such as {files[0]} ({exc})."
+                f"Cannot load {len(files)} Parquet file(s) such as {markdown_escaped(files[0])} "
+                f"({markdown_escaped(exc)})."
             ) from exc
 
     def add_feature_stats(self, sae: str, stats: pd.DataFrame | Mapping[str, Any]) -> None:
@@ -643,12 +662,15 @@ class StoreWriter:
         """
         ref = self._sae(sae)
         if sae in self._stats_added:
-            raise StoreError(f"Feature statistics of SAE {sae!r} were added twice.")
+            raise StoreError(
+                f"Feature statistics of SAE {markdown_escaped(repr(sae))} were added twice."
+            )
         feature = _column(stats, "feature") if "feature" in stats else np.arange(ref.d_sae)
         feature = _uint_array(feature, np.uint32, "feature")
         if not np.array_equal(np.sort(feature), np.arange(ref.d_sae)):
             raise StoreError(
-                f"Feature statistics of SAE {sae!r} need one row per feature 0..{ref.d_sae - 1}."
+                f"Feature statistics of SAE {markdown_escaped(repr(sae))} need one row per feature "
+                f"0..{ref.d_sae - 1}."
             )
         if "hist" in stats:
             hist = np.asarray(_column(stats, "hist"))
@@ -656,7 +678,8 @@ class StoreWriter:
                 hist = np.stack([np.asarray(row) for row in hist])
             if hist.shape != (ref.d_sae, HIST_BINS):
                 raise StoreError(
-                    f"hist of SAE {sae!r} must have shape ({ref.d_sae}, {HIST_BINS}), "
+                    f"hist of SAE {markdown_escaped(repr(sae))} must have shape ({ref.d_sae}, "
+                    f"{HIST_BINS}), "
                     f"got {hist.shape}."
                 )
             offsets = pa.array(np.arange(0, hist.size + 1, HIST_BINS, dtype=np.int32))
@@ -691,9 +714,13 @@ class StoreWriter:
         }
         _check_lengths(columns)
         if columns["feature"].size and columns["feature"].max() >= ref.d_sae:
-            raise StoreError(f"Top examples of SAE {sae!r}: feature out of range.")
+            raise StoreError(
+                f"Top examples of SAE {markdown_escaped(repr(sae))}: feature out of range."
+            )
         if not (columns["value"] > 0).all() or (columns["rank"] == 0).any():
-            raise StoreError(f"Top examples of SAE {sae!r} need positive values and ranks.")
+            raise StoreError(
+                f"Top examples of SAE {markdown_escaped(repr(sae))} need positive values and ranks."
+            )
         n_rows = columns["value"].size
         columns["sae_idx"] = np.full(n_rows, ref.idx, dtype=np.uint8)
         _insert(self._con, "feature_topk_staging", pa.record_batch(columns))
@@ -728,10 +755,16 @@ class StoreWriter:
             n_features, k = ids.shape
             feature_ids = np.arange(ref.d_sae) if features is None else np.asarray(features)
             if feature_ids.shape != (n_features,):
-                raise StoreError(f"Logit lens of SAE {sae!r}: features must have {n_features} ids.")
+                raise StoreError(
+                    f"Logit lens of SAE {markdown_escaped(repr(sae))}: features must "
+                    f"have {n_features} ids."
+                )
             flat_ids = _uint_array(ids.ravel(), np.uint32, "token_id")
             if flat_ids.size and flat_ids.max() >= len(vocab_array):
-                raise StoreError(f"Logit lens of SAE {sae!r}: a token id is not in the vocab.")
+                raise StoreError(
+                    f"Logit lens of SAE {markdown_escaped(repr(sae))}: a token id is "
+                    "not in the vocab."
+                )
             parts.append(
                 {
                     "feature": np.repeat(_uint_array(feature_ids, np.uint32, "feature"), k),
@@ -743,7 +776,9 @@ class StoreWriter:
             )
         feature = np.concatenate([part["feature"] for part in parts])
         if feature.size and feature.max() >= ref.d_sae:
-            raise StoreError(f"Logit lens of SAE {sae!r}: feature out of range.")
+            raise StoreError(
+                f"Logit lens of SAE {markdown_escaped(repr(sae))}: feature out of range."
+            )
         batch = pa.record_batch(
             {
                 "sae_idx": pa.array(np.full(feature.size, ref.idx, dtype=np.uint8)),
@@ -784,7 +819,8 @@ class StoreWriter:
     def _sae(self, sae: str) -> SaeRef:
         if sae not in self._saes:
             raise StoreError(
-                f"SAE {sae!r} was not added; call add_sae first. Known: {list(self._saes)}."
+                f"SAE {markdown_escaped(repr(sae))} was not added; call add_sae first. Known: "
+                f"{markdown_escaped(list(self._saes))}."
             )
         return self._saes[sae]
 
@@ -895,19 +931,27 @@ class StoreWriter:
             raise StoreError("A store needs at least one SAE; call add_sae.")
         missing = sorted(set(self._saes) - self._stats_added)
         if missing:
-            raise StoreError(f"No feature statistics for SAEs {missing}; call add_feature_stats.")
+            raise StoreError(
+                f"No feature statistics for SAEs {markdown_escaped(missing)}; call "
+                "add_feature_stats."
+            )
         duplicates = self._con.execute(
             "SELECT text_id FROM texts_staging GROUP BY text_id HAVING count(*) > 1 LIMIT 5"
         ).fetchall()
         if duplicates:
-            raise StoreError(f"Text ids must be unique; repeated: {[d[0] for d in duplicates]}.")
+            raise StoreError(
+                "Text ids must be unique; repeated: "
+                f"{markdown_escaped([d[0] for d in duplicates])}."
+            )
         if not self._con.execute("SELECT count(*) FROM texts_staging").fetchone()[0]:
             raise StoreError("A store needs texts; call add_texts.")
         orphans = self._con.execute(
             "SELECT count(*) FROM tokens_staging ANTI JOIN texts_staging USING (text_id)"
         ).fetchone()[0]
         if orphans:
-            raise StoreError(f"{orphans} token rows belong to text ids that were not added.")
+            raise StoreError(
+                f"{markdown_escaped(orphans)} token rows belong to text ids that were not added."
+            )
         self._check_acts_have_tokens()
 
     def _check_acts_have_tokens(self) -> None:
@@ -916,7 +960,8 @@ class StoreWriter:
         ).fetchone()[0]
         if orphans:
             raise StoreError(
-                f"{orphans} activation rows sit on (text_id, pos) without a token row; "
+                f"{markdown_escaped(orphans)} activation rows sit on (text_id, pos) without a "
+                "token row; "
                 "activations must be on real tokens (no BOS, no padding)."
             )
 
@@ -930,14 +975,17 @@ class StoreWriter:
             old = duckdb.connect(str(self.path), read_only=True)
         except duckdb.Error as exc:
             raise StoreError(
-                f"Cannot rebuild {self.path}: the existing file cannot be read, so its labels "
-                f"and interventions cannot be kept ({exc}). Move or delete it, then rebuild."
+                f"Cannot rebuild {markdown_escaped(self.path)}: the existing file cannot be read, "
+                "so its labels "
+                f"and interventions cannot be kept ({markdown_escaped(exc)}). Move or delete it, "
+                "then rebuild."
             ) from exc
         try:
             rows = legacy_rows(old)
         except duckdb.Error as exc:
             raise StoreError(
-                f"Cannot rebuild {self.path}: reading its labels failed ({exc}). "
+                f"Cannot rebuild {markdown_escaped(self.path)}: reading its labels failed "
+                f"({markdown_escaped(exc)}). "
                 "Move or delete it, then rebuild."
             ) from exc
         finally:
@@ -962,4 +1010,4 @@ def _is_list(value: Any) -> bool:
 def _check_lengths(columns: Mapping[str, Any]) -> None:
     lengths = {name: len(array) for name, array in columns.items()}
     if len(set(lengths.values())) > 1:
-        raise StoreError(f"Columns must have equal lengths, got {lengths}.")
+        raise StoreError(f"Columns must have equal lengths, got {markdown_escaped(lengths)}.")

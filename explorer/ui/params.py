@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 import streamlit as st
 
 from explorer.analysis.specialists import MEASURE_INFO, MEASURES, SpecialistSettings
-from explorer.errors import InputError, bounded_int, quoted
+from explorer.errors import InputError, bounded_int, markdown_escaped, quoted
 
 T = TypeVar("T")
 KEY_PREFIX = "url_"
@@ -43,7 +43,8 @@ def url_value(param: str) -> str | None:
         shown = ", ".join(quoted(value, 40) for value in values[:5])
         more = f" and {len(values) - 5} more" if len(values) > 5 else ""
         st.warning(
-            f"The link gives {param} {len(values)} times ({shown}{more}); using the last, "
+            f"The link gives {markdown_escaped(param)} {len(values)} times "
+            f"({shown}{more}); using the last, "
             f"{quoted(values[-1], 40)}."
         )
     return values[-1] if values else None
@@ -62,7 +63,8 @@ def _start_from_url(param: str, default: T, parse: Callable[[str], T]) -> None:
         st.session_state[key] = parse(raw)
     except (InputError, ValueError) as error:
         st.warning(
-            f"Ignored {param}={quoted(raw)} from the link: {error} Using the default, {default!r}."
+            f"Ignored {markdown_escaped(param)}={quoted(raw)} from the link: "
+            f"{markdown_escaped(error)} Using the default, {markdown_escaped(repr(default))}."
         )
         st.session_state[key] = default
 
@@ -86,7 +88,9 @@ def parse_float(raw: str, name: str = "The value") -> float:
             value = None
         if value is not None and math.isfinite(value):
             return value
-    raise InputError(f"{name} must be a number such as 0.5; {quoted(raw, 40)} is not one.")
+    raise InputError(
+        f"{markdown_escaped(name)} must be a number such as 0.5; {quoted(raw, 40)} is not one."
+    )
 
 
 def _parser(default: Any, name: str = "The value") -> Callable[[str], Any]:
@@ -298,7 +302,10 @@ def url_float(
     def parse(raw: str) -> float:
         value = parse_float(raw, param)
         if not low <= value <= high:
-            raise InputError(f"{param} must be a number from {low:g} to {high:g}; got {value:g}.")
+            raise InputError(
+                f"{markdown_escaped(param)} must be a number from {low:g} to "
+                f"{high:g}; got {value:g}."
+            )
         return value
 
     _start_from_url(param, float(default), parse)
@@ -322,7 +329,7 @@ def url_text(label: str, param: str, default: str, check: Callable[[str], T], **
     try:
         checked = check(text)
     except InputError as error:
-        st.warning(f"{error} Using {default!r} until this is fixed.")
+        st.warning(f"{error} Using {markdown_escaped(repr(default))} until this is fixed.")
         return check(default)
     _to_url(param, text, default)
     return checked

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 import streamlit as st
 
 from explorer import settings
-from explorer.errors import StoreError, quoted
+from explorer.errors import StoreError, markdown_escaped, quoted
 from explorer.settings import Settings
 from explorer.sources.source import LoadedSource, Source, load_source
 from explorer.store.reader import Store
@@ -142,7 +142,7 @@ def demo_store_outdated(path: str) -> bool:
         )
     except OSError as exc:
         raise StoreError(
-            f"Cannot use {quoted(path)} as a store path: {exc.strerror or exc}."
+            f"Cannot use {quoted(path)} as a store path: {markdown_escaped(exc.strerror or exc)}."
         ) from exc
 
 

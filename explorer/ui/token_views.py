@@ -23,6 +23,7 @@ from explorer.charts.tokens_html import (
     highlight_html,
     legend_html,
 )
+from explorer.errors import markdown_escaped
 from explorer.live.text import TextActivations
 from explorer.store.reader import Store
 from explorer.ui import feature_cache as cache
@@ -50,7 +51,7 @@ def show_text(acts: TextActivations, features: list[int], store: Store | None) -
 
 def show_category_view(view: CategoryView, sae: str, feature: int) -> None:
     if view.scale == 0:
-        st.info(f"Feature {feature} of {sae} never fires on this store's corpus.")
+        st.info(f"Feature {feature} of {markdown_escaped(sae)} never fires on this store's corpus.")
     highlight = Highlight(f"{sae} #{feature}", view.scale or 1.0)
     st.caption(
         f"Full colour at the feature's largest activation over the corpus ({view.scale:.3g}); "

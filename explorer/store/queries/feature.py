@@ -19,7 +19,7 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
-from explorer.errors import InputError, bounded_int
+from explorer.errors import InputError, bounded_int, markdown_escaped
 from explorer.store.reader import Store
 from explorer.store.schema import MAX_FEATURES_PER_QUERY
 
@@ -205,7 +205,7 @@ def co_firing(
     other = row if other_sae is None else store.sae(other_sae)
     k = bounded_int("k", k, 1, MAX_NEIGHBOURS, text=False)
     if level not in ("token", "text"):
-        raise InputError(f"level must be 'token' or 'text', got {level!r}.")
+        raise InputError(f"level must be 'token' or 'text', got {markdown_escaped(repr(level))}.")
     if level == "token":
         own = "SELECT text_id, pos FROM acts WHERE sae_idx = ? AND feature = ?"
         both = """SELECT a.feature, count(*) AS n_both FROM acts a

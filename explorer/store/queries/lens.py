@@ -18,7 +18,7 @@ from typing import Literal
 
 import pandas as pd
 
-from explorer.errors import InputError, bounded_int
+from explorer.errors import InputError, bounded_int, markdown_escaped
 from explorer.store.reader import Store
 
 MAX_OVERVIEW_TOKENS = 20
@@ -96,6 +96,8 @@ def feature_ranking(store: Store, sae: str, by: Ranking, n: int) -> pd.DataFrame
     feature, score. Frequency and activation rankings leave out features that never fire."""
     row = store.sae(sae)
     if by not in _RANKING_SQL:
-        raise InputError(f"Rank features by one of {', '.join(RANKINGS)}, got {by!r}.")
+        raise InputError(
+            f"Rank features by one of {', '.join(RANKINGS)}, got {markdown_escaped(repr(by))}."
+        )
     n = bounded_int("The number of candidates", n, 1, row.d_sae, text=False)
     return store.query(_RANKING_SQL[by], [row.idx, n])

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from explorer.errors import InputError
+from explorer.errors import InputError, markdown_escaped
 from explorer.store.reader import Store
 
 _CATEGORY_CONTRAST_SQL = """
@@ -53,6 +53,9 @@ def category_contrast(store: Store, sae: str, category: str) -> pd.DataFrame:
     row = store.sae(sae)
     known = categories(store)
     if category not in known:
-        raise InputError(f"Unknown category {category!r}; this store has {known}.")
+        raise InputError(
+            f"Unknown category {markdown_escaped(repr(category))}; this store has "
+            f"{markdown_escaped(known)}."
+        )
     with store.cursor() as cursor:
         return cursor.execute(_CATEGORY_CONTRAST_SQL, [row.idx, row.idx, category]).df()

@@ -19,7 +19,7 @@ from typing import Any, Literal
 
 import pandas as pd
 
-from explorer.errors import InputError, bounded_int
+from explorer.errors import InputError, bounded_int, markdown_escaped
 from explorer.store.queries.lens import CURRENT_LABELS_SQL
 from explorer.store.reader import Store
 
@@ -92,7 +92,10 @@ def search_tokens(
     """
     text = _query(text)
     if match not in TOKEN_MATCHES:
-        raise InputError(f"Match tokens by one of {', '.join(TOKEN_MATCHES)}, got {match!r}.")
+        raise InputError(
+            f"Match tokens by one of {', '.join(TOKEN_MATCHES)}, got "
+            f"{markdown_escaped(repr(match))}."
+        )
     max_rank = bounded_int("The token rank", max_rank, 1, MAX_TOKEN_RANK)
     sae_name = _sae_filter(store, sae)
     return store.query(
