@@ -484,7 +484,8 @@ def read_shards(folder: str | Path) -> list[Shard]:
         unfinished_missing = [path for path in unfinished if _write_index(path) in missing]
         raise StoreError(
             f"{markdown_escaped(folder)} has {len(present)} of {n_shards} shards: missing shard(s) "
-            f"{markdown_escaped(', '.join(map(str, missing)))}{markdown_escaped(_unfinished_note(unfinished_missing))}. "
+            f"{', '.join(map(str, missing))}"
+            f"{markdown_escaped(_unfinished_note(unfinished_missing))}. "
             f"Run them with --shard I/{n_shards} and the same source, corpus and settings."
         )
     if unfinished:
