@@ -195,8 +195,11 @@ def findings(table: pd.DataFrame, baseline: ChanceBaseline, measure: str) -> pd.
     its controls (chance: the share of label permutations in which the cell was a
     specialist; replicated; token_explained) and the other measures for reference."""
     chance = baseline.cell_chance()
-    rows = table.merge(chance, on=CELL_KEYS, how="left")
-    rows["chance"] = rows["chance"].fillna(0.0)
+    if chance.empty:  # no shuffle called any cell
+        rows = table.assign(chance=0.0)
+    else:
+        rows = table.merge(chance, on=CELL_KEYS, how="left")
+        rows["chance"] = rows["chance"].fillna(0.0)
     rows["measure"] = measure
     ordered = rows.sort_values(["layer", "sae", "family", "category", "feature"])
     return ordered[FINDINGS_COLUMNS].reset_index(drop=True)

@@ -350,3 +350,16 @@ def test_read_activations_matches_the_planted_text_activations(store_path: Path)
     np.testing.assert_allclose(
         got.sort_index().to_numpy(), expected.sort_index().to_numpy(), rtol=1e-6
     )
+
+
+def test_nothing_tested_gives_empty_tables_not_errors(store_path: Path) -> None:
+    settings = SpecialistSettings(min_support=1000, permutations=20)
+    with Store.open(store_path) as store:
+        result = load_specialists(store, settings)
+        baseline = load_chance_baseline(store, settings)
+    assert result.table.empty and not result.features["is_specialist"].any()
+    assert set(result.features["kind"]) == {"general", "dead"}
+    matrix = observed_vs_chance(category_matrix(result.table, result.categories), baseline)
+    assert matrix.empty  # no SAE has a tested cell
+    assert findings(result.table, baseline, "selectivity").empty
+    assert result.replication.empty
