@@ -3,9 +3,10 @@ and the features of a concept (a category of the corpus, or a few typed examples
 
 import streamlit as st
 
+from explorer.analysis.descriptions import SCORE_RANKING_COLUMNS, SCORE_RANKINGS, rank_by_score
 from explorer.analysis.rankings import MAX_RANKED, RANKINGS, rank_features
 from explorer.errors import markdown_escaped
-from explorer.ui import relation_views
+from explorer.ui import cached, relation_views
 from explorer.ui.cached import specialists
 from explorer.ui.params import specialist_settings_sidebar, url_int, url_selectbox
 from explorer.ui.state import current_store
@@ -15,17 +16,23 @@ st.title("Rankings and relations")
 store = current_store()
 names = store.saes()["sae"].tolist()
 sae = url_selectbox("SAE", "sae", names, default=names[-1])
-ranking = url_selectbox("Ranking", "ranking", list(RANKINGS), default="strongest")
+ranking = url_selectbox("Ranking", "ranking", [*RANKINGS, *SCORE_RANKINGS], default="strongest")
 count = url_int("Features shown", "n", default=25, low=10, high=MAX_RANKED)
 settings = specialist_settings_sidebar()
 frequency = store.frequency_table().query("sae == @sae")
 
 st.subheader(f"{markdown_escaped(ranking.capitalize())} features of {markdown_escaped(sae)}")
-st.caption(f"Ranked by {RANKINGS[ranking]}; dead features are left out.")
-table = (
-    specialists(store, settings).table.query("sae == @sae") if ranking == "most selective" else None
-)
-ranked = rank_features(frequency, ranking, count, table)
+st.caption(f"Ranked by {({**RANKINGS, **SCORE_RANKINGS})[ranking]}; dead features are left out.")
+if ranking in SCORE_RANKINGS:
+    described = cached.descriptions(store, sae)
+    ranked = rank_by_score(described, ranking == "best explained", count)[SCORE_RANKING_COLUMNS]
+else:
+    table = (
+        specialists(store, settings).table.query("sae == @sae")
+        if ranking == "most selective"
+        else None
+    )
+    ranked = rank_features(frequency, ranking, count, table)
 feature_table(ranked, ranked.columns.drop("sae").tolist())
 
 st.subheader("Co-activation")

@@ -624,6 +624,13 @@ def flat_table(described: pd.DataFrame) -> pd.DataFrame:
     return flat
 
 
+SCORE_RANKINGS: dict[str, str] = {
+    "best explained": "description score (held-out F1 of its automatic description), best first",
+    "least explained": "description score (held-out F1 of its automatic description), worst first",
+}
+SCORE_RANKING_COLUMNS = ["rank", "sae", "feature", "kind", "f1", "precision", "recall"]
+
+
 def rank_by_score(described: pd.DataFrame, best: bool, k: int) -> pd.DataFrame:
     """The k scored features of `described` (one SAE's `described_features`) with the best
     (`best`) or the worst description score: by F1, then balanced accuracy, then the most

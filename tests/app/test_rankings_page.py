@@ -11,6 +11,12 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from explorer.analysis.concepts import category_concept, example_concept, stack_examples
+from explorer.analysis.descriptions import (
+    described_features,
+    load_descriptions,
+    load_scores,
+    rank_by_score,
+)
 from explorer.analysis.rankings import rank_features
 from explorer.analysis.specialists import SpecialistSettings, load_specialists
 from explorer.live.text import encode_text
@@ -89,6 +95,21 @@ def test_a_shared_link_opens_its_ranking(page, store_path) -> None:
     at = page.run()
     assert not at.warning
     assert_ranking(at, store_path, "L1.resid_post", "most selective", 40)
+
+
+@pytest.mark.parametrize("ranking", ["best explained", "least explained"])
+def test_rankings_by_description_score_equal_the_library(page, store_path, ranking) -> None:
+    page.query_params.update({"sae": "L1.resid_post", "ranking": ranking, "n": "10"})
+    at = page.run()
+    assert not at.exception and not at.warning
+    with Store.open(store_path) as store:
+        described = described_features(
+            load_descriptions(store, "L1.resid_post"), load_scores(store, "L1.resid_post")
+        )
+    expected = rank_by_score(described, ranking == "best explained", 10)
+    shown = at.dataframe[0].value
+    assert_shows(shown, expected, "L1.resid_post")
+    assert shown["description"].tolist() == expected["description"].tolist()
 
 
 @pytest.mark.parametrize(
