@@ -39,7 +39,7 @@ categories = result.categories[result.categories["family"] == family]
 table = result.table[result.table["family"] == family]
 replicated_only = findings == "replicated"
 count = "n_replicated" if replicated_only else "n_specialists"
-matrix = observed_vs_chance(category_matrix(table, categories), baseline, count)
+matrix = observed_vs_chance(category_matrix(table, categories, store.saes()), baseline, count)
 progression = layer_progression(matrix)
 
 st.caption(

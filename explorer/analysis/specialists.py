@@ -821,12 +821,17 @@ def classify_features(
     return features.drop(columns="parts")
 
 
-def category_matrix(table: pd.DataFrame, categories: pd.DataFrame | None = None) -> pd.DataFrame:
+def category_matrix(
+    table: pd.DataFrame,
+    categories: pd.DataFrame | None = None,
+    saes: pd.DataFrame | None = None,
+) -> pd.DataFrame:
     """Per (SAE, layer, family, category): n_specialists, best_feature and best_score: the
     specialist with the highest score, or the highest-scoring tested feature where the
     category has no specialist (ties: most support, then lowest id); n_replicated where the
     table has replication. With `categories` (`family_categories`), every category of every
-    SAE gets a row, untested ones with 0 specialists and no best feature."""
+    SAE (of `saes`, sae and layer, else of the table) gets a row, untested ones with 0
+    specialists and no best feature."""
     ordered = table.sort_values(
         ["sae", "family", "category", "is_specialist", "score", "support", "feature"],
         ascending=[True, True, True, False, False, False, True],
@@ -847,7 +852,7 @@ def category_matrix(table: pd.DataFrame, categories: pd.DataFrame | None = None)
     )
     matrix = best.merge(counts, on=["sae", "family", "category"])
     if categories is not None:
-        layers = table[["sae", "layer"]].drop_duplicates()
+        layers = (table if saes is None else saes)[["sae", "layer"]].drop_duplicates()
         every = layers.merge(categories[["family", "category"]], how="cross")
         matrix = every.merge(
             matrix.drop(columns="layer"), on=["sae", "family", "category"], how="left"

@@ -359,7 +359,12 @@ def test_nothing_tested_gives_empty_tables_not_errors(store_path: Path) -> None:
         baseline = load_chance_baseline(store, settings)
     assert result.table.empty and not result.features["is_specialist"].any()
     assert set(result.features["kind"]) == {"general", "dead"}
-    matrix = observed_vs_chance(category_matrix(result.table, result.categories), baseline)
-    assert matrix.empty  # no SAE has a tested cell
+    assert observed_vs_chance(category_matrix(result.table, result.categories), baseline).empty
+    with Store.open(store_path) as store:
+        saes = store.saes()
+    matrix = category_matrix(result.table, result.categories, saes)
+    assert len(matrix) == len(result.categories)  # one SAE: every category, none tested
+    matrix = observed_vs_chance(matrix, baseline)
+    assert (matrix["n_specialists"] == 0).all() and not matrix["beats_chance"].any()
     assert findings(result.table, baseline, "selectivity").empty
     assert result.replication.empty
