@@ -16,6 +16,7 @@ from explorer.charts.feature import token_label
 from explorer.charts.lens import diverse_selection_chart, reverse_lookup_chart
 from explorer.errors import ExplorerError, markdown_escaped
 from explorer.store.queries.lens import MAX_OVERVIEW_TOKENS, RANKINGS, feature_ranking
+from explorer.ui import cached
 from explorer.ui import feature_cache as cache
 from explorer.ui.lens_views import show_browse, show_consistency, show_feature_examples
 from explorer.ui.loaded import loaded_sae
@@ -37,11 +38,15 @@ names = store.saes()["sae"].tolist()
 sae = url_selectbox("SAE", "sae", names, default=names[-1])
 view = url_radio("View", "view", VIEWS, default="browse")
 d_sae = store.sae(sae).d_sae
-overview = cache.lens_overview(store, sae, 5)[["feature", "promoted", "label", "sae"]]
+overview = (
+    cache.lens_overview(store, sae, 5)[["feature", "promoted", "label", "sae"]]
+    .merge(cached.descriptions(store, sae, scored=False)[["feature", "shown"]], on="feature")
+    .rename(columns={"shown": "description"})
+)
 
 
 def with_overview(frame):
-    """`frame` (with feature) and each feature's promoted tokens, label and sae."""
+    """`frame` (with feature) and each feature's promoted tokens, label, description, sae."""
     return frame.merge(overview, on="feature", how="left")
 
 

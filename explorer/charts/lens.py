@@ -32,6 +32,11 @@ def _with_href(frame: pd.DataFrame, sae: str) -> pd.DataFrame:
     return frame.assign(href=[feature_href(sae, feature) for feature in frame["feature"]])
 
 
+def _description_tooltip(data: pd.DataFrame) -> list[alt.Tooltip]:
+    """The feature's description in the tooltip, when `data` carries a description column."""
+    return [alt.Tooltip("description:N", title="description")] if "description" in data else []
+
+
 def reverse_lookup_chart(lookup: pd.DataFrame, sae: str, token: str) -> alt.Chart:
     """Horizontal bars of each feature's logit effect on `token`: promoters (largest first)
     above suppressors (most negative last); a bar opens its feature's page."""
@@ -44,6 +49,7 @@ def reverse_lookup_chart(lookup: pd.DataFrame, sae: str, token: str) -> alt.Char
     ]
     if "promoted" in data:
         tooltip.append(alt.Tooltip("promoted:N", title="its top promoted tokens"))
+    tooltip += _description_tooltip(data)
     return (
         alt.Chart(data)
         .mark_bar()
@@ -170,6 +176,7 @@ def diverse_selection_chart(selection: pd.DataFrame, sae: str, threshold: float)
                 alt.Tooltip("status:N", title="status"),
                 alt.Tooltip("max_cosine:Q", title="largest cosine", format=".3f"),
                 alt.Tooltip("closest:Q", title="closest chosen feature"),
+                *_description_tooltip(data),
             ],
         )
     )

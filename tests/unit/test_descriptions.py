@@ -18,6 +18,7 @@ import pytest
 
 from explorer.analysis import descriptions as describe
 from explorer.analysis.descriptions import DescriptionSettings
+from explorer.charts.lens import reverse_lookup_chart
 from explorer.charts.rankings import feature_bar_chart
 from explorer.cli import main
 from explorer.errors import InputError
@@ -329,4 +330,20 @@ def test_feature_bars_show_the_description_in_their_tooltip() -> None:
     tooltips = feature_bar_chart(frame, "jaccard", "Jaccard").to_dict()["encoding"]["tooltip"]
     assert {"field": "description", "type": "nominal", "title": "description"} in tooltips
     plain = feature_bar_chart(frame.drop(columns="description"), "jaccard", "Jaccard").to_dict()
+    assert all(t["field"] != "description" for t in plain["encoding"]["tooltip"])
+
+
+def test_lens_charts_show_the_description_in_their_tooltip() -> None:
+    lookup = pd.DataFrame(
+        {
+            "feature": [0, 3],
+            "direction": ["promotes", "suppresses"],
+            "rank": [1, 1],
+            "logit": [0.5, -0.2],
+            "description": ["a", "b"],
+        }
+    )
+    tooltips = reverse_lookup_chart(lookup, "s", " may").to_dict()["encoding"]["tooltip"]
+    assert {"field": "description", "type": "nominal", "title": "description"} in tooltips
+    plain = reverse_lookup_chart(lookup.drop(columns="description"), "s", " may").to_dict()
     assert all(t["field"] != "description" for t in plain["encoding"]["tooltip"])
