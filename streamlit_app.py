@@ -2,9 +2,11 @@
 
 import streamlit as st
 
+from explorer.ui.resources import import_model_libraries
 from explorer.ui.state import sidebar
 
 st.set_page_config(page_title="SAE feature explorer", page_icon="🔬", layout="wide")
+import_model_libraries()  # before any page imports them: see its docstring
 
 navigation = st.navigation(
     [

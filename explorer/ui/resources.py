@@ -57,6 +57,24 @@ def default_store_path() -> str:
     return app_settings().store
 
 
+_IMPORT_LOCK = threading.Lock()
+
+
+def import_model_libraries() -> None:
+    """Import sae-lens and transformer-lens, one thread at a time (the entry calls this
+    before a page runs).
+
+    The two packages import each other (sae_lens -> transformer_lens.hook_points -> ... ->
+    transformer_lens/__init__ -> ... -> hook_points). Two sessions importing them for the
+    first time at once from different ends (the feature page reaches transformer_lens, the
+    ablation lab sae_lens) deadlock on Python's per-module import locks, which Python breaks
+    by handing one of them a half-initialised module: an ImportError on that page. Once both
+    are imported this is a lock and two dictionary lookups."""
+    with _IMPORT_LOCK:
+        import sae_lens  # noqa: F401
+        import transformer_lens  # noqa: F401
+
+
 @st.cache_data(max_entries=16, ttl=600, show_spinner=False)
 def memory_estimate(spec: str) -> MemoryEstimate:
     """What loading `spec` would take, from configs on disk (see `explorer.sources.memory`)."""
