@@ -6,6 +6,7 @@ import streamlit as st
 
 from explorer.analysis.frequency import (
     answers_by_measure,
+    decade_band_chance,
     default_rank_ranges,
     frequency_histogram,
     frequency_summary,
@@ -132,6 +133,19 @@ st.dataframe(
 
 st.subheader("Kinds per frequency band")
 st.altair_chart(kind_share_chart(kind_by_frequency_band(features)), width="stretch")
+st.caption(f"Specialists under {score_title} per decade of token frequency, against the null.")
+st.dataframe(
+    decade_band_chance(features, null.by_band).drop(columns="band_low"),
+    hide_index=True,
+    column_config={
+        "band": st.column_config.TextColumn("token frequency"),
+        "n_live": st.column_config.NumberColumn("live features"),
+        "n_specialists": st.column_config.NumberColumn("specialists"),
+        "chance_mean": st.column_config.NumberColumn("by chance (mean)", format="%.2f"),
+        "chance_p95": st.column_config.NumberColumn("by chance (95th pct)", format="%.1f"),
+        "beats_chance": st.column_config.CheckboxColumn("beats chance"),
+    },
+)
 
 st.subheader("Frequency density")
 histogram = frequency_histogram(features)

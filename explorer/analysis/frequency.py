@@ -317,29 +317,48 @@ def answers_by_measure(
 ChanceByBand = Callable[[pd.DataFrame], pd.DataFrame]  # (sae, feature, band) -> band, chance_*
 
 
+def band_chance(banded: pd.DataFrame, chance_by_band: ChanceByBand) -> pd.DataFrame:
+    """Per band of `banded` (live features with sae, feature, band and is_specialist; bands in
+    order of first appearance): band, n_live, n_specialists, chance_mean and chance_p95 (the
+    band's specialists by chance, from `chance_by_band`, e.g. `ChanceBaseline.by_band`) and
+    beats_chance (observed above the 95th percentile)."""
+    order = list(dict.fromkeys(banded["band"]))
+    observed = banded.groupby("band", sort=False).agg(
+        n_live=("feature", "size"), n_specialists=("is_specialist", "sum")
+    )
+    chance = chance_by_band(banded[[*FEATURE_KEYS, "band"]]).set_index("band")
+    table = observed.reindex(order).join(chance[["chance_mean", "chance_p95"]], how="left")
+    table = table.fillna({"chance_mean": 0.0, "chance_p95": 0.0})
+    table["n_specialists"] = table["n_specialists"].astype(np.int64)
+    table["beats_chance"] = table["n_specialists"] > table["chance_p95"]
+    return table.rename_axis("band").reset_index()
+
+
 def rank_band_chance(
     features: pd.DataFrame, ranges: list[tuple[int, int]], chance_by_band: ChanceByBand
 ) -> pd.DataFrame:
-    """Per rank range: band, n_live, n_specialists (live features of the range that are
-    specialists), chance_mean and chance_p95 (specialists of the range by chance, from
-    `chance_by_band`, e.g. `ChanceBaseline.by_band`) and beats_chance (observed above the
-    95th percentile). Each range is asked on its own, so ranges may overlap."""
+    """`band_chance` of each rank range of live features (band "50-200"), each range asked on
+    its own so ranges may overlap; a range without a live feature has zeros."""
+    live = features[features["token_freq"] > 0]
     rows = []
     for first, last in ranges:
-        inside = features[features["freq_rank"].between(first, last) & (features["token_freq"] > 0)]
         band = f"{first}-{last}"
-        chance = chance_by_band(inside[FEATURE_KEYS].assign(band=band)).set_index("band")
-        mean = float(chance["chance_mean"].get(band, 0.0))
-        p95 = float(chance["chance_p95"].get(band, 0.0))
-        observed = int(inside["is_specialist"].sum())
-        rows.append(
-            {
-                "band": band,
-                "n_live": len(inside),
-                "n_specialists": observed,
-                "chance_mean": mean,
-                "chance_p95": p95,
-                "beats_chance": observed > p95,
-            }
-        )
-    return pd.DataFrame(rows)
+        inside = live[live["freq_rank"].between(first, last)].assign(band=band)
+        if inside.empty:
+            rows.append(pd.DataFrame([{"band": band, "n_live": 0, "n_specialists": 0,
+                                       "chance_mean": 0.0, "chance_p95": 0.0,
+                                       "beats_chance": False}]))  # fmt: skip
+        else:
+            rows.append(band_chance(inside, chance_by_band))
+    return pd.concat(rows, ignore_index=True)
+
+
+def decade_band_chance(features: pd.DataFrame, chance_by_band: ChanceByBand) -> pd.DataFrame:
+    """`band_chance` of the live features per decade of token frequency (`frequency_band`),
+    rarest first, with band_low (the decade's lower token frequency)."""
+    live = features[features["token_freq"] > 0].sort_values("token_freq")
+    banded = live.assign(band=frequency_band(live["token_freq"]))
+    table = band_chance(banded, chance_by_band)
+    lows = banded.groupby("band")["token_freq"].min()
+    table.insert(1, "band_low", 10.0 ** np.floor(np.log10(table["band"].map(lows))))
+    return table

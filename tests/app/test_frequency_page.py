@@ -29,9 +29,14 @@ PAGE = str(Path(__file__).resolve().parents[2] / "app_pages" / "frequency.py")
 D_SAE = 128  # the tiny preset's SAEs
 
 
-def table_with(at: AppTest, column: str) -> pd.DataFrame:
-    """The one dataframe of the page that has `column`."""
-    (table,) = [frame.value for frame in at.dataframe if column in frame.value.columns]
+def table_with(at: AppTest, column: str, first: str | None = None) -> pd.DataFrame:
+    """The one dataframe of the page that has `column` (and whose first row's band is
+    `first`, when given)."""
+    (table,) = [
+        frame.value
+        for frame in at.dataframe
+        if column in frame.value.columns and (first is None or frame.value["band"].iloc[0] == first)
+    ]
     return table
 
 
@@ -67,7 +72,7 @@ def assert_chance(at: AppTest, store: Store, features: pd.DataFrame, ranges, **s
     """Per range: live features, specialists and the null's mean and 95th percentile of the
     range's features called by chance in each permutation (zeros counted)."""
     null = load_chance_baseline(store, SpecialistSettings(**settings))
-    shown = table_with(at, "beats_chance").reset_index(drop=True)
+    shown = table_with(at, "beats_chance", f"{ranges[0][0]}-{ranges[0][1]}")
     assert shown["band"].tolist() == [f"{first}-{last}" for first, last in ranges]
     for row, (first, last) in zip(shown.itertuples(), ranges, strict=True):
         live = features[features["freq_rank"].between(first, last) & (features["token_freq"] > 0)]
@@ -83,6 +88,13 @@ def assert_chance(at: AppTest, store: Store, features: pd.DataFrame, ranges, **s
         assert row.chance_mean == pytest.approx(per_perm.mean())
         assert row.chance_p95 == pytest.approx(np.quantile(per_perm, 0.95))
         assert row.beats_chance == (row.n_specialists > row.chance_p95)
+    live = features[features["token_freq"] > 0]
+    decade = np.floor(np.log10(live["token_freq"]))
+    decades = table_with(
+        at, "beats_chance", f"1e{int(decade.min()):+03d} - 1e{int(decade.min()) + 1:+03d}"
+    )
+    assert decades["n_live"].tolist() == live.groupby(decade).size().tolist()
+    assert decades["n_specialists"].tolist() == live.groupby(decade)["is_specialist"].sum().tolist()
 
 
 def assert_page_shows(

@@ -20,6 +20,7 @@ from explorer.analysis.controls import ChanceBaseline
 from explorer.analysis.frequency import (
     answers_by_measure,
     conclusion,
+    decade_band_chance,
     default_rank_ranges,
     features_under_measure,
     frequency_band,
@@ -297,3 +298,33 @@ def test_each_measure_from_one_table_equals_a_full_run_under_it(
     assert answers.at[measure, "n_specialists"] == int(
         full.loc[full["sae"] == sae, "is_specialist"].sum()
     )
+
+
+def test_decade_band_chance_counts_live_features_per_decade_rarest_first() -> None:
+    features = make_features()
+    live = features[features["token_freq"] > 0]
+    decade = np.floor(np.log10(live["token_freq"])).astype(int)
+    # a null that calls the most frequent live feature in half of 4 permutations
+    top = live.loc[live["freq_rank"] == 1, "feature"].iloc[0]
+    hits = pd.DataFrame(
+        {"sae": "s0", "feature": [top, top], "family": "f", "category": "a", "perm": [0, 1]}
+    )
+    null = ChanceBaseline(
+        hits,
+        4,
+        pd.DataFrame({"sae": ["s0"], "layer": [0]}),
+        pd.DataFrame({"family": ["f"], "category": ["a"]}),
+    )
+    table = decade_band_chance(features, null.by_band)
+    expected = sorted(decade.unique())
+    assert table["band"].tolist() == [f"1e{d:+03d} - 1e{d + 1:+03d}" for d in expected]
+    assert table["band_low"].tolist() == pytest.approx([10.0**d for d in expected])
+    assert table["n_live"].tolist() == [int((decade == d).sum()) for d in expected]
+    assert table["n_specialists"].tolist() == [
+        int(live.loc[decade == d, "is_specialist"].sum()) for d in expected
+    ]
+    top_band = table.iloc[-1]
+    assert (top_band["chance_mean"], top_band["chance_p95"]) == pytest.approx(
+        (0.5, np.quantile([1, 1, 0, 0], 0.95))
+    )
+    assert table["chance_mean"].iloc[:-1].eq(0).all()
