@@ -1,11 +1,13 @@
 """Concurrency: 8 threads at once on one shared store and one shared loaded source, mixing
 the pages' store queries, specialist measures, typed-text highlighting and interventions
-(plus label saves, which close and reopen the shared connection): every result equals the
-same request run alone, and the shared model and SAEs are left as they were.
+(plus a label save and a ledger save per thread, midway, which go to the store's sidecar):
+every result equals the same request run alone, every save lands, and the shared model and
+SAEs are left as they were.
 """
 
 from __future__ import annotations
 
+import json
 import random
 import threading
 from collections.abc import Callable
@@ -133,6 +135,7 @@ def test_eight_threads_get_what_each_request_gets_alone(store, loaded) -> None:
     writes = [f"label {n}" for n in range(THREADS)]  # one label save per thread, midway
     results: list[tuple[str, Any]] = []
     errors: list[BaseException] = []
+    run_ids: dict[int, int] = {}
     start = threading.Barrier(THREADS)
     lock = threading.Lock()
 
@@ -144,6 +147,7 @@ def test_eight_threads_get_what_each_request_gets_alone(store, loaded) -> None:
             for index, name in enumerate(mine):
                 if index == len(mine) // 2:
                     store.save_label(sae, thread, writes[thread], "saved under load")
+                    run_ids[thread] = store.save_intervention(sae, {"thread": thread}, {})
                 result = made[name]()
                 with lock:
                     results.append((name, result))
@@ -163,4 +167,9 @@ def test_eight_threads_get_what_each_request_gets_alone(store, loaded) -> None:
     labels = store.labels(sae)
     assert sorted(labels["label"]) == sorted(writes)
     assert labels.set_index("label")["feature"].to_dict() == {w: n for n, w in enumerate(writes)}
+    ledger = store.interventions(sae).set_index("id")["settings"].map(json.loads)
+    assert {run_id: ledger[run_id]["thread"] for run_id in run_ids.values()} == {
+        run_id: thread for thread, run_id in run_ids.items()
+    }
+    assert len(ledger) == THREADS
     assert model_state(loaded) == before
