@@ -16,7 +16,7 @@ from explorer.charts.specialists import (
     chance_heatmap,
     layer_progression_chart,
 )
-from explorer.ui.cached import chance_baseline, specialists
+from explorer.ui.cached import chance_baseline, feature_descriptions, specialists
 from explorer.ui.params import specialist_settings_sidebar, url_int, url_radio, url_selectbox
 from explorer.ui.state import current_store
 from explorer.ui.tables import feature_table
@@ -89,7 +89,8 @@ chance_tab.caption(
     "faded cells marked ~ do not beat chance (permutation p-value above 0.05)."
 )
 chance_tab.altair_chart(chance_heatmap(matrix, count), width="stretch")
-best_tab.altair_chart(category_heatmap(matrix, "best_score", info.name), width="stretch")
+described = matrix.assign(description=feature_descriptions(store, matrix, "best_feature"))
+best_tab.altair_chart(category_heatmap(described, "best_score", info.name), width="stretch")
 numbers_tab.dataframe(
     matrix.pivot(index="category", columns="sae", values=count),
     column_order=progression["sae"].tolist(),

@@ -49,7 +49,8 @@ def category_heatmap(
     matrix: pd.DataFrame, value: Literal["best_score", "n_specialists"], score_title: str
 ) -> alt.Chart:
     """Category x SAE cells of `category_matrix`, coloured by the best score (each cell
-    links to its best feature) or by the number of specialists, with the value written in."""
+    links to its best feature) or by the number of specialists, with the value written in; a
+    `description` column (of the best feature) joins the tooltip."""
     title = score_title if value == "best_score" else "specialists"
     data = _with_href(matrix, "best_feature") if value == "best_score" else matrix
     base = alt.Chart(data).encode(
@@ -64,6 +65,8 @@ def category_heatmap(
         alt.Tooltip("best_feature:Q", title="best feature"),
         alt.Tooltip("n_specialists:Q", title="specialists"),
     ]
+    if "description" in matrix:  # of the best feature
+        tooltip.append(alt.Tooltip("description:N", title="its description"))
     rects = base.mark_rect().encode(
         color=alt.Color(f"{value}:Q", title=title, scale=alt.Scale(scheme="viridis")),
         tooltip=tooltip,

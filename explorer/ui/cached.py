@@ -135,26 +135,33 @@ def all_descriptions(
     )
 
 
+def feature_descriptions(store: Store, frame: pd.DataFrame, column: str = "feature") -> list[str]:
+    """For each row of `frame` (with an sae column), the description of the feature in
+    `column`: the user's label (marked as such) or the automatic description; "" where the
+    row names no feature of the store."""
+    names = set(store.saes()["sae"])
+    parts = [
+        descriptions(store, sae, scored=False)[["sae", "feature", "shown"]]
+        for sae in pd.unique(frame["sae"])
+        if sae in names
+    ]
+    if not parts or frame.empty:
+        return [""] * len(frame)
+    shown = pd.concat(parts, ignore_index=True).set_index(["sae", "feature"])["shown"]
+    features = pd.to_numeric(frame[column], errors="coerce").fillna(-1).astype("int64")
+    keys = pd.MultiIndex.from_arrays([frame["sae"].to_numpy(), features.to_numpy()])
+    return shown.reindex(keys).fillna("").tolist()
+
+
 def with_descriptions(
     store: Store, frame: pd.DataFrame, columns: list[str]
 ) -> tuple[pd.DataFrame, list[str]]:
     """`frame` (with sae and feature columns) and `columns` with a `description` column after
-    `feature`: each row's feature's user label (marked as such) or automatic description.
-    Unchanged when `columns` has one already or lacks `feature`."""
-    if "description" in columns or "feature" not in columns or frame.empty:
+    `feature` (`feature_descriptions`). Unchanged when `columns` has one already or lacks
+    `feature`."""
+    if "description" in columns or "feature" not in columns:
         return frame, columns
-    names = set(store.saes()["sae"])
-    shown = pd.concat(
-        [
-            descriptions(store, sae, scored=False)[["sae", "feature", "shown"]]
-            for sae in pd.unique(frame["sae"])
-            if sae in names
-        ]
-        or [pd.DataFrame({"sae": [], "feature": [], "shown": []})],
-        ignore_index=True,
-    ).set_index(["sae", "feature"])["shown"]
-    keys = pd.MultiIndex.from_arrays([frame["sae"].to_numpy(), frame["feature"].to_numpy()])
-    described = frame.assign(description=shown.reindex(keys).fillna("").to_numpy())
+    described = frame.assign(description=feature_descriptions(store, frame))
     at = columns.index("feature") + 1
     return described, [*columns[:at], "description", *columns[at:]]
 

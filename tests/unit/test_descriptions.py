@@ -20,6 +20,7 @@ from explorer.analysis import descriptions as describe
 from explorer.analysis.descriptions import DescriptionSettings
 from explorer.charts.lens import reverse_lookup_chart
 from explorer.charts.rankings import feature_bar_chart
+from explorer.charts.specialists import category_heatmap
 from explorer.cli import main
 from explorer.errors import InputError
 from explorer.store.queries import descriptions as queries
@@ -347,3 +348,20 @@ def test_lens_charts_show_the_description_in_their_tooltip() -> None:
     assert {"field": "description", "type": "nominal", "title": "description"} in tooltips
     plain = reverse_lookup_chart(lookup.drop(columns="description"), "s", " may").to_dict()
     assert all(t["field"] != "description" for t in plain["encoding"]["tooltip"])
+
+
+def test_the_category_heatmap_shows_the_best_features_description() -> None:
+    matrix = pd.DataFrame(
+        {
+            "sae": ["s", "s"],
+            "layer": [0, 0],
+            "category": ["alpha", "beta"],
+            "best_feature": [0, 2],
+            "best_score": [0.9, 0.8],
+            "n_specialists": [1, 1],
+            "description": ['" may"', "beta"],
+        }
+    )
+    spec = category_heatmap(matrix, "best_score", "score").to_dict()
+    tooltips = spec["layer"][0]["encoding"]["tooltip"]
+    assert {"field": "description", "type": "nominal", "title": "its description"} in tooltips
