@@ -21,7 +21,7 @@ from explorer.ui.cached import specialists
 from explorer.ui.limits import live_model_slot, max_text_chars
 from explorer.ui.links import feature_url
 from explorer.ui.params import url_float, url_int, url_radio, url_selectbox, url_text
-from explorer.ui.state import current_source, current_store, public_demo
+from explorer.ui.state import current_source, current_store, live_limits, public_demo
 
 RUNS = {"text": "ablation.text_run", "corpus": "ablation.corpus_run"}
 SAVED = "Each run is saved to the store's ledger."
@@ -112,6 +112,7 @@ with corpus_tab:
                     target=target,
                     scales=DOSE_SCALES if dose else (),
                     progress=run_views.progress_of(bar),
+                    limits=live_limits(),
                 )
                 run_views.keep_run(RUNS["corpus"], run, store, demo)
             except ExplorerError as error:
@@ -134,6 +135,7 @@ with ledger_tab:
     if again:
         try:
             with live_model_slot(), st.spinner(f"Re-running #{run_id}…"):
-                run_views.show_rerun(runs.rerun_entry(loaded, store, ledger, int(run_id)))
+                rerun = runs.rerun_entry(loaded, store, ledger, int(run_id), live_limits())
+                run_views.show_rerun(rerun)
         except ExplorerError as error:
             st.error(str(error))

@@ -9,8 +9,8 @@ Owns the names, defaults and validation of the variables a deployment sets:
 - `EXPLORER_SOURCE` (default `demo`): the source a session starts on, as `Source.parse` reads.
 - `EXPLORER_PUBLIC_DEMO` (`1`/`true`/`yes`/`on` or `0`/`false`/`no`/`off`, default off): the
   public demo mode: source and store fixed to the two above, no saved labels or ablation
-  runs, typed text of at most `PUBLIC_TEXT_CHARS` characters, and at most `PUBLIC_LIVE_SLOTS`
-  live model runs at once.
+  runs, typed text of at most `PUBLIC_TEXT_CHARS` characters, at most `PUBLIC_LIVE_SLOTS`
+  live model runs at once, and corpus runs within `PUBLIC_LIVE_LIMITS`.
 
 Streamlit's `.streamlit/config.toml` cannot carry these: Streamlit checks every option
 against its own list and drops an unknown one with the warning '"explorer.publicDemo" is not
@@ -26,6 +26,7 @@ on each call (cheap) but parsed once. No streamlit here.
 
 from __future__ import annotations
 
+import ctypes
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -52,14 +53,39 @@ MAX_PATH_CHARS = 4096
 
 @dataclass(frozen=True)
 class LiveLimits:
-    """How big one live model run may be in the public demo."""
+    """How big one corpus run (an ablation over every text) may be; the public demo's are
+    `PUBLIC_LIVE_LIMITS`, chosen so two at once (`PUBLIC_LIVE_SLOTS`) stay under 1.5 GB RSS
+    (bench/README.md). `explorer.live.runs.run_corpus` enforces them."""
 
-    max_features: int = 32  # features one intervention changes
-    max_dose_scales: int = 6  # scales of a corpus run's dose-response
-    corpus_batch_size: int = 32  # texts per forward pass of a corpus run
+    max_features: int = 32
+    """Features one intervention changes."""
+    max_dose_scales: int = 6
+    """Scales of the dose-response (each is one more pass over the corpus)."""
+    corpus_batch_size: int = 32
+    """Texts per forward pass: the logits of a batch are texts x 128 x 4096 floats."""
+    heap_mmap_bytes: int | None = None
+    """glibc's mmap threshold (`mallopt(M_MMAP_THRESHOLD)`) while live runs go; None leaves
+    the allocator as it is. glibc's default threshold grows up to 32 MB with the first large
+    freed block, after which the per-batch tensors are carved from heaps it keeps: a dose-
+    response run over the demo corpus held about 1 GB that way although its tensors need
+    about 140 MB at any time. A fixed threshold gives blocks this big back when freed."""
 
 
-PUBLIC_LIVE_LIMITS = LiveLimits()
+PUBLIC_LIVE_LIMITS = LiveLimits(
+    max_features=16, max_dose_scales=6, corpus_batch_size=8, heap_mmap_bytes=256 * 1024
+)
+M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter number (malloc.h)
+
+
+@cache
+def bound_heap(threshold: int) -> bool:
+    """Set glibc's mmap threshold to `threshold` bytes, once per process (see
+    `LiveLimits.heap_mmap_bytes`); False where the C library is not glibc."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        return bool(libc.mallopt(M_MMAP_THRESHOLD, threshold))
+    except (OSError, AttributeError):
+        return False
 
 
 class SettingsError(ExplorerError):
@@ -74,6 +100,11 @@ class Settings:
     store: str = f"{DEFAULT_CACHE_DIR}/{DEMO_STORE_NAME}"
     source: str = DEFAULT_SOURCE
     public_demo: bool = False
+
+    @property
+    def live_limits(self) -> LiveLimits | None:
+        """Bounds on one corpus run; None: no bounds (a researcher's own machine)."""
+        return PUBLIC_LIVE_LIMITS if self.public_demo else None
 
     @property
     def live_slots(self) -> int | None:

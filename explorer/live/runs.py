@@ -42,6 +42,7 @@ from explorer.live.interventions import (
     text_effect,
 )
 from explorer.live.text import parse_feature_ids
+from explorer.settings import LiveLimits, bound_heap
 from explorer.sources.source import LoadedSource
 from explorer.store.reader import Store
 
@@ -181,9 +182,23 @@ def run_corpus(
     scales: tuple[float, ...] = (),
     batch_size: int = 32,
     progress: Progress | None = None,
+    limits: LiveLimits | None = None,
 ) -> CorpusRun:
     """The intervention over `texts` (as `Store.texts()`), per category, with the dose
-    settings and the specialization test of `target` when given."""
+    settings and the specialization test of `target` when given; within `limits` (the public
+    demo's) when given: too many features or scales raise InputError, batches shrink."""
+    if limits is not None:
+        batch_size = min(batch_size, limits.corpus_batch_size)
+        if len(intervention.features) > limits.max_features:
+            raise InputError(
+                f"This public demo runs at most {limits.max_features} features over the corpus."
+            )
+        if len(scales) > limits.max_dose_scales:
+            raise InputError(
+                f"This public demo runs a dose-response of at most {limits.max_dose_scales} scales."
+            )
+        if limits.heap_mmap_bytes is not None:
+            bound_heap(limits.heap_mmap_bytes)
     if category is not None:
         if category not in set(texts["category"]):
             raise InputError(
@@ -201,8 +216,14 @@ def run_corpus(
     )
 
 
-def rerun(loaded: LoadedSource, store: Store, settings: Mapping[str, Any]) -> dict[str, Any]:
-    """Run a ledger entry's settings again; returns its metrics."""
+def rerun(
+    loaded: LoadedSource,
+    store: Store,
+    settings: Mapping[str, Any],
+    limits: LiveLimits | None = None,
+) -> dict[str, Any]:
+    """Run a ledger entry's settings again (a corpus run within `limits`); returns its
+    metrics."""
     intervention = Intervention.from_json(settings.get("intervention") or {})
     if settings.get("kind") == "text":
         generation = settings.get("generation")
@@ -219,6 +240,7 @@ def rerun(loaded: LoadedSource, store: Store, settings: Mapping[str, Any]) -> di
             category=settings.get("category"),
             target=settings.get("target"),
             scales=tuple(float(s) for s in settings.get("scales", ())),
+            limits=limits,
         ).metrics()
     raise InputError(
         f"Unknown kind of run {markdown_escaped(repr(settings.get('kind')))}: not a ledger entry."
@@ -336,11 +358,17 @@ class Rerun:
         return f"Re-ran #{self.run_id}: the numbers differ from the record."
 
 
-def rerun_entry(loaded: LoadedSource, store: Store, ledger: pd.DataFrame, run_id: int) -> Rerun:
+def rerun_entry(
+    loaded: LoadedSource,
+    store: Store,
+    ledger: pd.DataFrame,
+    run_id: int,
+    limits: LiveLimits | None = None,
+) -> Rerun:
     """Run the ledger entry `run_id` again (see `rerun`) beside its recorded metrics."""
     entries = ledger[ledger["id"] == run_id]
     if entries.empty:
         raise InputError(f"There is no run #{run_id} in this store's ledger.")
     entry = entries.iloc[0]
-    now = rerun(loaded, store, json.loads(entry["settings"]))
+    now = rerun(loaded, store, json.loads(entry["settings"]), limits)
     return Rerun(int(run_id), json.loads(entry["metrics"]), now)

@@ -5,7 +5,8 @@ pages get the loaded source and the open store through `current_source()` and
 `current_store()` and never touch the keys directly. Errors become `st.error` messages.
 In the public demo mode (`explorer.settings`) the pickers are shown disabled and both
 functions use the deployment's source and store whatever the session holds; pages ask
-`public_demo()` to switch off what a visitor must not do (saving labels or runs).
+`public_demo()` to switch off what a visitor must not do (saving labels or runs) and
+`live_limits()` for the bounds of its corpus runs.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import streamlit as st
 
 from explorer.errors import ExplorerError
+from explorer.settings import LiveLimits
 from explorer.sources.source import LoadedSource, Source
 from explorer.store.reader import Store
 from explorer.ui.resources import (
@@ -73,6 +75,11 @@ def public_demo() -> bool:
     except ExplorerError as error:
         _stop_with(error)
         raise
+
+
+def live_limits() -> LiveLimits | None:
+    """The bounds of one corpus run (the public demo's), or None."""
+    return app_settings().live_limits
 
 
 def _session_choice() -> tuple[str, str]:

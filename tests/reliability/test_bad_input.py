@@ -18,14 +18,17 @@ import shutil
 from pathlib import Path
 
 import duckdb
+import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 
 from explorer.build.single import build_store
 from explorer.cli import main
 from explorer.errors import InputError, StoreError, quoted
-from explorer.live.interventions import Intervention, text_effect
+from explorer.live.interventions import DOSE_SCALES, MAX_FEATURES, Intervention, text_effect
+from explorer.live.runs import run_corpus
 from explorer.live.text import MAX_TEXT_CHARS, encode_text
+from explorer.settings import PUBLIC_LIVE_LIMITS, LiveLimits, Settings
 from explorer.sources.source import load_source
 from explorer.store.reader import Store
 from tests.reliability.helpers import (
@@ -548,3 +551,26 @@ def test_the_forged_links_cover_every_parameter_of_every_page() -> None:
 )
 def test_messages_quote_user_values_without_markdown(value, shown) -> None:
     assert quoted(value) == shown
+
+
+def test_public_demo_limits_bound_a_corpus_run(store_path, loaded) -> None:
+    """Within the public demo's limits a corpus run gives the same numbers as without them
+    (smaller batches only); over them it is refused before any model run."""
+    with Store.open(store_path) as store:
+        texts = store.texts()
+    limits = LiveLimits(max_features=2, max_dose_scales=1, corpus_batch_size=3)
+    two = Intervention(SAE, (3, 5), "zero")
+    free = run_corpus(loaded, texts, two, scales=(0.5,))
+    bounded = run_corpus(loaded, texts, two, scales=(0.5,), limits=limits)
+    pd.testing.assert_frame_equal(bounded.effects, free.effects, rtol=1e-3, atol=1e-5)
+    with pytest.raises(InputError, match="at most 2 features"):
+        run_corpus(loaded, texts, Intervention(SAE, (3, 5, 7), "zero"), limits=limits)
+    with pytest.raises(InputError, match="at most 1 scales"):
+        run_corpus(loaded, texts, two, scales=(0.5, 2.0), limits=limits)
+
+
+def test_the_public_demo_settings_carry_the_limits() -> None:
+    assert Settings(public_demo=True).live_limits == PUBLIC_LIVE_LIMITS
+    assert Settings(public_demo=False).live_limits is None
+    assert PUBLIC_LIVE_LIMITS.max_features <= MAX_FEATURES
+    assert PUBLIC_LIVE_LIMITS.max_dose_scales <= len(DOSE_SCALES)

@@ -143,6 +143,7 @@ PROJECT_TEXT = {
     "_gb(available.bytes)": "a number of GB",
     "_gb(estimate_source('demo').needed_bytes)": "a number of GB",
     "'s' if len(missing) > 1 else ''": "a plural ending",
+    "', '.join(map(str, missing))": "the missing shards' numbers",
     "info.anchor": "a measure's docs anchor, from the MEASURES constant",
     "info.name": "a measure's name, from the MEASURES constant",
 }
