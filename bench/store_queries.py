@@ -86,20 +86,34 @@ def make_corpus(spec: BenchSpec, rng: np.random.Generator) -> Corpus:
 
 
 def make_acts(
-    spec: BenchSpec, corpus: Corpus, rng: np.random.Generator, n_rows: int
+    spec: BenchSpec,
+    corpus: Corpus,
+    rng: np.random.Generator,
+    n_rows: int,
+    density: np.ndarray | None = None,
+    may_specialise: np.ndarray | None = None,
+    oversample: float = 1.1,
 ) -> dict[str, np.ndarray]:
-    """One SAE's activations: n_rows unique (feature, token) pairs, sorted by feature."""
+    """One SAE's activations: n_rows unique (feature, token) pairs, sorted by feature.
+
+    `density` weighs the features (default: the power law of `spec.zipf`, shuffled);
+    `may_specialise` marks the features that may get a home category (default: all);
+    `oversample` is how many pairs are drawn per row kept (repeated pairs are dropped)."""
     n_tokens = int(corpus.offsets[-1])
-    density = np.arange(1, spec.d_sae + 1, dtype=np.float64) ** -spec.zipf
-    rng.shuffle(density)
+    if density is None:
+        density = np.arange(1, spec.d_sae + 1, dtype=np.float64) ** -spec.zipf
+        rng.shuffle(density)
+    n_categories = int(corpus.category.max()) + 1
     home = np.where(
         rng.random(spec.d_sae) < spec.specialist_fraction,
-        rng.integers(0, len(CATEGORIES), spec.d_sae),
+        rng.integers(0, n_categories, spec.d_sae),
         -1,
     )
-    category_start = corpus.offsets[np.searchsorted(corpus.category, np.arange(len(CATEGORIES)))]
+    if may_specialise is not None:
+        home[~may_specialise] = -1
+    category_start = corpus.offsets[np.searchsorted(corpus.category, np.arange(n_categories))]
     category_end = np.append(category_start[1:], n_tokens)
-    draws = int(n_rows * 1.1)
+    draws = int(n_rows * oversample)
     feature = rng.choice(spec.d_sae, size=draws, p=density / density.sum())
     token = rng.integers(0, n_tokens, draws)
     at_home = (home[feature] >= 0) & (rng.random(draws) < 0.8)

@@ -63,4 +63,8 @@ def app_server(
         yield url, process
     finally:
         process.terminate()
-        process.wait(timeout=30)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:  # busy in a long script run: do not leave it behind
+            process.kill()
+            process.wait()

@@ -38,7 +38,7 @@ from jaxtyping import Float
 from sae_lens import SAE
 from scipy.stats import ttest_ind
 
-from explorer.errors import INT_CAP, InputError, decimal_int, markdown_escaped, quoted
+from explorer.errors import InputError, bounded_int, markdown_escaped
 from explorer.live.text import MAX_TEXT_CHARS, check_text
 from explorer.sources import request_hooks
 from explorer.sources.source import LoadedSource, SaeHandle
@@ -56,6 +56,7 @@ Sampling = Literal["greedy", "sample"]
 MAX_FEATURES = 32
 MAX_ABS_VALUE = 10_000.0
 MAX_NEW_TOKENS = 64
+MAX_POSITION = 100_000  # beyond any model's context
 TOP_NEXT = 10
 DOSE_SCALES = (0.0, 0.5, 1.0, 2.0, 5.0, 10.0)
 
@@ -527,17 +528,13 @@ def dose_interventions(
 
 
 def parse_positions(text: str) -> tuple[int, ...] | None:
-    """Positions typed as `3, 5 7` (1 = the first real token); empty or `all` = None."""
+    """Positions typed as `3, 5 7` (1 = the first real token, at most `MAX_POSITION`);
+    empty or `all` = None."""
     if not text.strip() or text.strip().lower() == "all":
         return None
     positions: list[int] = []
     for item in text.replace(",", " ").split():
-        value = decimal_int(item)
-        if value is None or not 1 <= value < INT_CAP:
-            raise InputError(
-                f"{quoted(item, 40)} is not a position: give token positions from 1, or leave it "
-                "empty for every position."
-            )
+        value = bounded_int("A token position", item, 1, MAX_POSITION)
         if value not in positions:
             positions.append(value)
     if len(positions) > 512:

@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from explorer.errors import InputError, bounded_int, decimal_int, markdown_escaped, quoted
+from explorer.errors import InputError, bounded_int, markdown_escaped
 from explorer.hooks import residual_boundary
 from explorer.sources import request_hooks
 from explorer.sources.source import LoadedSource, SaeHandle
@@ -141,21 +141,11 @@ def with_share_of_max(table: pd.DataFrame, corpus_max: Mapping[int, float]) -> p
 
 
 def parse_feature_ids(text: str, d_sae: int, max_features: int = MAX_HIGHLIGHTED) -> list[int]:
-    """Feature ids typed as `12, 40 7`: integers in 0..d_sae-1, at most `max_features`,
-    duplicates dropped (first occurrence kept)."""
+    """Feature ids typed as `12, 40 7`: integers in 0..d_sae-1 (`bounded_int`), at most
+    `max_features`, duplicates dropped (first occurrence kept)."""
     features: list[int] = []
     for item in text.replace(",", " ").split():
-        value = decimal_int(item)
-        if value is None:
-            shown = quoted(item, 40)
-            raise InputError(
-                f"{shown} is not a feature id: give integers from 0 "
-                f"to {d_sae - 1}."
-            )
-        if value >= d_sae:
-            raise InputError(
-                f"Feature {markdown_escaped(item[:40])} is out of range: choose 0 to {d_sae - 1}."
-            )
+        value = bounded_int("A feature id", item, 0, d_sae - 1)
         if value not in features:
             features.append(value)
     if len(features) > max_features:
