@@ -7,7 +7,7 @@ from explorer.analysis.descriptions import compare_scores
 from explorer.analysis.specialists import MEASURES, category_matrix
 from explorer.charts.compare import quality_chart, specialists_per_category_chart
 from explorer.ui import cached
-from explorer.ui.cached import specialists
+from explorer.ui.cached import feature_descriptions, specialists
 from explorer.ui.params import specialist_settings_sidebar
 from explorer.ui.state import current_store
 from explorer.ui.tables import plain_table
@@ -28,7 +28,8 @@ plain_table(comparison)
 
 st.subheader("Specialists per category")
 st.caption("One bar per SAE (by layer); click a bar to open the category's best feature there.")
-st.altair_chart(specialists_per_category_chart(matrix), width="stretch")
+bars = matrix.assign(description=feature_descriptions(store, matrix, "best_feature"))
+st.altair_chart(specialists_per_category_chart(bars), width="stretch")
 with st.expander("Numbers"):
     st.dataframe(
         matrix.pivot(index="category", columns="sae", values="n_specialists"),

@@ -28,7 +28,8 @@ def _sae_order(frame: pd.DataFrame) -> list[str]:
 
 def specialists_per_category_chart(matrix: pd.DataFrame) -> alt.Chart:
     """Specialists per category, one bar per SAE within each category (SAEs by layer); a bar
-    links to the SAE's best feature for the category."""
+    links to the SAE's best feature for the category (whose `description`, when the matrix
+    has one, joins the tooltip)."""
     data = matrix.assign(
         href=[
             feature_href(sae, feature)
@@ -52,6 +53,11 @@ def specialists_per_category_chart(matrix: pd.DataFrame) -> alt.Chart:
                 alt.Tooltip("n_specialists:Q", title="specialists"),
                 alt.Tooltip("best_feature:Q", title="best feature (click to open)"),
                 alt.Tooltip("best_score:Q", title="best score", format=".3g"),
+                *(
+                    [alt.Tooltip("description:N", title="its description")]
+                    if "description" in data
+                    else []
+                ),
             ],
         )
     )

@@ -18,6 +18,7 @@ import pytest
 
 from explorer.analysis import descriptions as describe
 from explorer.analysis.descriptions import DescriptionSettings
+from explorer.charts.compare import specialists_per_category_chart
 from explorer.charts.lens import reverse_lookup_chart
 from explorer.charts.rankings import feature_bar_chart
 from explorer.charts.specialists import category_heatmap
@@ -364,4 +365,20 @@ def test_the_category_heatmap_shows_the_best_features_description() -> None:
     )
     spec = category_heatmap(matrix, "best_score", "score").to_dict()
     tooltips = spec["layer"][0]["encoding"]["tooltip"]
+    assert {"field": "description", "type": "nominal", "title": "its description"} in tooltips
+
+
+def test_the_specialists_bars_show_the_best_features_description() -> None:
+    matrix = pd.DataFrame(
+        {
+            "sae": ["s"],
+            "layer": [0],
+            "category": ["alpha"],
+            "best_feature": [0],
+            "best_score": [0.9],
+            "n_specialists": [1],
+            "description": ['" may"'],
+        }
+    )
+    tooltips = specialists_per_category_chart(matrix).to_dict()["encoding"]["tooltip"]
     assert {"field": "description", "type": "nominal", "title": "its description"} in tooltips
