@@ -13,6 +13,7 @@ whitespace.
 import json
 import random
 import re
+import unicodedata
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
@@ -22,7 +23,7 @@ from typing import Literal, Self
 import pandas as pd
 import pyarrow as pa
 
-from explorer.errors import CorpusError, markdown_escaped
+from explorer.errors import CorpusError, markdown_escaped, quoted
 
 COLUMNS = ("text_id", "category", "source", "text", "labels")
 MAX_TEXT_CHARS = 20_000
@@ -171,8 +172,31 @@ def _clean_categories(
                 f"{markdown_escaped(where)}: the category must be a string, got "
                 f"{type(value).__name__} {markdown_escaped(repr(value))}."
             )
-        categories.append(value.strip())
+        categories.append(visible_category(value.strip(), where))
     return categories
+
+
+# Characters a category may not hold: controls (Cc: tab, newline, escape), formats (Cf:
+# U+202E RIGHT-TO-LEFT OVERRIDE and the other bidirectional controls, U+200B ZERO WIDTH
+# SPACE, soft hyphens) and line or paragraph separators (Zl, Zp). They are invisible or
+# reorder the text around them, so '\u202eedoc' would show as 'code' beside the real 'code'
+# in every table, chart and menu; refusing them once here keeps each category looking like
+# itself everywhere it is shown.
+INVISIBLE_CATEGORIES = ("Cc", "Cf", "Zl", "Zp")
+
+
+def visible_category(category: str, where: str) -> str:
+    """`category`, or a CorpusError naming `where` and the first invisible character's code
+    point and name."""
+    for char in category:
+        if unicodedata.category(char) in INVISIBLE_CATEGORIES:
+            name = unicodedata.name(char, "a control character")
+            raise CorpusError(
+                f"{markdown_escaped(where)}: the category {quoted(category)} holds the invisible "
+                f"character U+{ord(char):04X} ({name}), which would make it look like another "
+                "category; remove it."
+            )
+    return category
 
 
 def _clean_labels(
@@ -340,7 +364,8 @@ def _compile_rules(
                 f"got {markdown_escaped(repr(pattern))}."
             )
         try:
-            compiled.append((category.strip(), re.compile(pattern)))
+            rule = f"{origin}: rule {number}"
+            compiled.append((visible_category(category.strip(), rule), re.compile(pattern)))
         except re.error as error:
             raise CorpusError(
                 f"{markdown_escaped(origin)}: rule {number} ('{markdown_escaped(category)}'): "
@@ -362,6 +387,7 @@ def label_by_rules(
         raise CorpusError(
             f"{markdown_escaped(name)}: the default category must be a non-empty string."
         )
+    visible_category(default, f"{name}: the default category")
     values = list(texts)
     if not values:
         raise CorpusError(f"{markdown_escaped(name)}: the corpus is empty (no texts to label).")

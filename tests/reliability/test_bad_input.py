@@ -15,6 +15,7 @@ import ast
 import json
 import re
 import shutil
+import unicodedata
 from pathlib import Path
 
 import duckdb
@@ -24,7 +25,8 @@ from streamlit.testing.v1 import AppTest
 
 from explorer.build.single import build_store
 from explorer.cli import main
-from explorer.errors import InputError, StoreError, quoted
+from explorer.corpus import label_by_rules, load_corpus_file
+from explorer.errors import CorpusError, InputError, StoreError, quoted
 from explorer.live.interventions import DOSE_SCALES, MAX_FEATURES, Intervention, text_effect
 from explorer.live.runs import run_corpus
 from explorer.live.text import MAX_TEXT_CHARS, encode_text
@@ -574,3 +576,38 @@ def test_the_public_demo_settings_carry_the_limits() -> None:
     assert Settings(public_demo=False).live_limits is None
     assert PUBLIC_LIVE_LIMITS.max_features <= MAX_FEATURES
     assert PUBLIC_LIVE_LIMITS.max_dose_scales <= len(DOSE_SCALES)
+
+
+@pytest.mark.parametrize(
+    ("category", "code_point"),
+    [
+        ("\u202eedoc", "U+202E"),  # shows as 'code'
+        ("\u200b", "U+200B"),  # shows as nothing
+        ("co\u2066de", "U+2066"),
+        ("tab\there", "U+0009"),
+    ],
+)
+def test_categories_that_would_look_like_others_are_refused(tmp_path, category, code_point):
+    corpus = tmp_path / "confusable.csv"
+    pd.DataFrame(
+        {"text": ["def f(): pass", "x = 1", "print(2)"], "category": ["code", "code", category]}
+    ).to_csv(corpus, index=False)
+    with pytest.raises(CorpusError) as refused:
+        load_corpus_file(corpus)
+    message = str(refused.value)
+    assert "row 3, column 'category'" in message
+    assert code_point in message
+    assert unicodedata.name(chr(int(code_point[2:], 16)), "a control character") in message
+    with pytest.raises(CorpusError, match=rf"rule 2.*{re.escape(code_point)}"):
+        label_by_rules(["a", "b"], [("code", "a"), (category, "b")])
+    with pytest.raises(CorpusError, match=re.escape(code_point)):
+        label_by_rules(["a", "b"], [("code", "a")], default=category)
+
+
+def test_visible_categories_load_as_written(tmp_path) -> None:
+    corpus = tmp_path / "visible.csv"
+    names = ["code", "édoc", "日本語", "emoji 🙂", "a-b_c.d", "right\u05d0to"]
+    pd.DataFrame({"text": [f"text {n}" for n in range(6)], "category": names}).to_csv(
+        corpus, index=False
+    )
+    assert load_corpus_file(corpus).categories() == sorted(names)
