@@ -54,7 +54,7 @@ st.session_state[APPLIED_KEY] = (sae, str(feature))
 data = cache.feature_data(store, sae, feature, before, after)
 st.title(f"{markdown_escaped(sae)} · feature {feature}")
 label_line = st.empty()  # filled at the end, so a label saved below shows at once
-feature_views.show_description(cached.descriptions(store, sae).set_index("feature").loc[feature])
+feature_views.show_description(cached.feature_description(store, sae, feature))
 feature_views.show_links(data)
 feature_views.show_metrics(data, d_sae)
 feature_views.show_responses(data, sae, feature)

@@ -651,6 +651,12 @@ def score_summary(row: pd.Series) -> str:
     precision and recall on the held-out half, or why it has none."""
     if row["kind"] == "dead":
         return "No description score: the feature never fires."
+    if "f1" not in row:
+        return (
+            "Description score not computed on this page: it takes one pass over the SAE's "
+            "activations. `python -m explorer describe` computes it, or rank by "
+            "'best explained' on the rankings page."
+        )
     if not row.get("scored", False):
         return (
             "No description score: fewer than the needed active tokens on the held-out half "

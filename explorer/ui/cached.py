@@ -34,6 +34,7 @@ from explorer.store.reader import Store
 from explorer.ui.resources import StoreKey, open_store, store_key
 
 DEFAULT_DESCRIPTIONS = DescriptionSettings()
+MAX_SCAN_ROWS_ON_VIEW = 5_000_000  # the demo's 0.54M rows score in < 1 s; 12.5M took 21 s
 
 
 @st.cache_data(max_entries=16, ttl=3600, show_spinner="Computing the specialist measures…")
@@ -123,6 +124,16 @@ def descriptions(
     if scored:
         table = described_features(table, _description_scores(*key))
     return with_user_labels(table, store.labels(sae))
+
+
+def feature_description(store: Store, sae: str, feature: int) -> pd.Series:
+    """One feature's `descriptions` row for its page: with the held-out score when the SAE's
+    scores are computed fast enough for a page view (at most `MAX_SCAN_ROWS_ON_VIEW`
+    activation rows), without the score columns otherwise (`score_summary` says so)."""
+    table = descriptions(store, sae, scored=False)
+    if int(table["n_active_tokens"].sum()) <= MAX_SCAN_ROWS_ON_VIEW:
+        table = descriptions(store, sae)
+    return table.set_index("feature").loc[feature]
 
 
 def all_descriptions(

@@ -382,3 +382,12 @@ def test_the_specialists_bars_show_the_best_features_description() -> None:
     )
     tooltips = specialists_per_category_chart(matrix).to_dict()["encoding"]["tooltip"]
     assert {"field": "description", "type": "nominal", "title": "its description"} in tooltips
+
+
+def test_score_summary_says_why_a_feature_has_no_score(described: pd.DataFrame) -> None:
+    assert describe.score_summary(described.loc[0]).startswith(
+        "Description score on held-out texts: F1 1.00 (precision 1.00, recall 1.00,"
+    )
+    assert "never fires" in describe.score_summary(described.loc[4])
+    without_score = described.loc[0].drop(["f1", "precision", "recall", "balanced_accuracy"])
+    assert "not computed on this page" in describe.score_summary(without_score)
