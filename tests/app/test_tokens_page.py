@@ -110,7 +110,7 @@ def test_top_features_at_each_token_equal_the_stored_activations(page, facts):
 @pytest.mark.parametrize(
     ("typed", "message"),
     [
-        ("abc", "'abc' is not a feature id"),
+        ("abc", "A feature id must be an integer from 0 to 127; 'abc' is not one"),
         ("128", "out of range"),
         ("1 2 3 4 5 6 7 8 9", "at most 8"),
     ],
