@@ -42,8 +42,14 @@ st.caption(
     "corpus's texts) predicts where it fires on the other half: F1, with balanced accuracy "
     "(chance 0.5). Definitions: docs/methods.md, section Feature descriptions."
 )
-described = {name: cached.descriptions(store, name) for name in store.saes()["sae"]}
-plain_table(compare_scores(described))
+rows = int(store.frequency_table()["n_active_tokens"].sum())
+if st.toggle(
+    "Score every SAE's descriptions",
+    value=rows <= cached.MAX_SCAN_ROWS_ON_VIEW,
+    help=f"One pass over each SAE's activations ({rows:,} rows in all), once per store.",
+):
+    described = {name: cached.descriptions(store, name) for name in store.saes()["sae"]}
+    plain_table(compare_scores(described))
 
 st.subheader("Quality per SAE")
 st.caption(

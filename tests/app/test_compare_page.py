@@ -10,6 +10,12 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from explorer.analysis.compare import compare_saes
+from explorer.analysis.descriptions import (
+    compare_scores,
+    described_features,
+    load_descriptions,
+    load_scores,
+)
 from explorer.analysis.specialists import SpecialistSettings, category_matrix, load_specialists
 from explorer.store.reader import Store
 
@@ -72,3 +78,20 @@ def test_a_bad_link_value_warns_and_uses_the_default(page, store_path, params, m
     at = page.run()
     assert any(message in warning.value for warning in at.warning), [w.value for w in at.warning]
     assert_page_shows(at, store_path)
+
+
+def test_description_scores_per_sae_equal_the_library(page, store_path) -> None:
+    at = page.run()
+    with Store.open(store_path) as store:
+        expected = compare_scores(
+            {
+                sae: described_features(load_descriptions(store, sae), load_scores(store, sae))
+                for sae in SAES
+            }
+        )
+    shown = next(df.value for df in at.dataframe if "f1_median" in df.value.columns)
+    pd.testing.assert_frame_equal(
+        shown.reset_index(drop=True), expected, check_dtype=False, check_exact=False
+    )
+    at.toggle[0].set_value(False).run()
+    assert not any("f1_median" in df.value.columns for df in at.dataframe)
