@@ -24,12 +24,13 @@ from explorer.charts.taxonomy import (
 from explorer.errors import ExplorerError, markdown_escaped
 from explorer.store.reader import Store
 from explorer.ui import cached
-from explorer.ui.params import url_int, url_selectbox, url_text
+from explorer.ui.params import url_int, url_selectbox
 from explorer.ui.resources import open_store
-from explorer.ui.state import current_store, public_demo
+from explorer.ui.state import current_store, known_stores, public_demo
 from explorer.ui.tables import feature_table
 
 P_THRESHOLDS = ["0.05", "0.01", "0.001", "0.0001", "1e-06"]
+NO_STORE = "none"  # the second store's option for no comparison (store names end in .duckdb)
 TABLE_COLUMNS = ["sae", "feature", "label", "top_tokens", "max_enrichment", "ceiling",
                  "p_value", "n_active_tokens", "n_significant", "monosemantic"]  # fmt: skip
 BASELINE_ROWS = {
@@ -46,12 +47,12 @@ def formatted(value: float, spec: str) -> str:
     return "n/a" if math.isnan(value) else format(value, spec)
 
 
-def second_store(text: str) -> Store | None:
-    """The store at the typed path (None when empty), or None after an error message."""
-    if not text.strip():
+def second_store(path: str | None) -> Store | None:
+    """The chosen known store (None for none), or None after an error message."""
+    if path is None:
         return None
     try:
-        return open_store(text.strip())
+        return open_store(path)
     except ExplorerError as error:
         st.error(f"Second store: {error} The comparison shows this store only.")
         return None
@@ -70,15 +71,11 @@ settings = TaxonomySettings(
 label = url_selectbox("Show label", "label", ["all", *LABELS], default="all")
 rows = url_int("Features in the table", "rows", 200, 10, 5000)
 demo = public_demo()  # no other stores in the public demo
-other_text = ""
+other_path = None
 if not demo:
-    other_text = url_text(
-        "Second store (optional)",
-        "compare",
-        default="",
-        check=str,
-        help="Path of another store (e.g. another model) to compare with this one.",
-    )
+    others = {name: path for name, path in known_stores().items() if path != str(store.path)}
+    other_name = url_selectbox("Second store (optional)", "compare", [NO_STORE, *others], NO_STORE)
+    other_path = others.get(other_name)
 
 features = cached.taxonomy(store, sae, settings)
 summary = taxonomy_summary(features)
@@ -157,7 +154,7 @@ feature_table(
 st.subheader("Stores side by side")
 if demo:
     st.caption("Comparing with a second store is switched off in the public demo.")
-other = second_store(other_text)
+other = second_store(other_path)
 stores = {f"A: {store.path.name}": store}
 if other is not None:
     stores[f"B: {other.path.name}"] = other

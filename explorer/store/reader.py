@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import secrets
+import stat
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -24,7 +25,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from explorer.errors import InputError, StoreError, bounded_int, markdown_escaped
+from explorer.errors import InputError, StoreError, bounded_int, markdown_escaped, quoted
 from explorer.store.schema import (
     _RANKED_STATS_SQL,
     _TABLE_NAMES_SQL,
@@ -139,6 +140,32 @@ class _ReadWriteLock:
                 self._cond.notify_all()
 
 
+DUCKDB_MAGIC = b"DUCK"  # bytes 8-11 of every DuckDB database file
+
+
+def is_store_file(path: str | Path) -> bool:
+    """True when `path` names a regular file (after symlinks) that starts like a DuckDB
+    database. Only `os.stat` and, for a regular file, its first 12 bytes are read: a FIFO,
+    a device or a folder is never opened, a missing file, a dangling symlink or a name the
+    system refuses is just False."""
+    try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            return False
+        with open(path, "rb") as file:
+            return file.read(12)[8:12] == DUCKDB_MAGIC
+    except (OSError, ValueError):  # ValueError: a NUL in the path
+        return False
+
+
+def unusable_store_message(path: str | Path) -> str:
+    """The one message for every path `is_store_file` refuses, whatever the reason, so a
+    link cannot learn which files exist."""
+    return (
+        f"{quoted(str(path), 200)} is not a store this app can open. Give the path of a store "
+        "file built with python -m explorer build."
+    )
+
+
 class Store:
     """A finished store, opened read-only: `store = Store.open(path)`.
 
@@ -158,22 +185,8 @@ class Store:
     def open(cls, path: str | Path) -> Store:
         """Open the store at `path` read-only, checking it is a complete store of this version."""
         path = Path(path).absolute()
-        try:
-            exists, is_dir = path.exists(), path.is_dir()
-        except OSError as exc:  # e.g. a name longer than the file system allows
-            raise StoreError(
-                f"Cannot open the store {markdown_escaped(str(path)[:200])}: "
-                f"{markdown_escaped(exc.strerror)}."
-            ) from exc
-        if not exists:
-            raise StoreError(
-                f"No store at {markdown_escaped(path)}. Build one first (python -m explorer build, "
-                "or the demo)."
-            )
-        if is_dir:
-            raise StoreError(
-                f"{markdown_escaped(path)} is a folder; give the path of a store file."
-            )
+        if not is_store_file(path):
+            raise StoreError(unusable_store_message(path))
         return cls(path)
 
     def _connect(self) -> None:

@@ -11,12 +11,15 @@ functions use the deployment's source and store whatever the session holds; page
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import streamlit as st
 
-from explorer.errors import ExplorerError
+from explorer.errors import ExplorerError, StoreError, quoted
 from explorer.settings import LiveLimits
 from explorer.sources.source import LoadedSource, Source
-from explorer.store.reader import Store
+from explorer.store.reader import Store, is_store_file, unusable_store_message
 from explorer.ui.resources import (
     app_settings,
     build_missing_demo_store,
@@ -77,6 +80,37 @@ def public_demo() -> bool:
         raise
 
 
+def _confirm_demo_build(path: str) -> None:
+    """Return when the demo store may be built at `path`: the deployment's own store path, or
+    a path typed in the sidebar once the user asks for it with the button; else stop the
+    page with a message (a dangling symlink is refused like any unusable path)."""
+    if Path(path).absolute() == Path(app_settings().store).absolute():
+        return
+    if os.path.lexists(path) and not os.path.exists(path):
+        _stop_with(StoreError(unusable_store_message(path)))
+    what = "is of an older version" if os.path.exists(path) else "does not exist"
+    st.warning(
+        f"The store {quoted(path, 200)} {what}. Build the demo store there (about 25 MB, a "
+        "minute or two), or give another store path in the sidebar."
+    )
+    if not st.button("Build the demo store here", type="primary"):
+        st.stop()
+
+
+def known_stores() -> dict[str, str]:
+    """Stores a page may open beside the session's, by file name: the `*.duckdb` regular
+    files in the cache folder (`EXPLORER_CACHE_DIR`) and the deployment's store. A link
+    names one of these, never a path."""
+    settings = app_settings()
+    candidates = [settings.store, *sorted(map(str, settings.cache_dir.glob("*.duckdb")))]
+    found: dict[str, str] = {}
+    for candidate in candidates:
+        path = Path(candidate).absolute()
+        if is_store_file(path):
+            found.setdefault(path.name, str(path))
+    return found
+
+
 def live_limits() -> LiveLimits | None:
     """The bounds of one corpus run (the public demo's), or None."""
     return app_settings().live_limits
@@ -114,6 +148,7 @@ def current_store() -> Store:
         spec, path = _session_choice()
         checked = st.session_state.get(DEMO_CHECKED_KEY) == (path, spec)
         if not checked and Source.parse(spec).kind == "demo" and demo_store_outdated(path):
+            _confirm_demo_build(path)
             bar = st.progress(0.0, text="Building the demo store (first run)…")
 
             def progress(done: int, total: int, seconds: float) -> None:

@@ -13,8 +13,11 @@ from __future__ import annotations
 
 import ast
 import json
+import os
 import re
 import shutil
+import sys
+import threading
 import unicodedata
 from pathlib import Path
 
@@ -320,6 +323,9 @@ def older_schema_copy(store_path: Path, folder: Path) -> Path:
     return old
 
 
+UNUSABLE = "is not a store this app can open"  # the one message of Store.open's path checks
+
+
 def bad_stores(store_path: Path, folder: Path) -> dict[str, tuple[Path, str]]:
     """Store paths a user may give, with the message each gets."""
     garbage = folder / "garbage.duckdb"
@@ -332,11 +338,11 @@ def bad_stores(store_path: Path, folder: Path) -> dict[str, tuple[Path, str]]:
     folder_store = folder / "a_folder.duckdb"
     folder_store.mkdir()
     return {
-        "missing": (folder / "missing.duckdb", "No store at"),
-        "not a DuckDB file": (garbage, "not a DuckDB store"),
-        "a text file": (text, "not a DuckDB store"),
+        "missing": (folder / "missing.duckdb", UNUSABLE),
+        "not a DuckDB file": (garbage, UNUSABLE),
+        "a text file": (text, UNUSABLE),
         "missing tables": (partial, "not a complete feature store"),
-        "a folder": (folder_store, "is a folder"),
+        "a folder": (folder_store, UNUSABLE),
         "older schema version": (older_schema_copy(store_path, folder), "has schema version 2"),
     }
 
@@ -611,3 +617,109 @@ def test_visible_categories_load_as_written(tmp_path) -> None:
         corpus, index=False
     )
     assert load_corpus_file(corpus).categories() == sorted(names)
+
+
+# -- store paths ------------------------------------------------------------------------
+
+
+def unusable_paths(folder: Path) -> dict[str, Path]:
+    """One path of each kind a store path cannot be."""
+    (folder / "texts.csv").write_text("text,category\nhello,greeting\n")
+    (folder / "notes.txt").write_text("not a store")
+    os.mkfifo(folder / "pipe.duckdb")
+    (folder / "dangling.duckdb").symlink_to(folder / "gone.duckdb")
+    (folder / "sub").mkdir()
+    return {
+        "missing": folder / "missing.duckdb",
+        "folder": folder / "sub",
+        "fifo": folder / "pipe.duckdb",
+        "dangling symlink": folder / "dangling.duckdb",
+        "too long": folder / ("x" * 5000),
+        "csv": folder / "texts.csv",
+        "text file": folder / "notes.txt",
+    }
+
+
+def test_every_unusable_store_path_gets_one_message(tmp_path) -> None:
+    """Whatever is wrong with a store path, `Store.open` says the same thing (so a message
+    cannot tell which files exist), with no OS or DuckDB wording, and never opens a FIFO
+    (opening one would block until a writer comes)."""
+    messages = {}
+    for kind, path in unusable_paths(tmp_path).items():
+        outcome: list[BaseException] = []
+
+        def attempt(path=path, outcome=outcome) -> None:
+            try:
+                Store.open(path)
+            except BaseException as exc:  # noqa: BLE001 - handed to the test thread
+                outcome.append(exc)
+
+        thread = threading.Thread(target=attempt, daemon=True)
+        thread.start()
+        thread.join(timeout=20)
+        assert not thread.is_alive(), f"Store.open blocked on the {kind}"
+        assert len(outcome) == 1 and isinstance(outcome[0], StoreError), (kind, outcome)
+        messages[kind] = str(outcome[0]).replace(quoted(str(path.absolute()), 200), "PATH")
+    assert len(set(messages.values())) == 1, messages
+    message = messages["missing"]
+    assert message.startswith("PATH is not a store this app can open.")
+    for leak in ("Errno", "DuckDB", "read-only", "PID", sys.executable, "File name too long"):
+        assert leak not in message
+
+
+def test_a_link_names_a_known_store_never_a_path(
+    store_path, tiny_bundle_path, tmp_path, monkeypatch
+) -> None:
+    """`taxonomy?compare=` takes the file name of a store in the cache folder; a path (even
+    of that same store, or of a FIFO) or an unknown name gets the one link warning and no
+    comparison."""
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    other = cache / "other.duckdb"
+    shutil.copy(store_path, other)
+    unusable_paths(tmp_path)
+    monkeypatch.setenv("EXPLORER_CACHE_DIR", str(cache))
+    monkeypatch.setenv("EXPLORER_SOURCE", f"demo:{tiny_bundle_path}")
+    monkeypatch.setenv("EXPLORER_STORE", str(store_path))
+    monkeypatch.chdir(ROOT)
+
+    def taxonomy(compare: str) -> AppTest:
+        at = AppTest.from_file(str(PAGES / "taxonomy.py"), default_timeout=120)
+        at.query_params["compare"] = compare
+        at.run()
+        assert_no_traceback(at)
+        return at
+
+    at = taxonomy("other.duckdb")
+    assert not at.warning and not at.error, texts(at.warning) + texts(at.error)
+    assert widget(at.selectbox, "Second store (optional)").value == "other.duckdb"
+    for link in [str(other), str(tmp_path / "pipe.duckdb"), "/etc/passwd", "../other.duckdb"]:
+        at = taxonomy(link)
+        assert not at.error, texts(at.error)
+        warnings = [w for w in texts(at.warning) if "compare" in w]
+        assert len(warnings) == 1 and "choose one of none, other.duckdb" in warnings[0]
+        assert widget(at.selectbox, "Second store (optional)").value == "none"
+
+
+def test_a_missing_store_path_is_built_only_when_asked(
+    store_path, tiny_bundle_path, tmp_path, monkeypatch
+) -> None:
+    """A store path typed in the sidebar that does not exist gets a message and a button;
+    nothing is written there until the button is pressed. A dangling symlink gets the
+    unusable-path message and no button."""
+    monkeypatch.setenv("EXPLORER_SOURCE", f"demo:{tiny_bundle_path}")
+    monkeypatch.setenv("EXPLORER_STORE", str(store_path))
+    monkeypatch.chdir(ROOT)
+    at = AppTest.from_file(str(ROOT / "streamlit_app.py"), default_timeout=120).run()
+    assert_no_traceback(at)
+    missing = tmp_path / "typo.duckdb"
+    at.sidebar.text_input(key="store_path").set_value(str(missing)).run()
+    assert_no_traceback(at)
+    assert_message(at, "warning", "does not exist")
+    assert [b.label for b in at.button] == ["Build the demo store here"]
+    assert not missing.exists() and list(tmp_path.iterdir()) == []
+
+    (tmp_path / "dangling.duckdb").symlink_to(tmp_path / "gone.duckdb")
+    at.sidebar.text_input(key="store_path").set_value(str(tmp_path / "dangling.duckdb")).run()
+    assert_message(at, "error", "is not a store this app can open")
+    assert not at.button and not (tmp_path / "gone.duckdb").exists()
