@@ -7,6 +7,12 @@ page and one ablation on a stored text, and samples the RSS of the server's proc
 (psutil) every 0.2 s throughout. It records the peak against the 1 GB target, the RSS after
 start-up and after each step, in bench/results/rss_public_demo.json.
 
+`python -m bench.rss --worst-case` measures instead the heaviest load the public demo lets
+visitors make: two browser sessions (the two live-model slots) each start, at the same time,
+the heaviest ablation run the demo allows (a corpus run with the dose-response, the most
+features the demo accepts, every text), against the 1.5 GB target, in
+bench/results/rss_public_demo_worst_case.json.
+
 `python -m bench.rss --load SPEC` measures instead what `explorer.sources.memory` estimates: the
 peak RSS growth of `load_source(SPEC)` in a fresh process after the app's imports (sampled every
 2 ms), beside the estimate.
@@ -14,6 +20,7 @@ peak RSS growth of `load_source(SPEC)` in a fresh process after the app's import
     python -m bench.rss                              # -> bench/results/rss_public_demo.json
     python -m bench.rss --screenshots /tmp/shots     # also a full-page PNG of every page
     python -m bench.rss --load demo                  # load calibration, printed as JSON
+    python -m bench.rss --worst-case                 # two heaviest runs at once
 """
 
 from __future__ import annotations
@@ -29,10 +36,12 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import asdict
 from pathlib import Path
 
 import psutil
 
+from explorer.settings import PUBLIC_LIVE_LIMITS, PUBLIC_LIVE_SLOTS
 from tests.app_server import AppServerError, app_server, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -40,6 +49,7 @@ RESULTS = Path(__file__).parent / "results"
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 TARGET_MB = 1000  # 1 GB; every figure here is in decimal MB (10^6 bytes)
+WORST_CASE_TARGET_MB = 1500  # the two heaviest allowed runs at once
 MB = 1e6
 SAMPLE_S = 0.2
 PAGE_TIMEOUT_MS = 180_000
@@ -147,6 +157,78 @@ def ablation_run(page, url: str) -> None:
     page.get_by_role("button", name="Run on the text").click()
     page.get_by_text("mean change in loss", exact=True).wait_for(timeout=PAGE_TIMEOUT_MS)
     wait_until_idle(page)
+
+
+def start_heaviest_run(page, url: str) -> None:
+    """Open the ablation lab on the most features the public demo allows and start a corpus
+    run with the dose-response over every text (returns once the run has started)."""
+    features = ",".join(map(str, range(PUBLIC_LIVE_LIMITS.max_features)))
+    visit(page, f"{url}/ablation?features={features}", PAGES["ablation"])
+    page.get_by_role("tab", name="Over the corpus").click()
+    dose = page.get_by_text("Dose-response over scales", exact=False).first
+    dose.wait_for(timeout=PAGE_TIMEOUT_MS)
+    dose.click()
+    page.get_by_role("button", name="Run over every text").click(timeout=PAGE_TIMEOUT_MS)
+
+
+def finish_heaviest_run(page) -> None:
+    page.get_by_text("Dose-response", exact=True).wait_for(timeout=PAGE_TIMEOUT_MS * 5)
+    wait_until_idle(page)
+    if page.locator("[data-testid='stException']").count():
+        raise SystemExit("the ablation lab shows a traceback")
+
+
+def measure_worst_case(store: Path, port: int, sessions: int) -> dict:
+    """Peak RSS while `sessions` browser sessions run the heaviest allowed request at once."""
+    from playwright.sync_api import sync_playwright
+
+    if not Path(CHROMIUM).exists():
+        raise SystemExit(f"{CHROMIUM} is missing: apt-get install -y chromium")
+    steps: list[dict] = []
+    started = time.perf_counter()
+    with demo_server(port, store) as (url, process), RssSampler(process.pid) as rss:
+        time.sleep(1)
+        steps.append({"step": "server started", "rss_mb": round(rss.now() / MB, 1)})
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+            pages = [browser.new_context().new_page() for _ in range(sessions)]
+            for page in pages:  # load every page first, so the runs start together
+                visit(page, f"{url}/ablation", PAGES["ablation"])
+            steps.append({"step": "ablation lab open", "rss_mb": round(rss.now() / MB, 1)})
+            for page in pages:
+                start_heaviest_run(page, url)
+            run_started = time.perf_counter()
+            for page in pages:
+                finish_heaviest_run(page)
+            run_seconds = time.perf_counter() - run_started
+            steps.append(
+                {"step": f"{sessions} heaviest runs done", "rss_mb": round(rss.now() / MB, 1)}
+            )
+            browser.close()
+        time.sleep(2 * SAMPLE_S)
+        peak, samples = rss.peak, rss.samples
+    peak_mb = round(peak / MB, 1)
+    return {
+        "what": f"peak RSS of the streamlit server's process tree, public demo mode, while "
+        f"{sessions} sessions each run a corpus ablation with the dose-response at once",
+        "limits": asdict(PUBLIC_LIVE_LIMITS),
+        "store": str(store),
+        "peak_rss_mb": peak_mb,
+        "target_mb": WORST_CASE_TARGET_MB,
+        "passed": peak_mb <= WORST_CASE_TARGET_MB,
+        "runs_seconds": round(run_seconds, 1),
+        "steps": steps,
+        "samples": samples,
+        "sample_interval_s": SAMPLE_S,
+        "seconds": round(time.perf_counter() - started, 1),
+        "machine": {
+            "cores": os.cpu_count(),
+            "ram_gb": round(psutil.virtual_memory().total / 1e9, 1),
+            "platform": platform.platform(),
+        },
+        "load_average": [round(x, 2) for x in os.getloadavg()],
+        "measured_at": time.strftime("%Y-%m-%d %H:%M"),
+    }
 
 
 def measure_app(store: Path, port: int, screenshots: Path | None) -> dict:
@@ -264,9 +346,28 @@ def main() -> None:
     parser.add_argument("--screenshots", type=Path, help="folder for a PNG of every page")
     parser.add_argument("--results", type=Path, default=RESULTS / "rss_public_demo.json")
     parser.add_argument("--load", metavar="SPEC", help="measure one source's load instead")
+    parser.add_argument(
+        "--worst-case", action="store_true", help="two heaviest allowed runs at once instead"
+    )
     args = parser.parse_args()
     if args.load:
         print(json.dumps(measure_load(args.load), indent=2))
+        return
+    if args.worst_case:
+        sessions = PUBLIC_LIVE_SLOTS
+        result = measure_worst_case(args.store.absolute(), args.port or free_port(), sessions)
+        results = args.results
+        if results == RESULTS / "rss_public_demo.json":
+            results = RESULTS / "rss_public_demo_worst_case.json"
+        results.parent.mkdir(parents=True, exist_ok=True)
+        results.write_text(json.dumps(result, indent=2) + "\n")
+        for step in result["steps"]:
+            print(f"{step['step']:<28} {step['rss_mb']:>8.1f} MB")
+        verdict = "ok" if result["passed"] else "MISSED"
+        print(
+            f"peak RSS {result['peak_rss_mb']:.1f} MB "
+            f"(target <= {WORST_CASE_TARGET_MB} MB): {verdict}"
+        )
         return
     result = measure_app(args.store.absolute(), args.port or free_port(), args.screenshots)
     args.results.parent.mkdir(parents=True, exist_ok=True)
