@@ -104,7 +104,7 @@ elif view == "consistency":
     threshold = st.sidebar.slider("Hit rate marking a kind", 0.05, 1.0, 0.5, 0.05)
     settings = ConsistencySettings(k=k, threshold=threshold, min_examples=min_examples, seed=seed)
     examples, checks = cache.lens_consistency(store, loaded, sae, settings)
-    show_consistency(checks, sae, k, seed)
+    show_consistency(with_overview(checks), sae, k, seed)
     kinds = st.multiselect("Kinds shown", KINDS, default=[OUTPUT_LIKE, INPUT_LIKE])
     by_hit_rate = checks.sort_values(["hit_rate", "feature"], ascending=[False, True])
     feature_table(

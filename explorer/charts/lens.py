@@ -143,6 +143,7 @@ def consistency_scatter(table: pd.DataFrame, sae: str, k: int) -> alt.Chart:
                 alt.Tooltip("random_hit_rate:Q", title="random-direction hit rate", format=".2f"),
                 alt.Tooltip("mean_next_rank:Q", title="mean rank of next tokens", format=",.0f"),
                 alt.Tooltip("n_next:Q", title="examples with a next token"),
+                *_description_tooltip(table),
             ],
         )
         .properties(height=320)
