@@ -61,9 +61,8 @@ def widget(elements, label: str):
 
 
 def counts(store_path: Path) -> tuple[int, int]:
-    with Store.open(store_path) as store, store.cursor() as cursor:
-        labels = cursor.execute("SELECT count(*) FROM labels").fetchone()[0]
-        return labels, len(store.interventions())
+    with Store.open(store_path) as store:
+        return len(store.labels()), len(store.interventions())
 
 
 def test_source_and_store_are_shown_but_fixed(demo_env, tiny_bundle_path):
