@@ -193,7 +193,8 @@ def visible_category(category: str, where: str) -> str:
             name = unicodedata.name(char, "a control character")
             raise CorpusError(
                 f"{markdown_escaped(where)}: the category {quoted(category)} holds the invisible "
-                f"character U+{ord(char):04X} ({name}), which would make it look like another "
+                f"character U+{ord(char):04X} ({markdown_escaped(name)}), which would make it "
+                "look like another "
                 "category; remove it."
             )
     return category

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from explorer.errors import ExplorerError, StoreError, quoted
+from explorer.errors import ExplorerError, StoreError, markdown_escaped, quoted
 from explorer.settings import LiveLimits
 from explorer.sources.source import LoadedSource, Source
 from explorer.store.reader import Store, is_store_file, unusable_store_message
@@ -90,7 +90,8 @@ def _confirm_demo_build(path: str) -> None:
         _stop_with(StoreError(unusable_store_message(path)))
     what = "is of an older version" if os.path.exists(path) else "does not exist"
     st.warning(
-        f"The store {quoted(path, 200)} {what}. Build the demo store there (about 25 MB, a "
+        f"The store {quoted(path, 200)} {markdown_escaped(what)}. Build the demo store there "
+        "(about 25 MB, a "
         "minute or two), or give another store path in the sidebar."
     )
     if not st.button("Build the demo store here", type="primary"):

@@ -89,6 +89,7 @@ NUMBER_NAMES = {
     "limit",
     "lineno",
     "low",
+    "max_dose_scales",
     "max_features",
     "max_rank",
     "max_texts",
@@ -203,6 +204,9 @@ def is_constant(node: ast.expr) -> bool:
         return node.attr.isupper() or node.attr == "__name__"
     if isinstance(node, ast.Subscript):
         return is_constant(node.value)
+    if isinstance(node, ast.Dict):  # e.g. {**RANKINGS, **SCORE_RANKINGS}
+        keys = [key for key in node.keys if key is not None]
+        return all(is_constant(part) or is_number(part) for part in [*keys, *node.values])
     if isinstance(node, ast.BinOp):
         return is_constant(node.left) and (is_constant(node.right) or is_number(node.right))
     if isinstance(node, ast.Call) and _call_name(node) in ("join", "sorted", "get_args", "map"):
