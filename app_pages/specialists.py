@@ -16,6 +16,7 @@ from explorer.charts.specialists import (
     chance_heatmap,
     layer_progression_chart,
 )
+from explorer.errors import markdown_escaped
 from explorer.ui.cached import chance_baseline, feature_descriptions, specialists
 from explorer.ui.params import specialist_settings_sidebar, url_int, url_radio, url_selectbox
 from explorer.ui.state import current_store
@@ -44,7 +45,7 @@ progression = layer_progression(matrix)
 
 st.caption(
     f"Measure: **{info.name}**, defined in `docs/methods.md#{info.anchor}`. Family "
-    f"`{family}`: each category against the rest of "
+    f"{markdown_escaped(family)}: each category against the rest of "
     + ("its family" if settings.contrast == "family" else "the whole corpus")
     + f" (docs/methods.md#families). Tested cells need {settings.min_support} active texts "
     f"of the category; chance is {settings.permutations} label shuffles "

@@ -102,6 +102,7 @@ NUMBER_NAMES = {
     "n",
     "n_bins",
     "n_features",
+    "n_hidden",
     "n_in",
     "n_out",
     "n_saes",
@@ -146,6 +147,7 @@ PROJECT_TEXT = {
     "'s' if len(missing) > 1 else ''": "a plural ending",
     "', '.join(map(str, missing))": "the missing shards' numbers",
     "info.anchor": "a measure's docs anchor, from the MEASURES constant",
+    "quality_sample_note(store.saes(), store.meta())": "a sentence of the store's numbers",
     "info.name": "a measure's name, from the MEASURES constant",
 }
 # Reviewed: (file, value) pairs escaped a line or two above the message.
@@ -302,7 +304,7 @@ def unescaped_values() -> list[str]:
         streamlit = "import streamlit" in source
         caught = caught_messages(tree, errors)
         for argument in markdown_arguments(tree, streamlit, errors):
-            for node in ast.walk(argument):
+            for node in unescaped_nodes(argument):
                 if not isinstance(node, ast.JoinedStr):
                     continue
                 for value, in_code in values_and_code_spans(node):
@@ -321,6 +323,13 @@ def unescaped_values() -> list[str]:
                     ):
                         problems.append(f"{where}: {ast.unparse(value.value)}")
     return sorted(set(problems))
+
+
+def unescaped_nodes(node: ast.AST) -> list[ast.AST]:
+    """`node` and its descendants, except what is inside a call of an escaping function."""
+    if isinstance(node, ast.Call) and _call_name(node) in ESCAPERS:
+        return []
+    return [node, *(n for child in ast.iter_child_nodes(node) for n in unescaped_nodes(child))]
 
 
 def values_and_code_spans(node: ast.JoinedStr) -> list[tuple[ast.FormattedValue, bool]]:
