@@ -284,6 +284,8 @@ def run(args: argparse.Namespace) -> dict:
             one: dict[str, dict] = {}
             for name, script in apps.items():
                 pages = app_pages(script)
+                if name == "explorer" and args.pages:
+                    pages = [spec for spec in pages if (spec.url_path or "home") in args.pages]
                 logger.info("repeat %d, %s app: %d pages", repeat + 1, name, len(pages))
                 one[name] = {
                     "first_visit": bench.first_visits(script, pages),
@@ -346,7 +348,11 @@ def summarise(repeats: list[dict]) -> dict:
     return {
         "minimal_app": floors,
         "pages": pages,
-        "store_pages_server": [one["explorer"]["store_pages_server"] for one in repeats],
+        "store_pages_server": [
+            one["explorer"]["store_pages_server"]
+            for one in repeats
+            if "store_pages_server" in one["explorer"]
+        ],
         "server_after_all_pages": [one["explorer"]["server_after_all_pages"] for one in repeats],
     }
 
@@ -405,6 +411,7 @@ def main() -> None:
     parser.add_argument("--nav-runs", type=int, default=3)
     parser.add_argument("--timeout", type=float, default=600, help="seconds a page may take")
     parser.add_argument("--app-root", type=Path, default=REPO_ROOT)
+    parser.add_argument("--pages", nargs="+", help="only these url paths ('home' for /)")
     parser.add_argument("--results", type=Path)
     args = parser.parse_args()
     if args.table:
