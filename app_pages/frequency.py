@@ -22,7 +22,7 @@ from explorer.charts.specialists import (
     frequency_scatter,
     kind_share_chart,
 )
-from explorer.ui.cached import chance_baseline, specialists
+from explorer.ui.cached import chance_baseline, feature_descriptions, specialists
 from explorer.ui.params import specialist_settings_sidebar, url_radio, url_selectbox, url_text
 from explorer.ui.state import current_store
 
@@ -98,7 +98,8 @@ st.dataframe(
     },
 )  # fmt: skip
 
-st.altair_chart(frequency_scatter(features, x_axis, score_title), width="stretch")
+described = features.assign(description=feature_descriptions(store, features))
+st.altair_chart(frequency_scatter(described, x_axis, score_title), width="stretch")
 
 st.subheader("Kinds per rank range")
 null = chance_baseline(store, settings)

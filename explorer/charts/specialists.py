@@ -174,7 +174,7 @@ def frequency_scatter(
 ) -> alt.Chart:
     """Specialist score against token frequency or frequency rank (log axis) for the
     features that fire; specialists coloured by category, general features grey; each
-    point links to its feature."""
+    point links to its feature (a `description` column joins the tooltip)."""
     alive = features[features["n_active_tokens"] > 0]
     data = _with_href(alive).assign(
         colour=alive["specialist_category"].fillna("general (not a specialist)"),
@@ -206,6 +206,11 @@ def frequency_scatter(
                 alt.Tooltip("best_score:Q", title=score_title, format=".3g"),
                 alt.Tooltip("kind:N", title="kind"),
                 alt.Tooltip("value_label:N", title="top value"),
+                *(
+                    [alt.Tooltip("description:N", title="description")]
+                    if "description" in data
+                    else []
+                ),
             ],
         )
     )

@@ -21,7 +21,7 @@ from explorer.analysis.descriptions import DescriptionSettings
 from explorer.charts.compare import specialists_per_category_chart
 from explorer.charts.lens import reverse_lookup_chart
 from explorer.charts.rankings import feature_bar_chart
-from explorer.charts.specialists import category_heatmap
+from explorer.charts.specialists import category_heatmap, frequency_scatter
 from explorer.cli import main
 from explorer.errors import InputError
 from explorer.store.queries import descriptions as queries
@@ -391,3 +391,24 @@ def test_score_summary_says_why_a_feature_has_no_score(described: pd.DataFrame) 
     assert "never fires" in describe.score_summary(described.loc[4])
     without_score = described.loc[0].drop(["f1", "precision", "recall", "balanced_accuracy"])
     assert "not computed on this page" in describe.score_summary(without_score)
+
+
+def test_the_frequency_scatter_shows_each_features_description() -> None:
+    features = pd.DataFrame(
+        {
+            "sae": ["s", "s"],
+            "feature": [0, 3],
+            "n_active_tokens": [10, 5],
+            "token_freq": [0.1, 0.05],
+            "freq_rank": [1, 2],
+            "best_score": [0.9, 0.2],
+            "best_category": ["alpha", "beta"],
+            "specialist_category": ["alpha", None],
+            "is_specialist": [True, False],
+            "kind": ["category", "general"],
+            "value_label": [None, None],
+            "description": ['" may"', '"7", "12"'],
+        }
+    )
+    tooltips = frequency_scatter(features, "token_freq", "score").to_dict()["encoding"]["tooltip"]
+    assert {"field": "description", "type": "nominal", "title": "description"} in tooltips
