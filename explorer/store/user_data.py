@@ -27,7 +27,7 @@ import duckdb
 import pandas as pd
 import pyarrow as pa
 
-from explorer.errors import StoreError
+from explorer.errors import StoreError, markdown_escaped
 from explorer.store.schema import _TABLE_NAMES_SQL
 
 logger = logging.getLogger(__name__)
@@ -187,14 +187,16 @@ class UserData:
                 "nothing was saved, try again"
             )
         elif "readonly" in text or "read-only" in text or not os.access(folder, os.W_OK):
-            reason = f"the file or its folder {folder} is read-only; nothing was saved"
+            reason = f"the file or its folder {markdown_escaped(folder)} is read-only"
         elif "not a database" in text or "malformed" in text:
             reason = "it is not a readable labels file; move it away to start a new one"
         elif isinstance(exc, sqlite3.OperationalError) and "unable to open" in text:
-            reason = f"it cannot be opened in {folder}"
+            reason = f"it cannot be opened in {markdown_escaped(folder)}"
         else:
-            reason = str(exc)
-        return StoreError(f"Cannot {action} the labels and runs file {self.path}: {reason}.")
+            reason = markdown_escaped(exc)
+        return StoreError(
+            f"Cannot {action} the labels and runs file {markdown_escaped(self.path)}: {reason}."
+        )
 
     # -- reads --------------------------------------------------------------------------
 
