@@ -18,9 +18,12 @@ from numbers import Integral, Real
 # KaTeX treat as markup anywhere in a line: the escape character, emphasis, code, links and
 # images, maths, HTML and entities, headings, tables, strikethrough; `_` only where it can
 # open or close emphasis (not inside a word, as in `snake_case`). CommonMark takes a
-# backslash before any ASCII punctuation as that character, literally. (A bare URL still
-# shows as a link to itself.)
-_MARKDOWN_ACTIVE = re.compile(r"([\\`*\[\](){}!$<>#|~&]|(?<![^\W_])_|_(?![^\W_]))")
+# backslash before any ASCII punctuation as that character, literally. GitHub's bare-URL
+# links take their text as written, escapes included, so the `:` of `://` and the `.` of
+# `www.` are escaped too: a URL shows as text, not as a link.
+_MARKDOWN_ACTIVE = re.compile(
+    r"([\\`*\[\](){}!$<>#|~&]|(?<![^\W_])_|_(?![^\W_])|:(?=//)|(?<=\bwww)\.)", re.IGNORECASE
+)
 # What is markup only at the start of a line: list items, setext underlines, ordered lists.
 _LINE_START = re.compile(r"^(?:([-+=])|(\d+)\.)")
 _LINE_BREAK = re.compile(r"[\r\n\t\v\f\x85\u2028\u2029]+")
@@ -97,14 +100,10 @@ def bounded_int(
         number = int(value) if is_int else None
         shown = str(number) if is_int else markdown_escaped(repr(value)[:40])
     if number is None:
-        raise InputError(
-            f"{markdown_escaped(name)} must be an integer{span}; "
-            f"{shown} is not one."
-        )
+        raise InputError(f"{markdown_escaped(name)} must be an integer{span}; {shown} is not one.")
     if (low is not None and number < low) or (high is not None and number > high):
         raise InputError(
-            f"{markdown_escaped(name)} must be an integer{span}; "
-            f"{shown} is out of range."
+            f"{markdown_escaped(name)} must be an integer{span}; {shown} is out of range."
         )
     return number
 

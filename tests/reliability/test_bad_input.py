@@ -550,8 +550,8 @@ def test_the_forged_links_cover_every_parameter_of_every_page() -> None:
     ("value", "shown"),
     [
         ("nope", "'nope'"),
-        ("<b>", "'<b>'"),  # Streamlit escapes HTML itself
-        ("![p](https://x/p.png)", r"'!\[p\](https://x/p.png)'"),
+        ("<b>", r"'\<b\>'"),
+        ("![p](https://x/p.png)", r"'\!\[p\]\(https\://x/p.png\)'"),
         ("`code` $x$", r"'\`code\` \$x\$'"),
         ("back\\slash", r"'back\\\\slash'"),  # repr's escape, escaped for Markdown
         ("x" * 500, "'" + "x" * 80 + "'"),

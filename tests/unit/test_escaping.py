@@ -378,7 +378,8 @@ PAYLOAD = "![x](http://127.0.0.1:9/t.png) $x^2$ **b**"
 @pytest.mark.parametrize(
     ("text", "shown"),
     [
-        (PAYLOAD, r"\!\[x\]\(http://127.0.0.1:9/t.png\) \$x^2\$ \*\*b\*\*"),
+        (PAYLOAD, r"\!\[x\]\(http\://127.0.0.1:9/t.png\) \$x^2\$ \*\*b\*\*"),
+        ("see www.example.com", r"see www\.example.com"),  # no bare-URL link either
         ("`code` <b>&amp;</b> ~~s~~ a|b #h", r"\`code\` \<b\>\&amp;\</b\> \~\~s\~\~ a\|b \#h"),
         ("_em_ snake_case __init__", r"\_em\_ snake_case \_\_init\_\_"),
         ("back\\slash", "back\\\\slash"),
