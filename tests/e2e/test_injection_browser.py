@@ -366,3 +366,54 @@ def test_markdown_in_every_url_parameter(server, page, baselines, page_name) -> 
     baseline = baseline_of(page, server, page_name, baselines)
     state = visit(page, server, page_name, {param: MARKDOWN for param in forged})
     assert_inert(page, state, baseline, f"{page_name} with Markdown in every parameter")
+
+
+# A category named like an image (fetched on render), maths and bold, and one that tries to
+# close a code span; the second has one text, too few for the specialization test.
+CATEGORY = "![x](http://127.0.0.1:9/t.png) $x^2$ **b**"
+LONE = "`tick` ![y](http://127.0.0.1:9/u.png) _em_"
+
+
+@pytest.fixture(scope="module")
+def markup_server(tiny_bundle_path, tmp_path_factory) -> Iterator[str]:
+    folder = tmp_path_factory.mktemp("markup_categories")
+    corpus = folder / "markup.jsonl"
+    rows = [{"text": f"def f{n}(x): return x * {n}", "category": CATEGORY} for n in range(4)]
+    rows.append({"text": "print('alone')", "category": LONE})
+    corpus.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    path = folder / "markup.duckdb"
+    build_store(f"demo:{tiny_bundle_path}", f"arithmetic:24+{corpus}", path)
+    with streamlit_server(path, tiny_bundle_path) as url:
+        yield url
+
+
+@pytest.mark.parametrize(
+    ("category", "shows"),
+    [(CATEGORY, "texts more than the others"), (LONE, "at least two texts")],
+)
+def test_markup_in_a_category_shows_as_typed(markup_server, page, category, shows) -> None:
+    """The ablation verdict and the specialization test's error quote the category as
+    typed: no image is fetched or shown, no maths, bold or code span comes from it."""
+    requested: list[str] = []
+    page.on("request", lambda request: requested.append(request.url))
+    open_url(page, f"{markup_server}/ablation?sae={SAE}&features=3")
+    page.get_by_role("tab", name="Over the corpus").click()
+    settle(page)
+    baseline = inspect(page)  # the page's own links to feature pages
+    page.get_by_role("combobox", name="Category to test").click()
+    page.get_by_role("option", name=category, exact=True).click()
+    page.get_by_role("button", name="Run over every text").click()
+    settle(page)
+    message = page.get_by_text(shows).first
+    message.wait_for(timeout=120_000)
+    provoke(page)
+    page.wait_for_timeout(500)
+    assert category in message.inner_text()  # literally, markup characters included
+    state = inspect(page)
+    assert state["found"] == baseline["found"] and state["pwned"] is None, state["found"]
+    rendered = message.evaluate_all(
+        "els => els.map(e => (e.closest(\"[data-testid='stMarkdownContainer']\") || e)"
+        ".querySelectorAll('img, .katex, code, em').length)"
+    )
+    assert rendered == [0]
+    assert not [url for url in requested if "127.0.0.1:9" in url]
