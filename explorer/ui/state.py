@@ -65,7 +65,8 @@ def sidebar() -> None:
             max_chars=500,
             disabled=settings.public_demo,
             help="A DuckDB file built with `python -m explorer build`. "
-            "The demo store is built on first run." + locked,
+            "The demo store is built on first run; at another path that does not exist, a "
+            "button offers to build it there." + locked,
         )
         if settings.public_demo:
             st.caption("Public demo: the source and store are fixed; nothing is saved.")
