@@ -2,23 +2,11 @@
 
 import streamlit as st
 
-from explorer.analysis.compare import quality_sample_note
+from explorer.analysis.compare import QUALITY_METRICS, quality_sample_note
 from explorer.errors import markdown_escaped
 from explorer.sources.overview import bundle_manifest, model_facts, sae_table
 from explorer.ui.state import current_source, current_store
-
-QUALITY_FORMAT = {
-    "l0": st.column_config.NumberColumn("L0", format="%.1f"),
-    "explained_variance": st.column_config.NumberColumn("explained variance", format="%.3f"),
-    "ce_loss_recovered": st.column_config.NumberColumn("CE loss recovered", format="%.3f"),
-    "dead_fraction": st.column_config.NumberColumn("dead fraction", format="%.3f"),
-}
-STORE_QUALITY_FORMAT = QUALITY_FORMAT | {
-    "kl_divergence": st.column_config.NumberColumn("KL divergence", format="%.3f"),
-    "l2_ratio": st.column_config.NumberColumn("shrinkage (L2 ratio)", format="%.3f"),
-    "dense_fraction": st.column_config.NumberColumn("dense fraction", format="%.3f"),
-    "quality_texts": st.column_config.NumberColumn("quality sample (texts)", format="%d"),
-}
+from explorer.ui.tables import plain_table
 
 st.title("SAE feature explorer")
 loaded = current_source()
@@ -42,7 +30,7 @@ if manifest:
 
 st.subheader("Sparse autoencoders")
 st.caption("Quality measured on the bundle's held-out text when the bundle was trained.")
-st.dataframe(sae_table(loaded), hide_index=True, column_config=QUALITY_FORMAT)
+plain_table(sae_table(loaded))
 
 store = current_store()
 st.subheader("Store")
@@ -58,10 +46,8 @@ left.metric("texts", f"{counts['texts']:,}")
 middle.metric("tokens", f"{counts['tokens']:,}")
 right.metric("activation rows", f"{counts['acts']:,}")
 st.markdown("**SAE quality on the store's corpus**")
-quality_columns = ["sae", "hook_name", "layer", "d_sae", *STORE_QUALITY_FORMAT]
+quality_columns = ["sae", "hook_name", "layer", "d_sae", *QUALITY_METRICS]
 st.caption(quality_sample_note(store.saes(), meta))
-st.dataframe(
-    store.saes()[quality_columns], hide_index=True, column_config=STORE_QUALITY_FORMAT
-)
+plain_table(store.saes(), quality_columns)
 st.markdown("**Texts per category**")
 st.dataframe(store.categories(), hide_index=True)
