@@ -438,7 +438,7 @@ def test_rules_file_with_invalid_regex_names_file_and_rule(tmp_path: Path):
     path.write_text(json.dumps({"ok": "a", "bad": "[z-a]"}))
     with pytest.raises(CorpusError) as error:
         load_rules_file(path)
-    assert_error_names(error, "rules.json", "rule 2", "'bad'", "[z-a]")
+    assert_error_names(error, "rules.json", "rule 2", "'bad'", r"\[z-a\]")  # Markdown-escaped
 
 
 @pytest.mark.parametrize(
