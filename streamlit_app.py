@@ -5,8 +5,11 @@ import streamlit as st
 from explorer.ui.resources import import_model_libraries
 from explorer.ui.state import sidebar
 
+# Pages that read the store only: they never import the model libraries, so a server that
+# serves only them stays small (tests/unit/test_imports.py checks their imports).
+STORE_PAGES = ("specialists", "frequency", "compare", "taxonomy")
+
 st.set_page_config(page_title="SAE feature explorer", page_icon="🔬", layout="wide")
-import_model_libraries()  # before any page imports them: see its docstring
 
 navigation = st.navigation(
     [
@@ -70,5 +73,7 @@ navigation = st.navigation(
         ),
     ]
 )
+if navigation.url_path not in STORE_PAGES:
+    import_model_libraries()  # before the page imports them: see its docstring
 sidebar()
 navigation.run()
