@@ -52,6 +52,7 @@ from tests.app_server import app_server
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 MINIMAL_APP = REPO_ROOT / "bench/minimal_app/streamlit_app.py"
+SCREENSHOTS = REPO_ROOT / "cache/bench/pages_screenshots"
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 VIEWPORT = {"width": 1400, "height": 1200}
@@ -159,27 +160,43 @@ class Bench:
         self.timeout_s = timeout_s
 
     def open(self, url: str, spec: PageSpec):
-        """A new context and page on `url`/`spec`; returns (context, page, watcher, seconds)."""
+        """A new context and page on `url`/`spec`; returns (context, page, watcher, seconds).
+        A page that does not get ready is screenshotted to cache/bench/ and the error raised."""
         context = self.browser.new_context(viewport=VIEWPORT)
         page = context.new_page()
         watcher = RunWatcher(page)
         started = time.perf_counter()
-        page.goto(f"{url}/{spec.url_path}")
-        wait_ready(page, watcher, 0, spec.heading, self.timeout_s)
+        try:
+            page.goto(f"{url}/{spec.url_path}")
+            wait_ready(page, watcher, 0, spec.heading, self.timeout_s)
+        except Exception:
+            SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+            with suppress(Exception):
+                name = f"not_ready_{spec.url_path or 'home'}_{int(time.time())}.png"
+                page.screenshot(path=str(SCREENSHOTS / name), full_page=True)
+            context.close()
+            raise
         return context, page, watcher, time.perf_counter() - started
 
     def first_visits(self, script: Path, pages: list[PageSpec]) -> dict[str, dict]:
         results = {}
         for spec in pages:
             with app_server(self.env, script=script, start_seconds=180) as (url, process):
-                context, page, _, seconds = self.open(url, spec)
-                results[spec.url_path] = {
-                    "seconds": round(seconds, 3),
-                    "errors": page_errors(page),
-                    **server_memory(process.pid),
-                }
-                context.close()
-            logger.info("first visit /%s: %.2f s", spec.url_path, seconds)
+                try:
+                    context, page, _, seconds = self.open(url, spec)
+                    results[spec.url_path] = {
+                        "seconds": round(seconds, 3),
+                        "errors": page_errors(page),
+                        **server_memory(process.pid),
+                    }
+                    context.close()
+                except Exception as error:  # a page that never got ready: say so, go on
+                    results[spec.url_path] = {
+                        "seconds": None,
+                        "errors": [f"not ready: {str(error)[:300]}"],
+                        **server_memory(process.pid),
+                    }
+            logger.info("first visit /%s: %s", spec.url_path, results[spec.url_path])
         return results
 
     def store_pages_server(self, script: Path, pages: list[PageSpec]) -> dict[str, object]:
@@ -199,28 +216,38 @@ class Bench:
     def warm_server(self, script: Path, pages: list[PageSpec], nav_runs: int) -> dict:
         results: dict[str, dict] = {spec.url_path: {} for spec in pages}
         with app_server(self.env, script=script, start_seconds=180) as (url, process):
+            ready = []
             for spec in pages:  # warm every page's caches
-                context, _, _, _ = self.open(url, spec)
-                context.close()
+                with suppress(Exception):
+                    context, _, _, _ = self.open(url, spec)
+                    context.close()
+                    ready.append(spec)
             for spec in pages:
-                context, page, _, seconds = self.open(url, spec)
-                results[spec.url_path]["shared_link"] = round(seconds, 3)
-                context.close()
-            context, page, watcher, _ = self.open(url, pages[-1])
+                try:
+                    context, page, _, seconds = self.open(url, spec)
+                    results[spec.url_path]["shared_link"] = round(seconds, 3)
+                    context.close()
+                except Exception as error:
+                    results[spec.url_path]["errors"] = [f"not ready: {str(error)[:300]}"]
+            if not ready:
+                return {"pages": results, "server_after_all_pages": server_memory(process.pid)}
+            context, page, watcher, _ = self.open(url, ready[-1])
             for _ in range(nav_runs):
-                for spec in pages:
-                    seconds = self.navigate(page, watcher, spec)
-                    results[spec.url_path].setdefault("navigation_runs", []).append(seconds)
-            for spec in pages:
-                results[spec.url_path]["navigation"] = round(
-                    statistics.median(results[spec.url_path]["navigation_runs"]), 3
-                )
-                self.navigate(page, watcher, spec)
-                widget, seconds = self.change_widget(page, watcher, spec)
-                results[spec.url_path]["widget"] = widget
-                results[spec.url_path]["widget_change"] = seconds
-                results[spec.url_path]["errors"] = page_errors(page)
-                logger.info("/%s: %s", spec.url_path, results[spec.url_path])
+                for spec in ready:
+                    with suppress(Exception):
+                        seconds = self.navigate(page, watcher, spec)
+                        results[spec.url_path].setdefault("navigation_runs", []).append(seconds)
+            for spec in ready:
+                row = results[spec.url_path]
+                if row.get("navigation_runs"):
+                    row["navigation"] = round(statistics.median(row["navigation_runs"]), 3)
+                try:
+                    self.navigate(page, watcher, spec)
+                    row["widget"], row["widget_change"] = self.change_widget(page, watcher, spec)
+                    row["errors"] = row.get("errors", []) + page_errors(page)
+                except Exception as error:
+                    row["errors"] = row.get("errors", []) + [f"widget: {str(error)[:300]}"]
+                logger.info("/%s: %s", spec.url_path, row)
             context.close()
             memory = server_memory(process.pid)
         return {"pages": results, "server_after_all_pages": memory}
@@ -292,7 +319,10 @@ def run(args: argparse.Namespace) -> dict:
                     **bench.warm_server(script, pages, args.nav_runs),
                 }
                 if name == "explorer":
-                    one[name]["store_pages_server"] = bench.store_pages_server(script, pages)
+                    with suppress(Exception):
+                        one[name]["store_pages_server"] = bench.store_pages_server(script, pages)
+                partial = args.results_path.with_suffix(".partial.json")
+                partial.write_text(json.dumps(repeats + [one], indent=2) + "\n")
             repeats.append(one)
         browser.close()
     return {
@@ -331,6 +361,7 @@ def summarise(repeats: list[dict]) -> dict:
         for kind in kinds:
             if kind == "first_visit":
                 values = [one["explorer"]["first_visit"][path]["seconds"] for one in repeats]
+                values = [v for v in values if v is not None]
             else:
                 values = [one["explorer"]["pages"][path].get(kind) for one in repeats]
                 values = [v for v in values if v is not None]
@@ -420,9 +451,10 @@ def main() -> None:
     if args.store is None or args.label is None:
         parser.error("--store and --label are required to run")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    result = run(args)
     path = args.results or REPO_ROOT / f"bench/results/pages_{args.label}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
+    args.results_path = path
+    result = run(args)
     path.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result["summary"], indent=2))
     logger.info("wrote %s", path)

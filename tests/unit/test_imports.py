@@ -67,6 +67,19 @@ def test_the_page_list_names_real_pages():
         assert "current_source()" not in (ROOT / "app_pages" / f"{page}.py").read_text(), page
 
 
+def test_the_entry_skips_the_model_libraries_on_exactly_these_pages():
+    """The entry imports sae-lens and transformer-lens (under a lock) before every page but
+    the store pages; its list must be this one."""
+    tree = ast.parse((ROOT / "streamlit_app.py").read_text())
+    lists = [
+        ast.literal_eval(node.value)
+        for node in tree.body
+        if isinstance(node, ast.Assign)
+        and any(getattr(target, "id", "") == "STORE_PAGES" for target in node.targets)
+    ]
+    assert lists == [STORE_PAGES]
+
+
 def test_the_entry_and_its_sidebar_import_no_model_library():
     assert libraries_after_import(imported_modules(ROOT / "streamlit_app.py")) == []
 
