@@ -402,8 +402,8 @@ def test_sources_typed_in_the_sidebar(app, unchanged, spec) -> None:
 @pytest.mark.parametrize(
     ("path", "message"),
     [
-        ("/proc/version", "not a DuckDB store"),
-        ("/dev/null", "not a DuckDB store"),
+        ("/proc/version", UNUSABLE),
+        ("/dev/null", UNUSABLE),  # a device: never opened
         ("x" * 300, "too long"),
     ],
 )
