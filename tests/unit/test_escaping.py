@@ -146,6 +146,7 @@ PROJECT_TEXT = {
     "_gb(estimate_source('demo').needed_bytes)": "a number of GB",
     "'s' if len(missing) > 1 else ''": "a plural ending",
     "', '.join(map(str, missing))": "the missing shards' numbers",
+    "chosen['conclusion']": "analysis.frequency.conclusion: a sentence of numbers",
     "info.anchor": "a measure's docs anchor, from the MEASURES constant",
     "quality_sample_note(store.saes(), store.meta())": "a sentence of the store's numbers",
     "info.name": "a measure's name, from the MEASURES constant",
