@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from explorer.errors import ExplorerError, InputError
+from explorer.errors import ExplorerError, InputError, markdown_escaped, plain_text
 
 if TYPE_CHECKING:
     from explorer.build.extract import BuildSettings, Progress
@@ -195,7 +195,7 @@ def _specialists(args: argparse.Namespace) -> None:
 
     out = Path(args.out)
     if out.exists() and not args.force:
-        raise InputError(f"{out} exists; give --force to overwrite it.")
+        raise InputError(f"{markdown_escaped(out)} exists; give --force to overwrite it.")
     overrides = {
         name: getattr(args, name)
         for name in SpecialistSettings.field_names()
@@ -264,7 +264,9 @@ def _describe(args: argparse.Namespace) -> None:
         describe.flat_table(pd.concat(tables, ignore_index=True)).to_csv(partial, index=False)
         os.replace(partial, out)
     except OSError as exc:
-        raise InputError(f"Cannot write {out} ({exc.strerror}).") from exc
+        raise InputError(
+            f"Cannot write {markdown_escaped(out)} ({markdown_escaped(exc.strerror)})."
+        ) from exc
     finally:
         partial.unlink(missing_ok=True)
     print(f"wrote {out}")
@@ -373,6 +375,6 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args.run(args)
     except ExplorerError as error:
-        print(f"error: {error}", file=sys.stderr)
+        print(f"error: {plain_text(error)}", file=sys.stderr)
         return 2
     return 0

@@ -131,3 +131,13 @@ def markdown_escaped(text: object) -> str:
     )
     escaped = _MARKDOWN_ACTIVE.sub(r"\\\1", visible)
     return _LINE_START.sub(lambda m: f"\\{m[1]}" if m[1] else f"{m[2]}\\.", escaped)
+
+
+_ESCAPED_PUNCTUATION = re.compile(r"\\([!-/:-@\[-`{-~])")
+
+
+def plain_text(message: object) -> str:
+    """A message as a terminal shows it: the backslash escapes `markdown_escaped` put before
+    punctuation removed (CommonMark reads them the same way), invisible characters still
+    shown as `\\u202e`. The CLI prints every `ExplorerError` through it."""
+    return _ESCAPED_PUNCTUATION.sub(r"\1", str(message))

@@ -231,6 +231,11 @@ REVIEWED_SQL_VALUES: dict[str, set[str]] = {
     "explorer/store/queries/feature.py": {"own", "both", "size", "pick"},
     "explorer/store/queries/lens.py": {"CURRENT_LABELS_SQL"},
     "explorer/store/queries/search.py": {"CURRENT_LABELS_SQL", "LIKE_ESCAPE"},
+    # the module's own hash-split expression (its multiplier is a `$multiplier` parameter)
+    "explorer/store/queries/descriptions.py": {
+        "_HALF_SQL",
+        "_HALF_SQL.replace('text_id', 'a.text_id')",
+    },
     # table names of the schema (or checked against duckdb_tables() before use), column
     # lists of the schema, aggregate fragments and `?` placeholders written in the store;
     # the store's file path as an escaped string literal (ATTACH takes no parameters)

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from explorer.errors import markdown_escaped, quoted
+from explorer.cli import main
+from explorer.errors import markdown_escaped, plain_text, quoted
 
 ROOT = Path(__file__).resolve().parents[2]
 SOURCES = sorted([*ROOT.glob("app_pages/*.py"), *ROOT.glob("explorer/**/*.py")])
@@ -409,3 +410,18 @@ def test_every_ascii_markup_character_is_escaped_where_it_can_act() -> None:
 def test_quoted_is_the_escaped_repr_of_the_first_characters() -> None:
     assert quoted(PAYLOAD, 9) == markdown_escaped(repr(PAYLOAD[:9]))
     assert quoted("it's") == markdown_escaped(repr("it's"))
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["![x](http://h/t.png) $x^2$ **b**", "a\\b_c", "L2.resid_post", "1. item", "C:\\p\\[x]"],
+)
+def test_plain_text_undoes_the_escaping_for_the_terminal(text) -> None:
+    assert plain_text(markdown_escaped(text)) == text
+
+
+def test_the_cli_prints_messages_without_markdown_escapes(tmp_path, capsys) -> None:
+    missing = tmp_path / "no [such] store (x).duckdb"
+    assert main(["info", str(missing)]) == 2
+    err = capsys.readouterr().err
+    assert str(missing) in err and "\\[" not in err and "\\(" not in err
