@@ -61,12 +61,18 @@ def _start_from_url(param: str, default: T, parse: Callable[[str], T]) -> None:
         return
     try:
         st.session_state[key] = parse(raw)
-    except (InputError, ValueError) as error:
+        return
+    except InputError as error:  # its message is escaped where it is raised
+        st.warning(
+            f"Ignored {markdown_escaped(param)}={quoted(raw)} from the link: "
+            f"{error} Using the default, {markdown_escaped(repr(default))}."
+        )
+    except ValueError as error:
         st.warning(
             f"Ignored {markdown_escaped(param)}={quoted(raw)} from the link: "
             f"{markdown_escaped(error)} Using the default, {markdown_escaped(repr(default))}."
         )
-        st.session_state[key] = default
+    st.session_state[key] = default
 
 
 def _to_url(param: str, value: Any, default: Any) -> None:
@@ -106,7 +112,7 @@ def _parser(default: Any, name: str = "The value") -> Callable[[str], Any]:
 
 def _field_parser(name: str, defaults: SpecialistSettings) -> Callable[[str], Any]:
     """Parse one field and check it alone (the other fields at their defaults)."""
-    parse = _parser(getattr(defaults, name))
+    parse = _parser(getattr(defaults, name), name)
     low, high = BOUNDS.get(name, (None, None))
 
     def parse_field(raw: str) -> Any:
