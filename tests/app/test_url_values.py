@@ -75,7 +75,7 @@ def warnings_of(at) -> str:
         ({"n": "9" * 5000}, "is out of range"),
         ({"n": "abc"}, "is not one"),
         ({"n": "12.5"}, "is not one"),
-        ({"share": "nan"}, "Ignored share='nan' from the link: The value must be a number"),
+        ({"share": "nan"}, "Ignored share='nan' from the link: share must be a number"),
         ({"min_auroc": "\u0660.\u0667"}, "must be a number such as 0.5"),
     ],
 )

@@ -7,14 +7,17 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 import textwrap
+from contextlib import closing
 from pathlib import Path
 
 import duckdb
 
 from explorer.analysis.specialists import SpecialistSettings
+from explorer.store.user_data import sidecar_path
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -24,10 +27,10 @@ PAGE_PARAMS: dict[str, list[str]] = {
     "home": [],
     "tokens": [],
     "feature": ["sae", "feature"],
-    "specialists": ["top", *SPECIALIST_PARAMS],
+    "specialists": ["family", "findings", "top", *SPECIALIST_PARAMS],
     "frequency": ["sae", "x", "ranks", *SPECIALIST_PARAMS],
     "rankings": ["sae", "ranking", "n", *SPECIALIST_PARAMS],
-    "taxonomy": ["sae", "support", "p", "enrichment", "label", "rows", "compare"],
+    "taxonomy": ["sae", "support", "p", "label", "rows", "compare"],
     "logit_lens": ["sae", "view", "n", "given", "token", "top", "k", "min_examples", "seed"]
     + ["rank_by", "candidates"],
     "search": ["by", "sae", "q", "match", "rank", "rank_by", "n"],
@@ -42,10 +45,12 @@ WHERE database_name = current_database() AND schema_name = 'main' ORDER BY table
 
 def fingerprint(path: Path) -> dict[str, tuple[int, int]]:
     """Per table: (rows, sum of the rows' hashes). Equal fingerprints mean equal content up to
-    row order; read through a plain read-only connection, independent of `Store`."""
+    row order; read through plain read-only connections, independent of `Store`. Labels and
+    the ledger are the user-data sidecar's (`<store>.user.sqlite`), no rows when it does not
+    exist yet."""
     with duckdb.connect(str(path), read_only=True) as con:
         tables = [row[0] for row in con.execute(TABLES_SQL).fetchall()]
-        return {
+        found = {
             table: tuple(
                 int(value or 0)
                 for value in con.execute(
@@ -54,6 +59,15 @@ def fingerprint(path: Path) -> dict[str, tuple[int, int]]:
             )
             for table in tables
         }
+    sidecar = sidecar_path(path)
+    for table in ("labels", "interventions"):
+        rows: list[str] = []
+        if sidecar.exists():
+            with closing(sqlite3.connect(f"file:{sidecar}?mode=ro", uri=True)) as con:
+                rows = sorted(repr(row) for row in con.execute(f"SELECT * FROM {table}"))
+        digest = hashlib.sha256("\n".join(rows).encode()).hexdigest()
+        found[table] = (len(rows), int(digest[:15], 16) if rows else 0)
+    return found
 
 
 def file_digest(path: Path) -> str:

@@ -291,7 +291,7 @@ def test_co_activation_feature_out_of_range(app, unchanged, feature) -> None:
     at = app("rankings", {"sae": SAE})
     at = at.number_input(key=f"rankings_page.feature.{SAE}").set_value(feature).run()
     assert_no_traceback(at)
-    assert_message(at, "error", f"Feature {feature} is out of range")
+    assert_message(at, "error", f"{feature} is out of range")
 
 
 @pytest.mark.parametrize(
@@ -523,14 +523,16 @@ def test_forged_query_parameters(app, unchanged, page, forged) -> None:
 
 
 def page_parameters(page: str) -> set[str]:
-    """The query parameters a page reads: `url_*(label, param, ...)`, `st.query_params.get`,
-    and the specialist sidebar's fields."""
+    """The query parameters a page reads: `url_value(param)`, `url_*(label, param, ...)`,
+    `st.query_params.get`, and the specialist sidebar's fields."""
     found: set[str] = set()
     for node in ast.walk(ast.parse((PAGES / f"{page}.py").read_text())):
         if not isinstance(node, ast.Call):
             continue
         name = getattr(node.func, "id", getattr(node.func, "attr", ""))
-        if name.startswith("url_") and len(node.args) >= 2:
+        if name == "url_value" and node.args:  # the raw value of one parameter
+            found.add(ast.literal_eval(node.args[0]))
+        elif name.startswith("url_") and len(node.args) >= 2:
             found.add(ast.literal_eval(node.args[1]))
         elif name == "get" and "query_params" in ast.unparse(node.func):
             found.add(ast.literal_eval(node.args[0]))

@@ -24,7 +24,7 @@ from sae_lens.loading import pretrained_sae_loaders
 from sae_lens.saes.sae import SAEMetadata
 from transformer_lens import HookedTransformer, HookedTransformerConfig
 
-from explorer.errors import InputError, SourceError
+from explorer.errors import InputError, SourceError, plain_text
 from explorer.sources import hub
 from explorer.sources.hub import list_registry_releases
 from explorer.sources.source import Source, load_source, neuronpedia_url
@@ -396,7 +396,7 @@ def test_registry_without_hub_fails_fast_naming_offline_alternatives(
         load_source(f"registry:{GPT2_RELEASE}:blocks.8.hook_resid_pre")
     assert time.perf_counter() - started < 10
 
-    message = str(caught.value)
+    message = plain_text(caught.value)  # as a terminal shows it
     assert f"Cannot load the SAE {GPT2_RELEASE}/blocks.8.hook_resid_pre" in message
     assert reason in message
     assert "the `demo` source" in message and "`local:PATH" in message
@@ -628,7 +628,7 @@ def small_checkpoint(**changes) -> dict:
 def test_wrong_checkpoint_names_the_problem(state, problem):
     with pytest.raises(SourceError) as caught:
         topk_sae_from_state_dict(state, hook_name="blocks.0.hook_resid_post")
-    assert problem in str(caught.value)
+    assert problem in plain_text(caught.value)
 
 
 def test_checkpoint_without_a_hook_asks_for_one():
