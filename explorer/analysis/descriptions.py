@@ -234,21 +234,7 @@ def selective_categories(
     fired = table.groupby("feature")["n_texts_active"].transform("sum").to_numpy(np.float64)
     per_category = table.drop_duplicates("category").set_index("category")["n_texts"]
     base = table["category"].map(per_category / max(per_category.sum(), 1)).to_numpy(np.float64)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        share = np.where(fired > 0, table["n_texts_active"] / fired, 0.0)
-        lift = np.where(base > 0, share / base, 0.0)
-    chosen = table.assign(share=share, lift=lift)
-    chosen = chosen[
-        (chosen["share"] >= settings.min_category_share)
-        & (chosen["lift"] >= settings.min_category_lift)
-        & (chosen["n_texts_active"] >= settings.min_category_texts)
-    ]
-    return (
-        chosen.sort_values(["feature", "share", "category"], ascending=[True, False, True])
-        .groupby("feature", sort=False)
-        .head(settings.max_categories)[["feature", "category", "share", "lift"]]
-        .reset_index(drop=True)
-    )
+    return _selective(table, "category", fired, base, settings.min_category_share, settings)
 
 
 def selective_labels(
@@ -264,19 +250,34 @@ def selective_labels(
     each label (by label) out of `n_texts`."""
     fired = feature_labels["feature"].map(n_active_texts).to_numpy(np.float64)
     base = feature_labels["label"].map(label_texts / max(n_texts, 1)).to_numpy(np.float64)
+    return _selective(feature_labels, "label", fired, base, settings.min_label_share, settings)
+
+
+def _selective(
+    table: pd.DataFrame,
+    key: str,
+    fired: np.ndarray,
+    base: np.ndarray,
+    min_share: float,
+    settings: DescriptionSettings,
+) -> pd.DataFrame:
+    """feature, `key`, share, lift of the rows of `table` (feature, `key`, n_texts_active)
+    whose share of the feature's active texts (`fired`) reaches `min_share` and whose lift
+    over the base rate (`base`) and text count reach the settings' minimums, largest share
+    first, at most `max_categories` per feature."""
     with np.errstate(divide="ignore", invalid="ignore"):
-        share = np.where(fired > 0, feature_labels["n_texts_active"] / fired, 0.0)
+        share = np.where(fired > 0, table["n_texts_active"] / fired, 0.0)
         lift = np.where(base > 0, share / base, 0.0)
-    chosen = feature_labels.assign(share=share, lift=lift)
+    chosen = table.assign(share=share, lift=lift)
     chosen = chosen[
-        (chosen["share"] >= settings.min_label_share)
+        (chosen["share"] >= min_share)
         & (chosen["lift"] >= settings.min_category_lift)
         & (chosen["n_texts_active"] >= settings.min_category_texts)
     ]
     return (
-        chosen.sort_values(["feature", "share", "label"], ascending=[True, False, True])
+        chosen.sort_values(["feature", "share", key], ascending=[True, False, True])
         .groupby("feature", sort=False)
-        .head(settings.max_categories)[["feature", "label", "share", "lift"]]
+        .head(settings.max_categories)[["feature", key, "share", "lift"]]
         .reset_index(drop=True)
     )
 
