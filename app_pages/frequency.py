@@ -25,8 +25,10 @@ from explorer.charts.specialists import (
 from explorer.ui.cached import chance_baseline, feature_descriptions, specialists
 from explorer.ui.params import specialist_settings_sidebar, url_radio, url_selectbox, url_text
 from explorer.ui.state import current_store
+from explorer.ui.tables import plain_table
 
 SEED_BANDS = "most frequent 200 and the rarest 112"
+SPECIALISTS = st.column_config.NumberColumn("specialists")
 
 st.title("Frequency vs specialization")
 store = current_store()
@@ -107,45 +109,21 @@ chance = rank_band_chance(features, ranges, null.by_band)
 st.caption(
     f"Specialists under {score_title} against a label-permutation null ({null.permutations} "
     "seeded shuffles of the categories within each family, the same tests and thresholds; "
-    "docs/methods.md#chance-baseline): a range beats chance when it holds more specialists "
-    "than the null's 95th percentile."
+    "docs/methods.md#chance-baseline): a range beats chance when its permutation p-value, "
+    "(b + 1) / (B + 1), is at most 0.05."
 )
-st.dataframe(
-    chance,
-    hide_index=True,
-    column_config={
-        "n_live": st.column_config.NumberColumn("live features"),
-        "n_specialists": st.column_config.NumberColumn("specialists"),
-        "chance_mean": st.column_config.NumberColumn("by chance (mean)", format="%.2f"),
-        "chance_p95": st.column_config.NumberColumn("by chance (95th pct)", format="%.1f"),
-        "beats_chance": st.column_config.CheckboxColumn("beats chance"),
-    },
-)
+plain_table(chance, n_specialists=SPECIALISTS)
 bands = rank_band_counts(features, ranges)
-st.dataframe(
-    bands,
-    hide_index=True,
-    column_config={
-        column: st.column_config.NumberColumn(column, format="%.1f")
-        for column in bands.columns
-        if column.startswith("% ")
-    },
-)
+percent = st.column_config.NumberColumn  # the bands' "% ..." columns, one decimal
+plain_table(bands, **{c: percent(c, format="%.1f") for c in bands if c.startswith("% ")})
 
 st.subheader("Kinds per frequency band")
 st.altair_chart(kind_share_chart(kind_by_frequency_band(features)), width="stretch")
 st.caption(f"Specialists under {score_title} per decade of token frequency, against the null.")
-st.dataframe(
+plain_table(
     decade_band_chance(features, null.by_band).drop(columns="band_low"),
-    hide_index=True,
-    column_config={
-        "band": st.column_config.TextColumn("token frequency"),
-        "n_live": st.column_config.NumberColumn("live features"),
-        "n_specialists": st.column_config.NumberColumn("specialists"),
-        "chance_mean": st.column_config.NumberColumn("by chance (mean)", format="%.2f"),
-        "chance_p95": st.column_config.NumberColumn("by chance (95th pct)", format="%.1f"),
-        "beats_chance": st.column_config.CheckboxColumn("beats chance"),
-    },
+    band=st.column_config.TextColumn("token frequency"),
+    n_specialists=SPECIALISTS,
 )
 
 st.subheader("Frequency density")

@@ -2,7 +2,6 @@
 
 import math
 
-import pandas as pd
 import streamlit as st
 
 from explorer.analysis.enrichment import (
@@ -11,51 +10,31 @@ from explorer.analysis.enrichment import (
     MONOSEMANTIC_LABELS,
     SHUFFLES,
     TaxonomySettings,
+    baseline_table,
     corpus_tokens,
     label_distribution,
     taxonomy_summary,
 )
 from explorer.charts.taxonomy import (
-    COMPARED,
     enrichment_scatter,
     label_distribution_chart,
-    store_comparison_chart,
 )
-from explorer.errors import ExplorerError, markdown_escaped
-from explorer.store.reader import Store
+from explorer.errors import markdown_escaped
 from explorer.ui import cached
 from explorer.ui.params import url_int, url_selectbox
-from explorer.ui.resources import open_store
 from explorer.ui.state import current_store, known_stores, public_demo
-from explorer.ui.tables import feature_table
+from explorer.ui.tables import feature_table, plain_table
+from explorer.ui.taxonomy_views import stores_side_by_side
 
 P_THRESHOLDS = ["0.05", "0.01", "0.001", "0.0001", "1e-06"]
+SHUFFLED = ("observed", "shuffled (mean)", "shuffled (max)")
 NO_STORE = "none"  # the second store's option for no comparison (store names end in .duckdb)
 TABLE_COLUMNS = ["sae", "feature", "label", "top_tokens", "max_enrichment", "ceiling",
                  "p_value", "n_active_tokens", "n_significant", "monosemantic"]  # fmt: skip
-BASELINE_ROWS = {
-    "n_with_significant": "features with a significant token",
-    "n_monosemantic": "monosemantic features",
-    "monosemantic_rate": "monosemantic rate",
-    "n_polysemantic": "polysemantic features",
-    "median_max_enrichment": "median largest enrichment",
-    "max_enrichment": "largest enrichment",
-}
 
 
 def formatted(value: float, spec: str) -> str:
     return "n/a" if math.isnan(value) else format(value, spec)
-
-
-def second_store(path: str | None) -> Store | None:
-    """The chosen known store (None for none), or None after an error message."""
-    if path is None:
-        return None
-    try:
-        return open_store(path)
-    except ExplorerError as error:
-        st.error(f"Second store: {error} The comparison shows this store only.")
-        return None
 
 
 st.title("Token taxonomy")
@@ -116,28 +95,15 @@ right.caption(
 right.altair_chart(enrichment_scatter(features, n_total), width="stretch")
 
 st.subheader("Against shuffled token labels")
-baseline = cached.taxonomy_baseline(store, sae, settings).set_index("measure")
+baseline = cached.taxonomy_baseline(store, sae, settings)
 st.caption(
     "The same taxonomy with the corpus's token labels permuted across its token positions: each "
     "feature keeps its number of active tokens, and which tokens they are is a seeded draw "
     "without replacement from the corpus's token counts (the permutation's exact distribution "
     f"for one feature). Mean and largest value over {SHUFFLES} shuffles (seeds 0-{SHUFFLES - 1})."
 )
-st.dataframe(
-    pd.DataFrame(
-        {
-            "measure": list(BASELINE_ROWS.values()),
-            "observed": baseline.loc[list(BASELINE_ROWS), "observed"].to_numpy(),
-            "shuffled (mean)": baseline.loc[list(BASELINE_ROWS), "shuffled_mean"].to_numpy(),
-            "shuffled (max)": baseline.loc[list(BASELINE_ROWS), "shuffled_max"].to_numpy(),
-        }
-    ),
-    hide_index=True,
-    column_config={
-        name: st.column_config.NumberColumn(name, format="%.3f")
-        for name in ("observed", "shuffled (mean)", "shuffled (max)")
-    },
-)
+three_decimals = {name: st.column_config.NumberColumn(name, format="%.3f") for name in SHUFFLED}
+plain_table(baseline_table(baseline), **three_decimals)
 
 st.subheader("Top features by enrichment")
 shown = features if label == "all" else features[features["label"] == label]
@@ -154,25 +120,4 @@ feature_table(
 st.subheader("Stores side by side")
 if demo:
     st.caption("Comparing with a second store is switched off in the public demo.")
-other = second_store(other_path)
-stores = {f"A: {store.path.name}": store}
-if other is not None:
-    stores[f"B: {other.path.name}"] = other
-compared = pd.concat(
-    [cached.taxonomy_comparison(s, settings).assign(store=name) for name, s in stores.items()],
-    ignore_index=True,
-)[["store", "sae", "layer", "n_features", *COMPARED]]
-st.dataframe(
-    compared,
-    hide_index=True,
-    column_config={
-        "n_features": st.column_config.NumberColumn("features analysed"),
-        "monosemantic_rate": st.column_config.NumberColumn("monosemantic rate", format="%.3f"),
-        "number_share": st.column_config.NumberColumn("number features", format="%.3f"),
-        "max_enrichment": st.column_config.NumberColumn("max enrichment", format="%.1f"),
-    },
-)
-measure = st.radio(
-    "Measure", list(COMPARED), format_func=COMPARED.get, horizontal=True, key="taxonomy_measure"
-)
-st.altair_chart(store_comparison_chart(compared, measure), width="stretch")
+stores_side_by_side(store, other_path, settings)

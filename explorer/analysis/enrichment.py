@@ -436,3 +436,28 @@ def compare_saes(store: Store, settings: TaxonomySettings) -> pd.DataFrame:
         for sae, layer in zip(saes["sae"], saes["layer"], strict=True)
     ]
     return pd.DataFrame(rows)
+
+
+BASELINE_ROWS = {
+    "n_with_significant": "features with a significant token",
+    "n_monosemantic": "monosemantic features",
+    "monosemantic_rate": "monosemantic rate",
+    "n_polysemantic": "polysemantic features",
+    "median_max_enrichment": "median largest enrichment",
+    "max_enrichment": "largest enrichment",
+}
+
+
+def baseline_table(baseline: pd.DataFrame) -> pd.DataFrame:
+    """The shuffle baseline as the page shows it: measure (in words), observed, shuffled
+    (mean) and shuffled (max), one row per summary measure of `BASELINE_ROWS`, from the
+    measure-indexed rows of `taxonomy_baseline`."""
+    rows = baseline.set_index("measure").loc[list(BASELINE_ROWS)]
+    return pd.DataFrame(
+        {
+            "measure": list(BASELINE_ROWS.values()),
+            "observed": rows["observed"].to_numpy(),
+            "shuffled (mean)": rows["shuffled_mean"].to_numpy(),
+            "shuffled (max)": rows["shuffled_max"].to_numpy(),
+        }
+    )

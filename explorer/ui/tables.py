@@ -101,6 +101,11 @@ COLUMN_FORMATS: dict[str, Any] = {
     "f1_q75": NUMBER("F1 75%", format="%.2f"),
     "balanced_accuracy_mean": NUMBER("balanced accuracy mean", format="%.2f"),
     "f1_at_least_half": NUMBER("share with F1 >= 0.5", format="percent"),
+    # chance baselines (label permutations)
+    "chance_mean": NUMBER("by chance (mean)", format="%.2f"),
+    "chance_p95": NUMBER("by chance (95th pct)", format="%.1f"),
+    "chance_p": NUMBER("permutation p", format="%.3f"),
+    "beats_chance": st.column_config.CheckboxColumn("beats chance"),
     # descriptions
     "description": st.column_config.TextColumn(
         "description", help="your label, or the automatic description (docs/methods.md)"

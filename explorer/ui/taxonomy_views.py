@@ -1,0 +1,48 @@
+"""The token taxonomy page's comparison of two stores: the chosen known store opened (or a
+message), each store's taxonomy summary per SAE side by side, and the chart of one measure."""
+
+import pandas as pd
+import streamlit as st
+
+from explorer.analysis.enrichment import TaxonomySettings
+from explorer.charts.taxonomy import COMPARED, store_comparison_chart
+from explorer.errors import ExplorerError
+from explorer.store.reader import Store
+from explorer.ui import cached
+from explorer.ui.resources import open_store
+from explorer.ui.tables import plain_table
+
+
+def second_store(path: str | None) -> Store | None:
+    """The chosen known store (None for none), or None after an error message."""
+    if path is None:
+        return None
+    try:
+        return open_store(path)
+    except ExplorerError as error:
+        st.error(f"Second store: {error} The comparison shows this store only.")
+        return None
+
+
+def stores_side_by_side(store: Store, other_path: str | None, settings: TaxonomySettings) -> None:
+    """The taxonomy summary of `store` and of the store at `other_path` (when one is chosen)
+    per SAE, as a table and as a chart of the measure the user picks."""
+    other = second_store(other_path)
+    stores = {f"A: {store.path.name}": store}
+    if other is not None:
+        stores[f"B: {other.path.name}"] = other
+    compared = pd.concat(
+        [cached.taxonomy_comparison(s, settings).assign(store=name) for name, s in stores.items()],
+        ignore_index=True,
+    )[["store", "sae", "layer", "n_features", *COMPARED]]
+    plain_table(
+        compared,
+        n_features=st.column_config.NumberColumn("features analysed"),
+        monosemantic_rate=st.column_config.NumberColumn("monosemantic rate", format="%.3f"),
+        number_share=st.column_config.NumberColumn("number features", format="%.3f"),
+        max_enrichment=st.column_config.NumberColumn("max enrichment", format="%.1f"),
+    )
+    measure = st.radio(
+        "Measure", list(COMPARED), format_func=COMPARED.get, horizontal=True, key="taxonomy_measure"
+    )
+    st.altair_chart(store_comparison_chart(compared, measure), width="stretch")
