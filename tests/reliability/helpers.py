@@ -43,11 +43,11 @@ TABLES_SQL = """SELECT table_name FROM duckdb_tables()
 WHERE database_name = current_database() AND schema_name = 'main' ORDER BY table_name"""
 
 
-def fingerprint(path: Path) -> dict[str, tuple[int, int]]:
+def fingerprint(path: Path, user_data: bool = True) -> dict[str, tuple[int, int]]:
     """Per table: (rows, sum of the rows' hashes). Equal fingerprints mean equal content up to
     row order; read through plain read-only connections, independent of `Store`. Labels and
     the ledger are the user-data sidecar's (`<store>.user.sqlite`), no rows when it does not
-    exist yet."""
+    exist yet; with `user_data=False`, the store file's own tables only."""
     with duckdb.connect(str(path), read_only=True) as con:
         tables = [row[0] for row in con.execute(TABLES_SQL).fetchall()]
         found = {
@@ -59,6 +59,8 @@ def fingerprint(path: Path) -> dict[str, tuple[int, int]]:
             )
             for table in tables
         }
+    if not user_data:
+        return found
     sidecar = sidecar_path(path)
     for table in ("labels", "interventions"):
         rows: list[str] = []
