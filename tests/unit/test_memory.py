@@ -254,12 +254,14 @@ def test_loaded_source_refuses_before_loading(monkeypatch):
 
 def test_the_estimate_bounds_the_peak_rss_growth_of_a_load(tiny_bundle_path):
     """Load the tiny bundle in a fresh process, sampling RSS every 2 ms: the peak growth over
-    the RSS after the imports stays under the estimate."""
+    the RSS after the imports (torch, transformer-lens, sae-lens and transformers, which the
+    app imports once before its first load) stays under the estimate."""
     pytest.importorskip("psutil")
     script = textwrap.dedent(
         f"""
         import json, threading, time
         import psutil
+        import explorer.sources.demo_bundle  # the model libraries: imported before any load
         from explorer.sources.source import load_source
         process = psutil.Process()
         base = peak = process.memory_info().rss
