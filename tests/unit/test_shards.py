@@ -24,7 +24,7 @@ from explorer.build.shards import (
 from explorer.build.single import build_store
 from explorer.cli import main
 from explorer.corpus import resolve_corpus
-from explorer.errors import InputError, StoreError
+from explorer.errors import InputError, StoreError, plain_text
 from explorer.sources.source import load_source
 from explorer.store.reader import Store
 from explorer.tokenize import batch_plan, tokenize_corpus
@@ -178,7 +178,7 @@ def test_a_shard_of_another_corpus_is_named(loaded, two_shards, tmp_path):
     write_shard(loaded, "bundled+arithmetic:50", two_shards, ShardSpec(1, 2), SETTINGS)
     with pytest.raises(StoreError, match="not of one build") as error:
         merge_shards(two_shards, tmp_path / "merged.duckdb")
-    message = str(error.value)
+    message = plain_text(error.value)  # as a terminal shows it
     assert "corpus differs" in message
     assert 'shard(s) 0: "bundled+arithmetic:60"' in message
     assert 'shard(s) 1: "bundled+arithmetic:50"' in message
@@ -188,7 +188,7 @@ def test_shards_of_other_settings_or_counts_are_named(loaded, two_shards, tmp_pa
     write_shard(loaded, CORPUS, two_shards, ShardSpec(2, 3), BuildSettings(batch_size=8))
     with pytest.raises(StoreError) as error:
         read_shards(two_shards)
-    message = str(error.value)
+    message = plain_text(error.value)
     assert "n_shards differs (shard(s) 0, 1: 2; shard(s) 2: 3)" in message
     assert "settings differs" in message
 
@@ -212,8 +212,8 @@ def test_a_killed_shard_write_is_ignored_when_complete_and_named_when_missing(
     (two_shards / MANIFESTS / "shard=1.json").unlink()  # killed before publishing shard 1
     with pytest.raises(StoreError, match="missing shard") as error:
         merge_shards(two_shards, tmp_path / "merged2.duckdb")
-    assert "unfinished writes, killed or still running" in str(error.value)
-    assert str(leftover) in str(error.value)
+    assert "unfinished writes, killed or still running" in plain_text(error.value)
+    assert str(leftover) in plain_text(error.value)
 
 
 def test_a_damaged_shard_file_is_named(two_shards, tmp_path):

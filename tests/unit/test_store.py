@@ -672,7 +672,7 @@ def test_building_where_files_cannot_be_written_is_refused(tmp_path: Path) -> No
 
 
 def test_opening_a_missing_store_says_how_to_get_one(tmp_path: Path) -> None:
-    with pytest.raises(StoreError, match="Build one first"):
+    with pytest.raises(StoreError, match="not a store this app can open.*python -m explorer build"):
         Store.open(tmp_path / "store.duckdb")
 
 
@@ -689,7 +689,7 @@ def read_everything(path: Path) -> None:
 def test_a_garbage_file_is_refused_on_open(tmp_path: Path) -> None:
     path = tmp_path / "store.duckdb"
     path.write_bytes(np.random.default_rng(0).bytes(20_000))
-    with pytest.raises(StoreError, match="not a DuckDB store"):
+    with pytest.raises(StoreError, match="not a store this app can open"):
         Store.open(path)
     with pytest.raises(StoreError, match="cannot be read"):
         StoreWriter(path)  # a rebuild would lose its labels: refuse, say what to do

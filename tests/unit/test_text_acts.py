@@ -137,7 +137,7 @@ def test_feature_ids_parse(typed, expected):
 
 @pytest.mark.parametrize(
     ("typed", "message"),
-    [("abc", "'abc' is not a feature id"), ("128", "out of range"), ("-1", "not a feature id")],
+    [("abc", "'abc' is not one"), ("128", "out of range"), ("-1", "'-1' is out of range")],
 )
 def test_bad_feature_ids_give_messages(typed, message):
     with pytest.raises(InputError, match=message):
