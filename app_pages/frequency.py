@@ -25,6 +25,7 @@ from explorer.charts.specialists import (
 from explorer.ui.cached import chance_baseline, feature_descriptions, specialists
 from explorer.ui.params import specialist_settings_sidebar, url_radio, url_selectbox, url_text
 from explorer.ui.state import current_store
+from explorer.ui.links import feature_chart
 from explorer.ui.tables import plain_table
 
 SEED_BANDS = "most frequent 200 and the rarest 112"
@@ -101,7 +102,7 @@ st.dataframe(
 )  # fmt: skip
 
 described = features.assign(description=feature_descriptions(store, features))
-st.altair_chart(frequency_scatter(described, x_axis, score_title), width="stretch")
+feature_chart(frequency_scatter(described, x_axis, score_title))
 
 st.subheader("Kinds per rank range")
 null = chance_baseline(store, settings)
