@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from explorer.errors import ExplorerError, InputError, markdown_escaped, plain_text
+from explorer.errors import ExplorerError, InputError, csv_safe, markdown_escaped, plain_text
 
 if TYPE_CHECKING:
     from explorer.build.extract import BuildSettings, Progress
@@ -212,7 +212,7 @@ def _specialists(args: argparse.Namespace) -> None:
         acts = read_activations(store)
     baseline = permutation_null(acts, category_families(acts.texts, settings.contrast), settings)
     rows = findings(result.table, baseline, settings.measure)
-    rows.to_csv(out, index=False)
+    csv_safe(rows).to_csv(out, index=False)
     print(
         f"wrote {out}: {len(rows):,} tested (SAE, feature, category) cells, "
         f"{int(rows['is_specialist'].sum()):,} specialists ({settings.measure}, "
@@ -266,7 +266,9 @@ def _describe(args: argparse.Namespace) -> None:
             )
     partial = out.with_name(f".{out.name}.{os.getpid()}.part")
     try:
-        describe.flat_table(pd.concat(tables, ignore_index=True)).to_csv(partial, index=False)
+        csv_safe(describe.flat_table(pd.concat(tables, ignore_index=True))).to_csv(
+            partial, index=False
+        )
         os.replace(partial, out)
     except OSError as exc:
         raise InputError(
