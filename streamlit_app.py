@@ -7,7 +7,7 @@ from explorer.ui.state import sidebar
 
 # Pages that read the store only: they never import the model libraries, so a server that
 # serves only them stays small (tests/unit/test_imports.py checks their imports).
-STORE_PAGES = ("specialists", "frequency", "compare", "taxonomy")
+STORE_PAGES = ("specialists", "frequency", "compare", "taxonomy", "methods")
 
 st.set_page_config(page_title="SAE feature explorer", page_icon="🔬", layout="wide")
 
@@ -70,6 +70,12 @@ navigation = st.navigation(
             title="Ablation lab",
             icon=":material/science:",
             url_path="ablation",
+        ),
+        st.Page(
+            "app_pages/methods.py",
+            title="Methods",
+            icon=":material/menu_book:",
+            url_path="methods",
         ),
     ]
 )

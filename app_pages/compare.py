@@ -4,33 +4,36 @@ import streamlit as st
 
 from explorer.analysis.compare import compare_saes, quality_sample_note
 from explorer.analysis.descriptions import compare_scores
-from explorer.analysis.specialists import MEASURES, category_matrix
+from explorer.analysis.specialists import MEASURE_INFO, MEASURES, category_matrix
 from explorer.charts.compare import quality_chart, specialists_per_category_chart
+from explorer.errors import markdown_escaped
+from explorer.methods_doc import methods_link
 from explorer.ui import cached
 from explorer.ui.cached import feature_descriptions, specialists
 from explorer.ui.params import specialist_settings_sidebar
+from explorer.ui.specialist_views import family_choice
 from explorer.ui.state import current_store
-from explorer.ui.links import feature_chart
 from explorer.ui.tables import plain_table
 
 st.title("Compare SAEs")
 store = current_store()
 settings = specialist_settings_sidebar()
-result = specialists(store, settings)
+family, result = family_choice(specialists(store, settings))
 comparison = compare_saes(store.saes(), result)
 matrix = category_matrix(result.table)
 
 st.caption(
     f"Measure: **{MEASURES[settings.measure]}**, at least {settings.min_support} supporting "
-    "texts; thresholds are in the sidebar and in this page's URL. Frequency ranks: 1 = the "
-    "SAE's most frequent feature."
+    f"texts; specialists of the family {markdown_escaped(family)} (sidebar). Thresholds are "
+    "in the sidebar and in this page's URL. Frequency ranks: 1 = the SAE's most frequent "
+    f"feature. {methods_link(MEASURE_INFO[settings.measure].anchor)}"
 )
 plain_table(comparison)
 
 st.subheader("Specialists per category")
 st.caption("One bar per SAE (by layer); click a bar to open the category's best feature there.")
 bars = matrix.assign(description=feature_descriptions(store, matrix, "best_feature"))
-feature_chart(specialists_per_category_chart(bars))
+st.altair_chart(specialists_per_category_chart(bars), width="stretch")
 with st.expander("Numbers"):
     st.dataframe(
         matrix.pivot(index="category", columns="sae", values="n_specialists"),
@@ -41,7 +44,7 @@ st.subheader("Description scores per SAE")
 st.caption(
     "How well each live feature's automatic description (its tokens, made from half of the "
     "corpus's texts) predicts where it fires on the other half: F1, with balanced accuracy "
-    "(chance 0.5). Definitions: docs/methods.md, section Feature descriptions."
+    "(chance 0.5). " + methods_link("description-score-offline-detection-scoring")
 )
 rows = int(store.frequency_table()["n_active_tokens"].sum())
 if st.toggle(
@@ -53,8 +56,5 @@ if st.toggle(
     plain_table(compare_scores(described))
 
 st.subheader("Quality per SAE")
-st.caption(
-    f"{quality_sample_note(store.saes(), store.meta())} Definitions: docs/methods.md, "
-    "section SAE quality."
-)
+st.caption(f"{quality_sample_note(store.saes(), store.meta())} {methods_link('sae-quality')}")
 st.altair_chart(quality_chart(comparison), width="stretch")

@@ -22,10 +22,12 @@ from explorer.charts.specialists import (
     frequency_scatter,
     kind_share_chart,
 )
+from explorer.errors import markdown_escaped
+from explorer.methods_doc import methods_link
 from explorer.ui.cached import chance_baseline, feature_descriptions, specialists
 from explorer.ui.params import specialist_settings_sidebar, url_radio, url_selectbox, url_text
+from explorer.ui.specialist_views import family_choice
 from explorer.ui.state import current_store
-from explorer.ui.links import feature_chart
 from explorer.ui.tables import plain_table
 
 SEED_BANDS = "most frequent 200 and the rarest 112"
@@ -50,12 +52,13 @@ ranges = url_text(
     check=partial(parse_rank_ranges, max_rank=d_sae),
     help="Frequency ranks (1 = the most frequent feature), e.g. 50-200, 400-512.",
 )
-result = specialists(store, settings)
+every_family = specialists(store, settings)
+family, result = family_choice(every_family)
 features = result.features[result.features["sae"] == sae]
 score_title = MEASURES[settings.measure]
 
 summary = frequency_summary(features)
-answers = answers_by_measure(result.table, features, settings, d_sae)
+answers = answers_by_measure(every_family.table, features, settings, d_sae, family)
 chosen = answers.set_index("measure").loc[settings.measure]
 st.markdown(f"**{chosen['conclusion']}**", help=MEASURE_INFO[settings.measure].help)
 columns = st.columns(5)
@@ -67,11 +70,11 @@ columns[2].metric(
 columns[3].metric("Spearman rho", f"{chosen['rho']:.3f}")
 columns[4].metric("p-value", f"{chosen['p_value']:.2g}")
 st.caption(
-    f"Spearman correlation of token frequency with the best score ({score_title}) over "
-    f"{chosen['n']:,} features that fire and have a tested cell. Median frequency rank: "
-    f"specialists {summary['median_rank_specialists']:.0f}, general "
-    f"{summary['median_rank_general']:.0f}. Definitions: docs/methods.md#frequency-vs-"
-    "specialization."
+    f"Family {markdown_escaped(family)}: a feature's best score and whether it is a specialist "
+    f"come from its cells of this family. Spearman correlation of token frequency with the "
+    f"best score ({score_title}) over {chosen['n']:,} features that fire and have a tested "
+    f"cell. Median frequency rank: specialists {summary['median_rank_specialists']:.0f}, "
+    f"general {summary['median_rank_general']:.0f}. " + methods_link("frequency-vs-specialization")
 )
 
 st.subheader("The answer under each measure")
@@ -102,15 +105,15 @@ st.dataframe(
 )  # fmt: skip
 
 described = features.assign(description=feature_descriptions(store, features))
-feature_chart(frequency_scatter(described, x_axis, score_title))
+st.altair_chart(frequency_scatter(described, x_axis, score_title), width="stretch")
 
 st.subheader("Kinds per rank range")
-null = chance_baseline(store, settings)
+null = chance_baseline(store, settings).in_family(family)
 chance = rank_band_chance(features, ranges, null.by_band)
 st.caption(
     f"Specialists under {score_title} against a label-permutation null ({null.permutations} "
     "seeded shuffles of the categories within each family, the same tests and thresholds; "
-    "docs/methods.md#chance-baseline): a range beats chance when its permutation p-value, "
+    f"{methods_link('chance-baseline')}): a range beats chance when its permutation p-value, "
     "(b + 1) / (B + 1), is at most 0.05."
 )
 plain_table(chance, n_specialists=SPECIALISTS)

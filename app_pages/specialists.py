@@ -17,19 +17,18 @@ from explorer.charts.specialists import (
     layer_progression_chart,
 )
 from explorer.errors import markdown_escaped
+from explorer.methods_doc import methods_link
 from explorer.ui.cached import chance_baseline, feature_descriptions, specialists
-from explorer.ui.links import feature_chart
-from explorer.ui.params import specialist_settings_sidebar, url_int, url_radio, url_selectbox
+from explorer.ui.params import specialist_settings_sidebar, url_int, url_radio
+from explorer.ui.specialist_views import family_choice, replication_choice
 from explorer.ui.state import current_store
 from explorer.ui.tables import feature_table
 
 st.title("Specialist heatmaps")
 store = current_store()
 settings = specialist_settings_sidebar()
-result = specialists(store, settings)
-kinds = dict(zip(result.categories["family"], result.categories["kind"], strict=False))
-family_names = sorted(kinds, key=lambda name: (kinds[name] == "value", name))  # numbers last
-family = url_selectbox("Family", "family", family_names, default=family_names[0])
+replication_note, result = replication_choice(store, specialists(store, settings), settings)
+family, result = family_choice(result)
 findings = url_radio(
     "Findings", "findings", {"all": "all specialists", "replicated": "replicated only"}, "all"
 )
@@ -37,26 +36,27 @@ per_category = url_int("Top specialists per category", "top", default=5, low=1, 
 baseline = chance_baseline(store, settings)
 
 info = MEASURE_INFO[settings.measure]
-categories = result.categories[result.categories["family"] == family]
-table = result.table[result.table["family"] == family]
+categories, table = result.categories, result.table
 replicated_only = findings == "replicated"
 count = "n_replicated" if replicated_only else "n_specialists"
 matrix = observed_vs_chance(category_matrix(table, categories, store.saes()), baseline, count)
 progression = layer_progression(matrix)
 
+at_equals = settings.operation_position == "equals" and set(categories["kind"]) == {"operation"}
 st.caption(
-    f"Measure: **{info.name}**, defined in `docs/methods.md#{info.anchor}`. Family "
+    f"Measure: **{info.name}** ({methods_link(info.anchor)}). Family "
     f"{markdown_escaped(family)}: each category against the rest of "
     + ("its family" if settings.contrast == "family" else "the whole corpus")
-    + f" (docs/methods.md#families). Tested cells need {settings.min_support} active texts "
-    f"of the category; chance is {settings.permutations} label shuffles "
-    "(docs/methods.md#chance-baseline).",
+    + f" ({methods_link('families')})"
+    + (", scored at each text's = tokens" if at_equals else "")
+    + f". Tested cells need {settings.min_support} active texts of the category; chance is "
+    f"{settings.permutations} label shuffles ({methods_link('chance-baseline')}).",
     help=info.help,
 )
 n_cells = len(matrix)
 beating = int(matrix["beats_chance"].sum())
 chosen = table["is_specialist"] & (table["replicated"] if replicated_only else True)
-rates = result.replication[result.replication["family"] == family]
+rates = result.replication
 discovered = int(rates["discovered"].sum())
 replicated = int(rates["replicated"].sum())
 left, middle, right, last = st.columns(4)
@@ -69,19 +69,18 @@ middle.metric(
     "cells above chance",
     f"{beating} / {n_cells}",
     help="(SAE, category) cells whose specialist count has a permutation p-value <= 0.05 "
-    "against label shuffles (docs/methods.md#chance-baseline).",
+    "against label shuffles. " + methods_link("chance-baseline"),
 )
 right.metric(
     "replication rate",
     f"{replicated / discovered:.0%}" if discovered else "none found",
-    help="Specialists found on the discovery half that are specialists on the replication "
-    "half (docs/methods.md#replication).",
+    help=f"Replicated / re-tested specialists. {replication_note}",
 )
 last.metric(
     "token detectors",
     f"{int((table['is_specialist'] & table['token_explained']).sum()):,}",
     help="Specialists whose top token's presence explains the category as well as the "
-    "feature does (docs/methods.md#token-confound).",
+    "feature does. " + methods_link("token-confound"),
 )
 
 st.subheader("Category x SAE")
@@ -92,7 +91,7 @@ chance_tab.caption(
 )
 chance_tab.altair_chart(chance_heatmap(matrix, count), width="stretch")
 described = matrix.assign(description=feature_descriptions(store, matrix, "best_feature"))
-feature_chart(category_heatmap(described, "best_score", info.name), best_tab)
+best_tab.altair_chart(category_heatmap(described, "best_score", info.name), width="stretch")
 numbers_tab.dataframe(
     matrix.pivot(index="category", columns="sae", values=count),
     column_order=progression["sae"].tolist(),
@@ -104,10 +103,7 @@ numbers_tab.dataframe(
 )  # fmt: skip
 
 st.subheader("Replication")
-st.caption(
-    "Specialists found on the discovery half of the texts and re-tested on the other half "
-    "(split by a hash of the text id), all SAEs together."
-)
+st.caption(replication_note)
 st.dataframe(rates.drop(columns="family"), hide_index=True)
 
 st.subheader("Specialists by depth")

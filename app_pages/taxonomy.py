@@ -20,9 +20,9 @@ from explorer.charts.taxonomy import (
     label_distribution_chart,
 )
 from explorer.errors import markdown_escaped
+from explorer.methods_doc import methods_link
 from explorer.ui import cached
 from explorer.ui.params import url_int, url_selectbox
-from explorer.ui.links import feature_chart
 from explorer.ui.state import current_store, known_stores, public_demo
 from explorer.ui.tables import feature_table, plain_table
 from explorer.ui.taxonomy_views import stores_side_by_side
@@ -67,7 +67,7 @@ st.caption(
     "A feature's label comes from the kinds of its five most active significant tokens; it is "
     "monosemantic when one kind holds at least 75% of their activity "
     f"({', '.join(MONOSEMANTIC_LABELS)}), polysemantic when none does, unlabelled without a "
-    "significant token. Definitions: docs/methods.md, section Token taxonomy."
+    "significant token. " + methods_link("labels-and-monosemanticity-one-definition")
 )
 columns = st.columns(4)
 columns[0].metric("features analysed", f"{summary['n_features']:,}")
@@ -93,8 +93,7 @@ right.caption(
     "active token of a feature is one token found nowhere else. A token's own ceiling is one "
     "over its share of the corpus (in the tooltip)."
 )
-described, _ = cached.with_descriptions(store, features, ["feature"])  # for the tooltips
-feature_chart(enrichment_scatter(described, n_total), right)
+right.altair_chart(enrichment_scatter(features, n_total), width="stretch")
 
 st.subheader("Against shuffled token labels")
 baseline = cached.taxonomy_baseline(store, sae, settings)

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from explorer.errors import ExplorerError, InputError, csv_safe, markdown_escaped, plain_text
+from explorer.errors import ExplorerError, InputError, markdown_escaped, plain_text
 
 if TYPE_CHECKING:
     from explorer.build.extract import BuildSettings, Progress
@@ -90,11 +90,9 @@ def _build(args: argparse.Namespace) -> None:
 
 
 def _build_store(args: argparse.Namespace, settings: BuildSettings, progress: Progress) -> None:
-    from explorer.analysis.precompute import derive
     from explorer.build.single import build_store
 
-    out = args.out or _default_store()
-    report = build_store(args.source, args.corpus, out, settings, progress, derive)
+    report = build_store(args.source, args.corpus, args.out or _default_store(), settings, progress)
     print(
         f"wrote {report.path}: {report.n_texts:,} texts, {report.n_tokens:,} tokens, "
         f"{sum(report.n_rows.values()):,} activation rows, "
@@ -124,7 +122,6 @@ def _build_shard(args: argparse.Namespace, settings: BuildSettings, progress: Pr
 
 
 def _build_with_ray(args: argparse.Namespace, settings: BuildSettings) -> None:
-    from explorer.analysis.precompute import derive
     from explorer.build.ray_engine import build_with_ray
 
     report = build_with_ray(
@@ -136,16 +133,14 @@ def _build_with_ray(args: argparse.Namespace, settings: BuildSettings) -> None:
         n_shards=args.shards,
         shard_folder=args.shard_dir,
         threads=args.threads,
-        derive=derive,
     )
     _print_merge(report)
 
 
 def _merge(args: argparse.Namespace) -> None:
-    from explorer.analysis.precompute import derive
     from explorer.build.shards import merge_shards
 
-    _print_merge(merge_shards(args.folder, args.out, derive))
+    _print_merge(merge_shards(args.folder, args.out))
 
 
 def _print_merge(report: MergeReport) -> None:
@@ -189,13 +184,9 @@ def _export(args: argparse.Namespace) -> None:
 
 
 def _specialists(args: argparse.Namespace) -> None:
-    from explorer.analysis.controls import findings, permutation_null
-    from explorer.analysis.families import category_families
-    from explorer.analysis.specialists import (
-        SpecialistSettings,
-        load_specialists,
-        read_activations,
-    )
+    from explorer.analysis.controls import findings, load_chance_baseline
+    from explorer.analysis.replication import EXTERNAL_COLUMNS, load_store_replication
+    from explorer.analysis.specialists import CELL_KEYS, SpecialistSettings, load_specialists
     from explorer.store.reader import Store
 
     out = Path(args.out)
@@ -209,14 +200,26 @@ def _specialists(args: argparse.Namespace) -> None:
     settings = SpecialistSettings(**overrides)
     with Store.open(args.store) as store:
         result = load_specialists(store, settings)
-        acts = read_activations(store)
-    baseline = permutation_null(acts, category_families(acts.texts, settings.contrast), settings)
-    rows = findings(result.table, baseline, settings.measure)
-    csv_safe(rows).to_csv(out, index=False)
+        baseline = load_chance_baseline(store, settings)
+        rows = findings(result.table, baseline, settings.measure)
+        replicated = ""
+        if args.replicate_on:
+            with Store.open(args.replicate_on) as other:
+                external = load_store_replication(store, other, result.table, settings)
+            rows = rows.merge(external.cells, on=CELL_KEYS, how="left")
+            rows["external_tested"] = rows["external_tested"].fillna(False).astype(bool)
+            rows["external_replicated"] = rows["external_replicated"].fillna(False).astype(bool)
+            tested = external.rates["discovered"].sum()
+            replicated = (
+                f"; {int(external.rates['replicated'].sum()):,} of the {int(tested):,} "
+                f"re-tested specialists replicate on {other.path.name} (columns "
+                f"{', '.join(EXTERNAL_COLUMNS)})"
+            )
+    rows.to_csv(out, index=False)
     print(
         f"wrote {out}: {len(rows):,} tested (SAE, feature, category) cells, "
         f"{int(rows['is_specialist'].sum()):,} specialists ({settings.measure}, "
-        f"{settings.permutations} permutations)"
+        f"{settings.permutations} permutations){replicated}"
     )
 
 
@@ -266,9 +269,7 @@ def _describe(args: argparse.Namespace) -> None:
             )
     partial = out.with_name(f".{out.name}.{os.getpid()}.part")
     try:
-        csv_safe(describe.flat_table(pd.concat(tables, ignore_index=True))).to_csv(
-            partial, index=False
-        )
+        describe.flat_table(pd.concat(tables, ignore_index=True)).to_csv(partial, index=False)
         os.replace(partial, out)
     except OSError as exc:
         raise InputError(
@@ -371,6 +372,13 @@ def build_parser() -> argparse.ArgumentParser:
     specialists.add_argument("store")
     specialists.add_argument("--out", required=True, help="CSV file to write")
     specialists.add_argument("--force", action="store_true", help="overwrite --out")
+    specialists.add_argument(
+        "--replicate-on",
+        metavar="OTHER_STORE",
+        help="re-test the specialists on this store's texts (built with the same source from "
+        "another corpus); adds the columns external_tested, external_replicated, "
+        "external_score",
+    )
     _add_specialist_flags(specialists)
     specialists.set_defaults(run=_specialists)
     return parser

@@ -27,12 +27,14 @@ from explorer.analysis.families import Family, category_families
 from explorer.analysis.specialists import (
     CELL_KEYS,
     FEATURE_KEYS,
+    FamilyActivations,
     SpecialistSettings,
     TextActivations,
     family_cells,
     prepare_family,
     read_activations,
     score_cells,
+    scored_activations,
 )
 
 if TYPE_CHECKING:
@@ -55,6 +57,16 @@ class ChanceBaseline:
     permutations: int
     saes: pd.DataFrame
     categories: pd.DataFrame
+
+    def in_family(self, family: str) -> ChanceBaseline:
+        """The null of one family's categories only (counts per band then count a feature
+        that is a specialist of at least one category of that family)."""
+        return ChanceBaseline(
+            self.hits[self.hits["family"] == family],
+            self.permutations,
+            self.saes,
+            self.categories[self.categories["family"] == family],
+        )
 
     def cell_chance(self) -> pd.DataFrame:
         """sae, feature, family, category, chance: the share of the permutations in which
@@ -116,11 +128,18 @@ def _against(counts: np.ndarray, observed: np.ndarray) -> dict[str, np.ndarray]:
 
 
 def permutation_null(
-    acts: TextActivations, families: list[Family], settings: SpecialistSettings
+    acts: TextActivations,
+    families: list[Family],
+    settings: SpecialistSettings,
+    scored_on: FamilyActivations | None = None,
 ) -> ChanceBaseline:
     """Run `settings.permutations` shuffles of every family's labels (seed `settings.seed`)
-    through the same cells, test, BH correction and thresholds as the observed table."""
-    prepared = [prepare_family(acts, family, settings) for family in families]
+    through the same cells, test, BH correction and thresholds as the observed table (a
+    family named in `scored_on` scored on those activations, as `specialist_table`)."""
+    scored_on = scored_on or {}
+    prepared = [
+        prepare_family(scored_on.get(family.name, acts), family, settings) for family in families
+    ]
     rng = np.random.default_rng(settings.seed)
     hits = []
     for perm in range(settings.permutations):
@@ -178,7 +197,9 @@ def observed_vs_chance(
 def load_chance_baseline(store: Store, settings: SpecialistSettings) -> ChanceBaseline:
     """`permutation_null` of the store's text activations and families."""
     acts = read_activations(store)
-    return permutation_null(acts, category_families(acts.texts, settings.contrast), settings)
+    families = category_families(acts.texts, settings.contrast)
+    scored_on = scored_activations(store, acts, families, settings)
+    return permutation_null(acts, families, settings, scored_on)
 
 
 FINDINGS_COLUMNS = [

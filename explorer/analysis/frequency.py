@@ -237,17 +237,24 @@ def seed_rank_ranges(d_sae: int) -> list[tuple[int, int]]:
 
 
 def features_under_measure(
-    table: pd.DataFrame, features: pd.DataFrame, settings: SpecialistSettings, measure: Measure
+    table: pd.DataFrame,
+    features: pd.DataFrame,
+    settings: SpecialistSettings,
+    measure: Measure,
+    family: str | None = None,
 ) -> pd.DataFrame:
     """`features` (sae, feature, token_freq, freq_rank, n_active_tokens, ...) with best_score
     and is_specialist as `measure` would give them with the other `settings` unchanged: the
     measure's decision on `table` (`Specialists.table`, every tested cell with every measure
     and the p-value); best_score is the score of the feature's best cell (specialist cells
-    first, then the highest score), NaN without a tested cell."""
+    first, then the highest score), NaN without a tested cell. With `family`, only that
+    family's cells count, after the decision over every cell of `table`."""
     chosen = replace(settings, measure=measure)
     cells = table.copy()
     cells["support"] = cells["strong_in" if measure == "score" else "n_texts_active"]
     cells = decide(cells, chosen)
+    if family is not None:
+        cells = cells[cells["family"] == family]
     best = (
         cells.sort_values(
             [*FEATURE_KEYS, "is_specialist", "score"], ascending=[True, True, False, False]
@@ -283,18 +290,24 @@ def conclusion(measure: Measure, rho: float, p_value: float, alpha: float = ALPH
 
 
 def answers_by_measure(
-    table: pd.DataFrame, features: pd.DataFrame, settings: SpecialistSettings, d_sae: int
+    table: pd.DataFrame,
+    features: pd.DataFrame,
+    settings: SpecialistSettings,
+    d_sae: int,
+    family: str | None = None,
 ) -> pd.DataFrame:
     """One row per measure of `MEASURES` for one SAE's `features` (`table`: every tested cell
     of every SAE, as `load_specialists` decides over all of them):
     measure, name, rho, p_value, n (features that fire and have a tested cell),
     n_specialists, pct_top and pct_bottom (specialists among the live features of the two
-    `seed_rank_ranges`), top and bottom (those ranges as "1-200"), conclusion."""
+    `seed_rank_ranges`), top and bottom (those ranges as "1-200"), conclusion. With
+    `family`, a feature's best score and specialist flag come from that family's cells only
+    (decided over every cell, as `features_under_measure`)."""
     rows = []
     (top_first, top_last), (bottom_first, bottom_last) = seed_rank_ranges(d_sae)
     for measure in MEASURES:
         # the decision over every SAE's cells: BH q-values are over all tested cells
-        under = features_under_measure(table, features, settings, measure)
+        under = features_under_measure(table, features, settings, measure, family)
         correlation = frequency_specialization_correlation(under)
         rows.append(
             {

@@ -14,7 +14,10 @@ categories one-hot of each family (`explorer.analysis.families`):
 - replication: the measure on a discovery half of each category's texts (split by a hash of
   text_id), re-tested on the other half;
 - token confound: the AUROC of the frequency of the specialist's top enriched token in a text
-  beside the feature's own AUROC, and whether that one token explains it.
+  beside the feature's own AUROC, and whether that one token explains it;
+- the operation family scored at the `=` of each arithmetic text instead of over the whole
+  text (`operation_position`), so a detector of the operator token does not pass as a
+  specialist of the operation.
 
 Only (feature, category) cells with at least `min_support` active texts in the category are
 tested (and corrected for). Every measure, test and default is defined in docs/methods.md.
@@ -25,7 +28,8 @@ only through `explorer.store.queries.specialists` and `Store`.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, fields
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
 from typing import TYPE_CHECKING, Any, Literal, get_args
 
 import numpy as np
@@ -35,6 +39,7 @@ from scipy import stats as scipy_stats
 
 from explorer.analysis.families import OPERATION_PREFIX, Contrast, Family, category_families
 from explorer.errors import InputError, check_finite, markdown_escaped, quoted
+from explorer.methods_doc import methods_link
 
 if TYPE_CHECKING:
     from explorer.store.reader import Store
@@ -42,7 +47,8 @@ if TYPE_CHECKING:
 Measure = Literal["selectivity", "score", "dominance", "auroc", "enrichment"]
 StrongMode = Literal["relative", "absolute"]
 Test = Literal["fisher", "chi2"]
-METHODS_DOC = "docs/methods.md"
+OperationPosition = Literal["text", "equals"]
+EQUALS_TOKEN = "="
 
 
 @dataclass(frozen=True)
@@ -58,7 +64,7 @@ class MeasureInfo:
     @property
     def help(self) -> str:
         """The help popover text: the sentence, the formula and where it is defined."""
-        return f"{self.sentence}\n\n`{self.formula}`\n\nDefined in {METHODS_DOC}#{self.anchor}."
+        return f"{self.sentence}\n\n`{self.formula}`\n\nDefined in {methods_link(self.anchor)}."
 
 
 MEASURE_INFO: dict[Measure, MeasureInfo] = {
@@ -145,6 +151,8 @@ class SpecialistSettings:
     seed: int = _bounded(0, 0, 2**31 - 1, "seed of the label permutations")
     token_share: float = _bounded(0.5, 0.0, 1.0, "token detector: top token's share above")
     token_margin: float = _bounded(0.05, 0.0, 0.5, "token detector: AUROC margin")
+    operation_position: OperationPosition = "text"
+    """Where the operation family is scored: over the whole text, or at its `=` tokens."""
 
     def __post_init__(self) -> None:
         for name, options in self.choices().items():
@@ -203,8 +211,14 @@ class SpecialistSettings:
     @classmethod
     def choices(cls) -> dict[str, tuple[str, ...]]:
         """The options of every setting that is a choice."""
-        literals = {"measure": Measure, "contrast": Contrast, "strong_mode": StrongMode}
-        return {name: get_args(literal) for name, literal in {**literals, "test": Test}.items()}
+        literals = {
+            "measure": Measure,
+            "contrast": Contrast,
+            "strong_mode": StrongMode,
+            "test": Test,
+            "operation_position": OperationPosition,
+        }
+        return {name: get_args(literal) for name, literal in literals.items()}
 
     @classmethod
     def bounds(cls) -> dict[str, tuple[float | None, float | None]]:
@@ -236,6 +250,26 @@ class TextActivations:
         )
         features["max_text_act"] = matrix.max(axis=1).toarray().ravel()
         return cls(features, texts, matrix)
+
+    def at_marks(self, totals: pd.DataFrame, marks: pd.DataFrame) -> TextActivations:
+        """The same features and texts with each text's activation taken at its marked
+        positions only (`queries.specialists.marked_activations`: the feature's summed
+        activation there, and how many marked positions the text has): total / n_marks, the
+        mean over those positions (0 where the feature is silent there or the text has none)."""
+        keys = self.features[["sae", "feature"]].reset_index(drop=True).reset_index()
+        rows = totals.merge(keys.rename(columns={"index": "row"}), on=["sae", "feature"])
+        column = np.searchsorted(self.texts["text_id"].to_numpy(), rows["text_id"].to_numpy())
+        n_marks = marks.set_index("text_id")["n_marks"].reindex(rows["text_id"]).to_numpy()
+        matrix = sparse.csr_matrix(
+            (rows["total"].to_numpy(np.float64) / n_marks, (rows["row"].to_numpy(), column)),
+            shape=self.matrix.shape,
+        )  # [features, texts]
+        features = self.features.assign(max_text_act=matrix.max(axis=1).toarray().ravel())
+        return TextActivations(features, self.texts, matrix)
+
+
+FamilyActivations = Mapping[str, TextActivations]
+"""The activations a family is scored on where they are not the text activations."""
 
 
 @dataclass(frozen=True)
@@ -546,11 +580,18 @@ def specialist_table(
     families: list[Family],
     settings: SpecialistSettings,
     keep: np.ndarray | None = None,
+    scored_on: FamilyActivations | None = None,
 ) -> pd.DataFrame:
     """Every measure of every tested cell of every family, over the texts where `keep` is
-    True (all by default); BH q-values over all tested cells of all families together."""
+    True (all by default); BH q-values over all tested cells of all families together. A
+    family named in `scored_on` is scored on those activations (same features and texts)."""
+    scored_on = scored_on or {}
     cells = [
-        family_cells(prepare_family(acts, family, settings, keep), acts.features, settings)
+        family_cells(
+            prepare_family(scored_on.get(family.name, acts), family, settings, keep),
+            acts.features,
+            settings,
+        )
         for family in families
     ]
     cells = [frame for frame in cells if len(frame)]
@@ -586,7 +627,10 @@ def discovery_half(text_ids: np.ndarray | pd.Series) -> np.ndarray:
 
 
 def replicate(
-    acts: TextActivations, families: list[Family], settings: SpecialistSettings
+    acts: TextActivations,
+    families: list[Family],
+    settings: SpecialistSettings,
+    scored_on: FamilyActivations | None = None,
 ) -> pd.DataFrame:
     """Split replication: specialists found on the discovery half of the texts, re-tested on
     the replication half. A finding replicates when it is a specialist of the same measure on
@@ -594,7 +638,7 @@ def replicate(
     the re-tested findings only. Columns: sae, feature, family, category, discovered (True),
     replicated, replication_score (the measure on the replication half, NaN if untested)."""
     discovery = discovery_half(acts.texts["text_id"])
-    found = specialist_table(acts, families, settings, keep=discovery)
+    found = specialist_table(acts, families, settings, discovery, scored_on)
     found = found.loc[found["is_specialist"], CELL_KEYS]
     half = SpecialistSettings(
         **{
@@ -602,7 +646,7 @@ def replicate(
             "min_support": max(1, math.ceil(settings.min_support / 2)),
         }
     )
-    retest = specialist_table(acts, families, half, keep=~discovery)
+    retest = specialist_table(acts, families, half, ~discovery, scored_on)
     retest = found.merge(retest.drop(columns=["q_value", "is_specialist"]), on=CELL_KEYS)
     retest = decide(retest, half)
     result = found.merge(
@@ -760,7 +804,7 @@ def family_categories(families: list[Family]) -> pd.DataFrame:
 def classify_features(
     table: pd.DataFrame,
     frequency: pd.DataFrame,
-    families: list[Family],
+    kinds: Mapping[str, str],
     operations: frozenset[str] = frozenset(),
 ) -> pd.DataFrame:
     """One row per feature of `frequency` (`Store.frequency_table`, dead features included):
@@ -769,8 +813,8 @@ def classify_features(
     family), value_label (its best number specialist cell) and kind: "dead" (never fires),
     "general", or the parts that hold among "operation" / "category" (a specialist of an
     operation, i.e. a category of the operation family or one of `operations`, or of another
-    category) and "value" (of the number family), joined with " + "."""
-    kinds = {family.name: family.kind for family in families}
+    category) and "value" (of the number family), joined with " + ". `kinds` maps each
+    family's name to its kind (`Family.kind`)."""
     table = table.assign(family_kind=table["family"].map(kinds))
     is_operation = (table["family_kind"] == "category") & table["category"].isin(operations)
     table.loc[is_operation, "family_kind"] = "operation"
@@ -819,6 +863,41 @@ def classify_features(
     features["kind"] = kind.where(features["n_active_tokens"] > 0, DEAD)
     features["is_value_specialist"] = features["value_label"].notna()
     return features.drop(columns="parts")
+
+
+FREQUENCY_COLUMNS = [  # the columns of `Store.frequency_table`
+    "sae", "layer", "feature", "n_active_tokens", "token_freq", "n_active_texts", "text_freq",
+    "freq_rank", "mean_active", "max", "max_text_act",
+]  # fmt: skip
+FAMILY_KIND_ORDER = {"category": 0, "operation": 1, "value": 2}
+
+
+def family_names(categories: pd.DataFrame) -> list[str]:
+    """The families of `Specialists.categories` in the order the pages offer them: category
+    families (the bundled prose categories, a user corpus's own) first, then operations, then
+    numbers; by name within a kind. The first is every page's default."""
+    kinds = dict(zip(categories["family"], categories["kind"], strict=False))
+    return sorted(kinds, key=lambda name: (FAMILY_KIND_ORDER.get(kinds[name], 3), name))
+
+
+def in_family(result: Specialists, family: str) -> Specialists:
+    """`result` restricted to one family: its table rows, categories and replication rates,
+    and every feature classified by its cells of that family alone (its kind, best score and
+    whether it is a specialist are the family's). The decisions themselves are unchanged:
+    their BH correction ran over every family's cells."""
+    table = result.table[result.table["family"] == family]
+    categories = result.categories[result.categories["family"] == family]
+    kinds = dict(zip(categories["family"], categories["kind"], strict=False))
+    features = classify_features(
+        table, result.features[FREQUENCY_COLUMNS], kinds, result.operation_categories
+    )
+    return replace(
+        result,
+        table=table,
+        features=features,
+        categories=categories,
+        replication=result.replication[result.replication["family"] == family],
+    )
 
 
 def category_matrix(
@@ -909,6 +988,27 @@ def read_activations(store: Store) -> TextActivations:
     return TextActivations.from_rows(text_activations(store), labelled_texts(store))
 
 
+def scored_activations(
+    store: Store, acts: TextActivations, families: list[Family], settings: SpecialistSettings
+) -> dict[str, TextActivations]:
+    """The activations each family is scored on where they are not `acts`: with
+    operation_position "equals", the operation family's at the `=` tokens of its texts
+    (`TextActivations.at_marks`); empty otherwise or without an operation family."""
+    from explorer.store.queries.specialists import marked_activations
+
+    if settings.operation_position == "text":
+        return {}
+    scored = {}
+    for family in families:
+        if family.kind != "operation":
+            continue
+        members = family.universe[np.asarray(family.membership.sum(axis=1)).ravel() > 0]
+        sources = sorted(acts.texts["source"].iloc[members].astype(str).unique())
+        totals, marks = marked_activations(store, EQUALS_TOKEN, sources)
+        scored[family.name] = acts.at_marks(totals, marks)
+    return scored
+
+
 def token_controls(
     store: Store, table: pd.DataFrame, families: list[Family], acts: TextActivations,
     settings: SpecialistSettings,
@@ -938,14 +1038,16 @@ def load_specialists(store: Store, settings: SpecialistSettings) -> Specialists:
     its replication and token controls, and the per-feature kinds."""
     acts = read_activations(store)
     families = category_families(acts.texts, settings.contrast)
-    table = specialist_table(acts, families, settings)
-    replication = replicate(acts, families, settings)
+    scored_on = scored_activations(store, acts, families, settings)
+    table = specialist_table(acts, families, settings, scored_on=scored_on)
+    replication = replicate(acts, families, settings, scored_on)
     table = table.merge(replication, on=CELL_KEYS, how="left")
     table["discovered"] = table["discovered"].fillna(False).astype(bool)
     table["replicated"] = table["replicated"].fillna(False).astype(bool)
     table = token_controls(store, table, families, acts, settings)
     operations = operation_categories(acts.texts)
-    features = classify_features(table, store.frequency_table(), families, operations)
+    kinds = {family.name: family.kind for family in families}
+    features = classify_features(table, store.frequency_table(), kinds, operations)
     return Specialists(
         settings,
         table,

@@ -23,6 +23,7 @@ import streamlit as st
 
 from explorer.analysis.specialists import MEASURE_INFO, MEASURES, SpecialistSettings
 from explorer.errors import InputError, bounded_int, markdown_escaped, quoted
+from explorer.methods_doc import methods_link
 
 T = TypeVar("T")
 KEY_PREFIX = "url_"
@@ -152,7 +153,7 @@ def specialist_settings_sidebar() -> SpecialistSettings:
             key=_key("contrast"),
             horizontal=True,
             help="Its family: a prose category against the other prose texts, an operation "
-            "against the other arithmetic texts. See docs/methods.md#families.",
+            "against the other arithmetic texts. " + methods_link("families"),
         )
         st.number_input(
             "Minimum support (texts)",
@@ -160,7 +161,7 @@ def specialist_settings_sidebar() -> SpecialistSettings:
             key=_key("min_support"),
             **_bounds("min_support"),
             help="Active texts of the category a cell needs to be tested (strong texts for "
-            "the notebook score). See docs/methods.md#support.",
+            "the notebook score). " + methods_link("support"),
         )
         st.number_input(
             "Minimum selectivity",
@@ -176,7 +177,7 @@ def specialist_settings_sidebar() -> SpecialistSettings:
             key=_key("fdr"),
             **_bounds("fdr"),
             help="Selectivity, AUROC and enrichment specialists need a q-value at most this. "
-            "See docs/methods.md#fdr.",
+            + methods_link("fdr"),
         )
         with st.expander("Notebook score"):
             st.radio(
@@ -231,7 +232,7 @@ def specialist_settings_sidebar() -> SpecialistSettings:
                 key=_key("permutations"),
                 **_bounds("permutations"),
                 help="Shuffles of each family's labels; the baseline is computed once per "
-                "store and settings. See docs/methods.md#chance-baseline.",
+                "store and settings. " + methods_link("chance-baseline"),
             )
             st.number_input("Permutation seed", step=1, key=_key("seed"), **_bounds("seed"))
             st.slider(
@@ -239,13 +240,23 @@ def specialist_settings_sidebar() -> SpecialistSettings:
                 step=0.05,
                 key=_key("token_share"),
                 **_bounds("token_share"),
-                help="See docs/methods.md#token-confound.",
+                help=methods_link("token-confound"),
             )
             st.slider(
                 "Token detector: AUROC margin",
                 step=0.01,
                 key=_key("token_margin"),
                 **_bounds("token_margin"),
+            )
+            st.radio(
+                "Score operations at",
+                ["text", "equals"],
+                format_func={"text": "the whole text", "equals": "the = tokens"}.get,
+                key=_key("operation_position"),
+                horizontal=True,
+                help="Arithmetic texts: score the operation family with each text's "
+                "activation at its = tokens, so operator-token detectors stop passing as "
+                "operation specialists. " + methods_link("operation-position"),
             )
     values = {name: st.session_state[_key(name)] for name in SpecialistSettings.field_names()}
     try:
@@ -258,7 +269,9 @@ def specialist_settings_sidebar() -> SpecialistSettings:
     return settings
 
 
-def url_selectbox(label: str, param: str, options: Sequence[str], default: str) -> str:
+def url_selectbox(
+    label: str, param: str, options: Sequence[str], default: str, **kwargs: Any
+) -> str:
     """A sidebar selectbox bound to `param`; an unknown value falls back to `default`."""
 
     def parse(raw: str) -> str:
@@ -269,7 +282,7 @@ def url_selectbox(label: str, param: str, options: Sequence[str], default: str) 
     _start_from_url(param, default, parse)
     if st.session_state[_key(param)] not in options:  # e.g. another store was opened
         st.session_state[_key(param)] = default
-    value = st.sidebar.selectbox(label, list(options), key=_key(param))
+    value = st.sidebar.selectbox(label, list(options), key=_key(param), **kwargs)
     _to_url(param, value, default)
     return value
 

@@ -1,5 +1,7 @@
 """Compare SAEs page: the per-SAE table and the per-category counts equal the library's for the
-thresholds set in the sidebar or in the URL; a bad URL value gets a warning and the defaults."""
+thresholds set in the sidebar or in the URL, counted within the sidebar's family (default the
+bundled prose family; the specialists and categories per SAE are recounted with pandas); a bad
+URL value gets a warning and the defaults."""
 
 from __future__ import annotations
 
@@ -16,27 +18,38 @@ from explorer.analysis.descriptions import (
     load_descriptions,
     load_scores,
 )
-from explorer.analysis.specialists import SpecialistSettings, category_matrix, load_specialists
+from explorer.analysis.specialists import (
+    SpecialistSettings,
+    category_matrix,
+    in_family,
+    load_specialists,
+)
 from explorer.store.reader import Store
 
 PAGE = str(Path(__file__).resolve().parents[2] / "app_pages" / "compare.py")
 SAES = ["L0.resid_post", "L1.resid_post", "L2.resid_post"]
 
 
-def assert_page_shows(at: AppTest, store_path: Path, **settings) -> pd.DataFrame:
+def assert_page_shows(
+    at: AppTest, store_path: Path, family: str = "bundled", **settings
+) -> pd.DataFrame:
     assert not at.exception, at.exception
     with Store.open(store_path) as store:
         result = load_specialists(store, SpecialistSettings(**settings))
-        expected = compare_saes(store.saes(), result)
+        expected = compare_saes(store.saes(), in_family(result, family))
     shown = at.dataframe[0].value
     pd.testing.assert_frame_equal(shown, expected, check_dtype=False)
     assert shown["sae"].tolist() == SAES
+    table = result.table[result.table["family"] == family]
+    for row in shown.itertuples():
+        cells = table[table["sae"] == row.sae]
+        chosen = cells[cells["is_specialist"]]
+        assert row.n_specialists == chosen["feature"].nunique()
+        assert row.categories_with_specialists == chosen["category"].nunique()
+        assert row.n_categories == cells["category"].nunique()
     counts = at.dataframe[1].value
-    pivot = category_matrix(result.table).pivot(
-        index="category", columns="sae", values="n_specialists"
-    )
+    pivot = category_matrix(table).pivot(index="category", columns="sae", values="n_specialists")
     assert counts.to_dict() == pivot.to_dict()
-    assert shown["n_specialists"].gt(0).any(), "the tiny store has specialists to compare"
     return shown
 
 
@@ -45,7 +58,18 @@ def test_default_thresholds(page, store_path) -> None:
     shown = assert_page_shows(at, store_path)
     assert not at.warning and at.query_params == {}
     assert shown["n_features"].tolist() == [128, 128, 128]
+    assert shown["n_specialists"].gt(0).any(), "the tiny store has specialists to compare"
     assert any("selectivity" in caption.value for caption in at.caption)  # the default measure
+
+
+def test_the_family_decides_the_counts(page, store_path) -> None:
+    at = page.run()
+    assert at.selectbox(key="url_family").value == "bundled"
+    bundled = at.dataframe[0].value
+    at.selectbox(key="url_family").set_value("number").run()
+    number = assert_page_shows(at, store_path, family="number")
+    assert at.query_params == {"family": "number"}
+    assert not number["n_categories"].equals(bundled["n_categories"])
 
 
 def test_sidebar_thresholds_change_the_comparison(page, store_path) -> None:

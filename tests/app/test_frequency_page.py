@@ -2,7 +2,9 @@
 library's for the SAE, ranges and thresholds chosen in the sidebar or the URL; the answer under
 each measure equals scipy's Spearman rho over a full recomputation of the specialists under
 that measure, with the computed conclusion naming the measure; the chance column of the rank
-ranges equals a pandas count of the permutation null's hits."""
+ranges equals a pandas count of the permutation null's hits. Every number is the sidebar's
+family's (default the bundled prose family): a feature is a specialist, and has a best score,
+by its cells of that family alone."""
 
 from __future__ import annotations
 
@@ -22,11 +24,32 @@ from explorer.analysis.frequency import (
     parse_rank_ranges,
     rank_band_counts,
 )
-from explorer.analysis.specialists import MEASURES, SpecialistSettings, load_specialists
+from explorer.analysis.specialists import (
+    MEASURES,
+    SpecialistSettings,
+    in_family,
+    load_specialists,
+)
 from explorer.store.reader import Store
 
 PAGE = str(Path(__file__).resolve().parents[2] / "app_pages" / "frequency.py")
 D_SAE = 128  # the tiny preset's SAEs
+
+
+def family_features(result, sae: str, family: str) -> pd.DataFrame:
+    """One SAE's features with best_score (its best cell of `family`: specialist cells
+    first, then the highest score) and is_specialist (any specialist cell of `family`),
+    counted with pandas from the table of every tested cell."""
+    table = result.table[(result.table["family"] == family) & (result.table["sae"] == sae)]
+    best = table.sort_values(["is_specialist", "score"], ascending=False).drop_duplicates("feature")
+    features = result.features[result.features["sae"] == sae].drop(
+        columns=["best_score", "is_specialist"]
+    )
+    features = features.merge(
+        best[["feature", "score"]].rename(columns={"score": "best_score"}), how="left"
+    )
+    chosen = set(table.loc[table["is_specialist"], "feature"])
+    return features.assign(is_specialist=features["feature"].isin(chosen))
 
 
 def table_with(at: AppTest, column: str, first: str | None = None) -> pd.DataFrame:
@@ -40,7 +63,7 @@ def table_with(at: AppTest, column: str, first: str | None = None) -> pd.DataFra
     return table
 
 
-def assert_answers(at: AppTest, store: Store, sae: str, **settings) -> pd.DataFrame:
+def assert_answers(at: AppTest, store: Store, sae: str, family: str, **settings) -> pd.DataFrame:
     """Each measure's row: Spearman rho and p from scipy over the features of a separate
     `load_specialists` run under that measure; the specialist shares of ranks 1-128 (the SAE
     is smaller than 200) and 17-128 (the rarest 112) counted with pandas."""
@@ -48,7 +71,7 @@ def assert_answers(at: AppTest, store: Store, sae: str, **settings) -> pd.DataFr
     assert shown["measure"].tolist() == list(MEASURES)
     for i, measure in enumerate(MEASURES):
         under = load_specialists(store, SpecialistSettings(**{**settings, "measure": measure}))
-        features = under.features[under.features["sae"] == sae]
+        features = family_features(under, sae, family)
         scored = features[(features["token_freq"] > 0) & features["best_score"].notna()]
         rho, p_value = stats.spearmanr(scored["token_freq"], scored["best_score"])
         row = shown.iloc[i]
@@ -68,10 +91,13 @@ def assert_answers(at: AppTest, store: Store, sae: str, **settings) -> pd.DataFr
     return shown
 
 
-def assert_chance(at: AppTest, store: Store, features: pd.DataFrame, ranges, **settings) -> None:
+def assert_chance(
+    at: AppTest, store: Store, features: pd.DataFrame, ranges, family: str, **settings
+) -> None:
     """Per range: live features, specialists and the null's mean and 95th percentile of the
     range's features called by chance in each permutation (zeros counted)."""
     null = load_chance_baseline(store, SpecialistSettings(**settings))
+    null.hits.drop(null.hits.index[null.hits["family"] != family], inplace=True)
     shown = table_with(at, "beats_chance", f"{ranges[0][0]}-{ranges[0][1]}")
     assert shown["band"].tolist() == [f"{first}-{last}" for first, last in ranges]
     for row, (first, last) in zip(shown.itertuples(), ranges, strict=True):
@@ -98,18 +124,29 @@ def assert_chance(at: AppTest, store: Store, features: pd.DataFrame, ranges, **s
 
 
 def assert_page_shows(
-    at: AppTest, store_path: Path, sae: str, ranges: str | None = None, **settings
+    at: AppTest,
+    store_path: Path,
+    sae: str,
+    ranges: str | None = None,
+    family: str = "bundled",
+    **settings,
 ) -> pd.DataFrame:
     assert not at.exception, at.exception
     with Store.open(store_path) as store:
-        features = load_specialists(store, SpecialistSettings(**settings)).features
-    features = features[features["sae"] == sae]
+        result = load_specialists(store, SpecialistSettings(**settings))
+    features = in_family(result, family).features
+    features = features[features["sae"] == sae].reset_index(drop=True)
+    by_hand = family_features(result, sae, family)
+    assert features["is_specialist"].tolist() == by_hand["is_specialist"].tolist()
+    assert (features["kind"] != "general").sum() == by_hand["is_specialist"].sum() + (
+        features["kind"] == "dead"
+    ).sum()
     summary = frequency_summary(features)
     correlation = frequency_specialization_correlation(features)
     with Store.open(store_path) as store:
-        answers = assert_answers(at, store, sae, **settings)
+        answers = assert_answers(at, store, sae, family, **settings)
         ranges_parsed = parse_rank_ranges(ranges or default_rank_ranges(D_SAE), D_SAE)
-        assert_chance(at, store, features, ranges_parsed, **settings)
+        assert_chance(at, store, features, ranges_parsed, family, **settings)
     chosen = SpecialistSettings(**settings).measure
     conclusion = answers.set_index("measure").loc[chosen, "conclusion"]
     assert any(conclusion in block.value for block in at.markdown)
@@ -181,6 +218,16 @@ def test_a_bad_link_value_warns_and_uses_the_default(page, store_path, params, m
     at = page.run()
     assert any(message in warning.value for warning in at.warning), [w.value for w in at.warning]
     assert_page_shows(at, store_path, "L2.resid_post")
+
+
+def test_the_family_decides_the_numbers(page, store_path) -> None:
+    at = page.run()
+    bundled = table_with(at, "conclusion")
+    assert at.selectbox(key="url_family").value == "bundled"
+    at.selectbox(key="url_family").set_value("operation").run()
+    assert_page_shows(at, store_path, "L2.resid_post", family="operation")
+    assert at.query_params == {"family": "operation"}
+    assert not table_with(at, "conclusion")["n_specialists"].equals(bundled["n_specialists"])
 
 
 def test_bad_ranges_typed_in_the_sidebar_warn(page, store_path) -> None:

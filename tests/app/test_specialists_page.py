@@ -13,6 +13,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from explorer.analysis.controls import load_chance_baseline
+from explorer.analysis.replication import load_store_replication
 from explorer.analysis.specialists import (
     MEASURE_INFO,
     SpecialistSettings,
@@ -87,7 +88,7 @@ def test_default_settings_show_the_measure_and_its_controls(page, store_path) ->
     assert not at.warning
     caption = at.caption[0]
     assert MEASURE_INFO["selectivity"].name in caption.value
-    assert "docs/methods.md#selectivity" in caption.value
+    assert "](methods#selectivity)" in caption.value  # a link to the Methods page
     assert at.query_params == FAST
 
 
@@ -140,3 +141,46 @@ def test_a_bad_link_value_warns_and_uses_the_default(page, store_path, params, m
     assert any(message in warning for warning in shown), shown
     assert_page_shows(at, store_path)
     assert at.query_params == FAST  # the bad value is gone from the URL
+
+
+@pytest.fixture(scope="module")
+def replication_store(tiny_bundle_path, tmp_path_factory) -> Path:
+    """A store built with the same source from a user corpus: a JSONL of every other bundled
+    text (the odd text ids), in a cache folder of its own."""
+    from explorer.build.single import build_store
+    from explorer.corpus import bundled_corpus
+
+    folder = tmp_path_factory.mktemp("replication_cache")
+    texts = bundled_corpus().texts
+    corpus = folder / "mine.jsonl"
+    texts.loc[texts["text_id"] % 2 == 1, ["text", "category"]].to_json(
+        corpus, orient="records", lines=True
+    )
+    path = folder / "mine.duckdb"
+    build_store(f"demo:{tiny_bundle_path}", str(corpus), path)
+    return path
+
+
+def test_a_user_corpus_store_replicates_the_findings(
+    page, store_path, replication_store, monkeypatch
+) -> None:
+    monkeypatch.setenv("EXPLORER_CACHE_DIR", str(replication_store.parent))
+    page.query_params.update(FAST)
+    at = page.run()
+    at.selectbox(key="url_replicate_on").set_value("mine.duckdb").run()
+    assert not at.exception and not at.warning, [w.value for w in at.warning]
+    assert at.query_params["replicate_on"] == "mine.duckdb"
+    settings = SpecialistSettings(permutations=20)
+    with Store.open(store_path) as store, Store.open(replication_store) as other:
+        table = load_specialists(store, settings).table
+        cells = load_store_replication(store, other, table, settings).cells
+    # the rate over the bundled family's specialists, counted here from the re-test's cells
+    found = cells[(cells["family"] == "bundled") & cells["external_tested"]]
+    assert len(found) > 0
+    rate = found["external_replicated"].mean()
+    assert metrics(at)["replication rate"] == f"{rate:.0%}"
+    rates = at.dataframe[2].value.set_index("category")
+    by_category = found.groupby("category")["external_replicated"].agg(["size", "sum"])
+    assert rates["discovered"].to_dict() == by_category["size"].to_dict()
+    assert rates["replicated"].to_dict() == by_category["sum"].to_dict()
+    assert any("mine.duckdb" in caption.value for caption in at.caption)

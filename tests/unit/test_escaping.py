@@ -23,6 +23,9 @@ from explorer.errors import markdown_escaped, plain_text, quoted
 ROOT = Path(__file__).resolve().parents[2]
 SOURCES = sorted([*ROOT.glob("app_pages/*.py"), *ROOT.glob("explorer/**/*.py")])
 ESCAPERS = {"markdown_escaped", "quoted"}
+# Calls that build the project's own Markdown: a link to a Methods section (its anchor and the
+# section's title come from docs/methods.md, never from a user).
+PROJECT_MARKDOWN = {"methods_link"}
 # Streamlit calls whose first argument is shown as Markdown.
 MARKDOWN_SINKS = {
     "markdown",
@@ -141,6 +144,8 @@ PROJECT_TEXT = {
     "run_title(run_id)": "'Run **#3**': the ledger id in bold",
     "run_title(saved)": "'Run **#3**': the ledger id in bold",
     "score_title": "the measure's title, from the MEASURES constant",
+    "replication_note": "ui.specialist_views.replication_choice: the store's name escaped, a "
+    "Methods link",
     "title": "a chart or page title from constants",
     "verdict": "'hurts' or 'does not hurt'",
     "_gb(available.bytes)": "a number of GB",
@@ -228,7 +233,7 @@ def is_plain(node: ast.expr) -> bool:
 
 def is_safe(value: ast.FormattedValue) -> bool:
     node = value.value
-    if isinstance(node, ast.Call) and _call_name(node) in ESCAPERS:
+    if isinstance(node, ast.Call) and _call_name(node) in ESCAPERS | PROJECT_MARKDOWN:
         return True
     if is_number(node) or is_constant(node) or ast.unparse(node) in PROJECT_TEXT:
         return True

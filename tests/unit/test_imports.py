@@ -20,7 +20,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 MODEL_LIBRARIES = ("torch", "transformer_lens", "sae_lens", "transformers")
 # Pages that read the store only: no `current_source()` on their render path.
-STORE_PAGES = ("specialists", "frequency", "compare", "taxonomy")
+STORE_PAGES = ("specialists", "frequency", "compare", "taxonomy", "methods")
 
 
 def imported_modules(script: Path) -> list[str]:

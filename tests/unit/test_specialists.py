@@ -461,9 +461,10 @@ def test_every_measure_has_a_sentence_a_formula_and_a_methods_section() -> None:
     assert set(MEASURE_INFO) == set(MEASURES) == set(SpecialistSettings.choices()["measure"])
     for info in MEASURE_INFO.values():
         assert f'<a id="{info.anchor}"></a>' in methods
-        assert info.formula in info.help and f"docs/methods.md#{info.anchor}" in info.help
+        assert info.formula in info.help and f"](methods#{info.anchor})" in info.help
     for anchor in ("families", "support", "fdr", "chance-baseline", "replication",
-                   "token-confound", "findings-export"):  # fmt: skip
+                   "replication-store", "token-confound", "operation-position",
+                   "findings-export"):  # fmt: skip
         assert f'<a id="{anchor}"></a>' in methods
 
 

@@ -3,8 +3,9 @@
 Owns the SQL that the specialist analysis needs beyond `Store`: every feature's text
 activations over the whole corpus (`feature_text`, never `acts`), the texts with their
 category, source and labels, and how often given token ids occur in each text (`tokens`),
-for the token-confound check. Every query is parameterised and runs on its own `store.cursor()`.
-The measures computed from these rows live in `explorer.analysis.specialists`.
+for the token-confound check, and the activations at the positions of one token (the `=` of
+arithmetic texts) of the texts of given sources. Every query is parameterised and runs on its
+own `store.cursor()`. The measures computed from these rows live in `explorer.analysis.specialists`.
 """
 
 from __future__ import annotations
@@ -34,6 +35,22 @@ FROM tokens WHERE list_contains(?, token_id::BIGINT)
 GROUP BY ALL ORDER BY token_id, text_id
 """
 
+_MARKS_SQL = """
+SELECT t.text_id::BIGINT AS text_id, t.pos FROM tokens t JOIN texts x USING (text_id)
+WHERE trim(t.token) = ? AND list_contains(?, x.source)
+"""
+_MARK_COUNTS_SQL = f"""
+SELECT text_id, count(*)::BIGINT AS n_marks FROM ({_MARKS_SQL}) GROUP BY text_id ORDER BY text_id
+"""
+_MARKED_ACTIVATIONS_SQL = f"""
+SELECT s.sae, s.layer, a.feature::BIGINT AS feature, a.text_id::BIGINT AS text_id,
+    sum(a.value)::DOUBLE AS total
+FROM acts a
+JOIN ({_MARKS_SQL}) m ON a.text_id = m.text_id AND a.pos = m.pos
+JOIN saes s USING (sae_idx)
+GROUP BY ALL ORDER BY s.sae, feature, text_id
+"""
+
 
 def text_activations(store: Store) -> pd.DataFrame:
     """sae, layer, feature, text_id, act: one row per (SAE, feature, text) where the feature
@@ -58,3 +75,17 @@ def token_text_counts(store: Store, token_ids: list[int] | np.ndarray) -> pd.Dat
         return pd.DataFrame({"token_id": empty, "text_id": empty.copy(), "n": empty.copy()})
     with store.cursor() as cursor:
         return cursor.execute(_TOKEN_TEXT_COUNTS_SQL, [ids]).df()
+
+
+def marked_activations(
+    store: Store, token: str, sources: list[str]
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """At the positions of the texts of `sources` whose token, stripped of spaces, is `token`
+    (e.g. "="): (sae, layer, feature, text_id, total: the sum of the feature's activations
+    at those positions) and (text_id, n_marks: how many such positions the text has). One
+    join of `acts` with those positions, bounded to the texts of `sources`."""
+    chosen = [str(source) for source in sources]
+    with store.cursor() as cursor:
+        totals = cursor.execute(_MARKED_ACTIVATIONS_SQL, [token, chosen]).df()
+        marks = cursor.execute(_MARK_COUNTS_SQL, [token, chosen]).df()
+    return totals, marks

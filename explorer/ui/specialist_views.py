@@ -1,0 +1,88 @@
+"""The sidebar choices the specialist pages share beyond the measure's settings: which family
+of categories to show (`family_choice`) and what the findings are replicated on
+(`replication_choice`: the store's split halves, or another known store built from a user
+corpus with the same source, re-tested once per pair of stores and settings and cached)."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from explorer.analysis.replication import StoreReplication, load_store_replication, replicated_on
+from explorer.analysis.specialists import (
+    Specialists,
+    SpecialistSettings,
+    family_names,
+    in_family,
+    load_specialists,
+)
+from explorer.errors import ExplorerError, markdown_escaped
+from explorer.methods_doc import methods_link
+from explorer.store.reader import Store
+from explorer.ui.params import url_selectbox
+from explorer.ui.resources import StoreKey, open_store, store_key
+from explorer.ui.state import known_stores
+
+SPLIT_HALVES = "split halves of this store"
+
+
+def family_choice(result: Specialists) -> tuple[str, Specialists]:
+    """The family picked in the sidebar (URL `family`; default the first of `family_names`,
+    the bundled prose family on the demo store) and `result` restricted to it (`in_family`)."""
+    names = family_names(result.categories)
+    family = url_selectbox(
+        "Family",
+        "family",
+        names,
+        default=names[0],
+        help="The categories counted on this page; each is contrasted with the rest of its "
+        "family. " + methods_link("families"),
+    )
+    return family, in_family(result, family)
+
+
+@st.cache_data(max_entries=8, ttl=3600, show_spinner="Re-testing the specialists on the store…")
+def _store_replication(
+    key: StoreKey, other_key: StoreKey, settings: SpecialistSettings
+) -> StoreReplication:
+    store = open_store(key[0])
+    table = load_specialists(store, settings).table
+    return load_store_replication(store, open_store(other_key[0]), table, settings)
+
+
+def replication_choice(
+    store: Store, result: Specialists, settings: SpecialistSettings
+) -> tuple[str, Specialists]:
+    """What the findings are replicated on, picked in the sidebar (URL `replicate_on`: a
+    known store's file name): the split halves of `store` (`result` as it is), or another
+    known store built with the same source, whose re-test replaces `result`'s replication
+    (`replicated_on`). A store that cannot be used gets a warning and the split halves.
+    Returns a sentence saying how the findings were replicated (with its Methods link) and
+    the result."""
+    others = {name: path for name, path in known_stores().items() if path != str(store.path)}
+    choice = url_selectbox(
+        "Replicate on",
+        "replicate_on",
+        [SPLIT_HALVES, *others],
+        default=SPLIT_HALVES,
+        help="A store built from your own corpus with the same source re-tests every "
+        "specialist on texts it was not found on. " + methods_link("replication-store"),
+    )
+    if choice != SPLIT_HALVES:
+        try:
+            replication = _store_replication(
+                store_key(store), store_key(open_store(others[choice])), settings
+            )
+        except ExplorerError as error:
+            st.warning(f"{error} Replicating on the split halves instead.")
+        else:
+            return (
+                f"Every specialist re-tested on the texts of the store "
+                f"{markdown_escaped(replication.store)} (same source, another corpus), all "
+                f"SAEs together. {methods_link('replication-store')}",
+                replicated_on(result, replication),
+            )
+    return (
+        "Specialists found on the discovery half of the texts and re-tested on the other half "
+        f"(split by a hash of the text id), all SAEs together. {methods_link('replication')}",
+        result,
+    )
