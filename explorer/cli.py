@@ -280,6 +280,24 @@ def _describe(args: argparse.Namespace) -> None:
     print(f"wrote {out}")
 
 
+def _derive(args: argparse.Namespace) -> None:
+    import time
+
+    from explorer.analysis.precompute import derive
+    from explorer.store.derived import add_derived
+    from explorer.store.reader import Store
+
+    started = time.perf_counter()
+    with Store.open(args.store) as store:  # the store's own message for a path it refuses
+        path = store.path
+    entries = derive(path)
+    add_derived(path, entries)
+    print(
+        f"kept {', '.join(entry.kind for entry in entries)} in {path} "
+        f"in {time.perf_counter() - started:,.1f} s"
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m explorer", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -351,6 +369,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="replace an existing output file (never a store, its labels file or a database)",
     )
     export.set_defaults(run=_export)
+
+    derive = commands.add_parser(
+        "derive",
+        help="compute the analyses a build keeps in the store (specialists, chance baseline, "
+        "descriptions, taxonomy) for a store built without them; the store file is replaced "
+        "by a copy that has them",
+    )
+    derive.add_argument("store")
+    derive.set_defaults(run=_derive)
 
     describe = commands.add_parser(
         "describe", help="write every feature's automatic description and its score to CSV"
