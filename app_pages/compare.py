@@ -10,6 +10,7 @@ from explorer.errors import markdown_escaped
 from explorer.methods_doc import methods_link
 from explorer.ui import cached
 from explorer.ui.cached import feature_descriptions, specialists
+from explorer.ui.links import feature_chart
 from explorer.ui.params import specialist_settings_sidebar
 from explorer.ui.specialist_views import family_choice
 from explorer.ui.state import current_store
@@ -33,7 +34,7 @@ plain_table(comparison)
 st.subheader("Specialists per category")
 st.caption("One bar per SAE (by layer); click a bar to open the category's best feature there.")
 bars = matrix.assign(description=feature_descriptions(store, matrix, "best_feature"))
-st.altair_chart(specialists_per_category_chart(bars), width="stretch")
+feature_chart(specialists_per_category_chart(bars))
 with st.expander("Numbers"):
     st.dataframe(
         matrix.pivot(index="category", columns="sae", values="n_specialists"),

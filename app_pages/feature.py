@@ -7,7 +7,7 @@ import streamlit as st
 
 from explorer.analysis.feature_data import resolve_feature_request
 from explorer.errors import markdown_escaped
-from explorer.ui import cached, feature_views
+from explorer.ui import cached, feature_views, guide_views
 from explorer.ui import feature_cache as cache
 from explorer.ui.params import url_value
 from explorer.ui.state import current_source, current_store, public_demo
@@ -22,6 +22,8 @@ first_live = {
 }
 
 url = (url_value("sae"), url_value("feature"))
+if url == (None, None) and (pick := guide_views.default_feature(store)):
+    url = (pick[0], str(pick[1]))  # a first visit opens on the best explained feature
 if st.session_state.get(APPLIED_KEY) != url:
     request = resolve_feature_request(saes, *url, default_features=first_live)
     st.session_state[SAE_KEY], st.session_state[FEATURE_KEY] = request.sae, request.feature

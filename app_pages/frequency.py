@@ -25,6 +25,7 @@ from explorer.charts.specialists import (
 from explorer.errors import markdown_escaped
 from explorer.methods_doc import methods_link
 from explorer.ui.cached import chance_baseline, feature_descriptions, specialists
+from explorer.ui.links import feature_chart
 from explorer.ui.params import specialist_settings_sidebar, url_radio, url_selectbox, url_text
 from explorer.ui.specialist_views import family_choice
 from explorer.ui.state import current_store
@@ -105,7 +106,7 @@ st.dataframe(
 )  # fmt: skip
 
 described = features.assign(description=feature_descriptions(store, features))
-st.altair_chart(frequency_scatter(described, x_axis, score_title), width="stretch")
+feature_chart(frequency_scatter(described, x_axis, score_title))
 
 st.subheader("Kinds per rank range")
 null = chance_baseline(store, settings).in_family(family)

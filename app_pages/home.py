@@ -5,6 +5,7 @@ import streamlit as st
 from explorer.analysis.compare import QUALITY_METRICS, quality_sample_note
 from explorer.errors import markdown_escaped
 from explorer.sources.overview import bundle_manifest, model_facts, sae_table
+from explorer.ui import guide_views
 from explorer.ui.state import current_source, current_store
 from explorer.ui.tables import plain_table
 
@@ -14,6 +15,11 @@ st.caption(
     f"Source {markdown_escaped(loaded.source.spec())} · model "
     f"{markdown_escaped(loaded.model.cfg.model_name)}"
 )
+store = current_store()
+st.subheader("Features worth opening")
+guide_views.show_features_worth_opening(store)
+st.subheader("What each page answers")
+guide_views.show_page_questions()
 
 st.subheader("Model")
 facts = model_facts(loaded)
@@ -32,7 +38,6 @@ st.subheader("Sparse autoencoders")
 st.caption("Quality measured on the bundle's held-out text when the bundle was trained.")
 plain_table(sae_table(loaded))
 
-store = current_store()
 st.subheader("Store")
 meta = store.meta()
 st.caption(

@@ -19,6 +19,7 @@ from explorer.store.queries.lens import MAX_OVERVIEW_TOKENS, RANKINGS, feature_r
 from explorer.ui import cached
 from explorer.ui import feature_cache as cache
 from explorer.ui.lens_views import show_browse, show_consistency, show_feature_examples
+from explorer.ui.links import feature_chart
 from explorer.ui.loaded import loaded_sae
 from explorer.ui.params import url_int, url_radio, url_selectbox, url_text
 from explorer.ui.state import current_source, current_store
@@ -90,7 +91,7 @@ if view == "reverse":
     )
     chart_data = lookup.assign(promoted=[" ".join(tokens) for tokens in lookup["promoted"]])
     left, right = st.columns(2)
-    left.altair_chart(reverse_lookup_chart(chart_data, sae, token.token), width="stretch")
+    feature_chart(reverse_lookup_chart(chart_data, sae, token.token), left)
     with right:
         feature_table(
             lookup,
@@ -128,7 +129,7 @@ else:
         help=f"Walking the first {len(selection)} features by {RANKINGS[by]}, a feature is "
         f"kept when its decoder cosine with every feature kept before it is below {threshold}.",
     )
-    st.altair_chart(diverse_selection_chart(selection, sae, threshold), width="stretch")
+    feature_chart(diverse_selection_chart(selection, sae, threshold))
     feature_table(
         chosen,
         ["position", "feature", "score", "max_cosine", "promoted", "label"],

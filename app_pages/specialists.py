@@ -19,6 +19,7 @@ from explorer.charts.specialists import (
 from explorer.errors import markdown_escaped
 from explorer.methods_doc import methods_link
 from explorer.ui.cached import chance_baseline, feature_descriptions, specialists
+from explorer.ui.links import feature_chart
 from explorer.ui.params import specialist_settings_sidebar, url_int, url_radio
 from explorer.ui.specialist_views import family_choice, replication_choice
 from explorer.ui.state import current_store
@@ -91,7 +92,7 @@ chance_tab.caption(
 )
 chance_tab.altair_chart(chance_heatmap(matrix, count), width="stretch")
 described = matrix.assign(description=feature_descriptions(store, matrix, "best_feature"))
-best_tab.altair_chart(category_heatmap(described, "best_score", info.name), width="stretch")
+feature_chart(category_heatmap(described, "best_score", info.name), best_tab)
 numbers_tab.dataframe(
     matrix.pivot(index="category", columns="sae", values=count),
     column_order=progression["sae"].tolist(),

@@ -22,6 +22,7 @@ from explorer.charts.taxonomy import (
 from explorer.errors import markdown_escaped
 from explorer.methods_doc import methods_link
 from explorer.ui import cached
+from explorer.ui.links import feature_chart
 from explorer.ui.params import url_int, url_selectbox
 from explorer.ui.state import current_store, known_stores, public_demo
 from explorer.ui.tables import feature_table, plain_table
@@ -93,7 +94,8 @@ right.caption(
     "active token of a feature is one token found nowhere else. A token's own ceiling is one "
     "over its share of the corpus (in the tooltip)."
 )
-right.altair_chart(enrichment_scatter(features, n_total), width="stretch")
+described, _ = cached.with_descriptions(store, features, ["feature"])  # for the tooltips
+feature_chart(enrichment_scatter(described, n_total), right)
 
 st.subheader("Against shuffled token labels")
 baseline = cached.taxonomy_baseline(store, sae, settings)

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from explorer.errors import ExplorerError, InputError, markdown_escaped, plain_text
+from explorer.errors import ExplorerError, InputError, csv_safe, markdown_escaped, plain_text
 
 if TYPE_CHECKING:
     from explorer.build.extract import BuildSettings, Progress
@@ -90,9 +90,11 @@ def _build(args: argparse.Namespace) -> None:
 
 
 def _build_store(args: argparse.Namespace, settings: BuildSettings, progress: Progress) -> None:
+    from explorer.analysis.precompute import derive
     from explorer.build.single import build_store
 
-    report = build_store(args.source, args.corpus, args.out or _default_store(), settings, progress)
+    out = args.out or _default_store()
+    report = build_store(args.source, args.corpus, out, settings, progress, derive)
     print(
         f"wrote {report.path}: {report.n_texts:,} texts, {report.n_tokens:,} tokens, "
         f"{sum(report.n_rows.values()):,} activation rows, "
@@ -122,6 +124,7 @@ def _build_shard(args: argparse.Namespace, settings: BuildSettings, progress: Pr
 
 
 def _build_with_ray(args: argparse.Namespace, settings: BuildSettings) -> None:
+    from explorer.analysis.precompute import derive
     from explorer.build.ray_engine import build_with_ray
 
     report = build_with_ray(
@@ -133,14 +136,16 @@ def _build_with_ray(args: argparse.Namespace, settings: BuildSettings) -> None:
         n_shards=args.shards,
         shard_folder=args.shard_dir,
         threads=args.threads,
+        derive=derive,
     )
     _print_merge(report)
 
 
 def _merge(args: argparse.Namespace) -> None:
+    from explorer.analysis.precompute import derive
     from explorer.build.shards import merge_shards
 
-    _print_merge(merge_shards(args.folder, args.out))
+    _print_merge(merge_shards(args.folder, args.out, derive))
 
 
 def _print_merge(report: MergeReport) -> None:
@@ -215,7 +220,7 @@ def _specialists(args: argparse.Namespace) -> None:
                 f"re-tested specialists replicate on {other.path.name} (columns "
                 f"{', '.join(EXTERNAL_COLUMNS)})"
             )
-    rows.to_csv(out, index=False)
+    csv_safe(rows).to_csv(out, index=False)
     print(
         f"wrote {out}: {len(rows):,} tested (SAE, feature, category) cells, "
         f"{int(rows['is_specialist'].sum()):,} specialists ({settings.measure}, "
@@ -269,7 +274,9 @@ def _describe(args: argparse.Namespace) -> None:
             )
     partial = out.with_name(f".{out.name}.{os.getpid()}.part")
     try:
-        describe.flat_table(pd.concat(tables, ignore_index=True)).to_csv(partial, index=False)
+        csv_safe(describe.flat_table(pd.concat(tables, ignore_index=True))).to_csv(
+            partial, index=False
+        )
         os.replace(partial, out)
     except OSError as exc:
         raise InputError(

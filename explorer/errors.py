@@ -6,13 +6,16 @@ what to do instead. The CLI prints the message and exits with status 2; the app 
 `st.error`. Internal invariants use `assert`, never these classes. `check_finite` is the
 one check of numeric settings that several settings dataclasses share; `bounded_int` the one
 parser and range check of every whole number a user gives (typed, linked or passed to a
-query); `quoted` is how a message quotes what the user typed.
+query); `quoted` is how a message quotes what the user typed. Untrusted text is escaped
+here too: `markdown_escaped` before Markdown, `csv_safe` before a CSV export.
 """
 
 import math
 import re
 import unicodedata
 from numbers import Integral, Real
+
+import pandas as pd
 
 # What Markdown (CommonMark + GitHub's tables and strikethrough), Streamlit's directives and
 # KaTeX treat as markup anywhere in a line: the escape character, emphasis, code, links and
@@ -141,3 +144,24 @@ def plain_text(message: object) -> str:
     punctuation removed (CommonMark reads them the same way), invisible characters still
     shown as `\\u202e`. The CLI prints every `ExplorerError` through it."""
     return _ESCAPED_PUNCTUATION.sub(r"\1", str(message))
+
+
+# A spreadsheet reads a cell starting with one of these as a formula (or, for tab and
+# carriage return, a cell that may be trimmed down to one): OWASP's "CSV injection".
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_safe(frame: pd.DataFrame) -> pd.DataFrame:
+    """`frame` with every text cell that a spreadsheet would read as a formula (starting with
+    `=`, `+`, `-`, `@`, a tab or a carriage return) prefixed with `'`, as OWASP advises, so
+    a label or a corpus token opens as the text it is; numbers are left alone. Every CSV the
+    explorer exports goes through it."""
+    safe = frame.copy()
+    for column in safe.columns:
+        if safe[column].dtype == object or pd.api.types.is_string_dtype(safe[column]):
+            cells = safe[column]
+            formula = cells.map(
+                lambda cell: isinstance(cell, str) and cell.startswith(_FORMULA_START)
+            )
+            safe.loc[formula.astype(bool), column] = "'" + cells[formula.astype(bool)]
+    return safe

@@ -20,7 +20,7 @@ from typing import Any
 import pandas as pd
 
 from explorer.analysis.histograms import activation_histogram
-from explorer.errors import InputError, decimal_int, markdown_escaped, quoted
+from explorer.errors import InputError, csv_safe, decimal_int, markdown_escaped, quoted
 from explorer.sources.source import NEURONPEDIA_URL
 from explorer.store.queries.feature import (
     MAX_TEXTS,
@@ -144,8 +144,9 @@ class FeatureData:
         ]
 
     def to_csv(self) -> str:
-        """The examples table (`example_texts`) as CSV."""
-        return self.example_texts().to_csv(index=False)
+        """The examples table (`example_texts`) as CSV (`csv_safe`: no cell opens as a
+        spreadsheet formula)."""
+        return csv_safe(self.example_texts()).to_csv(index=False)
 
     def to_json(self) -> str:
         """Everything on the page that comes from the store, as one JSON document."""

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,7 @@ from explorer.build.shards import MergeReport, ShardSpec, merge_shards, write_sh
 from explorer.corpus import Corpus, resolve_corpus
 from explorer.errors import ExplorerError, InputError, StoreError, markdown_escaped
 from explorer.sources.source import Source, load_source
+from explorer.store.derived import Derived
 
 MAX_WORKERS = 1024
 
@@ -84,10 +86,11 @@ def build_with_ray(
     n_shards: int | None = None,
     shard_folder: str | Path | None = None,
     threads: int = 1,
+    derive: Callable[[Path], list[Derived]] | None = None,
 ) -> MergeReport:
     """Write `n_shards` (default `workers`) shards on `workers` Ray actors, then merge them
-    into the store `out`. The shards go to `shard_folder` and stay there, or to a temporary
-    folder beside `out` that is removed after the merge."""
+    into the store `out` (`derive`: see `merge_shards`). The shards go to `shard_folder` and
+    stay there, or to a temporary folder beside `out` that is removed after the merge."""
     ray = _import_ray()
     settings = settings or BuildSettings()
     settings.validate()
@@ -113,7 +116,7 @@ def build_with_ray(
         _init_local(ray, workers)
     try:
         _run_shards(ray, job, workers)
-        return merge_shards(job.folder, out)
+        return merge_shards(job.folder, out, derive)
     finally:
         if started_here:
             ray.shutdown()

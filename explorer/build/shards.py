@@ -17,7 +17,7 @@ import os
 import shutil
 import socket
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -47,6 +47,7 @@ from explorer.build.single import build_meta, sae_info
 from explorer.corpus import Corpus, resolve_corpus
 from explorer.errors import CorpusError, InputError, StoreError, markdown_escaped
 from explorer.sources.source import LoadedSource, SaeHandle
+from explorer.store.derived import Derived
 from explorer.store.schema import ACTS_SCHEMA, FLUSH_ROWS, TOKENS_SCHEMA, SaeInfo, library_versions
 from explorer.store.shard_reads import merged_stats, merged_topk, quality_rows
 from explorer.store.writer import StoreWriter, pid_alive
@@ -232,9 +233,7 @@ def _write_statistics(
         files.write("stats", handle.name, _stats_table(accumulator))
         top = pa.Table.from_pandas(accumulator.top_examples(ordinals), preserve_index=False)
         files.write("topk", handle.name, top)
-        quality.append(
-            _quality_row(handle, accumulator, losses.get(handle.hook_name), len(sample))
-        )
+        quality.append(_quality_row(handle, accumulator, losses.get(handle.hook_name), len(sample)))
         if first:
             lens = logit_lens(loaded, handle, settings.logit_lens_k)
             files.write("logit_lens", handle.name, _logit_lens_table(asdict(lens)))
@@ -580,15 +579,18 @@ def _check_files(shard: Shard) -> None:
 # --------------------------------------------------------------------------- merging
 
 
-def merge_shards(folder: str | Path, out: str | Path) -> MergeReport:
+def merge_shards(
+    folder: str | Path, out: str | Path, derive: Callable[[Path], list[Derived]] | None = None
+) -> MergeReport:
     """Load every shard of `folder` into one store at `out` (atomically replaced); its
-    tables equal those of a single build of the same corpus (see the module docstring)."""
+    tables equal those of a single build of the same corpus (see the module docstring);
+    `derive` adds the analyses a store keeps (`StoreWriter`'s argument)."""
     started = time.perf_counter()
     shards = read_shards(folder)
     first = shards[0].manifest
     saes = [SaeInfo(**info) for info in first["saes"]]
     meta = first["meta"] | {"shards": str(len(shards))}
-    with StoreWriter(out, meta=meta) as writer:
+    with StoreWriter(out, meta=meta, derive=derive) as writer:
         for info in saes:
             writer.add_sae(info)
         n_texts = writer.add_texts_parquet(_all_files(shards, "texts"))

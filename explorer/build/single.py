@@ -8,6 +8,7 @@ build`) and the app's first-run build call `build_store`.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from explorer.build.extract import BuildSettings, ExtractionResult, Progress, ex
 from explorer.corpus import Corpus, resolve_corpus
 from explorer.errors import CorpusError, markdown_escaped
 from explorer.sources.source import LoadedSource, SaeHandle, Source, load_source
+from explorer.store.derived import Derived
 from explorer.store.schema import SaeInfo
 from explorer.store.writer import StoreWriter
 
@@ -36,8 +38,10 @@ def build_store(
     out: str | Path,
     settings: BuildSettings | None = None,
     progress: Progress | None = None,
+    derive: Callable[[Path], list[Derived]] | None = None,
 ) -> BuildReport:
-    """Extract `corpus` through `source` into a new store at `out` (atomically replaced).
+    """Extract `corpus` through `source` into a new store at `out` (atomically replaced);
+    `derive` adds the analyses a store keeps (`StoreWriter`'s argument).
 
     Everything that can be checked cheaply (corpus, settings, output folder) is checked
     before the model is loaded, so a bad argument fails in milliseconds.
@@ -52,7 +56,7 @@ def build_store(
     loaded = source if isinstance(source, LoadedSource) else load_source(source)
     meta = build_meta(loaded, corpus.name, settings)
     handles = select_saes(loaded, settings.hooks)
-    with StoreWriter(out, meta=meta) as writer:
+    with StoreWriter(out, meta=meta, derive=derive) as writer:
         for handle in handles:
             writer.add_sae(sae_info(handle))
         result = extract(loaded, corpus, writer, settings, progress)

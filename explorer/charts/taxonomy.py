@@ -79,7 +79,7 @@ def enrichment_scatter(features: pd.DataFrame, n_total: int) -> alt.Chart:
     """Each feature with a significant token (`feature_taxonomy` rows with an `sae` column):
     its largest enrichment (log) against its active tokens (log), coloured by label, under the
     dashed ceiling N / active tokens (`n_total` = N, the corpus's tokens) that no feature can
-    pass; a point links to the feature's page."""
+    pass; a point links to the feature's page and, with a `description` column, shows it."""
     data = features.dropna(subset=["max_enrichment"])
     data = data.assign(
         href=[
@@ -88,7 +88,8 @@ def enrichment_scatter(features: pd.DataFrame, n_total: int) -> alt.Chart:
         ],
         of_ceiling=data["max_enrichment"] / data["ceiling"],
     )[["sae", "feature", "label", "n_active_tokens", "max_enrichment", "max_token", "top_tokens",
-       "p_value", "ceiling", "of_ceiling", "href"]]  # fmt: skip
+       "p_value", "ceiling", "of_ceiling", "href",
+       *(["description"] if "description" in features else [])]]  # fmt: skip
     ceiling = (
         alt.Chart(ceiling_line(n_total, data["n_active_tokens"]))
         .mark_line(strokeDash=[4, 4], color="#555555")
@@ -118,7 +119,8 @@ def enrichment_scatter(features: pd.DataFrame, n_total: int) -> alt.Chart:
             color=alt.Color("label:N", scale=_LABEL_SCALE, title="label"),
             href="href:N",
             tooltip=[
-                alt.Tooltip("feature:Q", title="feature"),
+                alt.Tooltip("feature:Q", title="feature (click to open)"),
+                *([alt.Tooltip("description:N")] if "description" in data else []),
                 alt.Tooltip("label:N", title="label"),
                 alt.Tooltip("top_tokens:N", title="top tokens (enrichment)"),
                 alt.Tooltip("max_enrichment:Q", title="max enrichment", format=".1f"),

@@ -26,6 +26,7 @@ import pandas as pd
 import pyarrow as pa
 
 from explorer.errors import InputError, StoreError, bounded_int, markdown_escaped, quoted
+from explorer.store.derived import Derived, derived_kinds, read_derived
 from explorer.store.schema import (
     _RANKED_STATS_SQL,
     _TABLE_NAMES_SQL,
@@ -294,6 +295,17 @@ class Store:
                         f"({markdown_escaped(exc)}); rebuild it."
                     ) from exc
                 raise
+
+    def derived(self, kind: str, key: str) -> Derived | None:
+        """The analysis `kind` kept in the store if it was computed under `key`, else None
+        (`explorer.store.derived`)."""
+        with self.cursor() as cursor:
+            return read_derived(cursor, kind, key)
+
+    def derived_kinds(self) -> dict[str, str]:
+        """kind -> key of every analysis kept in the store."""
+        with self.cursor() as cursor:
+            return derived_kinds(cursor)
 
     # -- validation -----------------------------------------------------------------------
 

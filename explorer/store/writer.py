@@ -15,7 +15,7 @@ import logging
 import os
 import shutil
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,7 @@ import pandas as pd
 import pyarrow as pa
 
 from explorer.errors import StoreError, markdown_escaped
+from explorer.store.derived import Derived, write_derived
 from explorer.store.schema import (
     _ACTS_STAGING_SCHEMA,
     _RANKED_STATS_SQL,
@@ -238,14 +239,14 @@ def _tmp_path(path: Path, pid: int) -> Path:
     return path.with_name(f"{path.name}.tmp-{pid}")
 
 
-def _remove_db_files(db: Path) -> None:
+def remove_db_files(db: Path) -> None:
     """Remove a DuckDB file with its WAL and spill folder, whichever exist."""
     for candidate in (db, db.with_name(db.name + ".wal")):
         candidate.unlink(missing_ok=True)
     shutil.rmtree(db.with_name(db.name + ".tmp"), ignore_errors=True)
 
 
-def _connect_for_build(db: Path) -> duckdb.DuckDBPyConnection:
+def connect_for_build(db: Path) -> duckdb.DuckDBPyConnection:
     """A connection whose default database is a new file `db` with `ROW_GROUP_ROWS`-row
     groups (a setting of ATTACH only), spilling to `<db>.tmp` as a file connection would."""
     con = duckdb.connect()
@@ -357,6 +358,8 @@ class StoreWriter:
     the temporary file, leaving any previous store at `path` untouched. The writer trusts the
     extraction for what it cannot check cheaply: unique (sae, feature, text_id, pos) rows.
     Labels saved into the old store while `finish` runs, after it has copied them, are lost.
+    `derive`, if given, is called with the finished temporary file before it is swapped in;
+    the analyses it returns are kept in the store (`explorer.store.derived`).
     """
 
     def __init__(
@@ -365,9 +368,11 @@ class StoreWriter:
         *,
         meta: Mapping[str, Any] | None = None,
         rows_per_text_block: int = ROWS_PER_TEXT_BLOCK,
+        derive: Callable[[Path], list[Derived]] | None = None,
     ) -> None:
         self.path = Path(path).absolute()
         self._meta = dict(meta or {})
+        self._derive = derive
         self._rows_per_text_block = rows_per_text_block
         folder = self.path.parent
         if not folder.exists():
@@ -397,11 +402,11 @@ class StoreWriter:
             self._keep_user_data()
         _remove_stale_builds(self.path)
         self._tmp = _tmp_path(self.path, os.getpid())
-        _remove_db_files(self._tmp)
+        remove_db_files(self._tmp)
         try:
-            self._con = _connect_for_build(self._tmp)
+            self._con = connect_for_build(self._tmp)
         except duckdb.Error as exc:
-            _remove_db_files(self._tmp)
+            remove_db_files(self._tmp)
             raise StoreError(
                 f"Cannot build {markdown_escaped(self.path)}: cannot create "
                 f"{markdown_escaped(self._tmp)} ({markdown_escaped(exc)})."
@@ -814,7 +819,7 @@ class StoreWriter:
             except duckdb.Error:
                 logger.debug("rollback of the build failed; the file is deleted anyway")
             self._con.close()
-        _remove_db_files(self._tmp)
+        remove_db_files(self._tmp)
 
     def _sae(self, sae: str) -> SaeRef:
         if sae not in self._saes:
@@ -907,12 +912,33 @@ class StoreWriter:
         con.execute("CHECKPOINT")
         con.close()
         self._closed = True
+        if self._derive is not None:
+            self._add_derived()
         self._tmp.with_name(self._tmp.name + ".wal").unlink(missing_ok=True)
         # A WAL of the old file must not be replayed onto the new one; its content was read
         # by _keep_user_data above.
         self.path.with_name(self.path.name + ".wal").unlink(missing_ok=True)
         os.replace(self._tmp, self.path)
         logger.info("store build: wrote %s in %.1f s", self.path, time.perf_counter() - started)
+
+    def _add_derived(self) -> None:
+        """Run the `derive` callback on the finished temporary file (it opens it read-only
+        like any store) and write what it returns into that file before it is swapped in."""
+        started = time.perf_counter()
+        entries = self._derive(self._tmp)
+        con = connect_for_build(self._tmp)
+        try:
+            con.begin()
+            write_derived(con, entries)
+            con.commit()
+            con.execute("CHECKPOINT")
+        finally:
+            con.close()
+        logger.info(
+            "store build: derived analyses (%s) in %.1f s",
+            ", ".join(entry.kind for entry in entries),
+            time.perf_counter() - started,
+        )
 
     def _text_block(self) -> int:
         """Text ids per block of `acts`: enough blocks that no SAE has more than about

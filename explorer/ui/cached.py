@@ -13,21 +13,15 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from explorer.analysis.controls import ChanceBaseline, load_chance_baseline
+from explorer.analysis import precompute
+from explorer.analysis.controls import ChanceBaseline
 from explorer.analysis.descriptions import (
     DescriptionSettings,
     described_features,
-    load_descriptions,
-    load_scores,
     with_user_labels,
 )
-from explorer.analysis.enrichment import (
-    TaxonomySettings,
-    compare_saes,
-    load_taxonomy,
-    shuffle_baseline,
-)
-from explorer.analysis.specialists import Specialists, SpecialistSettings, load_specialists
+from explorer.analysis.enrichment import TaxonomySettings
+from explorer.analysis.specialists import Specialists, SpecialistSettings
 from explorer.charts.feature import token_label
 from explorer.store.queries.descriptions import lens_tokens_in_corpus
 from explorer.store.reader import Store
@@ -40,57 +34,60 @@ MAX_SCAN_ROWS_ON_VIEW = 5_000_000  # the demo's 0.54M rows score in < 1 s; 12.5M
 @st.cache_data(max_entries=16, ttl=3600, show_spinner="Computing the specialist measures…")
 def _specialists(key: StoreKey, settings: SpecialistSettings) -> Specialists:
     path, _ = key  # the modification time is only part of the key
-    return load_specialists(open_store(path), settings)
+    return precompute.specialists(open_store(path), settings)
 
 
 def specialists(store: Store, settings: SpecialistSettings) -> Specialists:
-    """`load_specialists(store, settings)`, cached per store file and settings."""
+    """`precompute.specialists(store, settings)` (kept in the store for the default
+    settings), cached per store file and settings."""
     return _specialists(store_key(store), settings)
 
 
 @st.cache_data(
     max_entries=8,
     ttl=3600,
-    show_spinner="Computing the chance baseline (label permutations; about a minute on the "
-    "demo store, once per store and settings)…",
+    show_spinner="Computing the chance baseline (label permutations, once per store and "
+    "settings; a build keeps the default settings' baseline in the store)…",
 )
 def _chance_baseline(key: StoreKey, settings: SpecialistSettings) -> ChanceBaseline:
-    return load_chance_baseline(open_store(key[0]), settings)
+    return precompute.chance_baseline(open_store(key[0]), settings)
 
 
 def chance_baseline(store: Store, settings: SpecialistSettings) -> ChanceBaseline:
-    """`controls.load_chance_baseline(store, settings)`, cached per store file and settings."""
+    """`precompute.chance_baseline(store, settings)` (kept in the store for the default
+    settings), cached per store file and settings."""
     return _chance_baseline(store_key(store), settings)
 
 
 @st.cache_data(max_entries=32, ttl=3600, show_spinner="Computing token enrichment…")
 def _taxonomy(key: StoreKey, sae: str, settings: TaxonomySettings) -> pd.DataFrame:
-    return load_taxonomy(open_store(key[0]), sae, settings)
+    return precompute.taxonomy(open_store(key[0]), sae, settings)
 
 
 def taxonomy(store: Store, sae: str, settings: TaxonomySettings) -> pd.DataFrame:
-    """`load_taxonomy(store, sae, settings)`, cached per store file, SAE and settings."""
+    """`precompute.taxonomy(store, sae, settings)` (kept in the store for the default
+    settings), cached per store file, SAE and settings."""
     return _taxonomy(store_key(store), sae, settings)
 
 
 @st.cache_data(max_entries=16, ttl=3600, show_spinner="Comparing the SAEs…")
 def _taxonomy_comparison(key: StoreKey, settings: TaxonomySettings) -> pd.DataFrame:
-    return compare_saes(open_store(key[0]), settings)
+    return precompute.taxonomy_comparison(open_store(key[0]), settings)
 
 
 def taxonomy_comparison(store: Store, settings: TaxonomySettings) -> pd.DataFrame:
-    """`enrichment.compare_saes(store, settings)`, cached per store file and settings."""
+    """`precompute.taxonomy_comparison(store, settings)`, cached per store file and settings."""
     return _taxonomy_comparison(store_key(store), settings)
 
 
 @st.cache_data(max_entries=32, ttl=3600, show_spinner="Shuffling token labels…")
 def _taxonomy_baseline(key: StoreKey, sae: str, settings: TaxonomySettings) -> pd.DataFrame:
-    return shuffle_baseline(open_store(key[0]), sae, settings)
+    return precompute.taxonomy_baseline(open_store(key[0]), sae, settings)
 
 
 def taxonomy_baseline(store: Store, sae: str, settings: TaxonomySettings) -> pd.DataFrame:
-    """`enrichment.shuffle_baseline(store, sae, settings)`, cached per store file, SAE and
-    settings."""
+    """`precompute.taxonomy_baseline(store, sae, settings)` (kept in the store for the default
+    settings), cached per store file, SAE and settings."""
     return _taxonomy_baseline(store_key(store), sae, settings)
 
 
@@ -98,14 +95,14 @@ def taxonomy_baseline(store: Store, sae: str, settings: TaxonomySettings) -> pd.
 def _descriptions(
     path: str, identity: tuple[int, int], sae: str, settings: DescriptionSettings
 ) -> pd.DataFrame:
-    return load_descriptions(open_store(path), sae, settings)
+    return precompute.descriptions(open_store(path), sae, settings)
 
 
 @st.cache_data(max_entries=64, ttl=3600, show_spinner="Scoring the descriptions on held-out texts…")
 def _description_scores(
     path: str, identity: tuple[int, int], sae: str, settings: DescriptionSettings
 ) -> pd.DataFrame:
-    return load_scores(open_store(path), sae, settings)
+    return precompute.description_scores(open_store(path), sae, settings)
 
 
 def descriptions(
@@ -128,12 +125,21 @@ def descriptions(
 
 def feature_description(store: Store, sae: str, feature: int) -> pd.Series:
     """One feature's `descriptions` row for its page: with the held-out score when the SAE's
-    scores are computed fast enough for a page view (at most `MAX_SCAN_ROWS_ON_VIEW`
-    activation rows), without the score columns otherwise (`score_summary` says so)."""
-    table = descriptions(store, sae, scored=False)
-    if int(table["n_active_tokens"].sum()) <= MAX_SCAN_ROWS_ON_VIEW:
-        table = descriptions(store, sae)
+    scores are kept in the store or fast enough to compute on a page view (`scores_ready`),
+    without the score columns otherwise (`score_summary` says so)."""
+    table = descriptions(store, sae, scored=scores_ready(store, sae))
     return table.set_index("feature").loc[feature]
+
+
+def scores_ready(
+    store: Store, sae: str, settings: DescriptionSettings = DEFAULT_DESCRIPTIONS
+) -> bool:
+    """Whether `sae`'s description scores can be shown on a page view: the store keeps them,
+    or its activations are few enough to score at once (`MAX_SCAN_ROWS_ON_VIEW`)."""
+    if precompute.has_description_scores(store, settings):
+        return True
+    table = descriptions(store, sae, settings, scored=False)
+    return int(table["n_active_tokens"].sum()) <= MAX_SCAN_ROWS_ON_VIEW
 
 
 def all_descriptions(

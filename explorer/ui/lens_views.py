@@ -30,6 +30,7 @@ from explorer.sources.unembed import unembed_directions
 from explorer.store.reader import Store
 from explorer.ui import cached
 from explorer.ui import feature_cache as cache
+from explorer.ui.links import feature_chart
 from explorer.ui.tables import NUMBER, feature_table, plain_table
 
 if TYPE_CHECKING:
@@ -94,7 +95,7 @@ def show_consistency(checks: pd.DataFrame, sae: str, k: int, seed: int) -> None:
     left.markdown("**Hit rate: SAE decoder against random directions**")
     left.altair_chart(hit_rate_histogram_chart(hit_rate_histogram(checks), k), width="stretch")
     right.markdown("**Next-token against activating-token hit rate** (click a point)")
-    right.altair_chart(consistency_scatter(checks, sae, k), width="stretch")
+    feature_chart(consistency_scatter(checks, sae, k), right)
 
 
 def show_feature_examples(

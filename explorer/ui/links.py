@@ -3,13 +3,32 @@
 Owns the URL scheme `feature?sae=NAME&feature=ID` (the feature page's `url_path` is
 "feature"); the scheme itself is `explorer.charts.feature_href`, shared with the charts. Also
 the ablation lab's `ablation?sae=NAME&features=ID`, from a feature page to intervene on it.
+
+Owns the one link behaviour too: a click on a feature in a table (`linked_dataframe`) or a
+chart (`feature_chart`) opens its page at once, in the same tab and session, with the shared
+sidebar's URL parameters kept (`open_feature`). A plain link would need two clicks in a
+table (the first selects the cell) and open a new tab, or reload the tab from a chart.
 """
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Sequence
+from functools import partial
+from typing import Any, NoReturn
 from urllib.parse import urlencode
 
-from explorer.charts import feature_href
+import pandas as pd
+import streamlit as st
+from streamlit.delta_generator import DeltaGenerator
+
+from explorer.analysis.specialists import SpecialistSettings
+from explorer.charts import click_to_open, feature_href, feature_of_href
+
+FEATURE_PAGE = "app_pages/feature.py"
+# URL parameters of the shared sidebar, kept when a link opens a feature's page.
+KEPT_PARAMS = tuple(SpecialistSettings.field_names())
+Target = tuple[str, int] | None  # (sae, feature) a cell or point opens, or nothing
 
 
 def feature_url(sae: str, feature: int) -> str:
@@ -20,3 +39,84 @@ def feature_url(sae: str, feature: int) -> str:
 def ablation_url(sae: str, feature: int) -> str:
     """Relative URL of the ablation lab set to one feature."""
     return f"ablation?{urlencode({'sae': sae, 'features': int(feature)})}"
+
+
+def open_feature(sae: str, feature: int) -> NoReturn:
+    """Switch this tab to the feature's page, keeping the shared sidebar's URL parameters."""
+    kept = {name: st.query_params.get_all(name) for name in KEPT_PARAMS if name in st.query_params}
+    st.switch_page(FEATURE_PAGE, query_params={**kept, "sae": sae, "feature": str(int(feature))})
+
+
+def cell_target(cells: Sequence[Any], targets: dict[str, Sequence[Target]]) -> Target:
+    """The feature a single-cell selection (`[(row, column)]`, rows as given) opens."""
+    if len(cells) != 1:
+        return None
+    row, column = cells[0]
+    column_targets = targets.get(column)
+    if column_targets is None or not 0 <= int(row) < len(column_targets):
+        return None
+    return column_targets[int(row)]
+
+
+def point_target(selection: dict[str, Any], names: Sequence[str]) -> Target:
+    """The feature a chart's click selection (`click_to_open` names) opens."""
+    for name in names:
+        for point in selection.get(name) or []:
+            target = feature_of_href(point.get("href", ""))
+            if target is not None:
+                return target
+    return None
+
+
+def _follow(target: Target) -> None:
+    if target is not None:
+        open_feature(*target)
+
+
+def _follow_cell(key: str, targets: dict[str, Sequence[Target]]) -> None:
+    _follow(cell_target(st.session_state[key].selection.get("cells", []), targets))
+
+
+def _follow_point(key: str, names: Sequence[str]) -> None:
+    _follow(point_target(st.session_state[key].selection, names))
+
+
+def _widget_key(kind: str, *content: Any) -> str:
+    digest = hashlib.blake2b(repr(content).encode(), digest_size=8).hexdigest()
+    return f"{kind}_{digest}"
+
+
+def linked_dataframe(
+    shown: pd.DataFrame,
+    targets: dict[str, Sequence[Target]],
+    column_config: dict[str, Any],
+    place: DeltaGenerator | None = None,
+) -> None:
+    """`st.dataframe` of `shown` (no index) where one click on a cell of a `targets` column
+    opens the feature its row names there (`targets[column][row]`, None for no feature)."""
+    key = _widget_key("feature_table", list(shown.columns), len(shown), targets)
+    (place or st).dataframe(
+        shown,
+        hide_index=True,
+        column_config=column_config,
+        on_select=partial(_follow_cell, key, targets),
+        selection_mode="single-cell",
+        key=key,
+    )
+
+
+def feature_chart(chart: Any, place: DeltaGenerator | None = None) -> None:
+    """`st.altair_chart` (full width) where one click on a mark with an `href` opens that
+    feature's page (`click_to_open`); a chart naming no feature is shown as it is."""
+    clickable, names = click_to_open(chart)
+    if not names:
+        (place or st).altair_chart(chart, width="stretch")
+        return
+    key = _widget_key("feature_chart", clickable.to_json())
+    (place or st).altair_chart(
+        clickable,
+        width="stretch",
+        on_select=partial(_follow_point, key, names),
+        selection_mode=names,
+        key=key,
+    )

@@ -171,11 +171,12 @@ def build_missing_demo_store(path: str, spec: str, progress) -> bool:
 
     One build at a time per process: a second session waits, then finds the file.
     """
+    from explorer.analysis.precompute import derive
     from explorer.build.single import build_store
 
     with _build_lock():
         if not demo_store_outdated(path):
             return False
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-        build_store(loaded_source(spec), DEMO_CORPUS, path, progress=progress)
+        build_store(loaded_source(spec), DEMO_CORPUS, path, progress=progress, derive=derive)
         return True

@@ -18,11 +18,12 @@ import streamlit as st
 from explorer.analysis.compare import QUALITY_METRICS
 from explorer.charts.rankings import feature_bar_chart
 from explorer.charts.tokens_html import visible_text
-from explorer.ui.cached import with_descriptions
-from explorer.ui.links import feature_url
+from explorer.ui.cached import feature_descriptions, with_descriptions
+from explorer.ui.links import Target, feature_chart, feature_url, linked_dataframe
 from explorer.ui.state import current_store
 
 LINK = "link"
+MISSING = "—"  # a cell with no value, never None or null
 NUMBER = st.column_config.NumberColumn
 COLUMN_FORMATS: dict[str, Any] = {
     # specialist measures and feature statistics
@@ -138,12 +139,17 @@ def with_feature_links(frame: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
 def feature_table(frame: pd.DataFrame, columns: list[str], **config: Any) -> None:
     """Show `frame` (with sae and feature columns) as a dataframe whose first column links
     to each feature's page, with each feature's description after its id; `config` adds or
-    overrides column configs by name."""
+    overrides column configs by name. One click on the link or the id opens the page
+    (`linked_dataframe`)."""
     frame, columns = with_descriptions(current_store(), frame, columns)
-    st.dataframe(
+    pairs = [
+        (str(sae), int(feature))
+        for sae, feature in zip(frame["sae"], frame["feature"], strict=True)
+    ]
+    linked_dataframe(
         with_feature_links(frame, columns),
-        hide_index=True,
-        column_config={
+        {LINK: pairs, "feature": pairs} if "feature" in columns else {LINK: pairs},
+        {
             LINK: st.column_config.LinkColumn("page", display_text="open", width="small"),
             **column_formats(columns, **config),
         },
@@ -167,16 +173,28 @@ def features_with_chart(
     table_place, chart_place = st.columns(2) if side_by_side else (st.container(), st.container())
     with table_place:
         feature_table(frame, columns)
-    chart_place.altair_chart(feature_bar_chart(frame, *bar), width="stretch")
+    feature_chart(feature_bar_chart(frame, *bar), chart_place)
 
 
 def top_features_table(top: pd.DataFrame, sae: str, n: int) -> None:
     """Show `TextActivations.top_features_table(n)`: tokens with whitespace made visible, and
-    each `feature k` column as a link to that feature's page (shown as its id)."""
+    each `feature k` cell as the feature's id and description ("—" where fewer features
+    fire); one click on it opens the feature's page."""
     shown = top.assign(token=top["token"].map(visible_text))
-    config = {}
+    config: dict[str, Any] = {"pos": NUMBER("position", format="%d"), "token": "token"}
+    targets: dict[str, list[Target]] = {}
     for rank in range(1, n + 1):
-        column = f"feature {rank}"
-        shown[column] = [None if pd.isna(f) else feature_url(sae, int(f)) for f in top[column]]
-        config[column] = st.column_config.LinkColumn(f"#{rank}", display_text=r"feature=(\d+)$")
-    st.dataframe(shown, hide_index=True, column_config=config)
+        column, value = f"feature {rank}", f"value {rank}"
+        ids = top[column]
+        named = pd.DataFrame({"sae": sae, "feature": ids.fillna(-1).astype("int64")})
+        descriptions = feature_descriptions(current_store(), named)
+        targets[column] = [None if pd.isna(f) else (sae, int(f)) for f in ids]
+        shown[column] = [
+            MISSING if pd.isna(f) else " · ".join(filter(None, [f"#{int(f)}", text]))
+            for f, text in zip(ids, descriptions, strict=True)
+        ]
+        config[column] = st.column_config.TextColumn(
+            f"#{rank} feature", help="id · description; click to open its page", width="medium"
+        )
+        config[value] = NUMBER(f"#{rank} act", format="%.2f")
+    linked_dataframe(shown, targets, config)

@@ -7,10 +7,12 @@ import re
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch.nn.functional as F
 from streamlit.testing.v1 import AppTest
 
+from explorer.analysis.descriptions import DescriptionSettings, load_scores
 from explorer.sources.source import load_source
 from explorer.store.reader import Store
 from tests.stores import build_payload_store
@@ -112,10 +114,27 @@ def test_bad_links_give_a_message_and_a_live_default(page, facts, query, message
         assert shown == f"{SAE} · feature {facts['live'][0]}"
 
 
-def test_missing_parameters_open_the_first_live_feature_without_a_warning(page):
+def best_explained(store_path: Path) -> tuple[str, int]:
+    """The scored feature with the highest description F1 over every SAE (ties: balanced
+    accuracy, more held-out active tokens, first SAE, lowest id), read from the scores."""
+    settings = DescriptionSettings()
+    with Store.open(store_path) as store:
+        rows = []
+        for order, sae in enumerate(store.saes()["sae"]):
+            scores = load_scores(store, sae, settings)
+            rows.append(scores[scores["scored"]].assign(sae=sae, order=order))
+    scored = pd.concat(rows, ignore_index=True).sort_values(
+        ["f1", "balanced_accuracy", "held_active", "order", "feature"],
+        ascending=[False, False, False, True, True],
+    )
+    return scored["sae"].iloc[0], int(scored["feature"].iloc[0])
+
+
+def test_missing_parameters_open_the_best_explained_feature_without_a_warning(page, store_path):
     at = page()
     assert not at.warning
-    assert at.title[0].value.startswith("L0.resid_post · feature ")
+    sae, feature = best_explained(store_path)
+    assert at.title[0].value == f"{sae} · feature {feature}"
 
 
 def test_payload_texts_are_shown_escaped(page, facts):

@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from streamlit.testing.v1 import AppTest
+
+from explorer.analysis.descriptions import DescriptionSettings, load_scores
+from explorer.analysis.specialists import SpecialistSettings, load_specialists
+from explorer.store.reader import Store
+from tests.app.conftest import APP
 
 
 def test_first_run_builds_the_store_and_shows_quality(app_env):
@@ -34,3 +41,41 @@ def test_corrupted_store_shows_a_message(app_env):
     assert not at.exception
     assert any(app_env.store.name in error.value for error in at.error)
     assert app_env.store.read_bytes().startswith(b"not a duckdb")
+
+
+def test_home_suggests_each_sae_best_explained_feature_and_each_category_specialist(
+    store_path, tiny_bundle_path, monkeypatch
+):
+    monkeypatch.setenv("EXPLORER_SOURCE", f"demo:{tiny_bundle_path}")
+    monkeypatch.setenv("EXPLORER_STORE", str(store_path))
+    monkeypatch.chdir(Path(APP).parent)
+    with Store.open(store_path) as store:
+        best = []
+        for sae in store.saes()["sae"]:
+            scores = load_scores(store, sae, DescriptionSettings())
+            scored = scores[scores["scored"]].sort_values(
+                ["f1", "balanced_accuracy", "held_active", "feature"],
+                ascending=[False, False, False, True],
+            )
+            best.append((sae, int(scored["feature"].iloc[0])))
+        table = load_specialists(store, SpecialistSettings()).table
+    found = table[table["is_specialist"]].sort_values(
+        ["family", "category", "score", "support", "layer", "feature"],
+        ascending=[True, True, False, False, True, True],
+    )
+    strongest = found.drop_duplicates(["family", "category"])
+    at = AppTest.from_file(APP, default_timeout=240).run()
+    assert not at.exception, at.exception
+    picks = at.dataframe[0].value
+    assert list(zip(picks["sae"], picks["feature"], strict=True)) == [
+        *best,
+        *zip(strongest["sae"], strongest["feature"].astype(int), strict=True),
+    ]
+    assert picks["why"].iloc[len(best)] == (
+        f"strongest {strongest['category'].iloc[0]} specialist "
+        f"(score {strongest['score'].iloc[0]:.2f})"
+    )
+    assert picks["description"].str.len().gt(0).all()
+    assert picks["link"].iloc[0] == f"feature?sae={best[0][0]}&feature={best[0][1]}"
+    page_links = [link.label for link in at.get("page_link")]
+    assert "Feature" in page_links and len(page_links) >= 10

@@ -120,18 +120,23 @@ def grid_link(page, grid_index: int = 0) -> str:
 
 
 def click_first_link_cell(page, grid_index: int = 0):
-    """Click the first row's link cell of a table; the link opens in a new tab."""
+    """Click the first row's link cell of a table once; the feature's page opens in this tab
+    (the context keeps one tab)."""
     grid = page.locator("[data-testid='stDataFrame']").nth(grid_index)
     grid.scroll_into_view_if_needed()
     box = grid.bounding_box()
-    x, y = box["x"] + 25, box["y"] + 35 + 17  # below the header row, in row 1
-    page.mouse.move(x, y)  # the grid makes a cell a link on hover
-    page.wait_for_timeout(300)
-    with page.context.expect_page(timeout=30_000) as opened:
-        page.mouse.click(x, y)
-    new_page = opened.value
-    new_page.wait_for_load_state()
-    return new_page
+    page.mouse.click(box["x"] + 25, box["y"] + 35 + 17)  # below the header row, in row 1
+    wait_for_feature_page(page)
+    return page
+
+
+def wait_for_feature_page(page) -> str:
+    """Wait until this tab shows a feature page (the app changes its URL in place, so read
+    `location`, not Playwright's `page.url`); returns the URL, asserting the context kept one
+    tab."""
+    page.wait_for_function("() => location.pathname.endsWith('/feature')", timeout=60_000)
+    assert len(page.context.pages) == 1
+    return page.evaluate("location.href")
 
 
 def screenshot(page, name: str) -> None:
@@ -199,25 +204,27 @@ def tokens(page, server: str, store: Path) -> None:
 
 
 def rankings(page, server: str, store: Path) -> None:
-    open_page(page, f"{server}/rankings", "Rankings and relations")
+    open_page(page, f"{server}/rankings?measure=auroc", "Rankings and relations")
     choose(page, "Ranking", "most frequent")
     assert "ranking=most+frequent" in page.url or "ranking=most%20frequent" in page.url
     page.get_by_role("heading", name="Most frequent features").wait_for()
-    # a table link (opens the feature in a new tab)
+    # a table link (one click, this tab)
     target = grid_link(page)
     sae, feature_id = re.search(r"sae=([^&]+)&feature=(\d+)", target).groups()
     opened = click_first_link_cell(page)
     assert feature_title(opened) == (sae, int(feature_id))
+    assert "measure=auroc" in page.evaluate("location.search")  # the sidebar's setting stays
     assert_clean(opened, "feature page from a table link")
-    opened.close()
-    # a chart link (the co-firing bars; opens in this tab)
+    page.go_back()
+    page.get_by_role("heading", name="Most frequent features").wait_for(timeout=60_000)
+    settle(page)
+    # a chart link (the co-firing bars; one click, this tab)
     chart = page.locator("[data-testid='stVegaLiteChart']").first
     chart.scroll_into_view_if_needed()
     bar = chart.locator("svg .mark-rect path").first
     bar.wait_for()
     bar.click()
-    page.wait_for_url(re.compile(r"/feature\?sae=L\d\.resid_post&feature=\d+"), timeout=60_000)
-    linked = re.search(r"sae=([^&]+)&feature=(\d+)", page.url).groups()
+    linked = re.search(r"sae=([^&]+)&feature=(\d+)", wait_for_feature_page(page)).groups()
     assert feature_title(page) == (linked[0], int(linked[1]))
     assert_clean(page, "feature page from a chart link")
 
@@ -249,7 +256,6 @@ def search(page, server: str, store: Path) -> None:
     assert target == f"feature?sae={first[0]}&feature={first[1]}"
     opened = click_first_link_cell(page)
     assert feature_title(opened) == first
-    opened.close()
 
 
 def promoted_token(store: Store) -> tuple[str, tuple[str, int]]:

@@ -1,0 +1,220 @@
+"""The whole-store analyses a build computes once and keeps in the store, and their loaders.
+
+Owns which analyses are kept (the specialist table and its permutation null under the
+default `SpecialistSettings`, every SAE's automatic descriptions and their held-out scores
+under the default `DescriptionSettings`, every SAE's token taxonomy and its shuffle baseline
+under the default `TaxonomySettings`), the key each is kept under (its settings and
+`VERSION`), `derive(path)`, the callback a build hands to `StoreWriter`, and the loaders the
+app calls: each returns the kept result when the store holds one computed under the settings
+asked for, and computes it otherwise (other settings, or a store built before). A kept result
+equals a fresh computation (tested), so a page cannot tell them apart except by speed.
+How they are stored is `explorer.store.derived`'s business.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from explorer.analysis.controls import ChanceBaseline, load_chance_baseline
+from explorer.analysis.descriptions import DescriptionSettings, load_descriptions, load_scores
+from explorer.analysis.enrichment import (
+    TaxonomySettings,
+    load_taxonomy,
+    shuffle_baseline,
+    taxonomy_summary,
+)
+from explorer.analysis.specialists import Specialists, SpecialistSettings, load_specialists
+from explorer.store.derived import Derived
+from explorer.store.reader import Store
+
+logger = logging.getLogger(__name__)
+
+# Bump when what an analysis returns changes, so a store built before is recomputed on
+# demand instead of answered from its kept tables.
+VERSION = 1
+SPECIALISTS = "specialists"
+CHANCE = "chance"
+DESCRIPTIONS = "descriptions"
+TAXONOMY = "taxonomy"
+
+
+def key(settings: Any) -> str:
+    """The key a result computed under `settings` (a settings dataclass) is kept under."""
+    return json.dumps({"version": VERSION, "settings": asdict(settings)}, sort_keys=True)
+
+
+# --- loaders: the kept result when there is one -------------------------------------------
+
+
+def specialists(store: Store, settings: SpecialistSettings) -> Specialists:
+    """`load_specialists(store, settings)`, read from the store when it keeps them."""
+    kept = store.derived(SPECIALISTS, key(settings))
+    if kept is None:
+        return load_specialists(store, settings)
+    frames = kept.frames
+    return Specialists(
+        settings,
+        frames["cells"],
+        frames["features"],
+        frames["categories"],
+        frames["replication"],
+        frozenset(kept.values["operation_categories"]),
+    )
+
+
+def chance_baseline(store: Store, settings: SpecialistSettings) -> ChanceBaseline:
+    """`load_chance_baseline(store, settings)`, read from the store when it keeps it."""
+    kept = store.derived(CHANCE, key(settings))
+    if kept is None:
+        return load_chance_baseline(store, settings)
+    frames = kept.frames
+    return ChanceBaseline(
+        frames["hits"], int(kept.values["permutations"]), frames["saes"], frames["categories"]
+    )
+
+
+def descriptions(store: Store, sae: str, settings: DescriptionSettings) -> pd.DataFrame:
+    """`load_descriptions(store, sae, settings)`, read from the store when it keeps them."""
+    kept = store.derived(DESCRIPTIONS, key(settings))
+    if kept is None:
+        return load_descriptions(store, sae, settings)
+    return _one_sae(kept.frames["descriptions"], sae)
+
+
+def description_scores(store: Store, sae: str, settings: DescriptionSettings) -> pd.DataFrame:
+    """`load_scores(store, sae, settings)` (one scan of the SAE's activations), read from the
+    store when it keeps them."""
+    kept = store.derived(DESCRIPTIONS, key(settings))
+    if kept is None:
+        return load_scores(store, sae, settings)
+    return _one_sae(kept.frames["scores"], sae).drop(columns="sae")
+
+
+def has_description_scores(store: Store, settings: DescriptionSettings) -> bool:
+    """Whether the store keeps the description scores under `settings` (no scan to show
+    them)."""
+    return store.derived_kinds().get(DESCRIPTIONS) == key(settings)
+
+
+def taxonomy(store: Store, sae: str, settings: TaxonomySettings) -> pd.DataFrame:
+    """`load_taxonomy(store, sae, settings)`, read from the store when it keeps it."""
+    kept = store.derived(TAXONOMY, key(settings))
+    if kept is None:
+        return load_taxonomy(store, sae, settings)
+    return _one_sae(kept.frames["taxonomy"], sae)
+
+
+def taxonomy_baseline(store: Store, sae: str, settings: TaxonomySettings) -> pd.DataFrame:
+    """`shuffle_baseline(store, sae, settings)` (its default shuffles and seed), read from
+    the store when it keeps it."""
+    kept = store.derived(TAXONOMY, key(settings))
+    if kept is None:
+        return shuffle_baseline(store, sae, settings)
+    return _one_sae(kept.frames["baseline"], sae).drop(columns="sae")
+
+
+def taxonomy_comparison(store: Store, settings: TaxonomySettings) -> pd.DataFrame:
+    """sae, layer and the `taxonomy_summary` of every SAE of `store`, in build order (as
+    `enrichment.compare_saes`), from the kept taxonomies when the store has them."""
+    saes = store.saes()
+    rows = [
+        {"sae": sae, "layer": layer, **taxonomy_summary(taxonomy(store, sae, settings))}
+        for sae, layer in zip(saes["sae"], saes["layer"], strict=True)
+    ]
+    return pd.DataFrame(rows)
+
+
+def _one_sae(frame: pd.DataFrame, sae: str) -> pd.DataFrame:
+    store_sae = frame["sae"] == sae
+    return frame.loc[store_sae].reset_index(drop=True)
+
+
+# --- what a build keeps -------------------------------------------------------------------
+
+
+def derived_entries(store: Store) -> list[Derived]:
+    """Every analysis a build keeps, computed on `store` under the default settings."""
+    entries = []
+    for name, compute in (
+        (SPECIALISTS, _specialists_entry),
+        (CHANCE, _chance_entry),
+        (DESCRIPTIONS, _descriptions_entry),
+        (TAXONOMY, _taxonomy_entry),
+    ):
+        started = time.perf_counter()
+        entries.append(compute(store))
+        logger.info("derived %s in %.1f s", name, time.perf_counter() - started)
+    return entries
+
+
+def derive(path: Path) -> list[Derived]:
+    """The `StoreWriter(derive=...)` callback: `derived_entries` of the store file `path`."""
+    with Store.open(path) as store:
+        return derived_entries(store)
+
+
+def _specialists_entry(store: Store) -> Derived:
+    settings = SpecialistSettings()
+    found = load_specialists(store, settings)
+    return Derived(
+        SPECIALISTS,
+        key(settings),
+        {
+            "cells": found.table,
+            "features": found.features,
+            "categories": found.categories,
+            "replication": found.replication,
+        },
+        {"operation_categories": sorted(found.operation_categories)},
+    )
+
+
+def _chance_entry(store: Store) -> Derived:
+    settings = SpecialistSettings()
+    null = load_chance_baseline(store, settings)
+    return Derived(
+        CHANCE,
+        key(settings),
+        {"hits": null.hits, "saes": null.saes, "categories": null.categories},
+        {"permutations": null.permutations},
+    )
+
+
+def _descriptions_entry(store: Store) -> Derived:
+    settings = DescriptionSettings()
+    saes = list(store.saes()["sae"])
+    described = [load_descriptions(store, sae, settings) for sae in saes]
+    scores = [load_scores(store, sae, settings).assign(sae=sae) for sae in saes]
+    return Derived(
+        DESCRIPTIONS,
+        key(settings),
+        {
+            "descriptions": pd.concat(described, ignore_index=True),
+            "scores": pd.concat(scores, ignore_index=True),
+        },
+    )
+
+
+def _taxonomy_entry(store: Store) -> Derived:
+    settings = TaxonomySettings()
+    saes = list(store.saes()["sae"])
+    return Derived(
+        TAXONOMY,
+        key(settings),
+        {
+            "taxonomy": pd.concat(
+                [load_taxonomy(store, sae, settings) for sae in saes], ignore_index=True
+            ),
+            "baseline": pd.concat(
+                [shuffle_baseline(store, sae, settings).assign(sae=sae) for sae in saes],
+                ignore_index=True,
+            ),
+        },
+    )

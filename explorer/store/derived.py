@@ -1,0 +1,130 @@
+"""Derived analysis tables: whole-store analyses computed once and kept in the store file.
+
+Owns how a finished analysis (the specialist table under the default settings, its
+permutation null, the description scores, ...) is written into a store and read back: each
+*kind* of analysis holds one entry, computed under one *key* (the JSON of its settings and
+its version, chosen by `explorer.analysis.precompute`); its DataFrames are Parquet blobs
+in the table `derived(kind, part, data)` (one small table: a DuckDB table per frame would
+take a 256 KB block per column, 18 MB on the demo store, and Parquet keeps the pandas
+dtypes) and its scalars, key and parts a `meta` row `derived:<kind>`.
+A reader asks for a kind under the key it wants and gets None when the store holds another
+key (or none): the analysis then runs as before. What is computed, and when, is decided
+above this layer; this module runs no analysis.
+
+`add_derived` writes into a copy of a finished store and swaps it in with `os.replace`, as a
+build does, so a reader never sees a half-written file and a failure leaves the store as it
+was.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+import shutil
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pandas as pd
+
+from explorer.errors import StoreError, markdown_escaped
+
+TABLE = "derived"
+META_PREFIX = "derived:"
+_NAME = re.compile(r"[a-z][a-z0-9_]{0,40}")
+
+
+@dataclass(frozen=True)
+class Derived:
+    """One derived analysis: `frames` (part name -> DataFrame) and JSON `values`, computed
+    under `key`."""
+
+    kind: str
+    key: str
+    frames: Mapping[str, pd.DataFrame]
+    values: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for name in (self.kind, *self.frames):
+            if not _NAME.fullmatch(name):
+                raise StoreError(f"Derived table names are lower-case words, got {name!r}.")
+
+
+def _to_parquet(frame: pd.DataFrame) -> bytes:
+    buffer = io.BytesIO()
+    frame.to_parquet(buffer, index=False, compression="zstd")
+    return buffer.getvalue()
+
+
+def write_derived(con: duckdb.DuckDBPyConnection, entries: list[Derived]) -> None:
+    """Write `entries` into the open store of `con` (replacing each kind's old tables), in
+    the caller's transaction."""
+    con.execute(f"CREATE TABLE IF NOT EXISTS {TABLE} (kind VARCHAR, part VARCHAR, data BLOB)")
+    for entry in entries:
+        con.execute(f"DELETE FROM {TABLE} WHERE kind = ?", [entry.kind])
+        con.execute("DELETE FROM meta WHERE key = ?", [META_PREFIX + entry.kind])
+        con.executemany(
+            f"INSERT INTO {TABLE} VALUES (?, ?, ?)",
+            [(entry.kind, part, _to_parquet(frame)) for part, frame in entry.frames.items()],
+        )
+        record = {"key": entry.key, "parts": sorted(entry.frames), "values": dict(entry.values)}
+        con.execute(
+            "INSERT INTO meta VALUES (?, ?)",
+            [META_PREFIX + entry.kind, json.dumps(record, sort_keys=True)],
+        )
+
+
+def read_derived(cursor: duckdb.DuckDBPyConnection, kind: str, key: str) -> Derived | None:
+    """The `kind` entry of the store of `cursor` if it was computed under `key`, else None."""
+    row = cursor.execute("SELECT value FROM meta WHERE key = ?", [META_PREFIX + kind]).fetchone()
+    if row is None:
+        return None
+    record = json.loads(row[0])
+    if record["key"] != key:
+        return None
+    rows = cursor.execute(f"SELECT part, data FROM {TABLE} WHERE kind = ?", [kind]).fetchall()
+    frames = {part: pd.read_parquet(io.BytesIO(data)) for part, data in rows}
+    return Derived(kind, key, {part: frames[part] for part in record["parts"]}, record["values"])
+
+
+def derived_kinds(cursor: duckdb.DuckDBPyConnection) -> dict[str, str]:
+    """kind -> key of every derived analysis the store of `cursor` holds."""
+    rows = cursor.execute(
+        "SELECT key, value FROM meta WHERE starts_with(key, ?)", [META_PREFIX]
+    ).fetchall()
+    return {key.removeprefix(META_PREFIX): json.loads(value)["key"] for key, value in rows}
+
+
+def add_derived(path: str | Path, entries: list[Derived]) -> None:
+    """Write `entries` into the finished store at `path`: a copy is written, checkpointed and
+    swapped in with `os.replace`; on any failure the store stays as it was."""
+    from explorer.store.writer import connect_for_build, remove_db_files
+
+    path = Path(path).absolute()
+    tmp = path.with_name(f".{path.name}.derive-{os.getpid()}")
+    remove_db_files(tmp)
+    try:
+        shutil.copyfile(path, tmp)
+        con = connect_for_build(tmp)
+        try:
+            con.begin()
+            write_derived(con, entries)
+            con.commit()
+            con.execute("CHECKPOINT")
+        finally:
+            con.close()
+        tmp.with_name(tmp.name + ".wal").unlink(missing_ok=True)
+        os.replace(tmp, path)
+    except (OSError, duckdb.Error) as exc:
+        remove_db_files(tmp)
+        raise StoreError(
+            f"Could not add the derived analyses to {markdown_escaped(path)} "
+            f"({markdown_escaped(exc)}); the store is unchanged."
+        ) from exc
+    except BaseException:
+        remove_db_files(tmp)
+        raise
