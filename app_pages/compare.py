@@ -8,7 +8,7 @@ from explorer.analysis.specialists import MEASURE_INFO, MEASURES, category_matri
 from explorer.charts.compare import quality_chart, specialists_per_category_chart
 from explorer.errors import markdown_escaped
 from explorer.methods_doc import methods_link
-from explorer.ui import cached
+from explorer.ui import cached, compare_views
 from explorer.ui.cached import feature_descriptions, specialists
 from explorer.ui.links import feature_chart
 from explorer.ui.params import specialist_settings_sidebar
@@ -59,3 +59,5 @@ if st.toggle(
 st.subheader("Quality per SAE")
 st.caption(f"{quality_sample_note(store.saes(), store.meta())} {methods_link('sae-quality')}")
 st.altair_chart(quality_chart(comparison), width="stretch")
+
+compare_views.show_field_metrics(store)

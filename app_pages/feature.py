@@ -7,7 +7,7 @@ import streamlit as st
 
 from explorer.analysis.feature_data import resolve_feature_request
 from explorer.errors import markdown_escaped
-from explorer.ui import cached, feature_views, guide_views
+from explorer.ui import cached, feature_views, guide_views, lineage_views
 from explorer.ui import feature_cache as cache
 from explorer.ui.params import url_value
 from explorer.ui.state import current_source, current_store, public_demo
@@ -64,6 +64,7 @@ loaded = current_source()
 handle = loaded.handle_for(store.sae(sae))
 feature_views.show_logit_lens(store, data, loaded, handle)
 feature_views.show_related(store, loaded, handle, sae, feature, neighbours_k)
+lineage_views.show_lineage(store, loaded, handle, sae, feature, lineage_views.PER_SAE)
 labels = feature_views.label_form(store, sae, feature, read_only=public_demo())
 if len(labels):
     label_line.text(f"Label: {labels['label'].iloc[0]}")

@@ -13,7 +13,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from explorer.analysis import precompute
+from explorer.analysis import field_metrics, lineage, precompute
 from explorer.analysis.controls import ChanceBaseline
 from explorer.analysis.descriptions import (
     DescriptionSettings,
@@ -195,3 +195,32 @@ def lens_in_corpus(store: Store, sae: str, n_tokens: int) -> pd.DataFrame:
     """`lens_tokens_in_corpus(store, sae, n_tokens)` with display labels for the tokens, cached
     per store file, SAE and count."""
     return _lens_in_corpus(str(store.path), store.identity, sae, n_tokens)
+
+
+@st.cache_data(
+    max_entries=8,
+    ttl=3600,
+    show_spinner="Correlating every feature with the other SAEs' features (once per store)…",
+)
+def _correlation_lineage(path: str, identity: tuple[int, int]) -> pd.DataFrame:
+    return lineage.correlation_lineage(open_store(path))
+
+
+def correlation_lineage(store: Store) -> pd.DataFrame:
+    """`lineage.correlation_lineage(store)`: every feature's most correlated features in the
+    other SAEs, cached per store file."""
+    return _correlation_lineage(str(store.path), store.identity)
+
+
+@st.cache_data(max_entries=8, ttl=3600, show_spinner="Probing the corpus's categories…")
+def _sparse_probing(
+    path: str, identity: tuple[int, int], settings: field_metrics.ProbingSettings
+) -> pd.DataFrame:
+    return field_metrics.sparse_probing(open_store(path), settings)
+
+
+def sparse_probing(
+    store: Store, settings: field_metrics.ProbingSettings = field_metrics.DEFAULT_PROBING
+) -> pd.DataFrame:
+    """`field_metrics.sparse_probing(store, settings)`, cached per store file and settings."""
+    return _sparse_probing(str(store.path), store.identity, settings)

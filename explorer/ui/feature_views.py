@@ -154,18 +154,16 @@ def show_logit_lens(
 def show_related(
     store: Store, loaded: LoadedSource, handle: SaeHandle | None, sae: str, feature: int, k: int
 ) -> None:
-    """The nearest features by decoder cosine (in this SAE and the others; needs the loaded
-    SAE) and the features that fire with it (Jaccard over tokens or texts)."""
+    """The nearest features by decoder cosine in this SAE (needs the loaded SAE; the other
+    SAEs' are the lineage section's) and the features that fire with it (Jaccard over
+    tokens or texts)."""
     st.subheader("Related features")
     cosine_column, cofiring_column = st.columns(2)
     if handle is not None:
         neighbours = cache.decoder_neighbours_of(loaded, sae, feature, k)
-        same = neighbours["sae"] == sae
-        others = neighbours[~same].sort_values("cosine", ascending=False).head(k)
-        for title, rows in [("in this SAE", neighbours[same]), ("in the other SAEs", others)]:
-            with cosine_column:
-                st.markdown(f"**Nearest by decoder cosine {title}**")
-                feature_table(rows, ["sae", "feature", "cosine"])
+        with cosine_column:
+            st.markdown("**Nearest by decoder cosine in this SAE**")
+            feature_table(neighbours[neighbours["sae"] == sae], ["sae", "cosine", "feature"])
     names = store.saes()["sae"].tolist()
     with cofiring_column:
         st.markdown("**Co-firing features** (Jaccard)")

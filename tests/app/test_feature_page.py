@@ -172,7 +172,8 @@ def test_dead_feature_says_so(page, facts):
 def test_decoder_neighbours_and_co_firing_link_to_feature_pages(page, facts, tiny_bundle_path):
     feature = facts["busiest"]
     at = page(sae=SAE, feature=str(feature))
-    same, others = (df.value for df in at.dataframe if "cosine" in df.value.columns)
+    same = next(df.value for df in at.dataframe if "cosine" in df.value.columns)
+    lineage = next(df.value for df in at.dataframe if "similarity" in df.value.columns)
     loaded = load_source(f"demo:{tiny_bundle_path}")
     query = F.normalize(loaded.sae(SAE).sae.W_dec.detach()[feature], dim=0)
     cosines = {
@@ -182,16 +183,11 @@ def test_decoder_neighbours_and_co_firing_link_to_feature_pages(page, facts, tin
     values, indices = cosines[SAE].topk(10)
     assert same["link"].tolist() == [f"feature?sae={SAE}&feature={i}" for i in indices.tolist()]
     np.testing.assert_allclose(same["cosine"], values.numpy(), atol=1e-5)
-    pooled = sorted(
-        (
-            (float(c), name, i)
-            for name in ("L0.resid_post", "L2.resid_post")
-            for i, c in enumerate(cosines[name])
-        ),
-        reverse=True,
-    )[:10]
-    np.testing.assert_allclose(others["cosine"], [c for c, *_ in pooled], atol=1e-5)
-    assert others["link"].tolist() == [f"feature?sae={n}&feature={i}" for _, n, i in pooled]
+    for name in ("L0.resid_post", "L2.resid_post"):  # the lineage section: 3 per other SAE
+        rows = lineage[lineage["sae"] == name]
+        values, indices = cosines[name].topk(3)
+        np.testing.assert_allclose(rows["similarity"], values.numpy(), atol=1e-5)
+        assert rows["link"].tolist() == [f"feature?sae={name}&feature={i}" for i in indices]
     cofiring = next(df.value for df in at.dataframe if "jaccard" in df.value.columns)
     assert len(cofiring) == 10 and cofiring["jaccard"].is_monotonic_decreasing
     assert all(link.startswith(f"feature?sae={SAE}&feature=") for link in cofiring["link"])
