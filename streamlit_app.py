@@ -5,9 +5,19 @@ import streamlit as st
 from explorer.ui.resources import import_model_libraries
 from explorer.ui.state import sidebar
 
-# Pages that read the store only: they never import the model libraries, so a server that
-# serves only them stays small (tests/unit/test_imports.py checks their imports).
-STORE_PAGES = ("specialists", "frequency", "compare", "taxonomy", "methods")
+# Pages whose imports hold no model library, so a server that serves only them stays small
+# (tests/unit/test_imports.py checks their imports). Their live parts (a typed text) load the
+# model through current_source(), which imports the libraries under the same lock first.
+STORE_PAGES = (
+    "specialists",
+    "frequency",
+    "compare",
+    "taxonomy",
+    "methods",
+    "tokens",
+    "rankings",
+    "search",
+)
 
 st.set_page_config(page_title="SAE feature explorer", page_icon="🔬", layout="wide")
 

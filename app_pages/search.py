@@ -6,9 +6,9 @@ Shareable as `search?by=token&q=...`; typed texts stay out of the URL.
 import streamlit as st
 
 from explorer.analysis.descriptions import search_descriptions
+from explorer.analysis.text_activations import TEXT_RANKINGS, rank_text_features, with_share_of_max
 from explorer.charts.feature import token_label
 from explorer.errors import ExplorerError, markdown_escaped
-from explorer.live.text import TEXT_RANKINGS, rank_text_features, with_share_of_max
 from explorer.store.queries import search as queries
 from explorer.ui import cached
 from explorer.ui import feature_cache as cache

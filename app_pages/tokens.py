@@ -3,8 +3,8 @@ each token, and one feature over the texts of a category (others in grey)."""
 
 import streamlit as st
 
+from explorer.analysis.text_activations import MAX_HIGHLIGHTED, TextActivations, parse_feature_ids
 from explorer.errors import ExplorerError
-from explorer.live.text import MAX_HIGHLIGHTED, TextActivations, parse_feature_ids
 from explorer.store.reader import Store
 from explorer.ui import feature_cache as cache
 from explorer.ui.limits import max_text_chars

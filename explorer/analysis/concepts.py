@@ -30,7 +30,7 @@ from explorer.analysis.specialists import auroc_from_ranks
 from explorer.errors import InputError, bounded_int
 
 if TYPE_CHECKING:
-    from explorer.live.text import TextActivations
+    from explorer.analysis.text_activations import TextActivations
 
 MAX_EXAMPLES = 10
 MAX_EXAMPLE_CHARS = 500

@@ -32,6 +32,7 @@ from sae_lens import TopKSAE
 from sae_lens.saes.topk_sae import TopK
 
 from explorer.build.quality import SpliceLosses, ce_losses, dense_fraction, stratified_sample
+from explorer.build.stages import LOGIT_LENS, QUALITY, Stage
 from explorer.corpus import Corpus
 from explorer.errors import InputError, markdown_escaped
 from explorer.sources.source import LoadedSource, SaeHandle
@@ -41,7 +42,6 @@ from explorer.tokenize import (
     batch_plan,
     batch_token_strings,
     padded_batch,
-    padded_batches,
     partial_character_ids,
     tokenize_corpus,
     vocab_strings,
@@ -293,6 +293,20 @@ class LogitLens:
 
 
 @torch.inference_mode()
+def _no_stage(name: str, done: int, total: int) -> None:
+    pass
+
+
+def _logit_lenses(
+    loaded: LoadedSource, handles: list[SaeHandle], k: int, stage: Stage
+) -> dict[str, LogitLens]:
+    lenses = {}
+    for done, handle in enumerate(handles):
+        stage(LOGIT_LENS, done, len(handles))
+        lenses[handle.name] = logit_lens(loaded, handle, k)
+    return lenses
+
+
 def logit_lens(loaded: LoadedSource, handle: SaeHandle, k: int, chunk: int = 2048) -> LogitLens:
     """Decoder logit lens of every feature of one SAE, in chunks of features.
 
@@ -353,8 +367,12 @@ def extract(
     sink: BuildSink | None,
     settings: BuildSettings | None = None,
     progress: Progress | None = None,
+    stage: Stage | None = None,
 ) -> ExtractionResult:
-    """Run the model and SAEs over the corpus; stream rows to `sink` (None = compute only)."""
+    """Run the model and SAEs over the corpus; stream rows to `sink` (None = compute only).
+    `progress` follows the forward passes, `stage` the steps after them (the quality sample's
+    batches, then each SAE's logit lens)."""
+    stage = stage or _no_stage
     settings = settings or BuildSettings()
     settings.validate()
     if settings.max_texts is not None:
@@ -371,7 +389,7 @@ def extract(
     )
     seconds = time.perf_counter() - started
     sample = quality_sample(texts, settings)
-    losses = quality_losses(loaded, handles, tokenized, sample)
+    losses = quality_losses(loaded, handles, tokenized, sample, stage=stage)
     quality = {}
     for handle in handles:
         accumulator = accumulators[handle.name]
@@ -391,7 +409,7 @@ def extract(
         saes=handles,
         feature_stats={n: a.feature_stats(len(texts)) for n, a in accumulators.items()},
         top_examples={n: a.top_examples(ordinals) for n, a in accumulators.items()},
-        logit_lens={h.name: logit_lens(loaded, h, settings.logit_lens_k) for h in handles},
+        logit_lens=_logit_lenses(loaded, handles, settings.logit_lens_k, stage),
         quality=quality,
         vocab=vocab,
         n_tokens=total_tokens,
@@ -634,6 +652,7 @@ def quality_losses(
     tokenized: TokenizedCorpus,
     sample: np.ndarray,
     batch_size: int = 8,
+    stage: Stage | None = None,
 ) -> dict[str, SpliceLosses]:
     """`SpliceLosses` per hook over the texts at positions `sample` of the corpus (see
     `quality_sample`): batches of similar length, so little padding is run, pooled with each
@@ -647,7 +666,11 @@ def quality_losses(
     def reconstruct(sae: Any, x: torch.Tensor) -> torch.Tensor:
         return codecs[id(sae)].reconstruct(x)
 
-    for _, tokens, real in padded_batches(subset, batch_size, loaded.tokenizer.pad_token_id):
+    plan = batch_plan(subset, batch_size)
+    stage = stage or _no_stage
+    for done, members in enumerate(plan):
+        stage(QUALITY, done, len(plan))
+        _, tokens, real = padded_batch(subset, members, loaded.tokenizer.pad_token_id)
         for hook, losses in ce_losses(
             loaded.model, saes, tokens.to(device), real.to(device), reconstruct
         ).items():

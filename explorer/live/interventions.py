@@ -38,8 +38,9 @@ from jaxtyping import Float
 from sae_lens import SAE
 from scipy.stats import ttest_ind
 
+from explorer.analysis.text_activations import MAX_TEXT_CHARS
 from explorer.errors import InputError, bounded_int, markdown_escaped
-from explorer.live.text import MAX_TEXT_CHARS, check_text
+from explorer.live.text import check_text
 from explorer.sources import request_hooks
 from explorer.sources.source import LoadedSource, SaeHandle
 from explorer.tokenize import padded_batches, token_strings, tokenize_corpus

@@ -27,6 +27,7 @@ from typing import Any
 
 import pandas as pd
 
+from explorer.analysis.text_activations import parse_feature_ids
 from explorer.errors import InputError, markdown_escaped
 from explorer.live.interventions import (
     MAX_FEATURES,
@@ -41,7 +42,6 @@ from explorer.live.interventions import (
     specialization_test,
     text_effect,
 )
-from explorer.live.text import parse_feature_ids
 from explorer.settings import LiveLimits, bound_heap
 from explorer.sources.source import LoadedSource
 from explorer.store.reader import Store

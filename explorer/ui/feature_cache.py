@@ -11,6 +11,7 @@ under a live-model slot (`explorer.ui.limits`) and bounded to the deployment's l
 from __future__ import annotations
 
 from functools import partial
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -23,19 +24,20 @@ from explorer.analysis.feature_data import (
     load_feature_data,
 )
 from explorer.analysis.histograms import value_histogram
-from explorer.analysis.lens_checks import ConsistencySettings, consistency
-from explorer.analysis.logit_lens import feature_logits
-from explorer.analysis.similarity import decoder_neighbours
+from explorer.analysis.text_activations import TextActivations, stored_text_activations
 from explorer.charts.feature import token_label
-from explorer.live.text import TextActivations, encode_text, stored_text_activations
 from explorer.sources.source import LoadedSource
-from explorer.sources.unembed import unembed_directions
 from explorer.store.queries import feature as feature_queries
 from explorer.store.queries import lens as lens_queries
 from explorer.store.queries.feature import CoFiringLevel
 from explorer.store.reader import Store
 from explorer.ui.limits import live_model_slot, max_text_chars
 from explorer.ui.resources import StoreKey, store_key
+
+# The functions that run the model import torch and the model code when called: a page that
+# only reads the store never imports them (tests/unit/test_imports.py).
+if TYPE_CHECKING:
+    from explorer.analysis.lens_checks import ConsistencySettings
 
 TTL_S = 3600
 
@@ -90,6 +92,8 @@ def co_firing(
 
 @st.cache_data(max_entries=128, ttl=TTL_S, show_spinner=False)
 def _decoder_neighbours(_loaded: LoadedSource, key: str, sae: str, feature: int, k: int):
+    from explorer.analysis.similarity import decoder_neighbours
+
     decoders = {handle.name: handle.sae.W_dec.detach() for handle in _loaded.saes}
     return decoder_neighbours(decoders, sae, [feature], k).drop(columns="query")
 
@@ -103,6 +107,8 @@ def decoder_neighbours_of(loaded: LoadedSource, sae: str, feature: int, k: int) 
 def _logit_histogram(
     _loaded: LoadedSource, key: str, sae: str, feature: int, bins: int
 ) -> pd.DataFrame:
+    from explorer.analysis.logit_lens import feature_logits
+
     return value_histogram(feature_logits(_loaded, sae, feature), bins)
 
 
@@ -123,6 +129,8 @@ def stored_text(store: Store, text_id: int, sae: str) -> TextActivations:
 def _typed_text(
     _loaded: LoadedSource, key: str, sae: str, text: str, max_chars: int
 ) -> TextActivations:
+    from explorer.live.text import encode_text
+
     with live_model_slot():
         return encode_text(_loaded, sae, text, max_chars)
 
@@ -180,6 +188,9 @@ def _lens_consistency(
     sae: str,
     settings: ConsistencySettings,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    from explorer.analysis.lens_checks import consistency
+    from explorer.sources.unembed import unembed_directions
+
     examples = lens_queries.top_examples_with_next(_store, sae)
     unembed = partial(unembed_directions, _loaded.model)
     return examples, consistency(examples, _loaded.sae(sae).sae.W_dec, unembed, settings)

@@ -19,7 +19,7 @@ from contextlib import contextmanager
 
 import streamlit as st
 
-from explorer.live.text import MAX_TEXT_CHARS
+from explorer.analysis.text_activations import MAX_TEXT_CHARS
 from explorer.settings import LIVE_WAIT_S
 from explorer.ui.resources import app_settings
 

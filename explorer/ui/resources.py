@@ -13,6 +13,7 @@ TOML boolean `EXPLORER_PUBLIC_DEMO` in `.streamlit/secrets.toml`.
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 from pathlib import Path
@@ -21,7 +22,8 @@ from typing import TYPE_CHECKING
 import streamlit as st
 
 from explorer import settings
-from explorer.errors import StoreError, markdown_escaped, quoted
+from explorer.build.stages import STAGES
+from explorer.errors import ExplorerError, StoreError, markdown_escaped, quoted
 from explorer.settings import Settings
 from explorer.sources.source import LoadedSource, Source, load_source
 from explorer.store.reader import Store
@@ -33,6 +35,7 @@ if TYPE_CHECKING:
     from explorer.sources.memory import MemoryEstimate
 
 DEMO_CORPUS = "bundled+arithmetic"
+logger = logging.getLogger(__name__)
 
 
 def app_settings() -> Settings:
@@ -84,7 +87,10 @@ def memory_estimate(spec: str) -> MemoryEstimate:
 
 
 def loaded_source(spec: str) -> LoadedSource:
-    """The source, loaded once per process; the spinner shows its estimated memory."""
+    """The source, loaded once per process; the spinner shows its estimated memory. The
+    model libraries are imported first under their lock: pages that import none of them
+    (the entry's STORE_PAGES) reach them here, when the user asks for live work."""
+    import_model_libraries()
     source = Source.parse(spec)
     with st.spinner(f"Loading `{source.spec()}`: {memory_estimate(spec).describe()}…"):
         return _loaded_source(source.spec())
@@ -131,11 +137,6 @@ def _store_slot(path: str) -> _StoreSlot:
     return _StoreSlot(path)
 
 
-@st.cache_resource
-def _build_lock() -> threading.Lock:
-    return threading.Lock()
-
-
 StoreKey = tuple[str, tuple[int, ...]]
 
 
@@ -164,19 +165,136 @@ def demo_store_outdated(path: str) -> bool:
         ) from exc
 
 
-def build_missing_demo_store(path: str, spec: str, progress) -> bool:
-    """Build the demo store at `path` if it is missing or of another schema version (one
-    `Store.open` refuses; labels and interventions stay in the store's sidecar); True when
-    a build ran. A file that is not a readable store is left for `Store.open` to report.
+class DemoBuild:
+    """One build of the demo store at `path`, run by a server thread: it finishes whatever
+    happens to the session that started it (a closed tab no longer throws it away), and any
+    session asking for the same path meanwhile follows this one instead of starting another.
 
-    One build at a time per process: a second session waits, then finds the file.
+    `fraction` and `text` tell where it is, for a progress bar that ends only when the store
+    is written: the forward passes (with their rate and time left), then the reconstruction
+    quality, the logit lens and the writing (`explorer.build.stages.STAGES`), which the bar
+    used to leave out: it sat at "0 s left" while they ran.
+    `error` is the message of a failed build, shown until a user retries.
     """
-    from explorer.analysis.precompute import derive
-    from explorer.build.single import build_store
 
-    with _build_lock():
-        if not demo_store_outdated(path):
-            return False
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        build_store(loaded_source(spec), DEMO_CORPUS, path, progress=progress, derive=derive)
-        return True
+    # Share of the bar the forward passes fill; the steps after them fill the rest in turn.
+    FORWARD_SHARE = 0.8
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.fraction = 0.0
+        self.text = "Building the demo store (first run): loading the model…"
+        self.error: str | None = None
+        self._done = threading.Event()
+
+    @property
+    def finished(self) -> bool:
+        return self._done.is_set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """True once the build has finished (written the store or failed)."""
+        return self._done.wait(timeout)
+
+    def forward(self, done: int, total: int, seconds: float) -> None:
+        rate = done / max(seconds, 1e-9)
+        left = (total - done) / max(rate, 1e-9)
+        self.fraction = self.FORWARD_SHARE * min(done / max(total, 1), 1.0)
+        self.text = (
+            f"Building the demo store (step 1 of {1 + len(STAGES)}, forward passes): "
+            f"{done:,}/{total:,} tokens, {rate:,.0f} tokens/s, about {left:,.0f} s left "
+            "for this step"
+        )
+
+    def stage(self, name: str, done: int, total: int) -> None:
+        index = STAGES.index(name)
+        share = (1 - self.FORWARD_SHARE) / len(STAGES)
+        self.fraction = self.FORWARD_SHARE + share * (index + done / max(total, 1))
+        parts = f" ({done + 1} of {total})" if total > 1 else ""
+        self.text = (
+            f"Building the demo store (step {index + 2} of {1 + len(STAGES)}, {name}{parts})…"
+        )
+
+    def run(self, loaded: LoadedSource) -> None:
+        """The thread's body: build, record a failure's message, then mark it finished."""
+        from explorer.build.single import build_store
+
+        try:
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            build_store(loaded, DEMO_CORPUS, self.path, progress=self.forward, stage=self.stage)
+            self.fraction, self.text = 1.0, "The demo store is built."
+        except ExplorerError as error:
+            self.error = str(error)
+        except Exception as error:  # noqa: BLE001 - a failed build must reach the page
+            logger.exception("The demo store build at %s failed", self.path)
+            self.error = (
+                f"The demo store build failed: {markdown_escaped(type(error).__name__)}: "
+                f"{markdown_escaped(error)}. Try again, or build it with `python -m explorer "
+                "build demo bundled+arithmetic`."
+            )
+        finally:
+            self._done.set()
+
+
+class _DemoBuilds:
+    """The demo builds of this process by store path, and how many were started."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.by_path: dict[str, DemoBuild] = {}
+        self.started = 0
+
+
+@st.cache_resource
+def demo_builds() -> _DemoBuilds:
+    return _DemoBuilds()
+
+
+def demo_build_of(path: str) -> DemoBuild | None:
+    """The running or last build of the demo store at `path` in this process, if any."""
+    return demo_builds().by_path.get(str(Path(path).absolute()))
+
+
+def start_demo_build(path: str, spec: str) -> DemoBuild:
+    """Start building the demo store at `path` in a server thread, or join the build of that
+    path already running; one build runs at a time across sessions (the source is loaded
+    first, in this session, with its memory shown)."""
+    loaded = loaded_source(spec)
+    builds = demo_builds()
+    key = str(Path(path).absolute())
+    with builds.lock:
+        running = builds.by_path.get(key)
+        if running is not None and not running.finished:
+            return running
+        build = builds.by_path[key] = DemoBuild(path)
+        builds.started += 1
+        threading.Thread(
+            target=_run_in_slot, args=(build, loaded), name="demo-store-build", daemon=True
+        ).start()
+        return build
+
+
+_BUILD_SLOT = threading.Lock()  # one build's memory at a time, whatever its path
+
+
+def _run_in_slot(build: DemoBuild, loaded: LoadedSource) -> None:
+    if not _BUILD_SLOT.acquire(blocking=False):
+        build.text = "Waiting for another store build of this server to finish…"
+        _BUILD_SLOT.acquire()
+    try:
+        build.run(loaded)
+    finally:
+        _BUILD_SLOT.release()
+
+
+def build_missing_demo_store(path: str, spec: str) -> bool:
+    """Build the demo store at `path` if it is missing or of another schema version (one
+    `Store.open` refuses; labels and interventions stay in the store's sidecar) and wait for
+    it; True when a build ran. A file that is not a readable store is left for `Store.open`
+    to report; a failed build raises its message as a StoreError."""
+    if not demo_store_outdated(path):
+        return False
+    build = start_demo_build(path, spec)
+    build.wait()
+    if build.error is not None:
+        raise StoreError(build.error)
+    return True

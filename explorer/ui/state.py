@@ -21,11 +21,13 @@ from explorer.settings import LiveLimits
 from explorer.sources.source import LoadedSource, Source
 from explorer.store.reader import Store, is_store_file, unusable_store_message
 from explorer.ui.resources import (
+    DemoBuild,
     app_settings,
-    build_missing_demo_store,
+    demo_build_of,
     demo_store_outdated,
     loaded_source,
     open_store,
+    start_demo_build,
 )
 
 SOURCE_KEY = "source_spec"
@@ -150,22 +152,41 @@ def current_store() -> Store:
         spec, path = _session_choice()
         checked = st.session_state.get(DEMO_CHECKED_KEY) == (path, spec)
         if not checked and Source.parse(spec).kind == "demo" and demo_store_outdated(path):
-            _confirm_demo_build(path)
-            bar = st.progress(0.0, text="Building the demo store (first run)…")
-
-            def progress(done: int, total: int, seconds: float) -> None:
-                rate = done / max(seconds, 1e-9)
-                left = (total - done) / max(rate, 1e-9)
-                bar.progress(
-                    min(done / max(total, 1), 1.0),
-                    text=f"Building the demo store: {done:,}/{total:,} tokens, "
-                    f"{rate:,.0f} tokens/s, about {left:,.0f} s left",
-                )
-
-            build_missing_demo_store(path, spec, progress)
-            bar.empty()
+            _follow(_demo_build(path, spec))
         st.session_state[DEMO_CHECKED_KEY] = (path, spec)
         return open_store(path)
     except ExplorerError as error:
         _stop_with(error)
         raise
+
+
+def _demo_build(path: str, spec: str) -> DemoBuild:
+    """The build of the demo store at `path` this session follows: the one running (started
+    by any session), else a new one (after the button for a path typed in the sidebar); a
+    failed one shows its message with a button to try again."""
+    build = demo_build_of(path)
+    if build is not None and not build.finished:
+        return build
+    if build is not None and build.error is not None:
+        failed = st.empty()
+        with failed.container():
+            st.error(build.error)
+            retry = st.button("Try the build again", type="primary")
+        if not retry:
+            st.stop()
+        failed.empty()
+    else:
+        _confirm_demo_build(path)
+    return start_demo_build(path, spec)
+
+
+def _follow(build: DemoBuild) -> None:
+    """Show the build's progress until it has written the store; a failure reruns the page,
+    which then shows its message. The build runs in a server thread: closing the tab stops
+    only this display, and the next visit follows the same build."""
+    bar = st.progress(build.fraction, text=build.text)
+    while not build.wait(0.25):
+        bar.progress(build.fraction, text=build.text)
+    bar.empty()
+    if build.error is not None:
+        st.rerun()

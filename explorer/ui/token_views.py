@@ -1,10 +1,10 @@
 """How the token page shows a text's activations and one feature over a category.
 
-Owns the layout of `explorer.live.text.TextActivations` (tokens coloured by each chosen
-feature, at the scale of its corpus maximum when the store has the SAE, and the top features
-at each token as links) and of `explorer.analysis.feature_data.CategoryView` (the target
-category's texts, then the other texts where the feature fires most, in grey). The HTML is
-escaped by `explorer.charts.tokens_html`.
+Owns the layout of `explorer.analysis.text_activations.TextActivations` (tokens coloured by
+each chosen feature, at the scale of its corpus maximum when the store has the SAE, and the
+top features at each token as links) and of `explorer.analysis.feature_data.CategoryView`
+(the target category's texts, then the other texts where the feature fires most, in grey).
+The HTML is escaped by `explorer.charts.tokens_html`.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from dataclasses import replace
 import streamlit as st
 
 from explorer.analysis.feature_data import CategoryView
+from explorer.analysis.text_activations import TextActivations
 from explorer.charts.tokens_html import (
     GREY,
     TARGET_COLOR,
@@ -24,7 +25,6 @@ from explorer.charts.tokens_html import (
     legend_html,
 )
 from explorer.errors import markdown_escaped
-from explorer.live.text import TextActivations
 from explorer.store.reader import Store
 from explorer.ui import feature_cache as cache
 from explorer.ui.tables import top_features_table

@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from explorer.analysis.text_activations import rank_text_features
 from explorer.build.single import build_store
 from explorer.charts import feature_href
-from explorer.live.text import encode_text, rank_text_features
+from explorer.live.text import encode_text
 from explorer.sources.source import load_source
 from explorer.store.queries.search import search_tokens
 from explorer.store.reader import Store

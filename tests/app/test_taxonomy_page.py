@@ -221,15 +221,15 @@ def test_an_old_demo_store_is_rebuilt(tiny_bundle_path, store_path, tmp_path, mo
         con.execute("DROP TABLE feature_token")
         con.execute("UPDATE meta SET value = '2' WHERE key = 'schema_version'")
         con.execute("INSERT INTO labels VALUES ('L0.resid_post', 3, 'kept', '', now())")
-    assert resources.build_missing_demo_store(str(old), spec, None)
+    assert resources.build_missing_demo_store(str(old), spec)
     assert stored_schema_version(old) == SCHEMA_VERSION
     with Store.open(old) as rebuilt, Store.open(store_path) as original:
         pd.testing.assert_frame_equal(
             rebuilt.feature_tokens("L1.resid_post"), original.feature_tokens("L1.resid_post")
         )
         assert rebuilt.labels()["label"].tolist() == ["kept"]
-    assert not resources.build_missing_demo_store(str(old), spec, None)
+    assert not resources.build_missing_demo_store(str(old), spec)
     not_a_store = tmp_path / "other.duckdb"
     not_a_store.write_text("not a store")
-    assert not resources.build_missing_demo_store(str(not_a_store), spec, None)
+    assert not resources.build_missing_demo_store(str(not_a_store), spec)
     assert not_a_store.read_text() == "not a store"

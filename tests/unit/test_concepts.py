@@ -28,8 +28,8 @@ from explorer.analysis.concepts import (
     parse_examples,
     stack_examples,
 )
+from explorer.analysis.text_activations import TextActivations, stored_text_activations
 from explorer.errors import InputError, StoreError
-from explorer.live.text import TextActivations, stored_text_activations
 from explorer.store.queries import relations as relation_queries
 from explorer.store.reader import Store
 from explorer.store.schema import SaeInfo

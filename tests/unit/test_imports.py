@@ -19,8 +19,18 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 MODEL_LIBRARIES = ("torch", "transformer_lens", "sae_lens", "transformers")
-# Pages that read the store only: no `current_source()` on their render path.
-STORE_PAGES = ("specialists", "frequency", "compare", "taxonomy", "methods")
+# Pages that import no model library: they read the store, and the live parts of the last
+# three (a typed text) load the model through `current_source()` only when asked to.
+STORE_PAGES = (
+    "specialists",
+    "frequency",
+    "compare",
+    "taxonomy",
+    "methods",
+    "tokens",
+    "rankings",
+    "search",
+)
 
 
 def imported_modules(script: Path) -> list[str]:
@@ -64,7 +74,26 @@ def libraries_after_import(modules: list[str]) -> list[str]:
 def test_the_page_list_names_real_pages():
     for page in STORE_PAGES:
         assert (ROOT / "app_pages" / f"{page}.py").is_file(), page
-        assert "current_source()" not in (ROOT / "app_pages" / f"{page}.py").read_text(), page
+
+
+def test_a_live_part_imports_the_model_libraries_under_their_lock(monkeypatch):
+    """A store page reaches the model only through `loaded_source` (via `current_source`),
+    which imports sae-lens and transformer-lens under the entry's lock before loading: the
+    entry does not import them before these pages, and two sessions importing them at once
+    from different ends would deadlock (see `import_model_libraries`)."""
+    from explorer.ui import resources
+
+    calls = []
+    monkeypatch.setattr(resources, "import_model_libraries", lambda: calls.append("import"))
+    monkeypatch.setattr(resources, "memory_estimate", lambda spec: _Estimate())
+    monkeypatch.setattr(resources, "_loaded_source", lambda spec: calls.append(f"load {spec}"))
+    resources.loaded_source("demo")
+    assert calls == ["import", "load demo"]
+
+
+class _Estimate:
+    def describe(self) -> str:
+        return "a few MB"
 
 
 def test_the_entry_skips_the_model_libraries_on_exactly_these_pages():

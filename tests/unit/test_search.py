@@ -8,8 +8,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from explorer.analysis.text_activations import (
+    TextActivations,
+    rank_text_features,
+    with_share_of_max,
+)
 from explorer.errors import InputError, StoreError
-from explorer.live.text import TextActivations, rank_text_features, with_share_of_max
 from explorer.store.queries.search import escape_like, search_labels, search_tokens
 from explorer.store.reader import Store
 from tests.unit.test_lens_checks import (

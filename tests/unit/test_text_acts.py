@@ -11,8 +11,9 @@ import pytest
 import torch
 
 from explorer.analysis.logit_lens import feature_logits
+from explorer.analysis.text_activations import parse_feature_ids, stored_text_activations
 from explorer.errors import InputError
-from explorer.live.text import encode_text, parse_feature_ids, stored_text_activations
+from explorer.live.text import encode_text
 from explorer.sources.source import LoadedSource, load_source
 from explorer.store.reader import Store
 from tests.stores import PAYLOADS, build_payload_store

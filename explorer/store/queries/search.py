@@ -9,8 +9,8 @@ space) or contain it (case-insensitive). Every result carries `sae` and `feature
 can link to it; labels of SAEs that the store no longer has, or of features out of their
 range, are left out.
 
-It does not run the model or rank a typed text's features (`explorer.live.text` does: that is
-no SQL) and does not render.
+It does not run the model or rank a typed text's features (`explorer.live.text` and
+`explorer.analysis.text_activations` do: that is no SQL) and does not render.
 """
 
 from __future__ import annotations
