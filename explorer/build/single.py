@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from explorer.build.extract import BuildSettings, ExtractionResult, Progress, extract, select_saes
+from explorer.build.stages import WRITING, Stage
 from explorer.corpus import Corpus, resolve_corpus
 from explorer.errors import CorpusError, markdown_escaped
 from explorer.sources.source import LoadedSource, SaeHandle, Source, load_source
@@ -39,9 +40,11 @@ def build_store(
     settings: BuildSettings | None = None,
     progress: Progress | None = None,
     derive: Callable[[Path], list[Derived]] | None = None,
+    stage: Stage | None = None,
 ) -> BuildReport:
     """Extract `corpus` through `source` into a new store at `out` (atomically replaced);
-    `derive` adds the analyses a store keeps (`StoreWriter`'s argument).
+    `derive` adds the analyses a store keeps (`StoreWriter`'s argument). `progress` follows
+    the forward passes, `stage` what runs after them, up to writing the store (`STAGES`).
 
     Everything that can be checked cheaply (corpus, settings, output folder) is checked
     before the model is loaded, so a bad argument fails in milliseconds.
@@ -59,7 +62,9 @@ def build_store(
     with StoreWriter(out, meta=meta, derive=derive) as writer:
         for handle in handles:
             writer.add_sae(sae_info(handle))
-        result = extract(loaded, corpus, writer, settings, progress)
+        result = extract(loaded, corpus, writer, settings, progress, stage)
+        if stage is not None:
+            stage(WRITING, 0, 1)
         writer.add_texts(result.texts)
         _write_results(writer, result)
     return BuildReport(
