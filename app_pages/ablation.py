@@ -49,7 +49,8 @@ if general:  # the "general" features: the SAE's most frequent ones, together
 mode = url_radio("Intervention", "mode", MODES, default="zero")
 value = 0.0
 if mode in VALUE_LABELS:
-    value = url_float(VALUE_LABELS[mode], "value", default=5.0, low=-1000.0, high=1000.0)
+    reference = runs.value_help(mode, by_frequency, int(features[0]))
+    value = url_float(VALUE_LABELS[mode], "value", 5.0, -1000.0, 1000.0, help=reference)
 positions = url_text(
     "Positions",
     "positions",
@@ -66,6 +67,7 @@ except ExplorerError as error:
 
 links = ", ".join(f"[#{f}]({feature_url(sae, f)})" for f in intervention.features)
 st.markdown(f"**{markdown_escaped(intervention.describe())}** · feature pages: {links}")
+run_views.show_value_scale(intervention, by_frequency)
 st.caption(
     "The SAE's error term is kept: only the chosen features' own contribution to the "
     "activation at the hook changes. "

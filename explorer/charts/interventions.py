@@ -8,16 +8,49 @@ dose-response curve over scales. Input frames are those of `explorer.live.interv
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import altair as alt
+import numpy as np
 import pandas as pd
 
 INCREASE_COLOR = "#d62728"
 DECREASE_COLOR = "#1f77b4"
+MARGIN = 1.05  # aligned domains reach 5% past the largest value, so no bar touches the edge
+Domain = tuple[float, float]
+
+
+def aligned_zero_domains(*series: Iterable[float]) -> list[Domain]:
+    """One axis domain per series such that 0 sits at the same height on every axis (the
+    two y axes of `token_effect_chart`): each domain holds its series and 0, and its share
+    below 0 is the largest share any series needs, capped at one half (a share of one half
+    is a symmetric domain, which holds any series), widened by `MARGIN`. Non-finite values
+    are ignored; a series of zeros gets (0, 1) or (-1, 1) before the widening."""
+    extents = []
+    for values in series:
+        finite = np.asarray(list(values), dtype=np.float64)
+        finite = finite[np.isfinite(finite)]
+        below = float(max(-finite.min(), 0.0)) if finite.size else 0.0
+        above = float(max(finite.max(), 0.0)) if finite.size else 0.0
+        extents.append((below, above))
+    shares = [below / (below + above) for below, above in extents if below + above > 0]
+    share = min(max(shares, default=0.0), 0.5)
+    domains = []
+    for below, above in extents:
+        if below + above == 0:
+            below, above = (0.0, 1.0) if share == 0 else (1.0, 1.0)
+        if share == 0:
+            domains.append((0.0, MARGIN * above))
+            continue
+        span = MARGIN * max(below / share, above / (1 - share))
+        domains.append((-share * span, (1 - share) * span))
+    return domains
 
 
 def token_effect_chart(per_token: pd.DataFrame) -> alt.Chart:
     """Bars of the change in loss at each token (red: the intervention made the token harder
-    to predict), with the KL divergence after the token as a line."""
+    to predict), with the KL divergence after the token as a line on a second axis whose 0
+    is level with the first's (`aligned_zero_domains`)."""
     data = per_token.assign(
         direction=per_token["delta_loss"].ge(0).map({True: "loss up", False: "loss down"})
     )
@@ -29,9 +62,14 @@ def token_effect_chart(per_token: pd.DataFrame) -> alt.Chart:
         alt.Tooltip("delta_loss:Q", title="change in loss", format="+.4f"),
         alt.Tooltip("kl:Q", title="KL after token", format=".4f"),
     ]
+    loss_domain, kl_domain = aligned_zero_domains(per_token["delta_loss"], per_token["kl"])
     base = alt.Chart(data).encode(x=alt.X("pos:O", title="token position"))
     bars = base.mark_bar().encode(
-        y=alt.Y("delta_loss:Q", title="change in next-token loss (nats)"),
+        y=alt.Y(
+            "delta_loss:Q",
+            title="change in next-token loss (nats)",
+            scale=alt.Scale(domain=loss_domain, nice=False),
+        ),
         color=alt.Color(
             "direction:N",
             scale=alt.Scale(
@@ -42,7 +80,12 @@ def token_effect_chart(per_token: pd.DataFrame) -> alt.Chart:
         tooltip=tooltip,
     )
     kl = base.mark_line(point=True, color="#7f7f7f").encode(
-        y=alt.Y("kl:Q", title="KL(clean || intervened)"), tooltip=tooltip
+        y=alt.Y(
+            "kl:Q",
+            title="KL(clean || intervened)",
+            scale=alt.Scale(domain=kl_domain, nice=False),
+        ),
+        tooltip=tooltip,
     )
     return alt.layer(bars, kl).resolve_scale(y="independent").properties(height=260)
 

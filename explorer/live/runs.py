@@ -11,8 +11,10 @@ Owns the two kinds of run and the JSON they leave in the store's `interventions`
 `settings` holds everything needed to run again (`rerun` does, on the same source and store),
 `metrics` the numbers the page shows, so a ledger row can be re-run and compared
 (`rerun_entry`, `same_metrics`). Also the ablation lab's rules: the verdict of the
-specialization test (`SIGNIFICANCE`, `CorpusRun.verdict`), the default category to test
-(`default_target`), the features a page asks for (`parse_features`), and the ledger as the
+specialization test (`SIGNIFICANCE`, `CorpusRun.verdict`) and the most affected category's
+own test (`CorpusRun.most_affected_sentence`), the value against the features' activations
+(`value_scale`, `value_help`), the default category to test (`default_target`), the
+features a page asks for (`parse_features`), and the ledger as the
 page lists and exports it (`ledger_table`, `ledger_csv`, `ledger_json`). `save_run` records a
 run in the store's ledger; nothing here renders.
 """
@@ -147,6 +149,43 @@ class CorpusRun:
             f"significant below {SIGNIFICANCE})."
         )
 
+    def verdict_and_most_affected(self) -> str:
+        """`verdict` and `most_affected_sentence`, as the page shows them."""
+        return " ".join(part for part in (self.verdict(), self.most_affected_sentence()) if part)
+
+    def most_affected(self) -> str | None:
+        """The category whose mean change in loss is the largest (ties by name); None when
+        the run holds fewer than two categories."""
+        base = self.summary[self.summary["setting"] == 0]
+        if base["category"].nunique() < 2:
+            return None
+        ranked = base.sort_values(["mean_delta_loss", "category"], ascending=[False, True])
+        return str(ranked["category"].iloc[0])
+
+    def most_affected_sentence(self) -> str:
+        """The most affected category and its own specialization test (the verdict's rule),
+        as one Markdown sentence; empty when the run holds fewer than two categories."""
+        category = self.most_affected()
+        if category is None:
+            return ""
+        name = markdown_escaped(category)
+        if category == self.target:
+            return f"{name} is also the category whose loss changes the most."
+        try:
+            test = specialization_test(self.effects, category)
+        except InputError:
+            return f"The loss changes the most on {name} texts, too few to test."
+        hurts = test["difference"] > 0 and test["p_value"] < SIGNIFICANCE
+        return (
+            f"The loss changes the most on {name} texts: the intervention "
+            f"**{'hurts' if hurts else 'does not hurt'}** them more than the others "
+            f"({test['mean_delta_in']:+.5f} on {test['n_in']} texts vs "
+            f"{test['mean_delta_out']:+.5f} on {test['n_out']}, t = {test['t_statistic']:.2f}, "
+            f"one-sided p = {test['p_value']:.2g}; chosen as the largest of "
+            f"{self.summary['category'].nunique()} categories, so p is not corrected for "
+            "the choice)."
+        )
+
     def dose_response(self) -> pd.DataFrame:
         """scale, category, mean_delta_loss, sem, n_texts for the dose settings."""
         dose = self.summary[self.summary["setting"] > 0].copy()
@@ -275,6 +314,10 @@ def ledger_table(ledger: pd.DataFrame) -> pd.DataFrame:
         except InputError:
             description, feature = "(unreadable settings)", -1
         target = settings.get("target") or settings.get("category")
+        reference = (settings.get("reference") or {}).get(str(feature)) or {}
+        if reference.get("max") and settings["intervention"].get("mode") in ("clamp", "steer"):
+            ratio = float(settings["intervention"].get("value", 0.0)) / reference["max"]
+            description += f" ({_times(ratio)} #{feature}'s max activation)"
         rows.append(
             {
                 "id": int(entry.id),
@@ -299,6 +342,61 @@ def parse_features(text: str, d_sae: int) -> list[int]:
     return features
 
 
+def value_scale(intervention: Intervention, stats: pd.DataFrame, shown: int = 4) -> list[str]:
+    """The intervention's value against each feature's activations (`stats`: feature, max,
+    mean_active, as `Store.frequency_table` gives them), one sentence per feature (the first
+    `shown`, then how many more): a clamp value or steering coefficient as a multiple of
+    the feature's max activation and of its mean when active; a scale factor as what it
+    makes of them. Nothing for zero-ablation and swaps."""
+    mode, value = intervention.mode, intervention.value
+    if mode not in ("clamp", "steer", "scale"):
+        return []
+    known = stats.set_index("feature")
+    lines = []
+    for feature in intervention.features[:shown]:
+        row = known.loc[feature] if feature in known.index else None
+        top = 0.0 if row is None else float(row["max"])
+        mean = 0.0 if row is None else float(row["mean_active"])
+        if not top > 0:
+            lines.append(f"#{feature} never fired on this store's texts: no reference scale.")
+        elif mode == "scale":
+            lines.append(
+                f"x {value:g}: #{feature}'s max activation ({top:.3g}) becomes "
+                f"{value * top:.3g}, its mean when active ({mean:.3g}) {value * mean:.3g}."
+            )
+        else:
+            name = "clamp value" if mode == "clamp" else "coefficient"
+            lines.append(
+                f"{name} {value:g} = {_times(value / top)} #{feature}'s max activation "
+                f"({top:.3g}), {_times(value / mean)} its mean when active ({mean:.3g})."
+            )
+    if len(intervention.features) > shown:
+        lines.append(f"… and {len(intervention.features) - shown} more features.")
+    return lines
+
+
+def _times(ratio: float) -> str:
+    return f"{ratio:.1f}x" if abs(ratio) >= 0.1 else f"{ratio:.2g}x"
+
+
+def value_help(mode: str, stats: pd.DataFrame, feature: int) -> str:
+    """The help of the value input: its unit, with `feature`'s max activation and mean when
+    active from `stats` (as in `value_scale`)."""
+    row = stats[stats["feature"] == feature]
+    top = float(row["max"].iloc[0]) if len(row) else 0.0
+    mean = float(row["mean_active"].iloc[0]) if len(row) else 0.0
+    where = (
+        f"#{feature}'s max activation is {top:.3g} and its mean when active {mean:.3g}"
+        if top > 0
+        else f"#{feature} never fired on this store's texts"
+    )
+    unit = "a factor on the features' activations" if mode == "scale" else "activation units"
+    return (
+        f"In {unit}: {where} (the store's feature statistics). The line under the title "
+        "gives the value against each feature's; see docs/methods.md#ablation-lab."
+    )
+
+
 def default_target(categories: list[str], scores: pd.DataFrame) -> str | None:
     """The category to test by default: where the feature's specialist score (`scores`:
     category, score) is highest, else the first category (None when there are none)."""
@@ -310,10 +408,20 @@ def default_target(categories: list[str], scores: pd.DataFrame) -> str | None:
 
 def save_run(store: Store, run: TextRun | CorpusRun, save: bool = True) -> int | None:
     """Record `run` in the store's ledger and return its id; None when `save` is off (the
-    public demo saves nothing)."""
+    public demo saves nothing). A clamp, scale or steering run's settings also keep each
+    feature's max and mean activation when active (`reference`), the scale its value was
+    read against (`value_scale`); a re-run does not use them."""
     if not save:
         return None
-    return store.save_intervention(run.intervention.sae, run.settings(), run.metrics())
+    settings = run.settings()
+    intervention = run.intervention
+    if intervention.mode in ("clamp", "scale", "steer"):
+        stats = pd.concat([store.feature_stats(intervention.sae, f) for f in intervention.features])
+        settings["reference"] = {
+            str(int(row.feature)): {"max": float(row.max), "mean_active": float(row.mean_active)}
+            for row in stats.itertuples()
+        }
+    return store.save_intervention(intervention.sae, settings, run.metrics())
 
 
 def ledger_csv(ledger: pd.DataFrame) -> str:

@@ -24,8 +24,8 @@ from explorer.charts.interventions import (
     token_effect_chart,
 )
 from explorer.charts.tokens_html import Highlight, highlight_html, legend_html
-from explorer.errors import ExplorerError, markdown_escaped
-from explorer.live.interventions import MAX_NEW_TOKENS, Progress
+from explorer.errors import ExplorerError, markdown_escaped, quoted
+from explorer.live.interventions import MAX_NEW_TOKENS, Intervention, Progress
 from explorer.live.runs import (
     CorpusRun,
     GenerationSettings,
@@ -35,7 +35,10 @@ from explorer.live.runs import (
     ledger_json,
     ledger_table,
     save_run,
+    value_scale,
 )
+from explorer.store.queries.search import MAX_QUERY_CHARS
+from explorer.store.queries.texts import find_texts
 from explorer.store.reader import Store
 from explorer.ui.tables import feature_table, plain_table
 
@@ -51,15 +54,60 @@ class TextRequest:
         return self.text, self.generation
 
 
+LISTED_TEXTS = 100  # stored texts listed by the picker (the first by id that match)
+PREVIEW_CHARS = 2000  # of the chosen stored text shown before a run
+
+
+def stored_text_picker(store: Store) -> int | None:
+    """A stored text chosen by category and a piece of its text, from a list of the first
+    `LISTED_TEXTS` matches, shown (escaped) before the run; its id, or None with a message
+    when nothing matches or the search is refused."""
+    st.markdown("**Stored text**")
+    left, right = st.columns([1, 2])
+    categories = [None, *store.categories()["category"]]
+    category = left.selectbox("Category", categories, format_func=lambda c: c or "every category")
+    contains = right.text_input(
+        "Text contains",
+        max_chars=MAX_QUERY_CHARS,
+        placeholder="e.g. def, 12 +, http",
+        help="Case-insensitive; every character is literal. Empty lists every text.",
+    )
+    try:
+        found = find_texts(store, contains, category, LISTED_TEXTS)
+    except ExplorerError as error:
+        st.error(str(error))
+        return None
+    if found.empty:
+        st.info(
+            f"No stored text contains {quoted(contains)} (searched: "
+            f"{markdown_escaped(category or 'every category')}): change the search or the "
+            "category, or type a text below."
+        )
+        return None
+    options = {
+        int(row.text_id): f"#{row.text_id} · {row.category} · {' '.join(str(row.snippet).split())}"
+        for row in found.itertuples()
+    }
+    text_id = st.selectbox("Stored text", list(options), format_func=options.__getitem__)
+    matches = int(found["n_matches"].iloc[0])
+    st.caption(
+        f"{matches:,} stored texts match; {len(found):,} listed (the first by id). The chosen "
+        "text, as the model reads it:"
+    )
+    text = str((store.text(text_id) or {}).get("text", ""))
+    more = len(text) - PREVIEW_CHARS
+    st.code(text[:PREVIEW_CHARS] + (f"… ({more:,} more characters)" if more > 0 else ""), None)
+    return text_id
+
+
 def text_run_form(store: Store, max_chars: int) -> TextRequest | None:
-    """The "One text" form: a stored text (by id) or a typed one of at most `max_chars`, and
-    the generation settings; the request once submitted, else None (an over-long typed text
-    gets a message)."""
-    texts = store.texts()
+    """The "One text" form: the stored text chosen above it (`stored_text_picker`) or a
+    typed one of at most `max_chars`, and the generation settings; the request once
+    submitted, else None (an over-long typed text, or no stored text chosen, gets a
+    message)."""
+    text_id = stored_text_picker(store)
     with st.form("text_run"):
         kind = st.radio("Text", ["Stored text", "Typed text"], horizontal=True)
-        low, high = int(texts["text_id"].min()), int(texts["text_id"].max())
-        text_id = st.number_input("Stored text id", min_value=low, max_value=high, step=1)
         typed = st.text_area("Typed text", max_chars=max_chars, height=100)
         with st.expander("Generations with and without the intervention"):
             with_generation = st.checkbox("Generate", value=True)
@@ -73,10 +121,21 @@ def text_run_form(store: Store, max_chars: int) -> TextRequest | None:
     if kind == "Typed text" and len(typed) > max_chars:
         st.error(f"Give at most {max_chars:,} characters of text.")
         return None
-    stored = store.text(int(text_id)) if kind == "Stored text" else None
+    if kind == "Stored text" and text_id is None:
+        st.error("No stored text is chosen: change the search above, or type a text.")
+        return None
+    stored = store.text(text_id) if kind == "Stored text" and text_id is not None else None
     text = typed if kind == "Typed text" else "" if stored is None else stored["text"]
     generation = GenerationSettings(int(new_tokens), sampling, int(seed), float(temperature))
     return TextRequest(text, generation if with_generation else None)
+
+
+def show_value_scale(intervention: Intervention, stats: pd.DataFrame) -> None:
+    """The intervention's value against the features' max and mean activations
+    (`explorer.live.runs.value_scale`; `stats` as there)."""
+    lines = value_scale(intervention, stats)
+    if lines:
+        st.caption(markdown_escaped(" ".join(lines)) + " See docs/methods.md#ablation-lab.")
 
 
 def keep_run(key: str, run: TextRun | CorpusRun, store: Store, demo: bool) -> None:
@@ -161,7 +220,7 @@ def show_corpus_run(
     feature."""
     description = run.intervention.describe()
     st.markdown(f"{run_title(saved)}: {markdown_escaped(description)}, over {run.n_texts:,} texts")
-    st.markdown(run.verdict())
+    st.markdown(run.verdict_and_most_affected())
     base = run.summary[run.summary["setting"] == 0]
     order = base.sort_values("mean_delta_loss", ascending=False)["category"].tolist()
     left, right = st.columns(2)

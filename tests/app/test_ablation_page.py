@@ -11,7 +11,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from explorer.build.single import build_store
-from explorer.live.interventions import Intervention
+from explorer.live.interventions import Intervention, specialization_test
 from explorer.live.runs import run_corpus, run_text
 from explorer.sources.source import load_source
 from explorer.store.reader import Store
@@ -86,6 +86,20 @@ def test_corpus_run_reports_the_test_and_reruns_from_the_ledger(page, store_path
     sentence = next(m.value for m in page.markdown if "texts more than the others" in m.value)
     assert f"{expected['mean_delta_in']:+.5f} on {expected['n_in']} texts" in sentence
     assert f"one-sided p = {expected['p_value']:.2g}" in sentence
+    # the sentence also names the category whose mean change is the largest, with its test
+    with Store.open(store_path) as store:
+        texts = store.texts()
+    effects = run_corpus(loaded, texts, Intervention(SAE, (7,), "zero")).effects
+    means = effects.groupby("category")["delta_loss"].mean()
+    worst = str(means.idxmax())
+    if worst == "python_code":
+        assert "python\\_code is also the category whose loss changes the most." in sentence
+    else:
+        own = specialization_test(effects, worst)
+        named = sentence.replace("\\", "")
+        assert f"The loss changes the most on {worst} texts" in named
+        assert f"({own['mean_delta_in']:+.5f} on {own['n_in']} texts" in named
+        assert f"one-sided p = {own['p_value']:.2g}; chosen as the largest" in named
 
     rerun = next(s for s in page.selectbox if s.label == "Re-run")
     rerun.select(rerun.options[0])  # the newest entry: this corpus run
@@ -150,3 +164,81 @@ def test_a_rerun_that_differs_from_its_record_says_so(page, store_path, loaded):
     assert shown["now"]["mean_delta_loss"] == pytest.approx(
         run.metrics()["mean_delta_loss"], abs=1e-6
     )
+
+
+def test_a_stored_text_is_found_by_search_and_previewed_before_the_run(page, store_path, loaded):
+    page.query_params.update({"sae": SAE, "features": "3"})
+    page.run()
+    with Store.open(store_path) as store:
+        texts = store.texts()
+    assert page.code[0].value == texts["text"].iloc[0]  # the first text, shown as typed
+    piece = "def "
+    contains = texts["text"].str.lower().str.contains(piece, regex=False)  # any case
+    wanted = texts[texts["category"].eq("python_code") & contains & texts["n_tokens"].gt(0)]
+    next(s for s in page.selectbox if s.label == "Category").select("python_code")
+    next(t for t in page.text_input if t.label == "Text contains").input(piece).run()
+    picker = next(s for s in page.selectbox if s.label == "Stored text")
+    assert picker.options[0].startswith(f"#{wanted['text_id'].iloc[0]} · python_code · ")
+    assert len(picker.options) == min(len(wanted), 100)
+    assert page.caption[1].value.startswith(f"{len(wanted):,} stored texts match")
+    others = wanted.iloc[1:]  # not the first listed, so the choice changes the preview
+    chosen = others.loc[others["text"].str.len().idxmin()]  # short enough for the tiny model
+    picker.set_value(int(chosen["text_id"])).run()
+    assert page.code[0].value == chosen["text"]
+    with Store.open(store_path) as store:
+        before = len(store.interventions())
+    next(c for c in page.checkbox if c.label == "Generate").uncheck()
+    button(page, "Run on the text").click().run()
+    assert not page.exception and not page.error, [e.value for e in page.error]
+    with Store.open(store_path) as store:
+        ledger = store.interventions()
+    assert len(ledger) == before + 1
+    assert json.loads(ledger.iloc[0]["settings"])["text"] == chosen["text"]
+
+
+@pytest.mark.parametrize(
+    ("typed", "shown"),
+    [
+        ("no such text anywhere", ("info", "No stored text contains")),
+        ("%_\\", ("info", "No stored text contains")),
+        ("x" * 500, ("info", "No stored text contains 'xxxx")),  # the box keeps 200
+    ],
+)
+def test_a_search_that_finds_nothing_or_is_refused_says_so(page, typed, shown):
+    page.query_params.update({"sae": SAE, "features": "3"})
+    page.run()
+    search = next(t for t in page.text_input if t.label == "Text contains")
+    search.set_value(typed).run()  # set_value: past the box's max_chars, as a forged message
+    assert not page.exception
+    kind, message = shown
+    assert any(message in m.value for m in getattr(page, kind)), [m.value for m in page.info]
+    assert not [s for s in page.selectbox if s.label == "Stored text"]
+    button(page, "Run on the text").click().run()
+    assert not page.exception
+    assert "No stored text is chosen" in " ".join(e.value for e in page.error)
+
+
+def test_the_steering_coefficient_is_shown_against_the_features_activations(page, store_path):
+    with Store.open(store_path) as store:
+        stats = store.frequency_table().query("sae == @SAE and max > 0")
+    row = stats.sort_values("feature").iloc[0]  # a feature that fired
+    feature, top, mean = int(row["feature"]), float(row["max"]), float(row["mean_active"])
+    page.query_params.update({"sae": SAE, "features": str(feature), "mode": "steer", "value": "8"})
+    page.run()
+    assert not page.exception and not page.error
+    scale = next(c.value for c in page.caption if "max activation" in c.value)
+    expected = (
+        f"coefficient 8 = {8 / top:.1f}x #{feature}'s max activation ({top:.3g}), "
+        f"{8 / mean:.1f}x its mean when active ({mean:.3g})."
+    )
+    assert scale.replace("\\", "").startswith(expected)
+    value = next(n for n in page.sidebar.number_input if n.label == "Steering coefficient")
+    assert f"max activation is {top:.3g} and its mean when active {mean:.3g}" in value.help
+
+    with Store.open(store_path) as store:
+        silent = store.frequency_table().query("sae == @SAE and max == 0")["feature"]
+    assert len(silent)  # the tiny store has features that never fired: no scale to show
+    fresh = AppTest.from_file(PAGE, default_timeout=120)
+    fresh.query_params.update({"sae": SAE, "features": str(int(silent.iloc[0])), "mode": "clamp"})
+    fresh.run()
+    assert any("never fired on this store's texts" in c.value for c in fresh.caption)
