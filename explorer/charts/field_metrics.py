@@ -100,8 +100,18 @@ def match_heatmap_chart(heatmap: pd.DataFrame, sae_a: str, sae_b: str) -> alt.Ch
         alt.Chart(data)
         .mark_rect()
         .encode(
-            x=alt.X("feature_b:O", title=f"best match in {sae_b}", sort=columns),
-            y=alt.Y("feature_a:O", title=f"feature of {sae_a}", sort=rows),
+            x=alt.X(
+                "feature_b:O",
+                title=f"best match in {sae_b}",
+                sort=columns,
+                axis=alt.Axis(labelOverlap=False),
+            ),
+            y=alt.Y(
+                "feature_a:O",
+                title=f"feature of {sae_a}",
+                sort=rows,
+                axis=alt.Axis(labelOverlap=False),
+            ),
             color=alt.Color(
                 "cosine:Q",
                 title="decoder cosine",
