@@ -25,31 +25,36 @@ from explorer.ui.state import current_store
 LINK = "link"
 MISSING = "—"  # a cell with no value, never None or null
 NUMBER = st.column_config.NumberColumn
+# The number style: frequencies and shares as percentages (Streamlit's, up to two decimals:
+# fixed decimals would need the tables to hold percentage points), a fixed number of decimals
+# per kind of number (activations 2, scores and similarities 3), scientific notation only for
+# p- and q-values (they span hundreds of orders of magnitude).
+PERCENT = "percent"
 COLUMN_FORMATS: dict[str, Any] = {
     # specialist measures and feature statistics
-    "score": NUMBER("score", format="%.4g"),
-    "share": NUMBER("share", format="%.2f"),
-    "max_other_share": NUMBER("max other share", format="%.2f"),
+    "score": NUMBER("score", format="%.3f"),
+    "share": NUMBER("share", format=PERCENT),
+    "max_other_share": NUMBER("max other share", format=PERCENT),
     "auroc": NUMBER("AUROC", format="%.3f"),
     "enrichment": NUMBER("enrichment", format="%.2f"),
     "p_value": NUMBER("p", format="%.2e"),
     "q_value": NUMBER("q (BH)", format="%.2e"),
-    "token_freq": NUMBER("token freq", format="%.2e"),
-    "text_freq": NUMBER("text freq", format="%.3f"),
-    "max": NUMBER("max act", format="%.3g"),
-    "max_act": NUMBER("max act", format="%.3g"),
-    "mean_active": NUMBER("mean act", format="%.3g"),
+    "token_freq": NUMBER("token freq", format=PERCENT),
+    "text_freq": NUMBER("text freq", format=PERCENT),
+    "max": NUMBER("max act", format="%.2f"),
+    "max_act": NUMBER("max act", format="%.2f"),
+    "mean_active": NUMBER("mean act", format="%.2f"),
     # rankings, co-firing and concepts
-    "composite": NUMBER("token freq x mean act", format="%.3g"),
-    "max_text_act": NUMBER("max text act", format="%.3g"),
-    "concept_score": NUMBER("concept score", format="%.4g"),
+    "composite": NUMBER("token freq x mean act", format="%.4f"),
+    "max_text_act": NUMBER("max text act", format="%.2f"),
+    "concept_score": NUMBER("concept score", format="%.3f"),
     "mean_in": NUMBER("mean act in category", format="%.4f"),
     "mean_out": NUMBER("mean act outside", format="%.4f"),
-    "coverage": NUMBER("coverage", format="%.2f"),
+    "coverage": NUMBER("coverage", format=PERCENT),
     "example_mean": NUMBER("mean act on examples", format="%.4f"),
     "corpus_mean": NUMBER("corpus mean act", format="%.4f"),
-    "lift": NUMBER("lift", format="%.3g"),
-    "active_share": NUMBER("active share", format="%.2f"),
+    "lift": NUMBER("lift", format="%.2f"),
+    "active_share": NUMBER("active share", format=PERCENT),
     "jaccard": NUMBER("Jaccard", format="%.3f"),
     "cosine": NUMBER("cosine", format="%.3f"),
     "n_both": NUMBER("together"),
@@ -61,9 +66,9 @@ COLUMN_FORMATS: dict[str, Any] = {
     "max_logit": NUMBER("max logit", format="%.3f"),
     "min_logit": NUMBER("min logit", format="%.3f"),
     "logit": NUMBER("logit", format="%.4f"),
-    "hit_rate": NUMBER("hit rate", format="%.2f"),
-    "input_hit_rate": NUMBER("input hit rate", format="%.2f"),
-    "random_hit_rate": NUMBER("random hit rate", format="%.2f"),
+    "hit_rate": NUMBER("hit rate", format=PERCENT),
+    "input_hit_rate": NUMBER("input hit rate", format=PERCENT),
+    "random_hit_rate": NUMBER("random hit rate", format=PERCENT),
     "mean_next_rank": NUMBER("mean next rank", format="%.0f"),
     "max_cosine": NUMBER("max cosine", format="%.3f"),
     # search by text
@@ -71,7 +76,7 @@ COLUMN_FORMATS: dict[str, Any] = {
     "n_tokens": NUMBER("active tokens"),
     "peak_token": "strongest token",
     "share_of_max": NUMBER(
-        "share of its corpus max", format="%.2f", help="max here / max over the corpus"
+        "share of its corpus max", format=PERCENT, help="max here / max over the corpus"
     ),
     # interventions
     "mean_delta_loss": NUMBER("mean change in loss", format="%+.5f"),
@@ -91,8 +96,8 @@ COLUMN_FORMATS: dict[str, Any] = {
     "median_rank_specialists": NUMBER("median freq rank: specialists", format="%.0f"),
     "median_rank_general": NUMBER("median freq rank: general", format="%.0f"),
     "spearman_rho": NUMBER("Spearman rho (freq vs score)", format="%.3f"),
-    "spearman_p": NUMBER("p-value", format="%.2g"),
-    "max_score": NUMBER("max score", format="%.3g"),
+    "spearman_p": NUMBER("p-value", format="%.2e"),
+    "max_score": NUMBER("max score", format="%.3f"),
     # description scores per SAE
     "n_live": NUMBER("live features", format="%d"),
     "n_scored": NUMBER("scored", format="%d"),
@@ -101,7 +106,7 @@ COLUMN_FORMATS: dict[str, Any] = {
     "f1_median": NUMBER("F1 median", format="%.2f"),
     "f1_q75": NUMBER("F1 75%", format="%.2f"),
     "balanced_accuracy_mean": NUMBER("balanced accuracy mean", format="%.2f"),
-    "f1_at_least_half": NUMBER("share with F1 >= 0.5", format="percent"),
+    "f1_at_least_half": NUMBER("share with F1 >= 0.5", format=PERCENT),
     # chance baselines (label permutations)
     "chance_mean": NUMBER("by chance (mean)", format="%.2f"),
     "chance_p95": NUMBER("by chance (95th pct)", format="%.1f"),
@@ -109,7 +114,9 @@ COLUMN_FORMATS: dict[str, Any] = {
     "beats_chance": st.column_config.CheckboxColumn("beats chance"),
     # descriptions
     "description": st.column_config.TextColumn(
-        "description", help="your label, or the automatic description (docs/methods.md)"
+        "description",
+        help="your label, or the automatic description (docs/methods.md)",
+        width="medium",  # a long description is cut, so the numbers after it stay in view
     ),
     "f1": NUMBER("description score (F1)", format="%.2f"),
 }
@@ -123,10 +130,57 @@ def column_formats(columns: list[str], **config: Any) -> dict[str, Any]:
     }
 
 
+def cell_text(value: Any, number_format: str | None = None) -> str:
+    """A number as its column shows it: `number_format` printf-style (`%.2f`, `%d`),
+    `PERCENT` (two decimals), else plain (whole numbers with thousands separators); `MISSING`
+    for no value."""
+    if value is None or pd.isna(value):
+        return MISSING
+    if number_format == PERCENT:
+        return f"{float(value):.2%}"
+    if number_format:
+        return number_format % value
+    if float(value).is_integer():
+        return f"{int(value):,}"
+    return f"{float(value):.3f}"
+
+
+def displayed(frame: pd.DataFrame, config: dict[str, Any]) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """`frame` and its column `config` as a person reads them: a column with no value at all
+    is dropped, a missing text is `MISSING`, a number column with a missing value shows its
+    numbers as text in its format, `MISSING` where there is none (a table never says None or
+    null). Values are never rescaled: a page's table holds the numbers the library gave."""
+    empty = [c for c in frame.columns if len(frame) and frame[c].isna().all()]
+    shown = frame.drop(columns=empty)
+    config = {name: value for name, value in config.items() if name not in empty}
+    for column in shown.columns:
+        values = shown[column]
+        entry = config[column] if isinstance(config.get(column), dict) else {}
+        number_format = entry.get("type_config", {}).get("format")
+        label = entry.get("label") or column
+        numeric = pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values)
+        if numeric and values.isna().any():
+            shown[column] = [cell_text(value, number_format) for value in values]
+            config[column] = st.column_config.TextColumn(
+                label, help=entry.get("help"), alignment="right"
+            )
+        elif values.isna().any() and (
+            values.dtype == object or pd.api.types.is_string_dtype(values)
+        ):
+            shown[column] = values.astype(object).where(values.notna(), MISSING)
+    return shown, config
+
+
 def plain_table(frame: pd.DataFrame, columns: list[str] | None = None, **config: Any) -> None:
-    """Show `frame` (its `columns`, default all) without the index, in the shared formats."""
+    """Show `frame` (its `columns`, default all) without the index, in the shared formats
+    (`displayed`); a frame naming features (sae and feature columns) goes to `feature_table`,
+    for their descriptions and links."""
     columns = list(frame.columns) if columns is None else columns
-    st.dataframe(frame[columns], hide_index=True, column_config=column_formats(columns, **config))
+    if {"sae", "feature"} <= set(frame.columns) and "feature" in columns:
+        feature_table(frame, [c for c in columns if c != "sae"], **config)  # names features
+        return
+    shown, formats = displayed(frame[columns], column_formats(columns, **config))
+    st.dataframe(shown, hide_index=True, column_config=formats)
 
 
 def with_feature_links(frame: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
@@ -146,13 +200,15 @@ def feature_table(frame: pd.DataFrame, columns: list[str], **config: Any) -> Non
         (str(sae), int(feature))
         for sae, feature in zip(frame["sae"], frame["feature"], strict=True)
     ]
-    linked_dataframe(
+    shown, formats = displayed(
         with_feature_links(frame, columns),
-        {LINK: pairs, "feature": pairs} if "feature" in columns else {LINK: pairs},
         {
             LINK: st.column_config.LinkColumn("page", display_text="open", width="small"),
             **column_formats(columns, **config),
         },
+    )
+    linked_dataframe(
+        shown, {LINK: pairs, "feature": pairs} if "feature" in columns else {LINK: pairs}, formats
     )
 
 
@@ -197,4 +253,5 @@ def top_features_table(top: pd.DataFrame, sae: str, n: int) -> None:
             f"#{rank} feature", help="id · description; click to open its page", width="medium"
         )
         config[value] = NUMBER(f"#{rank} act", format="%.2f")
-    linked_dataframe(shown, targets, config)
+    shown, formats = displayed(shown, config)
+    linked_dataframe(shown, targets, formats)

@@ -12,6 +12,7 @@ import pytest
 import torch
 from streamlit.testing.v1 import AppTest
 
+from explorer.analysis.descriptions import DescriptionSettings, load_descriptions, with_user_labels
 from explorer.sources.source import load_source
 from explorer.store.reader import Store
 from tests.stores import build_payload_store
@@ -47,6 +48,9 @@ def facts(store_path):
             "tokens": store.text_tokens(text_id),
             "max": store.feature_stats(SAE).set_index("feature")["max"],
             "payload_ids": store.texts("payload")["text_id"].tolist(),
+            "shown": with_user_labels(
+                load_descriptions(store, SAE, DescriptionSettings()), store.labels(SAE)
+            ).set_index("feature")["shown"],
         }
 
 
@@ -102,8 +106,11 @@ def test_top_features_at_each_token_equal_the_stored_activations(page, facts):
         )
         for rank in (1, 2):
             best = at_pos.iloc[rank - 1]
-            assert row[f"feature {rank}"] == f"feature?sae={SAE}&feature={int(best['feature'])}"
-            assert row[f"value {rank}"] == pytest.approx(best["value"])
+            feature = int(best["feature"])
+            expected = " · ".join(filter(None, [f"#{feature}", facts["shown"][feature]]))
+            assert row[f"feature {rank}"] == expected  # its id and description
+            assert float(row[f"value {rank}"]) == pytest.approx(best["value"], abs=5e-3)
+    assert not table.isna().any().any()  # a token with fewer active features says "—"
     assert "&lt;" not in "".join(table["token"]) and "<" in "".join(table["token"])
 
 

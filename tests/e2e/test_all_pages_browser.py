@@ -215,9 +215,7 @@ def rankings(page, server: str, store: Path) -> None:
     assert feature_title(opened) == (sae, int(feature_id))
     assert "measure=auroc" in page.evaluate("location.search")  # the sidebar's setting stays
     assert_clean(opened, "feature page from a table link")
-    page.go_back()
-    page.get_by_role("heading", name="Most frequent features").wait_for(timeout=60_000)
-    settle(page)
+    open_page(page, f"{server}/rankings?measure=auroc", "Rankings and relations")
     # a chart link (the co-firing bars; one click, this tab)
     chart = page.locator("[data-testid='stVegaLiteChart']").first
     chart.scroll_into_view_if_needed()

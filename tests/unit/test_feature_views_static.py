@@ -1,0 +1,99 @@
+"""Every table and chart of the pages that names a feature goes through the helpers that show
+its description and open its page in one click, so a new page cannot forget them.
+
+Charts: a chart function of `explorer/charts/` names features when it encodes an `href`
+(the charts' convention, `explorer.charts.feature_href`); the pages and `explorer/ui` must
+show it with `explorer.ui.links.feature_chart`, never `st.altair_chart`. Tables: a frame is
+shown with `explorer.ui.tables.feature_table` (description and link), `plain_table` (which
+hands a frame naming features to `feature_table`) or `top_features_table`; a direct
+`st.dataframe` is allowed only where listed below, each a table that names no feature.
+"""
+
+from __future__ import annotations
+
+import ast
+from collections import Counter
+from pathlib import Path
+
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parents[2]
+VIEWS = [*sorted((ROOT / "app_pages").glob("*.py")), *sorted((ROOT / "explorer/ui").glob("*.py"))]
+HELPERS = {"explorer/ui/tables.py", "explorer/ui/links.py"}
+# Direct st.dataframe calls per file, each naming no feature (what it shows).
+DIRECT_TABLES = {
+    "app_pages/compare.py": 1,  # specialists per category and SAE (counts)
+    "app_pages/frequency.py": 1,  # Spearman rho per measure
+    "app_pages/home.py": 1,  # texts per category
+    "app_pages/specialists.py": 3,  # counts per category and SAE (2 views), replication rates
+    "explorer/ui/compare_views.py": 1,  # metrics per SAE
+    "explorer/ui/feature_views.py": 1,  # the feature's saved labels
+    "explorer/ui/run_views.py": 1,  # the effect per token of one text
+}
+# Charts naming features shown with their own selection (a box on the atlas map), not a click.
+OWN_SELECTION = {"explorer/ui/atlas_views.py"}
+
+
+def feature_chart_functions() -> set[str]:
+    """Chart functions of explorer/charts/ whose body encodes an href."""
+    names = set()
+    for path in (ROOT / "explorer/charts").glob("*.py"):
+        for node in ast.parse(path.read_text()).body:
+            if isinstance(node, ast.FunctionDef) and "href" in ast.unparse(node):
+                names.add(node.name)
+    return names
+
+
+def calls(path: Path, method: str) -> list[ast.Call]:
+    return [
+        node
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Attribute)
+        and node.func.attr == method
+    ]
+
+
+def called_name(node: ast.AST) -> str | None:
+    return node.func.id if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) else None
+
+
+def test_the_feature_charts_are_found():
+    assert {"feature_bar_chart", "enrichment_scatter", "category_heatmap"} <= (
+        feature_chart_functions()
+    )
+
+
+def test_no_chart_naming_features_is_shown_without_feature_chart():
+    named = feature_chart_functions()
+    found = []
+    for path in VIEWS:
+        name = str(path.relative_to(ROOT))
+        if name in HELPERS | OWN_SELECTION:
+            continue
+        for call in calls(path, "altair_chart"):
+            chart = call.args[0] if call.args else None
+            if called_name(chart) in named or (chart is not None and "href" in ast.unparse(chart)):
+                found.append(f"{name}:{call.lineno}: {ast.unparse(chart)[:60]}")
+    assert found == []
+
+
+def test_direct_tables_are_only_the_listed_ones_naming_no_feature():
+    counts = Counter()
+    for path in VIEWS:
+        name = str(path.relative_to(ROOT))
+        if name not in HELPERS:
+            counts[name] += len(calls(path, "dataframe")) + len(calls(path, "data_editor"))
+    assert {name: n for name, n in counts.items() if n} == DIRECT_TABLES
+
+
+def test_plain_table_hands_a_frame_naming_features_to_feature_table(monkeypatch):
+    from explorer.ui import tables
+
+    shown = {}
+    monkeypatch.setattr(
+        tables, "feature_table", lambda frame, columns, **c: shown.update(c=columns)
+    )
+    frame = pd.DataFrame({"sae": ["a"], "feature": [3], "jaccard": [0.5]})
+    tables.plain_table(frame, ["feature", "jaccard"])
+    assert shown == {"c": ["feature", "jaccard"]}
