@@ -22,7 +22,7 @@ from scipy import optimize, sparse
 
 from explorer.analysis.compare import QUALITY_METRICS
 from explorer.analysis.lineage import activation_matrix
-from explorer.errors import InputError
+from explorer.errors import InputError, markdown_escaped
 from explorer.store.queries.activations import TextPooling, text_categories, text_rows
 from explorer.store.reader import Store
 
@@ -72,13 +72,18 @@ class ProbingSettings:
 
     def __post_init__(self) -> None:
         if not self.ks or any(not 1 <= k <= 100 for k in self.ks):
-            raise InputError(f"Each k must be from 1 to 100, got {list(self.ks)}.")
+            raise InputError(
+                f"Each k must be from 1 to 100, got {markdown_escaped(list(self.ks))}."
+            )
         if self.selection not in ("standardized", "mean_difference"):
             raise InputError(
-                f"selection must be 'standardized' or 'mean_difference', got {self.selection!r}."
+                f"selection must be 'standardized' or 'mean_difference', got "
+                f"{markdown_escaped(repr(self.selection))}."
             )
         if self.pooling not in ("mean", "max"):
-            raise InputError(f"pooling must be 'mean' or 'max', got {self.pooling!r}.")
+            raise InputError(
+                f"pooling must be 'mean' or 'max', got {markdown_escaped(repr(self.pooling))}."
+            )
 
 
 DEFAULT_PROBING = ProbingSettings()

@@ -23,6 +23,7 @@ from explorer.analysis.field_metrics import (
     probing_summary,
 )
 from explorer.charts.field_metrics import probing_chart
+from explorer.errors import markdown_escaped
 from explorer.methods_doc import methods_link
 from explorer.store.reader import Store
 from explorer.ui import cached
@@ -58,7 +59,7 @@ def best_layer_sentence(probing: pd.DataFrame) -> str:
     """Which SAE's k-sparse probes are best on average, at each k."""
     summary = probing_summary(probing).set_index("sae")
     parts = [
-        f"k = {column.removeprefix('probe_k')}: {summary[column].idxmax()} "
+        f"k = {column.removeprefix('probe_k')}: {markdown_escaped(summary[column].idxmax())} "
         f"({summary[column].max():.3f})"
         for column in summary.columns
     ]

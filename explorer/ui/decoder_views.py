@@ -17,6 +17,7 @@ import streamlit as st
 from explorer.analysis import decoder_metrics
 from explorer.analysis.field_metrics import MATCH_THRESHOLD, match_summary
 from explorer.charts.field_metrics import match_heatmap_chart, max_cosine_histogram
+from explorer.errors import markdown_escaped
 from explorer.methods_doc import methods_link
 from explorer.sources.source import LoadedSource, SaeHandle
 from explorer.store.reader import Store
@@ -110,7 +111,7 @@ def show_matching(store: Store) -> None:
         description_b=cached.feature_descriptions(store, heatmap.assign(sae=second), "feature_b"),
     )
     right.caption(
-        f"The {len(features)} most frequent features of {first} and their best matches in "
-        f"{second}; a cell opens the match."
+        f"The {len(features)} most frequent features of {markdown_escaped(first)} and their "
+        f"best matches in {markdown_escaped(second)}; a cell opens the match."
     )
     feature_chart(match_heatmap_chart(described, first, second), right)
