@@ -70,6 +70,12 @@ navigation = st.navigation(
             url_path="search",
         ),
         st.Page(
+            "app_pages/atlas.py",
+            title="Feature atlas",
+            icon=":material/bubble_chart:",
+            url_path="atlas",
+        ),
+        st.Page(
             "app_pages/compare.py",
             title="Compare SAEs",
             icon=":material/compare:",

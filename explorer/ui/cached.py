@@ -14,6 +14,7 @@ import pandas as pd
 import streamlit as st
 
 from explorer.analysis import field_metrics, lineage, precompute
+from explorer.analysis.atlas import DEFAULT_ATLAS, AtlasSettings, atlas_coordinates
 from explorer.analysis.controls import ChanceBaseline
 from explorer.analysis.descriptions import (
     DescriptionSettings,
@@ -23,6 +24,7 @@ from explorer.analysis.descriptions import (
 from explorer.analysis.enrichment import TaxonomySettings
 from explorer.analysis.specialists import Specialists, SpecialistSettings
 from explorer.charts.feature import token_label
+from explorer.sources.source import LoadedSource, SaeHandle
 from explorer.store.queries.descriptions import lens_tokens_in_corpus
 from explorer.store.reader import Store
 from explorer.ui.resources import StoreKey, open_store, store_key
@@ -195,6 +197,27 @@ def lens_in_corpus(store: Store, sae: str, n_tokens: int) -> pd.DataFrame:
     """`lens_tokens_in_corpus(store, sae, n_tokens)` with display labels for the tokens, cached
     per store file, SAE and count."""
     return _lens_in_corpus(str(store.path), store.identity, sae, n_tokens)
+
+
+@st.cache_data(
+    max_entries=8,
+    ttl=3600,
+    show_spinner="Laying out the decoder directions with UMAP (once per source and SAEs)…",
+)
+def _atlas(
+    _handles: list[SaeHandle], spec: str, saes: tuple[tuple[str, int], ...], settings: AtlasSettings
+) -> pd.DataFrame:
+    decoders = {handle.name: handle.sae.W_dec.detach().float().cpu().numpy() for handle in _handles}
+    return atlas_coordinates(decoders, settings)
+
+
+def atlas(
+    loaded: LoadedSource, handles: list[SaeHandle], settings: AtlasSettings = DEFAULT_ATLAS
+) -> pd.DataFrame:
+    """`atlas_coordinates` of the decoders of `handles` (SAEs of the loaded source) in one
+    map, cached per source, SAEs and settings: sae, feature, x, y."""
+    saes = tuple((handle.name, int(handle.sae.cfg.d_sae)) for handle in handles)
+    return _atlas(handles, loaded.source.spec(), saes, settings)
 
 
 @st.cache_data(
