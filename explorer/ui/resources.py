@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 import streamlit as st
 
 from explorer import settings
-from explorer.build.stages import STAGES
+from explorer.build.stages import ANALYSES, STAGES
 from explorer.errors import ExplorerError, StoreError, markdown_escaped, quoted
 from explorer.settings import Settings
 from explorer.sources.source import LoadedSource, Source, load_source
@@ -33,6 +33,7 @@ from explorer.store.schema import SCHEMA_VERSION, stored_schema_version
 # the demo store, never at import: store pages do without them (tests/unit/test_imports.py).
 if TYPE_CHECKING:
     from explorer.sources.memory import MemoryEstimate
+    from explorer.store.derived import Derived
 
 DEMO_CORPUS = "bundled+arithmetic"
 logger = logging.getLogger(__name__)
@@ -172,8 +173,9 @@ class DemoBuild:
 
     `fraction` and `text` tell where it is, for a progress bar that ends only when the store
     is written: the forward passes (with their rate and time left), then the reconstruction
-    quality, the logit lens and the writing (`explorer.build.stages.STAGES`), which the bar
-    used to leave out: it sat at "0 s left" while they ran.
+    quality, the logit lens, the writing and the analyses the store keeps
+    (`explorer.build.stages.STAGES`), which the bar used to leave out: it sat at "0 s left"
+    while they ran.
     `error` is the message of a failed build, shown until a user retries.
     """
 
@@ -216,11 +218,23 @@ class DemoBuild:
 
     def run(self, loaded: LoadedSource) -> None:
         """The thread's body: build, record a failure's message, then mark it finished."""
+        from explorer.analysis.precompute import derive
         from explorer.build.single import build_store
+
+        def reported_derive(path: Path) -> list[Derived]:
+            self.stage(ANALYSES, 0, 1)
+            return derive(path)
 
         try:
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-            build_store(loaded, DEMO_CORPUS, self.path, progress=self.forward, stage=self.stage)
+            build_store(
+                loaded,
+                DEMO_CORPUS,
+                self.path,
+                progress=self.forward,
+                derive=reported_derive,
+                stage=self.stage,
+            )
             self.fraction, self.text = 1.0, "The demo store is built."
         except ExplorerError as error:
             self.error = str(error)

@@ -12,8 +12,9 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from explorer.build import single
-from explorer.build.stages import STAGES, WRITING
+from explorer.build.stages import ANALYSES, STAGES
 from explorer.errors import StoreError
+from explorer.sources.source import Source, load_source
 from explorer.store.reader import Store
 from explorer.store.schema import SCHEMA_VERSION, stored_schema_version
 from explorer.ui import resources
@@ -95,27 +96,28 @@ def test_a_failed_build_shows_its_message_and_can_be_retried(app_env, builds) ->
     assert not again.error
 
 
-def test_the_bar_reports_every_step_until_the_store_is_written(tiny_bundle_path, tmp_path):
+def test_the_bar_reports_every_step_until_the_store_is_written(
+    tiny_bundle_path, tmp_path, monkeypatch
+):
     """The bar's value never goes back, and once the forward passes are done (the old bar's
-    "0 s left") it names each later step, the writing last, while the file is not there yet."""
+    "0 s left") it names each later step in order, the kept analyses last, while the store
+    file is not there yet; then the build is done."""
+    monkeypatch.setattr(resources, "DEMO_CORPUS", CORPUS)
     path = tmp_path / "demo.duckdb"
-    build = resources.DemoBuild(str(path))
     shown: list[tuple[float, str, bool]] = []
 
-    def recorded(step):
-        def record(*args):
-            step(*args)
-            shown.append((build.fraction, build.text, path.exists()))
+    class Recorded(resources.DemoBuild):
+        def forward(self, *args) -> None:
+            super().forward(*args)
+            shown.append((self.fraction, self.text, path.exists()))
 
-        return record
+        def stage(self, *args) -> None:
+            super().stage(*args)
+            shown.append((self.fraction, self.text, path.exists()))
 
-    single.build_store(
-        f"demo:{tiny_bundle_path}",
-        CORPUS,
-        path,
-        progress=recorded(build.forward),
-        stage=recorded(build.stage),
-    )
+    build = Recorded(str(path))
+    build.run(load_source(Source.parse(f"demo:{tiny_bundle_path}")))
+    assert build.error is None and build.finished and build.fraction == 1.0
     fractions = [fraction for fraction, _, _ in shown]
     assert fractions == sorted(fractions)
     forward_done = max(i for i, (f, _, _) in enumerate(shown) if f == build.FORWARD_SHARE)
@@ -123,8 +125,8 @@ def test_the_bar_reports_every_step_until_the_store_is_written(tiny_bundle_path,
     named = [next(stage for stage in STAGES if stage in text) for text in after]
     assert sorted(set(named), key=STAGES.index) == list(STAGES)
     assert named == sorted(named, key=STAGES.index)
-    assert WRITING in shown[-1][1] and not shown[-1][2]  # the last step, before the file
-    assert path.exists()
+    assert ANALYSES in shown[-1][1] and not shown[-1][2]  # the last step, before the file
+    assert stored_schema_version(path) == SCHEMA_VERSION
 
 
 def test_the_synchronous_build_raises_a_failed_build_s_message(app_env, builds) -> None:
