@@ -91,8 +91,8 @@ def stored_text_picker(store: Store) -> int | None:
     text_id = st.selectbox("Stored text", list(options), format_func=options.__getitem__)
     matches = int(found["n_matches"].iloc[0])
     st.caption(
-        f"{matches:,} stored texts match; {len(found):,} listed (the first by id). The chosen "
-        "text, as the model reads it:"
+        f"Stored texts that match: {matches:,}; listed: {len(found):,} (the first by id). "
+        "The chosen text, as the model reads it:"
     )
     text = str((store.text(text_id) or {}).get("text", ""))
     more = len(text) - PREVIEW_CHARS

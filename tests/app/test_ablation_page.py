@@ -180,7 +180,8 @@ def test_a_stored_text_is_found_by_search_and_previewed_before_the_run(page, sto
     picker = next(s for s in page.selectbox if s.label == "Stored text")
     assert picker.options[0].startswith(f"#{wanted['text_id'].iloc[0]} · python_code · ")
     assert len(picker.options) == min(len(wanted), 100)
-    assert page.caption[1].value.startswith(f"{len(wanted):,} stored texts match")
+    listed = min(len(wanted), 100)
+    assert f"Stored texts that match: {len(wanted):,}; listed: {listed:,}" in page.caption[1].value
     others = wanted.iloc[1:]  # not the first listed, so the choice changes the preview
     chosen = others.loc[others["text"].str.len().idxmin()]  # short enough for the tiny model
     picker.set_value(int(chosen["text_id"])).run()
