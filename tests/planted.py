@@ -77,3 +77,25 @@ def write_small_store(path: Path, categories: list[str], sae: str = "s0", d_sae:
         writer.add_texts(texts.drop(columns="n_tokens"))
         add_tokens(writer, tokens_of(texts))
         add_acts_with_stats(writer, sae, rows, d_sae)
+
+
+def write_one_sae_store(
+    path: Path,
+    texts: pd.DataFrame,
+    tokens: pd.DataFrame,
+    acts: pd.DataFrame,
+    d_sae: int = 8,
+    source: str = "planted",
+) -> Path:
+    """A store at `path` with one SAE `s0` (layer 0, `d_sae` features) over `texts`
+    (text_id, category, source, text, labels), `tokens` (text_id, pos, token_id, token) and
+    its activations `acts` (feature, text_id, pos, value); `source` is the store's meta
+    source."""
+    with StoreWriter(path, meta={"source": source}) as writer:
+        writer.add_sae(
+            SaeInfo(sae="s0", hook_name="blocks.0.hook_resid_post", layer=0, d_in=8, d_sae=d_sae)
+        )
+        writer.add_texts(texts[["text_id", "category", "source", "text", "labels"]])
+        add_tokens(writer, tokens)
+        add_acts_with_stats(writer, "s0", acts, d_sae)
+    return path

@@ -25,10 +25,10 @@ from explorer.analysis.specialists import (
     Specialists,
     SpecialistSettings,
     TextActivations,
-    decide,
     family_categories,
     read_activations,
     replication_rates,
+    retest_findings,
     scored_activations,
     specialist_table,
 )
@@ -107,20 +107,15 @@ def replicate_on_store(
     below the minimum support there is not replicated."""
     found = table.loc[table["is_specialist"], CELL_KEYS].reset_index(drop=True)
     found["target"] = target_families(found, other_categories)
-    retest = found.dropna(subset=["target"]).merge(
-        other_table.drop(columns=["q_value", "is_specialist"]).rename(columns={"family": "target"}),
-        on=["sae", "feature", "target", "category"],
-    )
-    retest = decide(retest, settings)
-    cells = found.merge(
-        retest[[*CELL_KEYS, "is_specialist", "score"]].rename(
-            columns={"is_specialist": "external_replicated", "score": "external_score"}
-        ),
-        on=CELL_KEYS,
-        how="left",
+    cells = retest_findings(
+        found,
+        other_table.rename(columns={"family": "target"}),
+        settings,
+        ["sae", "feature", "target", "category"],
+        "external_replicated",
+        "external_score",
     )
     cells["external_tested"] = cells["target"].notna()
-    cells["external_replicated"] = cells["external_replicated"].fillna(False).astype(bool)
     cells = cells[[*CELL_KEYS, *EXTERNAL_COLUMNS]]
     tested = cells[cells["external_tested"]]
     rates = replication_rates(

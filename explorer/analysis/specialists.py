@@ -647,18 +647,33 @@ def replicate(
         }
     )
     retest = specialist_table(acts, families, half, ~discovery, scored_on)
-    retest = found.merge(retest.drop(columns=["q_value", "is_specialist"]), on=CELL_KEYS)
-    retest = decide(retest, half)
+    result = retest_findings(found, retest, half, CELL_KEYS, "replicated", "replication_score")
+    result["discovered"] = True
+    return result[[*CELL_KEYS, "discovered", "replicated", "replication_score"]]
+
+
+def retest_findings(
+    found: pd.DataFrame,
+    retest: pd.DataFrame,
+    settings: SpecialistSettings,
+    on: list[str],
+    replicated: str,
+    score: str,
+) -> pd.DataFrame:
+    """`found` (findings, one row per cell) with `replicated`: whether each is a specialist
+    under `settings` among the cells of `retest` (a `specialist_table` of other texts) it
+    matches on the columns `on`, with BH q-values over the matched findings only; and
+    `score`, the measure there (NaN where it was not tested)."""
+    tested = decide(found.merge(retest.drop(columns=["q_value", "is_specialist"]), on=on), settings)
     result = found.merge(
-        retest[[*CELL_KEYS, "is_specialist", "score"]].rename(
-            columns={"is_specialist": "replicated", "score": "replication_score"}
+        tested[[*CELL_KEYS, "is_specialist", "score"]].rename(
+            columns={"is_specialist": replicated, "score": score}
         ),
         on=CELL_KEYS,
         how="left",
     )
-    result["discovered"] = True
-    result["replicated"] = result["replicated"].fillna(False).astype(bool)
-    return result[[*CELL_KEYS, "discovered", "replicated", "replication_score"]]
+    result[replicated] = result[replicated].fillna(False).astype(bool)
+    return result
 
 
 def replication_rates(table: pd.DataFrame) -> pd.DataFrame:

@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import streamlit as st
 
+from explorer.analysis import precompute
 from explorer.analysis.replication import StoreReplication, load_store_replication, replicated_on
 from explorer.analysis.specialists import (
     Specialists,
     SpecialistSettings,
     family_names,
     in_family,
-    load_specialists,
 )
 from explorer.errors import ExplorerError, markdown_escaped
 from explorer.methods_doc import methods_link
@@ -45,7 +45,7 @@ def _store_replication(
     key: StoreKey, other_key: StoreKey, settings: SpecialistSettings
 ) -> StoreReplication:
     store = open_store(key[0])
-    table = load_specialists(store, settings).table
+    table = precompute.specialists(store, settings).table  # kept in the store for the defaults
     return load_store_replication(store, open_store(other_key[0]), table, settings)
 
 

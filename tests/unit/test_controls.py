@@ -39,9 +39,7 @@ from explorer.analysis.specialists import (
 )
 from explorer.cli import main
 from explorer.store.reader import Store
-from explorer.store.schema import SaeInfo
-from explorer.store.writer import StoreWriter
-from tests.planted import add_acts_with_stats, add_tokens
+from tests.planted import write_one_sae_store
 
 PROSE = ("chat", "code", "maths", "prose")
 OPERATIONS = ("addition", "subtraction")
@@ -108,14 +106,7 @@ def planted_acts(texts: pd.DataFrame) -> pd.DataFrame:
 def store_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     texts = planted_texts()
     path = tmp_path_factory.mktemp("controls") / "planted.duckdb"
-    with StoreWriter(path, meta={"source": "planted"}) as writer:
-        writer.add_sae(
-            SaeInfo(sae="s0", hook_name="blocks.0.hook_resid_post", layer=0, d_in=8, d_sae=8)
-        )
-        writer.add_texts(texts[["text_id", "category", "source", "text", "labels"]])
-        add_tokens(writer, planted_tokens(texts))
-        add_acts_with_stats(writer, "s0", planted_acts(texts), 8)
-    return path
+    return write_one_sae_store(path, texts, planted_tokens(texts), planted_acts(texts))
 
 
 SETTINGS = SpecialistSettings(permutations=100)

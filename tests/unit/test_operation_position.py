@@ -28,9 +28,7 @@ from explorer.analysis.specialists import (
     scored_activations,
 )
 from explorer.store.reader import Store
-from explorer.store.schema import SaeInfo
-from explorer.store.writer import StoreWriter
-from tests.planted import add_acts_with_stats, add_tokens
+from tests.planted import write_one_sae_store
 from tests.unit.test_controls import planted_texts
 
 N_TOKENS = 6
@@ -67,14 +65,7 @@ def acts(texts: pd.DataFrame) -> pd.DataFrame:
 def store_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     texts = planted_texts()
     path = tmp_path_factory.mktemp("equals") / "planted.duckdb"
-    with StoreWriter(path, meta={"source": "planted"}) as writer:
-        writer.add_sae(
-            SaeInfo(sae="s0", hook_name="blocks.0.hook_resid_post", layer=0, d_in=8, d_sae=8)
-        )
-        writer.add_texts(texts[["text_id", "category", "source", "text", "labels"]])
-        add_tokens(writer, tokens(texts))
-        add_acts_with_stats(writer, "s0", acts(texts), 8)
-    return path
+    return write_one_sae_store(path, texts, tokens(texts), acts(texts))
 
 
 def specialists(path: Path, position: str) -> pd.DataFrame:

@@ -25,9 +25,7 @@ from explorer.analysis.specialists import SpecialistSettings, category_matrix, l
 from explorer.cli import main
 from explorer.errors import InputError
 from explorer.store.reader import Store
-from explorer.store.schema import SaeInfo
-from explorer.store.writer import StoreWriter
-from tests.planted import add_acts_with_stats, add_tokens
+from tests.planted import write_one_sae_store
 from tests.unit.test_controls import planted_acts, planted_texts, planted_tokens
 
 SETTINGS = SpecialistSettings(permutations=20)
@@ -50,14 +48,7 @@ def replication_acts(texts: pd.DataFrame) -> pd.DataFrame:
 
 
 def write(path: Path, texts: pd.DataFrame, acts: pd.DataFrame, source: str = "planted") -> Path:
-    with StoreWriter(path, meta={"source": source}) as writer:
-        writer.add_sae(
-            SaeInfo(sae="s0", hook_name="blocks.0.hook_resid_post", layer=0, d_in=8, d_sae=8)
-        )
-        writer.add_texts(texts[["text_id", "category", "source", "text", "labels"]])
-        add_tokens(writer, planted_tokens(texts))
-        add_acts_with_stats(writer, "s0", acts, 8)
-    return path
+    return write_one_sae_store(path, texts, planted_tokens(texts), acts, source=source)
 
 
 @pytest.fixture(scope="module")
