@@ -37,6 +37,7 @@ from explorer.live.runs import (
     save_run,
     value_scale,
 )
+from explorer.methods_doc import methods_link
 from explorer.store.queries.search import MAX_QUERY_CHARS
 from explorer.store.queries.texts import find_texts
 from explorer.store.reader import Store
@@ -135,7 +136,7 @@ def show_value_scale(intervention: Intervention, stats: pd.DataFrame) -> None:
     (`explorer.live.runs.value_scale`; `stats` as there)."""
     lines = value_scale(intervention, stats)
     if lines:
-        st.caption(markdown_escaped(" ".join(lines)) + " See docs/methods.md#ablation-lab.")
+        st.caption(markdown_escaped(" ".join(lines)) + " " + methods_link("ablation-lab"))
 
 
 def keep_run(key: str, run: TextRun | CorpusRun, store: Store, demo: bool) -> None:
