@@ -32,19 +32,22 @@ def app_server(
     port: int | None = None,
     start_seconds: float = 90,
     script: Path = ROOT / "streamlit_app.py",
+    log: Path | None = None,
 ) -> Iterator[tuple[str, subprocess.Popen]]:
     """Run the app (or another Streamlit `script`) with `env` over the current environment
     (and the script's folder as working directory and on PYTHONPATH); yield its URL and
-    process once `/_stcore/health` answers 200, terminate it on exit."""
+    process once `/_stcore/health` answers 200, terminate it on exit. Its output goes to
+    `log` if given (read it once the context has exited: the server has stopped then)."""
     port = port or free_port()
     command = [sys.executable, "-m", "streamlit", "run", str(script)]
     command += ["--server.port", str(port), "--server.headless", "true"]
+    output = open(log, "w") if log is not None else subprocess.DEVNULL  # noqa: SIM115
     process = subprocess.Popen(
         command,
         cwd=script.parent,
         env={**os.environ, "PYTHONPATH": str(script.parent), **env},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stdout=output,
+        stderr=subprocess.STDOUT if log is not None else subprocess.DEVNULL,
     )
     url = f"http://127.0.0.1:{port}"
     try:
@@ -68,3 +71,5 @@ def app_server(
         except subprocess.TimeoutExpired:  # busy in a long script run: do not leave it behind
             process.kill()
             process.wait()
+        if log is not None:
+            output.close()

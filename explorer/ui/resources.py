@@ -13,8 +13,10 @@ TOML boolean `EXPLORER_PUBLIC_DEMO` in `.streamlit/secrets.toml`.
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
+import sys
 import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -136,6 +138,24 @@ def _store_slot(path: str) -> _StoreSlot:
     # bounded: paths come from users; an evicted slot's Store stays usable by sessions that
     # still hold it and its connection closes when the last reference goes
     return _StoreSlot(path)
+
+
+@atexit.register
+def _release_stores() -> None:
+    """Let go of the open stores when the server stops, before Python tears modules down.
+
+    DuckDB's Python module is a nanobind extension: at shutdown nanobind lists every one of
+    its objects still alive (~30 lines of `nanobind: leaked ... instances`: the connection,
+    the 27 `duckdb.sqltypes` constants, its types and functions). Two references outlived
+    the module teardown: the cached store slots, and the page's own `store` global in the
+    `__main__` module Streamlit runs each page in and keeps after the run. Dropped here,
+    the connection closes normally and nothing is reported (tests/e2e/test_server_stop.py).
+    """
+    _store_slot.clear()
+    page = sys.modules.get("__main__")
+    for name, value in list(vars(page).items() if page is not None else ()):
+        if isinstance(value, Store):
+            delattr(page, name)
 
 
 StoreKey = tuple[str, tuple[int, ...]]
