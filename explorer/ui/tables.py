@@ -130,43 +130,19 @@ def column_formats(columns: list[str], **config: Any) -> dict[str, Any]:
     }
 
 
-def cell_text(value: Any, number_format: str | None = None) -> str:
-    """A number as its column shows it: `number_format` printf-style (`%.2f`, `%d`),
-    `PERCENT` (two decimals), else plain (whole numbers with thousands separators); `MISSING`
-    for no value."""
-    if value is None or pd.isna(value):
-        return MISSING
-    if number_format == PERCENT:
-        return f"{float(value):.2%}"
-    if number_format:
-        return number_format % value
-    if float(value).is_integer():
-        return f"{int(value):,}"
-    return f"{float(value):.3f}"
-
-
 def displayed(frame: pd.DataFrame, config: dict[str, Any]) -> tuple[pd.DataFrame, dict[str, Any]]:
     """`frame` and its column `config` as a person reads them: a column with no value at all
-    is dropped, a missing text is `MISSING`, a number column with a missing value shows its
-    numbers as text in its format, `MISSING` where there is none (a table never says None or
-    null). Values are never rescaled: a page's table holds the numbers the library gave."""
+    is dropped and a missing text says `MISSING` (a table never says None or null for a
+    text). A number column keeps its numbers, missing ones included, so a click on its header
+    still sorts it by value (as text, "9.9" would sort above "199.1"); its format names the
+    kind of number. Values are never rescaled: a page's table holds the library's numbers."""
     empty = [c for c in frame.columns if len(frame) and frame[c].isna().all()]
     shown = frame.drop(columns=empty)
     config = {name: value for name, value in config.items() if name not in empty}
     for column in shown.columns:
         values = shown[column]
-        entry = config[column] if isinstance(config.get(column), dict) else {}
-        number_format = entry.get("type_config", {}).get("format")
-        label = entry.get("label") or column
-        numeric = pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values)
-        if numeric and values.isna().any():
-            shown[column] = [cell_text(value, number_format) for value in values]
-            config[column] = st.column_config.TextColumn(
-                label, help=entry.get("help"), alignment="right"
-            )
-        elif values.isna().any() and (
-            values.dtype == object or pd.api.types.is_string_dtype(values)
-        ):
+        text = values.dtype == object or pd.api.types.is_string_dtype(values)
+        if text and values.isna().any():
             shown[column] = values.astype(object).where(values.notna(), MISSING)
     return shown, config
 
