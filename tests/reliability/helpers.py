@@ -25,16 +25,17 @@ ROOT = Path(__file__).resolve().parents[2]
 SPECIALIST_PARAMS = list(SpecialistSettings.field_names())  # the shared specialist sidebar
 PAGE_PARAMS: dict[str, list[str]] = {
     "home": [],
+    "methods": [],
     "tokens": [],
     "feature": ["sae", "feature"],
-    "specialists": ["family", "findings", "top", *SPECIALIST_PARAMS],
-    "frequency": ["sae", "x", "ranks", *SPECIALIST_PARAMS],
+    "specialists": ["family", "findings", "top", "replicate_on", *SPECIALIST_PARAMS],
+    "frequency": ["sae", "x", "ranks", "family", *SPECIALIST_PARAMS],
     "rankings": ["sae", "ranking", "n", *SPECIALIST_PARAMS],
     "taxonomy": ["sae", "support", "p", "label", "rows", "compare"],
     "logit_lens": ["sae", "view", "n", "given", "token", "top", "k", "min_examples", "seed"]
     + ["rank_by", "candidates"],
     "search": ["by", "sae", "q", "match", "rank", "rank_by", "n"],
-    "compare": SPECIALIST_PARAMS,
+    "compare": ["family", *SPECIALIST_PARAMS],
     "ablation": ["sae", "features", "general", "mode", "value", "positions"],
 }
 

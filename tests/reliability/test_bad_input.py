@@ -524,7 +524,8 @@ def test_forged_query_parameters(app, unchanged, page, forged) -> None:
 
 def page_parameters(page: str) -> set[str]:
     """The query parameters a page reads: `url_value(param)`, `url_*(label, param, ...)`,
-    `st.query_params.get`, and the specialist sidebar's fields."""
+    `st.query_params.get`, the specialist sidebar's fields, and the family and replication
+    choices of `explorer.ui.specialist_views`."""
     found: set[str] = set()
     for node in ast.walk(ast.parse((PAGES / f"{page}.py").read_text())):
         if not isinstance(node, ast.Call):
@@ -538,6 +539,10 @@ def page_parameters(page: str) -> set[str]:
             found.add(ast.literal_eval(node.args[0]))
         elif name == "specialist_settings_sidebar":
             found.update(SPECIALIST_PARAMS)
+        elif name == "family_choice":  # explorer.ui.specialist_views
+            found.add("family")
+        elif name == "replication_choice":
+            found.add("replicate_on")
     return found
 
 
