@@ -75,11 +75,12 @@ def atlas_chart(points: pd.DataFrame, cells: pd.DataFrame, by: ColourBy) -> alt.
     """The map: `cells` (x_low, x_high, y_low, y_high, n_features; none when every feature is
     a point) as grey rectangles shaded by how many features each holds, under `points` (sae,
     feature, x, y, token_freq, kind, description, and specialist_category / f1 for those
-    colourings) coloured by `by`, sized by token frequency, each linking to its feature's
-    page; dragging draws the box selection `BOX` on the points' x and y."""
+    colourings) coloured by `by` (grey groups drawn first), sized by token frequency, each
+    linking to its feature's page; dragging draws the box selection `BOX` on the points' x and y."""
     groups, domain, colours = colour_groups(points, by)
     data = points.assign(
         colour=groups,
+        coloured=~groups.isin([NOT_SPECIALIST, NOT_SCORED, DEAD]),  # drawn over the greys
         href=[feature_href(s, f) for s, f in zip(points["sae"], points["feature"], strict=True)],
     )
     unlabelled = alt.Axis(labels=False, ticks=False, grid=False)
@@ -126,6 +127,7 @@ def atlas_chart(points: pd.DataFrame, cells: pd.DataFrame, by: ColourBy) -> alt.
                 title="token frequency",
                 scale=alt.Scale(type="sqrt", range=[6, 160]),
             ),
+            order=alt.Order("coloured:Q"),
             href="href:N",
             tooltip=tooltip,
         )

@@ -178,6 +178,7 @@ def test_chart_data_and_encodings() -> None:
     encoding = features["encoding"]
     assert encoding["color"]["field"] == "colour" and encoding["size"]["field"] == "token_freq"
     assert encoding["href"]["field"] == "href"
+    assert encoding["order"]["field"] == "coloured"  # coloured points over the grey ones
     assert (encoding["x"]["field"], encoding["y"]["field"]) == ("x", "y")
     tooltips = {tip["field"] for tip in encoding["tooltip"]}
     assert {"sae", "feature", "description", "token_freq"} <= tooltips
@@ -192,6 +193,7 @@ def test_chart_data_and_encodings() -> None:
         "feature?sae=L1&feature=6",
     ]
     assert [row["description"] for row in rows] == points["description"].tolist()
+    assert [row["coloured"] for row in rows] == [False, True, True, True]  # the dead one: grey
     assert sum(row["n_features"] for row in spec["datasets"][cells["data"]["name"]]) == 4
 
 
