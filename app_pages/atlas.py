@@ -19,7 +19,7 @@ with st.popover("How the map is made"):
     st.markdown(
         "Each point is one feature's decoder direction (its row of W_dec, scaled to unit "
         "length). UMAP places directions with a high cosine near each other (cosine metric, "
-        f"{DEFAULT_ATLAS.n_neighbors} neighbours, minimum distance {DEFAULT_ATLAS.min_dist}, "
+        f"{DEFAULT_ATLAS.n_neighbors:d} neighbours, minimum distance {DEFAULT_ATLAS.min_dist:g}, "
         f"seed {DEFAULT_ATLAS.seed}). Directions that are exactly equal share a point. "
         "Neighbourhoods mean something; distances between far-apart clusters little. "
         + methods_link("feature-atlas")

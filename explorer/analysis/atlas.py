@@ -46,9 +46,9 @@ class AtlasSettings:
 
     def __post_init__(self) -> None:
         if not 2 <= self.n_neighbors <= 200:
-            raise InputError(f"n_neighbors must be in 2..200, not {self.n_neighbors}.")
+            raise InputError(f"n_neighbors must be in 2..200, not {self.n_neighbors:g}.")
         if not 0.0 <= self.min_dist <= 1.0:
-            raise InputError(f"min_dist must be in [0, 1], not {self.min_dist}.")
+            raise InputError(f"min_dist must be in [0, 1], not {self.min_dist:g}.")
 
 
 DEFAULT_ATLAS = AtlasSettings()
@@ -78,7 +78,7 @@ def atlas_coordinates(
     if len({shape[1] for shape in widths.values()}) > 1:
         raise InputError(
             "The SAEs of one atlas must share a space (the same d_in); their widths are "
-            + ", ".join(f"{quoted(name)}: {shape[1]}" for name, shape in widths.items())
+            + ", ".join(f"{quoted(name)}: {shape[1]:d}" for name, shape in widths.items())
             + ". Map them one at a time."
         )
     unit = np.concatenate([_unit_rows(decoder) for decoder in decoders.values()])  # [n, d_in]

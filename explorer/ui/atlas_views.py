@@ -91,7 +91,7 @@ def show_atlas(atlas: pd.DataFrame, by: ColourBy) -> pd.DataFrame:
         else f"{marks.n_features:,} points, one per feature"
     )
     st.caption(
-        f"{drawn}. Colour: {COLOURS[by]}; size: token frequency. Click a point to open its "
+        drawn + f". Colour: {COLOURS[by]}; size: token frequency. Click a point to open its "
         "feature; drag a box to list the features inside it, drawn or not (double-click "
         "clears it)."
     )
