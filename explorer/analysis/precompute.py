@@ -3,7 +3,9 @@
 Owns which analyses are kept (the specialist table and its permutation null under the
 default `SpecialistSettings`, every SAE's automatic descriptions and their held-out scores
 under the default `DescriptionSettings`, every SAE's token taxonomy and its shuffle baseline
-under the default `TaxonomySettings`), the key each is kept under (its settings and
+under the default `TaxonomySettings`, every feature's most correlated features in the other
+SAEs, the k-sparse probes of every category, and, when the build passes the SAEs' decoders,
+the feature atlas's maps), the key each is kept under (its settings and
 `VERSION`), `derive(path)`, the callback a build hands to `StoreWriter`, and the loaders the
 app calls: each returns the kept result when the store holds one computed under the settings
 asked for, and computes it otherwise (other settings, or a store built before). A kept result
@@ -16,12 +18,15 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Mapping
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
+from explorer.analysis.atlas import atlas_entry
 from explorer.analysis.controls import ChanceBaseline, load_chance_baseline
 from explorer.analysis.descriptions import DescriptionSettings, load_descriptions, load_scores
 from explorer.analysis.enrichment import (
@@ -30,6 +35,8 @@ from explorer.analysis.enrichment import (
     shuffle_baseline,
     taxonomy_summary,
 )
+from explorer.analysis.field_metrics import DEFAULT_PROBING, ProbingSettings, sparse_probing
+from explorer.analysis.lineage import DEFAULT_LINEAGE, LineageSettings, correlation_lineage
 from explorer.analysis.specialists import Specialists, SpecialistSettings, load_specialists
 from explorer.store.derived import Derived
 from explorer.store.reader import Store
@@ -43,6 +50,8 @@ SPECIALISTS = "specialists"
 CHANCE = "chance"
 DESCRIPTIONS = "descriptions"
 TAXONOMY = "taxonomy"
+LINEAGE = "lineage"
+PROBING = "probing"
 
 
 def key(settings: Any) -> str:
@@ -131,6 +140,19 @@ def taxonomy_comparison(store: Store, settings: TaxonomySettings) -> pd.DataFram
     return pd.DataFrame(rows)
 
 
+def lineage(store: Store, settings: LineageSettings = DEFAULT_LINEAGE) -> pd.DataFrame:
+    """`lineage.correlation_lineage(store, settings)`, read from the store when it keeps it."""
+    kept = store.derived(LINEAGE, key(settings))
+    return correlation_lineage(store, settings) if kept is None else kept.frames["matches"]
+
+
+def probing(store: Store, settings: ProbingSettings = DEFAULT_PROBING) -> pd.DataFrame:
+    """`field_metrics.sparse_probing(store, settings)`, read from the store when it keeps
+    it."""
+    kept = store.derived(PROBING, key(settings))
+    return sparse_probing(store, settings) if kept is None else kept.frames["probes"]
+
+
 def _one_sae(frame: pd.DataFrame, sae: str) -> pd.DataFrame:
     store_sae = frame["sae"] == sae
     return frame.loc[store_sae].reset_index(drop=True)
@@ -139,25 +161,34 @@ def _one_sae(frame: pd.DataFrame, sae: str) -> pd.DataFrame:
 # --- what a build keeps -------------------------------------------------------------------
 
 
-def derived_entries(store: Store) -> list[Derived]:
-    """Every analysis a build keeps, computed on `store` under the default settings."""
-    entries = []
-    for name, compute in (
+def derived_entries(
+    store: Store, decoders: Mapping[str, np.ndarray] | None = None
+) -> list[Derived]:
+    """Every analysis a build keeps, computed on `store` under the default settings; the
+    atlas only with `decoders` (each SAE's W_dec as [d_sae, d_in], the store has none)."""
+    steps = [
         (SPECIALISTS, _specialists_entry),
         (CHANCE, _chance_entry),
         (DESCRIPTIONS, _descriptions_entry),
         (TAXONOMY, _taxonomy_entry),
-    ):
+        (LINEAGE, _lineage_entry),
+        (PROBING, _probing_entry),
+    ]
+    if decoders:
+        steps.append(("atlas", lambda _: atlas_entry(decoders)))
+    entries = []
+    for name, compute in steps:
         started = time.perf_counter()
         entries.append(compute(store))
         logger.info("derived %s in %.1f s", name, time.perf_counter() - started)
     return entries
 
 
-def derive(path: Path) -> list[Derived]:
-    """The `StoreWriter(derive=...)` callback: `derived_entries` of the store file `path`."""
+def derive(path: Path, decoders: Mapping[str, np.ndarray] | None = None) -> list[Derived]:
+    """The `StoreWriter(derive=...)` callback: `derived_entries` of the store file `path`
+    (a build passes its SAEs' decoders for the atlas)."""
     with Store.open(path) as store:
-        return derived_entries(store)
+        return derived_entries(store, decoders)
 
 
 def _specialists_entry(store: Store) -> Derived:
@@ -217,4 +248,16 @@ def _taxonomy_entry(store: Store) -> Derived:
                 ignore_index=True,
             ),
         },
+    )
+
+
+def _lineage_entry(store: Store) -> Derived:
+    return Derived(
+        LINEAGE, key(DEFAULT_LINEAGE), {"matches": correlation_lineage(store, DEFAULT_LINEAGE)}
+    )
+
+
+def _probing_entry(store: Store) -> Derived:
+    return Derived(
+        PROBING, key(DEFAULT_PROBING), {"probes": sparse_probing(store, DEFAULT_PROBING)}
     )

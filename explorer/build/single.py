@@ -10,7 +10,11 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
+
+import numpy as np
+import torch
 
 from explorer.build.extract import BuildSettings, ExtractionResult, Progress, extract, select_saes
 from explorer.build.stages import WRITING, Stage
@@ -39,11 +43,12 @@ def build_store(
     out: str | Path,
     settings: BuildSettings | None = None,
     progress: Progress | None = None,
-    derive: Callable[[Path], list[Derived]] | None = None,
+    derive: Callable[..., list[Derived]] | None = None,
     stage: Stage | None = None,
 ) -> BuildReport:
     """Extract `corpus` through `source` into a new store at `out` (atomically replaced);
-    `derive` adds the analyses a store keeps (`StoreWriter`'s argument). `progress` follows
+    `derive(path, decoders=...)` adds the analyses a store keeps (`StoreWriter`'s argument,
+    given the SAEs' decoder matrices, which the store does not hold). `progress` follows
     the forward passes, `stage` what runs after them, up to writing the store (`STAGES`).
 
     Everything that can be checked cheaply (corpus, settings, output folder) is checked
@@ -59,7 +64,8 @@ def build_store(
     loaded = source if isinstance(source, LoadedSource) else load_source(source)
     meta = build_meta(loaded, corpus.name, settings)
     handles = select_saes(loaded, settings.hooks)
-    with StoreWriter(out, meta=meta, derive=derive) as writer:
+    keep = None if derive is None else partial(derive, decoders=decoder_matrices(handles))
+    with StoreWriter(out, meta=meta, derive=keep) as writer:
         for handle in handles:
             writer.add_sae(sae_info(handle))
         result = extract(loaded, corpus, writer, settings, progress, stage)
@@ -76,6 +82,13 @@ def build_store(
         tokens_per_second=result.n_tokens / max(result.seconds, 1e-9),
         truncated_texts=result.truncated_texts,
     )
+
+
+def decoder_matrices(handles: list[SaeHandle]) -> dict[str, np.ndarray]:
+    """Each SAE's decoder W_dec as float32 numpy [d_sae, d_in], by SAE name."""
+    return {
+        handle.name: handle.sae.W_dec.detach().to(torch.float32).cpu().numpy() for handle in handles
+    }
 
 
 def build_meta(loaded: LoadedSource, corpus_name: str, settings: BuildSettings) -> dict[str, str]:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from explorer.analysis import field_metrics, lineage, precompute
+from explorer.analysis import field_metrics, precompute
 from explorer.analysis.atlas import DEFAULT_ATLAS, AtlasSettings, atlas_coordinates
 from explorer.analysis.controls import ChanceBaseline
 from explorer.analysis.descriptions import (
@@ -226,7 +226,7 @@ def atlas(
     show_spinner="Correlating every feature with the other SAEs' features (once per store)…",
 )
 def _correlation_lineage(path: str, identity: tuple[int, int]) -> pd.DataFrame:
-    return lineage.correlation_lineage(open_store(path))
+    return precompute.lineage(open_store(path))
 
 
 def correlation_lineage(store: Store) -> pd.DataFrame:
@@ -239,7 +239,7 @@ def correlation_lineage(store: Store) -> pd.DataFrame:
 def _sparse_probing(
     path: str, identity: tuple[int, int], settings: field_metrics.ProbingSettings
 ) -> pd.DataFrame:
-    return field_metrics.sparse_probing(open_store(path), settings)
+    return precompute.probing(open_store(path), settings)
 
 
 def sparse_probing(

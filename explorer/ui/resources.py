@@ -19,7 +19,7 @@ import os
 import sys
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import streamlit as st
 
@@ -241,9 +241,9 @@ class DemoBuild:
         from explorer.analysis.precompute import derive
         from explorer.build.single import build_store
 
-        def reported_derive(path: Path) -> list[Derived]:
+        def reported_derive(path: Path, **decoders: Any) -> list[Derived]:
             self.stage(ANALYSES, 0, 1)
-            return derive(path)
+            return derive(path, **decoders)
 
         try:
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)

@@ -10,13 +10,16 @@ functions check against scipy and pandas.
 from __future__ import annotations
 
 import hashlib
+from functools import partial
 from pathlib import Path
 
 import duckdb
+import numpy as np
 import pandas as pd
 import pytest
 
 from explorer.analysis import precompute
+from explorer.analysis.atlas import atlas_coordinates, kept_atlas
 from explorer.analysis.controls import load_chance_baseline
 from explorer.analysis.descriptions import DescriptionSettings, load_descriptions, load_scores
 from explorer.analysis.enrichment import (
@@ -25,6 +28,8 @@ from explorer.analysis.enrichment import (
     load_taxonomy,
     shuffle_baseline,
 )
+from explorer.analysis.field_metrics import DEFAULT_PROBING, sparse_probing
+from explorer.analysis.lineage import DEFAULT_LINEAGE, correlation_lineage
 from explorer.analysis.specialists import SpecialistSettings, load_specialists
 from explorer.cli import main
 from explorer.errors import StoreError
@@ -79,6 +84,8 @@ def test_a_build_keeps_every_default_analysis(kept: Path) -> None:
         precompute.CHANCE: precompute.key(DEFAULT),
         precompute.DESCRIPTIONS: precompute.key(DescriptionSettings()),
         precompute.TAXONOMY: precompute.key(TaxonomySettings()),
+        precompute.LINEAGE: precompute.key(DEFAULT_LINEAGE),
+        precompute.PROBING: precompute.key(DEFAULT_PROBING),
     }
 
 
@@ -132,6 +139,26 @@ def test_kept_taxonomy_equals_a_fresh_computation(kept: Path) -> None:
         assert_same_frame(
             precompute.taxonomy_comparison(store, settings), compare_saes(store, settings)
         )
+
+
+def test_kept_lineage_and_probes_equal_a_fresh_computation(kept: Path) -> None:
+    with Store.open(kept) as store:
+        assert_same_frame(precompute.lineage(store), correlation_lineage(store))
+        probes = precompute.probing(store)
+        assert_same_frame(probes, sparse_probing(store))
+    assert len(probes) > 0
+
+
+def test_a_build_with_decoders_keeps_the_atlas(tmp_path: Path) -> None:
+    decoders = {"s0": np.random.default_rng(0).normal(size=(8, 8)).astype(np.float32)}
+    decoders["s0"][5] = decoders["s0"][4]  # a planted pair of identical directions
+    path = write_planted(tmp_path / "atlas.duckdb", partial(precompute.derive, decoders=decoders))
+    with Store.open(path) as store:
+        points = kept_atlas(store, ["s0"])
+        assert points is not None
+        assert_same_frame(points, atlas_coordinates(decoders))
+    pair = points.set_index("feature").loc[[4, 5], ["x", "y"]].to_numpy()
+    assert np.allclose(pair[0], pair[1])
 
 
 def test_other_settings_and_plain_stores_are_computed(kept: Path, plain: Path) -> None:
@@ -210,9 +237,18 @@ def test_derive_command_keeps_the_analyses_in_an_older_store(
     path = tmp_path / "older.duckdb"
     path.write_bytes(plain.read_bytes())
     assert main(["derive", str(path)]) == 0
-    assert "kept specialists, chance, descriptions, taxonomy in" in capsys.readouterr().out
+    assert "kept specialists, chance, descriptions, taxonomy, lineage, probing in" in (
+        capsys.readouterr().out
+    )
     with Store.open(path) as store:
-        assert set(store.derived_kinds()) == {"specialists", "chance", "descriptions", "taxonomy"}
+        assert set(store.derived_kinds()) == {
+            "specialists",
+            "chance",
+            "descriptions",
+            "taxonomy",
+            "lineage",
+            "probing",
+        }
         kept = precompute.specialists(store, DEFAULT).table
         assert_same_frame(kept, load_specialists(store, DEFAULT).table)
     assert main(["derive", str(tmp_path / "missing.duckdb")]) == 2
