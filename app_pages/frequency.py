@@ -17,6 +17,7 @@ from explorer.analysis.frequency import (
 )
 from explorer.analysis.specialists import MEASURE_INFO, MEASURES
 from explorer.charts.frequency import rho_by_measure_chart
+from explorer.charts.marks import thin_marks
 from explorer.charts.specialists import (
     frequency_histogram_chart,
     frequency_scatter,
@@ -105,8 +106,11 @@ st.dataframe(
     },
 )  # fmt: skip
 
-described = features.assign(description=feature_descriptions(store, features))
+drawn, marks_note = thin_marks(features, features["is_specialist"])
+described = drawn.assign(description=feature_descriptions(store, drawn))
 feature_chart(frequency_scatter(described, x_axis, score_title))
+if marks_note:
+    st.caption(marks_note)
 
 st.subheader("Kinds per rank range")
 null = chance_baseline(store, settings).in_family(family)

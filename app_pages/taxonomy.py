@@ -15,6 +15,7 @@ from explorer.analysis.enrichment import (
     label_distribution,
     taxonomy_summary,
 )
+from explorer.charts.marks import thin_marks
 from explorer.charts.taxonomy import (
     enrichment_scatter,
     label_distribution_chart,
@@ -94,8 +95,11 @@ right.caption(
     "active token of a feature is one token found nowhere else. A token's own ceiling is one "
     "over its share of the corpus (in the tooltip)."
 )
-described, _ = cached.with_descriptions(store, features, ["feature"])  # for the tooltips
+drawn, marks_note = thin_marks(features)
+described, _ = cached.with_descriptions(store, drawn, ["feature"])  # for the tooltips
 feature_chart(enrichment_scatter(described, n_total), right)
+if marks_note:
+    right.caption(marks_note)
 
 st.subheader("Against shuffled token labels")
 baseline = cached.taxonomy_baseline(store, sae, settings)

@@ -25,6 +25,7 @@ from explorer.analysis.lens_checks import (
 )
 from explorer.charts.feature import token_label
 from explorer.charts.lens import consistency_scatter, hit_rate_histogram_chart
+from explorer.charts.marks import thin_marks
 from explorer.errors import markdown_escaped
 from explorer.sources.unembed import unembed_directions
 from explorer.store.reader import Store
@@ -95,7 +96,10 @@ def show_consistency(checks: pd.DataFrame, sae: str, k: int, seed: int) -> None:
     left.markdown("**Hit rate: SAE decoder against random directions**")
     left.altair_chart(hit_rate_histogram_chart(hit_rate_histogram(checks), k), width="stretch")
     right.markdown("**Next-token against activating-token hit rate** (click a point)")
-    feature_chart(consistency_scatter(checks, sae, k), right)
+    drawn, marks_note = thin_marks(checks)
+    feature_chart(consistency_scatter(drawn, sae, k), right)
+    if marks_note:
+        right.caption(marks_note)
 
 
 def show_feature_examples(
