@@ -51,7 +51,9 @@ class Derived:
     def __post_init__(self) -> None:
         for name in (self.kind, *self.frames):
             if not _NAME.fullmatch(name):
-                raise StoreError(f"Derived table names are lower-case words, got {name!r}.")
+                raise StoreError(
+                    f"Derived table names are lower-case words, got {markdown_escaped(repr(name))}."
+                )
 
 
 def _to_parquet(frame: pd.DataFrame) -> bytes:
