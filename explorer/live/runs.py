@@ -30,7 +30,7 @@ from typing import Any
 import pandas as pd
 
 from explorer.analysis.text_activations import parse_feature_ids
-from explorer.errors import InputError, markdown_escaped
+from explorer.errors import InputError, csv_safe, markdown_escaped
 from explorer.live.interventions import (
     MAX_FEATURES,
     Intervention,
@@ -426,8 +426,9 @@ def save_run(store: Store, run: TextRun | CorpusRun, save: bool = True) -> int |
 
 def ledger_csv(ledger: pd.DataFrame) -> str:
     """The ledger (`Store.interventions()`) as the CSV the page exports: id, sae, settings,
-    metrics (JSON text), created_at."""
-    return ledger.to_csv(index=False)
+    metrics (JSON text), created_at; text a spreadsheet would run as a formula is quoted
+    (`csv_safe`)."""
+    return csv_safe(ledger).to_csv(index=False)
 
 
 def ledger_json(ledger: pd.DataFrame) -> str:

@@ -143,3 +143,10 @@ def test_the_ledger_listing_describes_each_run(ledger: pd.DataFrame) -> None:
     assert listing["size"].tolist() == [3, 7]
     assert listing["description"].iloc[0].endswith("; test: code")
     assert listing["mean_delta_loss"].tolist() == [-0.5, 0.125]
+
+
+def test_the_csv_export_quotes_a_cell_a_spreadsheet_would_run(ledger: pd.DataFrame) -> None:
+    forged = ledger.assign(sae=['=HYPERLINK("http://x","y")', "-s0"])
+    exported = pd.read_csv(io.StringIO(ledger_csv(forged)))
+    assert exported["sae"].tolist() == ['\'=HYPERLINK("http://x","y")', "'-s0"]
+    assert json.loads(exported["settings"].iloc[1])["kind"] == "text"  # JSON starts with {
