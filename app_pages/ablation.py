@@ -7,7 +7,7 @@ from functools import partial
 import streamlit as st
 
 from explorer.analysis.specialists import MEASURES, SpecialistSettings
-from explorer.errors import ExplorerError, markdown_escaped
+from explorer.errors import ExplorerError
 from explorer.live import runs
 from explorer.live.interventions import (
     DOSE_SCALES,
@@ -19,7 +19,6 @@ from explorer.live.interventions import (
 from explorer.ui import run_views
 from explorer.ui.cached import specialists
 from explorer.ui.limits import live_model_slot, max_text_chars
-from explorer.ui.links import feature_url
 from explorer.ui.params import url_float, url_int, url_radio, url_selectbox, url_text
 from explorer.ui.state import current_source, current_store, live_limits, public_demo
 
@@ -65,8 +64,7 @@ except ExplorerError as error:
     st.error(str(error))
     st.stop()
 
-links = ", ".join(f"[#{f}]({feature_url(sae, f)})" for f in intervention.features)
-st.markdown(f"**{markdown_escaped(intervention.describe())}** · feature pages: {links}")
+run_views.show_chosen_features(intervention)
 run_views.show_value_scale(intervention, by_frequency)
 st.caption(
     "The SAE's error term is kept: only the chosen features' own contribution to the "

@@ -131,6 +131,14 @@ def text_run_form(store: Store, max_chars: int) -> TextRequest | None:
     return TextRequest(text, generation if with_generation else None)
 
 
+def show_chosen_features(intervention: Intervention) -> None:
+    """What the run changes, then its features with their descriptions; one click on a
+    feature opens its page in this tab."""
+    st.markdown(f"**{markdown_escaped(intervention.describe())}**")
+    chosen = pd.DataFrame({"sae": intervention.sae, "feature": list(intervention.features)})
+    feature_table(chosen, ["feature"])
+
+
 def show_value_scale(intervention: Intervention, stats: pd.DataFrame) -> None:
     """The intervention's value against the features' max and mean activations
     (`explorer.live.runs.value_scale`; `stats` as there)."""

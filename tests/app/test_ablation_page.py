@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from explorer.analysis.descriptions import load_descriptions
 from explorer.build.single import build_store
 from explorer.live.interventions import Intervention, specialization_test
 from explorer.live.runs import run_corpus, run_text
@@ -51,9 +52,13 @@ def test_text_run_shows_the_librarys_numbers_and_is_saved(page, store_path, load
     page.query_params.update({"sae": SAE, "features": "3, 5", "mode": "scale", "value": "4"})
     page.run()
     assert not page.exception and not page.error
+    chosen = page.dataframe[0].value  # the chosen features, each with its description
     with Store.open(store_path) as store:
         before = len(store.interventions())
         text = store.text(0)["text"]
+        described = load_descriptions(store, SAE).set_index("feature")["description"]
+    assert chosen["feature"].tolist() == [3, 5]
+    assert chosen["description"].tolist() == described.loc[[3, 5]].tolist()
     button(page, "Run on the text").click().run()
     assert not page.exception and not page.error
 
