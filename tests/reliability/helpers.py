@@ -37,6 +37,7 @@ PAGE_PARAMS: dict[str, list[str]] = {
     "search": ["by", "sae", "q", "match", "rank", "rank_by", "n"],
     "compare": ["family", *SPECIALIST_PARAMS],
     "ablation": ["sae", "features", "general", "mode", "value", "positions"],
+    "atlas": ["sae", "colour", *SPECIALIST_PARAMS],
 }
 
 
