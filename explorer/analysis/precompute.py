@@ -109,7 +109,7 @@ def description_scores(store: Store, sae: str, settings: DescriptionSettings) ->
 def has_description_scores(store: Store, settings: DescriptionSettings) -> bool:
     """Whether the store keeps the description scores under `settings` (no scan to show
     them)."""
-    return store.derived_kinds().get(DESCRIPTIONS) == key(settings)
+    return is_kept(store, DESCRIPTIONS, settings)
 
 
 def taxonomy(store: Store, sae: str, settings: TaxonomySettings) -> pd.DataFrame:
@@ -151,6 +151,11 @@ def probing(store: Store, settings: ProbingSettings = DEFAULT_PROBING) -> pd.Dat
     it."""
     kept = store.derived(PROBING, key(settings))
     return sparse_probing(store, settings) if kept is None else kept.frames["probes"]
+
+
+def is_kept(store: Store, kind: str, settings: Any) -> bool:
+    """Whether the store keeps `kind` computed under `settings` (a read of one meta row)."""
+    return store.derived_kinds().get(kind) == key(settings)
 
 
 def _one_sae(frame: pd.DataFrame, sae: str) -> pd.DataFrame:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from explorer.analysis import field_metrics, precompute
+from explorer.analysis import field_metrics, lineage, precompute
 from explorer.analysis.atlas import DEFAULT_ATLAS, AtlasSettings, atlas_coordinates
 from explorer.analysis.controls import ChanceBaseline
 from explorer.analysis.descriptions import (
@@ -227,6 +227,15 @@ def atlas(
 )
 def _correlation_lineage(path: str, identity: tuple[int, int]) -> pd.DataFrame:
     return precompute.lineage(open_store(path))
+
+
+def lineage_ready(store: Store) -> bool:
+    """Whether the correlation lineage can be shown on a page view: the store keeps it, or
+    its activations are few enough to correlate at once (`MAX_SCAN_ROWS_ON_VIEW`; it reads
+    every SAE's rows)."""
+    if precompute.is_kept(store, precompute.LINEAGE, lineage.DEFAULT_LINEAGE):
+        return True
+    return int(store.frequency_table()["n_active_tokens"].sum()) <= MAX_SCAN_ROWS_ON_VIEW
 
 
 def correlation_lineage(store: Store) -> pd.DataFrame:

@@ -57,7 +57,16 @@ def show_lineage(
     if len(store.saes()) < 2:
         st.info("This store has one SAE: there are no other layers to follow the feature into.")
         return
-    correlated = feature_matches(cached.correlation_lineage(store), sae, feature, k)
+    computed = cached.lineage_ready(store) or st.toggle(
+        "Correlate every feature over the corpus's tokens (this store keeps no lineage and "
+        "holds many activations: minutes, once per store)",
+        key="lineage_compute",
+    )
+    correlated = (
+        feature_matches(cached.correlation_lineage(store), sae, feature, k)
+        if computed
+        else pd.DataFrame(columns=FEATURE_MATCH_COLUMNS)
+    )
     cosine_column, correlation_column = st.columns(2)
     with cosine_column:
         st.markdown("**By decoder cosine**")
@@ -69,7 +78,12 @@ def show_lineage(
             feature_table(cosines, COLUMNS, similarity=_number("cosine"))
     with correlation_column:
         st.markdown("**By activation correlation over tokens**")
-        if correlated.empty:
+        if not computed:
+            st.info(
+                "Not computed: a build keeps the lineage (python -m explorer derive adds it to "
+                "this store), or switch on the toggle above."
+            )
+        elif correlated.empty:
             st.info("This feature never fires on the corpus: it correlates with nothing.")
         else:
             feature_table(correlated, COLUMNS, similarity=_number("Pearson r"))

@@ -15,7 +15,7 @@ from streamlit.testing.v1 import AppTest
 from explorer.analysis.descriptions import DescriptionSettings, load_scores
 from explorer.sources.source import load_source
 from explorer.store.reader import Store
-from tests.stores import build_payload_store
+from tests.stores import TINY, build_payload_store
 
 PAGE = str(Path(__file__).resolve().parents[2] / "app_pages" / "feature.py")
 SAE = "L1.resid_post"
@@ -80,7 +80,7 @@ def test_deep_link_shows_the_features_numbers_and_highlighted_examples(page, fac
     assert metrics["token frequency"] == f"{stats['token_freq']:.3%}"
     assert metrics["frequency rank"] == f"{int(stats['freq_rank']):,}"
     rank_help = next(m.help for m in at.metric if m.label == "frequency rank")
-    assert "of the SAE's 128 features" in rank_help
+    assert f"of the SAE's {TINY.d_sae} features" in rank_help
     assert metrics["max activation"] == f"{stats['max']:.4g}"
     assert metrics["mean when active"] == f"{stats['mean_active']:.4g}"
     assert metrics["active tokens"] == f"{int(stats['n_active_tokens']):,}"
@@ -163,7 +163,7 @@ def test_previous_next_and_random_move_between_live_features(page, facts):
 
 
 def test_dead_feature_says_so(page, facts):
-    dead = next(f for f in range(128) if f not in facts["live"])
+    dead = next(f for f in range(TINY.d_sae) if f not in facts["live"])
     at = page(sae=SAE, feature=str(dead))
     assert any("never fires" in info.value for info in at.info)
     assert [m.value for m in at.metric if m.label == "active tokens"] == ["0"]
@@ -217,3 +217,20 @@ def test_label_and_notes_are_saved_in_the_store_and_survive_a_new_session(page, 
         "Examples (CSV)",
         "Everything (JSON)",
     }
+
+
+def test_lineage_waits_for_a_toggle_on_a_big_store_that_keeps_none(page, facts, monkeypatch):
+    """A store that keeps no lineage and holds more activations than a page view reads at
+    once shows the correlation lineage only once the user asks; the tiny store computes it."""
+    from explorer.ui import cached
+
+    at = page(sae=SAE, feature=str(facts["busiest"]))
+    assert len([df for df in at.dataframe if "similarity" in df.value.columns]) == 2
+
+    monkeypatch.setattr(cached, "MAX_SCAN_ROWS_ON_VIEW", 0)
+    at = page(sae=SAE, feature=str(facts["busiest"]))
+    assert any("Not computed: a build keeps the lineage" in info.value for info in at.info)
+    assert len([df for df in at.dataframe if "similarity" in df.value.columns]) == 1  # cosines
+    at.toggle(key="lineage_compute").set_value(True).run()
+    assert not any("Not computed" in info.value for info in at.info)
+    assert len([df for df in at.dataframe if "similarity" in df.value.columns]) == 2
