@@ -93,7 +93,8 @@ navigation = st.navigation(
             icon=":material/menu_book:",
             url_path="methods",
         ),
-    ]
+    ],
+    expanded=True,  # every page in view: past 10 links Streamlit folds them under "View more"
 )
 if navigation.url_path not in STORE_PAGES:
     import_model_libraries()  # before the page imports them: see its docstring

@@ -8,8 +8,10 @@ from pathlib import Path
 
 from explorer.build.extract import BuildSettings
 from explorer.build.single import build_store
+from explorer.sources.demo_bundle import PRESETS
 
 CORPUS = "bundled+arithmetic:60"
+TINY = PRESETS["tiny"]  # the bundle the test stores are built from (d_sae, n_ctx, layers)
 PAYLOADS = (
     "<script>alert('xss')</script> said the comment, \"quoted\" & done.",
     '<img src=x onerror="alert(document.cookie)"> <b>bold</b> text here.',

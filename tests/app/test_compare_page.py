@@ -25,6 +25,7 @@ from explorer.analysis.specialists import (
     load_specialists,
 )
 from explorer.store.reader import Store
+from tests.stores import TINY
 
 PAGE = str(Path(__file__).resolve().parents[2] / "app_pages" / "compare.py")
 SAES = ["L0.resid_post", "L1.resid_post", "L2.resid_post"]
@@ -58,7 +59,7 @@ def test_default_thresholds(page, store_path) -> None:
     at = page.run()
     shown = assert_page_shows(at, store_path)
     assert not at.warning and at.query_params == {}
-    assert shown["n_features"].tolist() == [128, 128, 128]
+    assert shown["n_features"].tolist() == [TINY.d_sae] * TINY.n_layers
     assert shown["n_specialists"].gt(0).any(), "the tiny store has specialists to compare"
     assert any("selectivity" in caption.value for caption in at.caption)  # the default measure
 

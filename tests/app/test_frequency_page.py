@@ -31,9 +31,10 @@ from explorer.analysis.specialists import (
     load_specialists,
 )
 from explorer.store.reader import Store
+from tests.stores import TINY
 
 PAGE = str(Path(__file__).resolve().parents[2] / "app_pages" / "frequency.py")
-D_SAE = 128  # the tiny preset's SAEs
+D_SAE = TINY.d_sae
 
 
 def family_features(result, sae: str, family: str) -> pd.DataFrame:
@@ -168,23 +169,23 @@ def assert_page_shows(
 def test_default_view_is_the_deepest_sae(page, store_path) -> None:
     at = page.run()
     bands = assert_page_shows(at, store_path, "L2.resid_post")
-    assert bands["band"].tolist() == ["1-25", "26-103", "104-128"]
+    assert bands["band"].tolist() == ["1-25", "26-103", f"104-{D_SAE}"]
     assert bands["n_features"].tolist() == [25, 78, 25]
     assert not at.warning and at.query_params == {}
 
 
 def test_rank_ranges_sae_and_thresholds_from_the_sidebar(page, store_path) -> None:
     at = page.run()
-    at.text_input(key="url_ranks").set_value("1-10, 50-128").run()
+    at.text_input(key="url_ranks").set_value(f"1-10, 50-{D_SAE}").run()
     at.selectbox(key="url_sae").set_value("L0.resid_post").run()
     at.selectbox(key="url_measure").set_value("dominance").run()
     at.number_input(key="url_min_support").set_value(1).run()
     bands = assert_page_shows(
-        at, store_path, "L0.resid_post", "1-10, 50-128", measure="dominance", min_support=1
+        at, store_path, "L0.resid_post", f"1-10, 50-{D_SAE}", measure="dominance", min_support=1
     )
     assert bands["n_features"].tolist() == [10, 79]
     assert at.query_params == {
-        "ranks": "1-10, 50-128",
+        "ranks": f"1-10, 50-{D_SAE}",
         "sae": "L0.resid_post",
         "measure": "dominance",
         "min_support": "1",
@@ -192,15 +193,17 @@ def test_rank_ranges_sae_and_thresholds_from_the_sidebar(page, store_path) -> No
     at.radio(key="url_x").set_value("freq_rank").run()
     assert at.query_params["x"] == "freq_rank"
     assert_page_shows(
-        at, store_path, "L0.resid_post", "1-10, 50-128", measure="dominance", min_support=1
+        at, store_path, "L0.resid_post", f"1-10, 50-{D_SAE}", measure="dominance", min_support=1
     )
 
 
 def test_a_shared_link_opens_its_view(page, store_path) -> None:
-    page.query_params.update({"sae": "L1.resid_post", "ranks": "1-64,65-128", "measure": "auroc"})
+    page.query_params.update(
+        {"sae": "L1.resid_post", "ranks": f"1-64,65-{D_SAE}", "measure": "auroc"}
+    )
     at = page.run()
     assert not at.warning
-    assert_page_shows(at, store_path, "L1.resid_post", "1-64,65-128", measure="auroc")
+    assert_page_shows(at, store_path, "L1.resid_post", f"1-64,65-{D_SAE}", measure="auroc")
 
 
 @pytest.mark.parametrize(

@@ -28,6 +28,7 @@ from explorer.sources.unembed import unembed_directions
 from explorer.store.queries.descriptions import lens_tokens_in_corpus
 from explorer.store.queries.lens import feature_ranking, lens_overview, top_examples_with_next
 from explorer.store.reader import Store
+from tests.stores import TINY
 
 PAGE = str(Path(__file__).resolve().parents[2] / "app_pages" / "logit_lens.py")
 DEEPEST = "L2.resid_post"  # the tiny preset's last SAE, the page's default
@@ -179,7 +180,7 @@ def test_live_views_need_the_stores_source(store_path, monkeypatch) -> None:
     at.query_params.update({"view": "consistency"})
     at.run()
     assert not at.exception, at.exception
-    assert "has no SAE 'L2.resid_post' with 128 features" in at.info[0].value
+    assert f"has no SAE 'L2.resid_post' with {TINY.d_sae} features" in at.info[0].value
     assert not at.metric and not at.dataframe
     at.radio(key="url_view").set_value("browse").run()
-    assert len(at.dataframe[0].value) == 128
+    assert len(at.dataframe[0].value) == TINY.d_sae

@@ -18,6 +18,7 @@ from explorer.settings import LIVE_WAIT_S, PUBLIC_LIVE_SLOTS
 from explorer.sources.source import load_source
 from explorer.store.reader import Store
 from explorer.ui.limits import BUSY_MESSAGE, live_slots
+from tests.stores import TINY
 
 ROOT = Path(__file__).resolve().parents[2]
 APP = str(ROOT / "streamlit_app.py")
@@ -145,7 +146,8 @@ def test_typed_text_is_bounded_to_500_characters(demo_env):
     assert not at.exception
     assert widget(at.text_area, "Text").value == ("a " * 300)[:500]
     assert [e.value for e in at.error] == [  # 250 x "a " and BOS: the tiny model's n_ctx is 64
-        "The text is 251 tokens; this model reads at most 63 after its BOS token. Shorten the text."
+        f"The text is 251 tokens; this model reads at most {TINY.n_ctx - 1} after its BOS token. "
+        "Shorten the text."
     ]
 
 

@@ -15,7 +15,7 @@ from streamlit.testing.v1 import AppTest
 from explorer.analysis.descriptions import DescriptionSettings, load_descriptions, with_user_labels
 from explorer.sources.source import load_source
 from explorer.store.reader import Store
-from tests.stores import build_payload_store
+from tests.stores import TINY, build_payload_store
 
 PAGE = str(Path(__file__).resolve().parents[2] / "app_pages" / "tokens.py")
 SAE = "L1.resid_post"
@@ -119,7 +119,7 @@ def test_top_features_at_each_token_equal_the_stored_activations(page, facts):
     ("typed", "message"),
     [
         ("abc", "A feature id must be an integer from 0 to 127; 'abc' is not one"),
-        ("128", "out of range"),
+        (str(TINY.d_sae), "out of range"),
         ("1 2 3 4 5 6 7 8 9", "at most 8"),
     ],
 )
@@ -154,7 +154,10 @@ def test_typed_text_runs_live_through_the_model_and_sae(page, tiny_bundle_path):
 
 @pytest.mark.parametrize(
     ("text", "message"),
-    [("", "the text is empty"), ("word " * 80, "this model reads at most 63 after its BOS")],
+    [
+        ("", "the text is empty"),
+        ("word " * 80, f"this model reads at most {TINY.n_ctx - 1} after its BOS"),
+    ],
 )
 def test_empty_or_oversized_typed_text_gives_a_message(page, text, message):
     at = page

@@ -282,6 +282,18 @@ def ablation(page, server: str, store: Path) -> None:
     assert len(read(store, lambda opened: opened.interventions())) == before + 1
 
 
+def atlas(page, server: str, store: Path) -> None:
+    open_page(page, f"{server}/atlas", "Feature atlas")
+    page.get_by_text("token frequency", exact=True).click()
+    settle(page)
+    assert "colour=frequency" in page.url
+
+
+def methods(page, server: str, store: Path) -> None:
+    open_page(page, f"{server}/methods#chance-baseline", "Methods")
+    page.get_by_role("heading", name=re.compile("Chance baseline", re.I)).first.wait_for()
+
+
 def read(path: Path, query: Callable[[Store], Any]) -> Any:
     """One read of the store, closed at once: the app's label and ledger saves need the file
     free of other processes' connections."""
@@ -301,6 +313,8 @@ VISITS: dict[str, Callable] = {
     "search": search,
     "compare": compare,
     "ablation": ablation,
+    "atlas": atlas,
+    "methods": methods,
 }
 
 

@@ -43,11 +43,12 @@ from tests.reliability.helpers import (
     file_digest,
     fingerprint,
 )
+from tests.stores import TINY
 
 PAGES = ROOT / "app_pages"
 SAE = "L1.resid_post"
-D_SAE = 128  # the tiny preset's SAEs
-N_CTX_MESSAGE = "reads at most 63 after its BOS token"
+D_SAE = TINY.d_sae
+N_CTX_MESSAGE = f"reads at most {TINY.n_ctx - 1} after its BOS token"
 NO_SOURCE = "local:/nonexistent/sae-folder"  # a source that is never loaded on these pages
 
 

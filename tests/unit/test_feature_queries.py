@@ -9,7 +9,7 @@ import pytest
 from explorer.errors import InputError, StoreError
 from explorer.store.queries import feature as fq
 from explorer.store.reader import Store
-from tests.stores import build_payload_store
+from tests.stores import TINY, build_payload_store
 
 SAE = "L1.resid_post"
 
@@ -48,7 +48,7 @@ def busy_feature(acts) -> int:
 def test_live_features_and_neighbours_in_id_order(store, acts):
     fired = sorted(acts.loc[acts["sae"] == SAE, "feature"].unique())
     assert fq.live_features(store, SAE).tolist() == fired
-    dead = sorted(set(range(128)) - set(fired))
+    dead = sorted(set(range(TINY.d_sae)) - set(fired))
     assert dead, "the tiny SAE has dead features to skip over"
     for feature in (fired[0], fired[len(fired) // 2], fired[-1], dead[0]):
         below = [f for f in fired if f < feature]
@@ -106,7 +106,7 @@ def test_text_maxima_and_scales_equal_pandas(store, acts, busy_feature):
     assert got["max_value"].is_monotonic_decreasing
     categories = store.texts().set_index("text_id")["category"]
     assert got["category"].tolist() == categories.loc[got.index].tolist()
-    dead = sorted(set(range(128)) - set(acts.loc[acts["sae"] == SAE, "feature"]))[0]
+    dead = sorted(set(range(TINY.d_sae)) - set(acts.loc[acts["sae"] == SAE, "feature"]))[0]
     scales = fq.feature_scales(store, SAE, [busy_feature, dead])
     assert scales[busy_feature] == pytest.approx(float(mine["value"].max()), rel=1e-6)
     assert scales[dead] == 0.0
@@ -158,7 +158,7 @@ def test_unknown_saes_and_bad_feature_ids_are_refused(store):
     with pytest.raises(StoreError, match="Unknown SAE"):
         fq.co_firing(store, SAE, 0, other_sae="nope")
     with pytest.raises(InputError, match="0 to 127"):
-        fq.example_windows(store, SAE, 128, pd.DataFrame({"text_id": [0], "pos": [1]}))
+        fq.example_windows(store, SAE, TINY.d_sae, pd.DataFrame({"text_id": [0], "pos": [1]}))
     with pytest.raises(InputError, match="integer"):
         fq.feature_text_maxima(store, SAE, "3")
     with pytest.raises(InputError, match="before"):
