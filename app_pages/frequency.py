@@ -6,6 +6,7 @@ import streamlit as st
 
 from explorer.analysis.frequency import (
     answers_by_measure,
+    band_replication,
     decade_band_chance,
     default_rank_ranges,
     frequency_histogram,
@@ -114,12 +115,15 @@ if marks_note:
 
 st.subheader("Kinds per rank range")
 null = chance_baseline(store, settings).in_family(family)
-chance = rank_band_chance(features, ranges, null.by_band)
+chance = rank_band_chance(features, ranges, null.by_band).merge(
+    band_replication(result.table, features, ranges), on="band"
+)
 st.caption(
     f"Specialists under {score_title} against a label-permutation null ({null.permutations} "
     "seeded shuffles of the categories within each family, the same tests and thresholds; "
     f"{methods_link('chance-baseline')}): a range beats chance when its permutation p-value, "
-    "(b + 1) / (B + 1), is at most 0.05."
+    "(b + 1) / (B + 1), is at most 0.05. Replicated: of the features found on the discovery "
+    f"half of the texts, those found again on the other half ({methods_link('replication')})."
 )
 plain_table(chance, n_specialists=SPECIALISTS)
 bands = rank_band_counts(features, ranges)

@@ -366,6 +366,31 @@ def rank_band_chance(
     return pd.concat(rows, ignore_index=True)
 
 
+def band_replication(
+    table: pd.DataFrame, features: pd.DataFrame, ranges: list[tuple[int, int]]
+) -> pd.DataFrame:
+    """Per rank range (band "50-200") of the features in `features` (one SAE): n_discovered,
+    the features that are a specialist of some category of `table` (the specialist cells,
+    with the split-half `discovered` and `replicated` columns of `specialists.replicate`) on
+    the discovery half of the texts; n_replicated, how many of them are a specialist of the
+    same category again on the replication half; replication_pct (NaN without any)."""
+    found = table[table["discovered"]].merge(features[["sae", "feature", "freq_rank"]])
+    per_feature = found.groupby(["sae", "feature", "freq_rank"], as_index=False)["replicated"].any()
+    rows = []
+    for first, last in ranges:
+        inside = per_feature[per_feature["freq_rank"].between(first, last)]
+        discovered, replicated = len(inside), int(inside["replicated"].sum())
+        rows.append(
+            {
+                "band": f"{first}-{last}",
+                "n_discovered": discovered,
+                "n_replicated": replicated,
+                "replication_pct": 100.0 * replicated / discovered if discovered else np.nan,
+            }
+        )
+    return pd.DataFrame(rows)
+
+
 def decade_band_chance(features: pd.DataFrame, chance_by_band: ChanceByBand) -> pd.DataFrame:
     """`band_chance` of the live features per decade of token frequency (`frequency_band`),
     rarest first, with band_low (the decade's lower token frequency)."""

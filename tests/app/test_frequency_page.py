@@ -163,6 +163,15 @@ def assert_page_shows(
         features, parse_rank_ranges(ranges or default_rank_ranges(D_SAE), D_SAE)
     )
     pd.testing.assert_frame_equal(table_with(at, "n_features"), bands, check_dtype=False)
+    shown_replication = table_with(at, "n_replicated")
+    cells = in_family(result, family).table
+    cells = cells[(cells["sae"] == sae) & cells["discovered"]]
+    for first, last in parse_rank_ranges(ranges or default_rank_ranges(D_SAE), D_SAE):
+        ranks = features.set_index("feature")["freq_rank"]
+        inside = cells[cells["feature"].map(ranks).between(first, last)]
+        row = shown_replication.set_index("band").loc[f"{first}-{last}"]
+        assert row["n_discovered"] == inside["feature"].nunique()
+        assert row["n_replicated"] == inside.loc[inside["replicated"], "feature"].nunique()
     return bands
 
 

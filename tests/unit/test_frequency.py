@@ -328,3 +328,27 @@ def test_decade_band_chance_counts_live_features_per_decade_rarest_first() -> No
         (0.5, np.quantile([1, 1, 0, 0], 0.95))
     )
     assert table["chance_mean"].iloc[:-1].eq(0).all()
+
+
+def test_band_replication_counts_features_found_on_both_halves() -> None:
+    """Per rank range: the features with a discovery-half specialist cell, and how many of
+    them have one of those cells found again on the replication half (counted by hand)."""
+    from explorer.analysis.frequency import band_replication
+
+    features = pd.DataFrame({"sae": "s", "feature": [0, 1, 2, 3, 4], "freq_rank": [1, 2, 3, 4, 5]})
+    table = pd.DataFrame(
+        {
+            "sae": "s",
+            "feature": [0, 0, 1, 2, 4, 9],
+            "category": ["a", "b", "a", "a", "b", "a"],
+            "discovered": [True, True, True, False, True, True],
+            "replicated": [False, True, False, False, False, True],
+        }
+    )
+    bands = band_replication(table, features, [(1, 3), (4, 5), (1, 5)])
+    assert bands["band"].tolist() == ["1-3", "4-5", "1-5"]
+    assert bands["n_discovered"].tolist() == [2, 1, 3]  # features 0, 1 | 4 | 0, 1, 4
+    assert bands["n_replicated"].tolist() == [1, 0, 1]  # feature 0 (its cell b)
+    assert bands["replication_pct"].round(3).tolist() == [50.0, 0.0, 33.333]
+    empty = band_replication(table, features, [(3, 3)])
+    assert empty["n_discovered"].tolist() == [0] and np.isnan(empty["replication_pct"].iloc[0])
