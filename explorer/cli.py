@@ -291,8 +291,8 @@ def _derive(args: argparse.Namespace) -> None:
     import time
 
     from explorer.analysis.precompute import derive
-    from explorer.store.derived import add_derived
     from explorer.store.reader import Store
+    from explorer.store.writer import add_derived
 
     started = time.perf_counter()
     with Store.open(args.store) as store:  # the store's own message for a path it refuses

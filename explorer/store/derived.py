@@ -11,21 +11,17 @@ A reader asks for a kind under the key it wants and gets None when the store hol
 key (or none): the analysis then runs as before. What is computed, and when, is decided
 above this layer; this module runs no analysis.
 
-`add_derived` writes into a copy of a finished store and swaps it in with `os.replace`, as a
-build does, so a reader never sees a half-written file and a failure leaves the store as it
-was.
+`explorer.store.writer` writes them: into a build's file before it is swapped in, or
+(`add_derived`) into a copy of a finished store that replaces it, as a build does.
 """
 
 from __future__ import annotations
 
 import io
 import json
-import os
 import re
-import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import duckdb
@@ -99,34 +95,3 @@ def derived_kinds(cursor: duckdb.DuckDBPyConnection) -> dict[str, str]:
         "SELECT key, value FROM meta WHERE starts_with(key, ?)", [META_PREFIX]
     ).fetchall()
     return {key.removeprefix(META_PREFIX): json.loads(value)["key"] for key, value in rows}
-
-
-def add_derived(path: str | Path, entries: list[Derived]) -> None:
-    """Write `entries` into the finished store at `path`: a copy is written, checkpointed and
-    swapped in with `os.replace`; on any failure the store stays as it was."""
-    from explorer.store.writer import connect_for_build, remove_db_files
-
-    path = Path(path).absolute()
-    tmp = path.with_name(f".{path.name}.derive-{os.getpid()}")
-    remove_db_files(tmp)
-    try:
-        shutil.copyfile(path, tmp)
-        con = connect_for_build(tmp)
-        try:
-            con.begin()
-            write_derived(con, entries)
-            con.commit()
-            con.execute("CHECKPOINT")
-        finally:
-            con.close()
-        tmp.with_name(tmp.name + ".wal").unlink(missing_ok=True)
-        os.replace(tmp, path)
-    except (OSError, duckdb.Error) as exc:
-        remove_db_files(tmp)
-        raise StoreError(
-            f"Could not add the derived analyses to {markdown_escaped(path)} "
-            f"({markdown_escaped(exc)}); the store is unchanged."
-        ) from exc
-    except BaseException:
-        remove_db_files(tmp)
-        raise

@@ -926,14 +926,7 @@ class StoreWriter:
         like any store) and write what it returns into that file before it is swapped in."""
         started = time.perf_counter()
         entries = self._derive(self._tmp)
-        con = connect_for_build(self._tmp)
-        try:
-            con.begin()
-            write_derived(con, entries)
-            con.commit()
-            con.execute("CHECKPOINT")
-        finally:
-            con.close()
+        _write_derived_file(self._tmp, entries)
         logger.info(
             "store build: derived analyses (%s) in %.1f s",
             ", ".join(entry.kind for entry in entries),
@@ -1037,3 +1030,37 @@ def _check_lengths(columns: Mapping[str, Any]) -> None:
     lengths = {name: len(array) for name, array in columns.items()}
     if len(set(lengths.values())) > 1:
         raise StoreError(f"Columns must have equal lengths, got {markdown_escaped(lengths)}.")
+
+
+def _write_derived_file(db: Path, entries: list[Derived]) -> None:
+    """Write `entries` into the closed store file `db` in one transaction, checkpointed."""
+    con = connect_for_build(db)
+    try:
+        con.begin()
+        write_derived(con, entries)
+        con.commit()
+        con.execute("CHECKPOINT")
+    finally:
+        con.close()
+
+
+def add_derived(path: str | Path, entries: list[Derived]) -> None:
+    """Write `entries` into the finished store at `path`: a copy is written, checkpointed and
+    swapped in with `os.replace`; on any failure the store stays as it was."""
+    path = Path(path).absolute()
+    tmp = path.with_name(f".{path.name}.derive-{os.getpid()}")
+    remove_db_files(tmp)
+    try:
+        shutil.copyfile(path, tmp)
+        _write_derived_file(tmp, entries)
+        tmp.with_name(tmp.name + ".wal").unlink(missing_ok=True)
+        os.replace(tmp, path)
+    except (OSError, duckdb.Error) as exc:
+        remove_db_files(tmp)
+        raise StoreError(
+            f"Could not add the derived analyses to {markdown_escaped(path)} "
+            f"({markdown_escaped(exc)}); the store is unchanged."
+        ) from exc
+    except BaseException:
+        remove_db_files(tmp)
+        raise

@@ -19,8 +19,8 @@ from explorer.analysis.atlas import (
 )
 from explorer.charts.atlas import BOX, DEAD, NOT_SCORED, NOT_SPECIALIST, atlas_chart, colour_groups
 from explorer.errors import InputError
-from explorer.store.derived import add_derived
 from explorer.store.reader import Store
+from explorer.store.writer import add_derived
 from tests.planted import write_small_store
 
 N_CLUSTERS, PER_CLUSTER, D_IN = 4, 40, 32

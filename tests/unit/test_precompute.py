@@ -33,11 +33,11 @@ from explorer.analysis.lineage import DEFAULT_LINEAGE, correlation_lineage
 from explorer.analysis.specialists import SpecialistSettings, load_specialists
 from explorer.cli import main
 from explorer.errors import StoreError
-from explorer.store import derived as derived_module
-from explorer.store.derived import Derived, add_derived
+from explorer.store import writer as writer_module
+from explorer.store.derived import Derived
 from explorer.store.reader import Store
 from explorer.store.schema import SaeInfo
-from explorer.store.writer import StoreWriter
+from explorer.store.writer import StoreWriter, add_derived
 from tests.planted import add_acts_with_stats, add_tokens
 from tests.unit.test_controls import planted_acts, planted_texts, planted_tokens
 
@@ -212,13 +212,13 @@ def test_add_derived_failure_leaves_the_store_unchanged(
 ) -> None:
     path = write_planted(tmp_path / "store.duckdb")
     before = digest(path)
-    real_write = derived_module.write_derived
+    real_write = writer_module.write_derived
 
     def fails_after_writing(con, entries) -> None:
         real_write(con, entries)  # the copy now holds the new tables
         raise duckdb.IOException("disk full")
 
-    monkeypatch.setattr(derived_module, "write_derived", fails_after_writing)
+    monkeypatch.setattr(writer_module, "write_derived", fails_after_writing)
     entry = Derived("example", "k", {"rows": pd.DataFrame({"x": [1.0]})})
     with pytest.raises(StoreError, match="disk full.*the store is unchanged"):
         add_derived(path, [entry])
