@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from explorer.corpus import DEMO_CORPUS
 from explorer.errors import ExplorerError, InputError, csv_safe, markdown_escaped, plain_text
 
 if TYPE_CHECKING:
@@ -326,7 +327,10 @@ def build_parser() -> argparse.ArgumentParser:
     build = commands.add_parser("build", help="extract a corpus through a source into a store")
     build.add_argument("--source", default="demo", help="source spec (see README), e.g. demo")
     build.add_argument(
-        "--corpus", default="bundled", help="bundled, arithmetic[:N], FILE, A+B, FILE?rules=R"
+        "--corpus",
+        default=DEMO_CORPUS,
+        help="bundled, arithmetic[:N], FILE, A+B, FILE?rules=R (default: the app's demo "
+        f"corpus, {DEMO_CORPUS})",
     )
     build.add_argument(
         "--out",

@@ -30,6 +30,7 @@ MAX_TEXT_CHARS = 20_000
 SUPPORTED_SUFFIXES = (".csv", ".jsonl", ".json", ".parquet")
 LABELS_COLUMN = "labels"
 BUNDLED_PATH = Path(__file__).parent / "data" / "labelled_texts.jsonl"
+DEMO_CORPUS = "bundled+arithmetic"  # what the demo store is built from (the app and the CLI)
 SPEC_FORMS = (
     "'bundled' (the labelled texts shipped with the explorer), "
     "'arithmetic' or 'arithmetic:N' (N generated chain-of-thought sums), "

@@ -25,6 +25,7 @@ import streamlit as st
 
 from explorer import settings
 from explorer.build.stages import ANALYSES, STAGES
+from explorer.corpus import DEMO_CORPUS
 from explorer.errors import ExplorerError, StoreError, markdown_escaped, quoted
 from explorer.settings import Settings
 from explorer.sources.source import LoadedSource, Source, load_source
@@ -37,7 +38,6 @@ if TYPE_CHECKING:
     from explorer.sources.memory import MemoryEstimate
     from explorer.store.derived import Derived
 
-DEMO_CORPUS = "bundled+arithmetic"
 logger = logging.getLogger(__name__)
 
 
