@@ -9,8 +9,11 @@ the default settings, so both are computed once per store and shared with the ot
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pandas as pd
 import streamlit as st
+from streamlit.errors import StreamlitAPIException
 
 from explorer.analysis.guide import PAGE_QUESTIONS, features_worth_opening, first_pick
 from explorer.analysis.specialists import MEASURES, SpecialistSettings
@@ -55,5 +58,8 @@ def show_page_questions() -> None:
     """One line per page: a link to it and the question it answers."""
     for path, question in PAGE_QUESTIONS.items():
         link, text = st.columns([1, 3], vertical_alignment="center")
-        link.page_link(path)
+        try:
+            link.page_link(path)
+        except StreamlitAPIException:  # a page run on its own, outside the entry's navigation
+            link.markdown(f"`{Path(path).stem}`")
         text.markdown(question)

@@ -231,6 +231,12 @@ REVIEWED_SQL_VALUES: dict[str, set[str]] = {
     "explorer/store/queries/feature.py": {"own", "both", "size", "pick"},
     "explorer/store/queries/lens.py": {"CURRENT_LABELS_SQL"},
     "explorer/store/queries/search.py": {"CURRENT_LABELS_SQL", "LIKE_ESCAPE"},
+    # the module's constants: the `=` positions subquery, the preview's character count and
+    # the LIKE escape character
+    "explorer/store/queries/specialists.py": {"_MARKS_SQL"},
+    "explorer/store/queries/texts.py": {"PREVIEW_CHARS", "LIKE_ESCAPE"},
+    # the one table of kept analyses, a module constant ("derived")
+    "explorer/store/derived.py": {"TABLE"},
     # the module's own hash-split expression (its multiplier is a `$multiplier` parameter)
     "explorer/store/queries/descriptions.py": {
         "_HALF_SQL",
