@@ -27,8 +27,11 @@ def rho_by_measure_chart(answers: pd.DataFrame) -> alt.Chart:
         alt.Chart(data)
         .mark_bar()
         .encode(
-            x=alt.X("rho:Q", title="Spearman rho: token frequency vs best score",
-                    scale=alt.Scale(domain=[-1, 1])),
+            x=alt.X(
+                "rho:Q",
+                title="Spearman rho: token frequency vs best score",
+                scale=alt.Scale(domain=[-1, 1]),
+            ),
             y=alt.Y("measure:N", sort=answers["measure"].tolist(), title="measure"),
             color=alt.Color(
                 "direction:N",

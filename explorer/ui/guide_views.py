@@ -17,6 +17,7 @@ from streamlit.errors import StreamlitAPIException
 
 from explorer.analysis.guide import PAGE_QUESTIONS, features_worth_opening, first_pick
 from explorer.analysis.specialists import MEASURES, SpecialistSettings
+from explorer.errors import markdown_escaped
 from explorer.methods_doc import methods_link
 from explorer.store.reader import Store
 from explorer.ui import cached
@@ -61,5 +62,5 @@ def show_page_questions() -> None:
         try:
             link.page_link(path)
         except StreamlitAPIException:  # a page run on its own, outside the entry's navigation
-            link.markdown(f"`{Path(path).stem}`")
+            link.markdown(markdown_escaped(Path(path).stem))
         text.markdown(question)

@@ -105,15 +105,27 @@ def assert_page_shows(
     assert shown_baseline["observed"].tolist() == pytest.approx(
         [
             summary[m]
-            for m in ("n_with_significant", "n_monosemantic", "monosemantic_rate",
-                      "n_polysemantic", "median_max_enrichment", "max_enrichment")
+            for m in (
+                "n_with_significant",
+                "n_monosemantic",
+                "monosemantic_rate",
+                "n_polysemantic",
+                "median_max_enrichment",
+                "max_enrichment",
+            )
         ],  # fmt: skip
         nan_ok=True,
     )
     assert shown_baseline["shuffled (mean)"].tolist() == pytest.approx(
         baseline.loc[
-            ["n_with_significant", "n_monosemantic", "monosemantic_rate", "n_polysemantic",
-             "median_max_enrichment", "max_enrichment"],
+            [
+                "n_with_significant",
+                "n_monosemantic",
+                "monosemantic_rate",
+                "n_polysemantic",
+                "median_max_enrichment",
+                "max_enrichment",
+            ],
             "shuffled_mean",
         ].tolist(),  # fmt: skip
         nan_ok=True,

@@ -340,8 +340,11 @@ def test_enrichment_never_passes_its_ceiling(store: Store, tokens: pd.DataFrame)
         assert (table["max_enrichment"] <= n_total / table["n_active_tokens"] * (1 + 1e-12)).all()
     # the polysemantic feature fires on every occurrence of its tokens: at each ceiling
     s0 = load_taxonomy(store, "s0", PLANTED).set_index("feature")
-    assert s0.at[3, "max_enrichment"] == pytest.approx(s0.at[3, "ceiling"] * n_token.loc[
-        VOCAB.index(s0.at[3, "max_token"])] / s0.at[3, "n_active_tokens"])
+    assert s0.at[3, "max_enrichment"] == pytest.approx(
+        s0.at[3, "ceiling"]
+        * n_token.loc[VOCAB.index(s0.at[3, "max_token"])]
+        / s0.at[3, "n_active_tokens"]
+    )
 
 
 def test_default_minimum_support_is_twenty_active_tokens(store: Store) -> None:

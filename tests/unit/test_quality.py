@@ -88,9 +88,13 @@ def test_ce_losses_equal_hooked_losses_at_real_tokens(loaded, batch):
         assert measured.ce_loss_recovered == recovered(clean, with_sae, zero)
         # KL(clean || with the SAE) at the predicting positions, from the hooked logits
         clean_lp = loaded.model(tokens)[:, :-1].double().log_softmax(-1)
-        sae_lp = loaded.model.run_with_hooks(
-            tokens, fwd_hooks=[(hook_name, lambda v, hook, r=recon: r)]
-        )[:, :-1].double().log_softmax(-1)
+        sae_lp = (
+            loaded.model.run_with_hooks(
+                tokens, fwd_hooks=[(hook_name, lambda v, hook, r=recon: r)]
+            )[:, :-1]
+            .double()
+            .log_softmax(-1)
+        )
         kl = torch.nn.functional.kl_div(sae_lp, clean_lp, log_target=True, reduction="none")
         mask = real[:, 1:]
         assert measured.kl_divergence == pytest.approx(
