@@ -19,6 +19,8 @@ from explorer.store.reader import Store
 from explorer.store.schema import SCHEMA_VERSION, stored_schema_version
 from explorer.ui import resources
 
+pytestmark = pytest.mark.slow  # heavy: left out of the quick loop (pyproject markers)
+
 CORPUS = "bundled+arithmetic:60"
 
 

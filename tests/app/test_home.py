@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from streamlit.testing.v1 import AppTest
 
 from explorer.analysis.descriptions import DescriptionSettings, load_scores
@@ -12,6 +13,7 @@ from explorer.store.reader import Store
 from tests.app.conftest import APP
 
 
+@pytest.mark.slow
 def test_first_run_builds_the_store_and_shows_quality(app_env):
     assert not app_env.store.exists()
     at = AppTest.from_file(app_env.app, default_timeout=180).run()
@@ -28,6 +30,7 @@ def test_first_run_builds_the_store_and_shows_quality(app_env):
     assert {"python_code", "addition", "non_english"} <= set(categories["category"])
 
 
+@pytest.mark.slow
 def test_unknown_source_shows_a_message_not_a_traceback(app_env):
     at = AppTest.from_file(app_env.app, default_timeout=60).run()
     at.sidebar.text_input[0].set_value("registry:no-such-release:x").run()

@@ -569,6 +569,7 @@ def test_messages_quote_user_values_without_markdown(value, shown) -> None:
     assert quoted(value) == shown
 
 
+@pytest.mark.slow
 def test_public_demo_limits_bound_a_corpus_run(store_path, loaded) -> None:
     """Within the public demo's limits a corpus run gives the same numbers as without them
     (smaller batches only); over them it is refused before any model run."""

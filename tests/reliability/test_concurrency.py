@@ -27,6 +27,8 @@ from explorer.sources.source import load_source
 from explorer.store.queries import feature as feature_queries
 from explorer.store.reader import Store
 
+pytestmark = pytest.mark.slow  # heavy: left out of the quick loop (pyproject markers)
+
 THREADS = 8
 REPEATS = 3
 TEXTS = (

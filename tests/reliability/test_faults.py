@@ -104,6 +104,7 @@ def kill_while_importing(tiny_bundle_path: Path, out: Path) -> int:
     return process.wait()
 
 
+@pytest.mark.slow
 def test_killed_builds_never_lose_the_store_labels_or_ledger(
     tiny_bundle_path, runner, tmp_path
 ) -> None:
@@ -181,6 +182,7 @@ def assert_user_data_kept(path: Path, labels: pd.DataFrame, ledger: pd.DataFrame
     pd.testing.assert_frame_equal(now_ledger, ledger)
 
 
+@pytest.mark.slow
 def test_a_rebuild_while_the_store_is_open(tiny_bundle_path, runner, tmp_path) -> None:
     path = tmp_path / "store.duckdb"
     build_store(f"demo:{tiny_bundle_path}", OLD_CORPUS, path)

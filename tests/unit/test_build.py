@@ -279,6 +279,7 @@ def test_topk_keys_order_by_value_then_token():
     assert torch.equal(back_value, value) and torch.equal(back_ordinal, ordinal)
 
 
+@pytest.mark.slow
 def test_ce_loss_recovered_equals_a_direct_computation(store, loaded):
     """Each text of the stratified quality sample alone (no padding, no batching), the hook's
     activation replaced at its real tokens through `run_with_hooks`."""
@@ -346,6 +347,7 @@ def test_sparse_topk_encode_gives_the_rows_of_the_dense_encode(loaded):
     assert not extract.sparse_topk_matches(StandardSAE(StandardSAEConfig(d_in=16, d_sae=64)))
 
 
+@pytest.mark.slow
 def test_a_build_with_the_sparse_topk_encode_equals_the_dense_one(loaded, monkeypatch):
     """The bundle's SAEs are below `SPARSE_ENCODE_MIN_D_SAE`; lowered, the build encodes
     them sparsely and must compute the same statistics, top examples and quality."""

@@ -63,6 +63,7 @@ def test_token_windows_start_with_bos(tiny_bundle):
     assert (windows[:, 0] == tokenizer.bos_token_id).all()
 
 
+@pytest.mark.slow
 def test_tiny_bundle_is_reproducible(tiny_bundle, tmp_path):
     again = train_bundle(PRESETS["tiny"], tmp_path / "again")
     first, second = tiny_bundle.manifest, again.manifest

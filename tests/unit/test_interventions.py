@@ -295,6 +295,7 @@ def test_bad_input_gets_a_message(loaded, handle):
         generate(loaded, TEXT, None, max_new_tokens=0)
 
 
+@pytest.mark.slow
 def test_ledger_entries_rerun_to_the_same_numbers(loaded, handle, tiny_bundle_path, tmp_path):
     from explorer.build.single import build_store
 

@@ -169,6 +169,7 @@ def quality_store(loaded, tmp_path_factory):
 
 
 @torch.inference_mode()
+@pytest.mark.slow
 def test_stored_quality_equals_a_text_by_text_run_over_the_stratified_sample(
     loaded, quality_store
 ) -> None:

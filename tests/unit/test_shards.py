@@ -31,6 +31,8 @@ from explorer.sources.source import load_source
 from explorer.store.reader import Store
 from explorer.tokenize import batch_plan, tokenize_corpus
 
+pytestmark = pytest.mark.slow  # heavy: left out of the quick loop (pyproject markers)
+
 CORPUS = "bundled+arithmetic:60"
 SETTINGS = BuildSettings(batch_size=16)
 # meta keys that say when and how a store was written, not what it holds
