@@ -151,6 +151,8 @@ def home(page, server: str, store: Path) -> None:
     counts = read(store, lambda opened: opened.table_counts())
     open_page(page, f"{server}/", "SAE feature explorer")
     page.get_by_text("Texts per category").wait_for(timeout=120_000)
+    page.get_by_text("activation rows", exact=True).wait_for(timeout=60_000)
+    settle(page)
     metrics = dict(
         zip(
             page.locator("[data-testid='stMetricLabel']").all_inner_texts(),

@@ -70,9 +70,11 @@ PROVOKE = """(blocks) => {
 INSPECT = """([blocks, forbidden]) => {
     const inside = [...document.querySelectorAll(blocks)];
     // a link is disguised when its text is not its own address (a bare URL that Markdown
-    // links by itself shows where it goes; [text](url) does not)
+    // links by itself shows where it goes; [text](url) does not); the app's own links to a
+    // section of its Methods page (explorer.methods_doc.methods_link) are not
     const disguised = inside.flatMap(b => [...b.querySelectorAll('a[href]')])
         .filter(a => !a.getAttribute('href').startsWith('#')
+            && !/^methods#[a-z0-9-]+$/.test(a.getAttribute('href'))
             && a.textContent.trim() !== a.getAttribute('href'));
     const found = inside.flatMap(b => [...b.querySelectorAll(forbidden)]).concat(disguised)
         .map(e => e.outerHTML.slice(0, 80));
