@@ -20,3 +20,11 @@ def browser_page():
         page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
         yield page, dialogs
         browser.close()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test under tests/e2e/ starts a real server or browser: marked e2e, so the quick
+    loop (-m "not e2e and not slow") leaves it out even when its module forgets the mark."""
+    for item in items:
+        if item.nodeid.startswith("tests/e2e/"):
+            item.add_marker(pytest.mark.e2e)
