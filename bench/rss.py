@@ -13,6 +13,11 @@ the heaviest ablation run the demo allows (a corpus run with the dose-response, 
 features the demo accepts, every text), against the 1.5 GB target, in
 bench/results/rss_public_demo_worst_case.json.
 
+`python -m bench.rss --store-pages PAGE ... --store STORE` measures instead a server that serves
+store pages only (no public-demo mode, no model): the pages visited in order in one session, the
+process's peak (VmHWM) and resident RSS after each and whether libtorch is mapped, in
+bench/results/rss_store_pages_<store name>.json.
+
 `python -m bench.rss --load SPEC` measures instead what `explorer.sources.memory` estimates: the
 peak RSS growth of `load_source(SPEC)` in a fresh process after the app's imports (sampled every
 2 ms), beside the estimate.
@@ -52,7 +57,7 @@ TARGET_MB = 1000  # 1 GB; every figure here is in decimal MB (10^6 bytes)
 WORST_CASE_TARGET_MB = 1500  # the two heaviest allowed runs at once
 MB = 1e6
 SAMPLE_S = 0.2
-PAGE_TIMEOUT_MS = 180_000
+PAGE_TIMEOUT_MS = 600_000
 # url path -> the page's title, as registered in streamlit_app.py
 PAGES = {
     "": "SAE feature explorer",
@@ -326,6 +331,64 @@ LOAD_SCRIPT = textwrap.dedent(
 )
 
 
+def wait_until_settled(page, timeout_s: float, quiet_s: float = 3.0) -> None:
+    """Wait until no spinner or running status shows and the page's element count has not
+    changed for `quiet_s` (a page can be between two cached steps with neither showing)."""
+    deadline = time.monotonic() + timeout_s
+    busy = "[data-testid='stSpinner'], [data-testid='stStatusWidget']"
+    last, since = -1, time.monotonic()
+    while time.monotonic() < deadline:
+        count = page.locator("[data-testid='stElementContainer']").count()
+        if count != last or page.locator(busy).count():
+            last, since = count, time.monotonic()
+        elif time.monotonic() - since >= quiet_s:
+            return
+        page.wait_for_timeout(250)
+
+
+def measure_store_pages(store: Path, port: int, pages: list[str], shots: Path | None) -> dict:
+    """One server on `store` (EXPLORER_STORE, no public demo), `pages` visited in order."""
+    from playwright.sync_api import sync_playwright
+
+    steps = []
+    env = {"EXPLORER_STORE": str(store)}
+    with (
+        app_server(env, port, start_seconds=180) as (url, process),
+        sync_playwright() as playwright,
+    ):
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        page = browser.new_page(viewport={"width": 1440, "height": 1000})
+        for name in pages:
+            started = time.perf_counter()
+            page.goto(f"{url}/{name}")
+            page.get_by_role("heading", level=1).first.wait_for(timeout=PAGE_TIMEOUT_MS)
+            wait_until_settled(page, timeout_s=PAGE_TIMEOUT_MS / 1000)
+            if shots is not None:
+                shots.mkdir(parents=True, exist_ok=True)
+                page.screenshot(path=str(shots / f"{name}.png"), full_page=True)
+            status = Path(f"/proc/{process.pid}/status").read_text()
+            kb = {key: int(status.split(f"{key}:")[1].split()[0]) for key in ("VmHWM", "VmRSS")}
+            steps.append(
+                {
+                    "page": name,
+                    "seconds_to_idle": round(time.perf_counter() - started, 1),
+                    "peak_rss_mb": round(kb["VmHWM"] / 1024),
+                    "rss_mb": round(kb["VmRSS"] / 1024),
+                    "libtorch_mapped": "libtorch" in Path(f"/proc/{process.pid}/maps").read_text(),
+                }
+            )
+            print(steps[-1], flush=True)
+        browser.close()
+    return {
+        "store": str(store),
+        "store_mb": round(store.stat().st_size / 1e6, 1),
+        "steps": steps,
+        "peak_rss_mb": max(step["peak_rss_mb"] for step in steps),
+        "measured_at": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "load_average": list(os.getloadavg()),
+    }
+
+
 def measure_load(spec: str) -> dict:
     """Peak RSS growth of one `load_source(spec)` in a fresh process, beside the estimate."""
     result = subprocess.run(
@@ -347,11 +410,23 @@ def main() -> None:
     parser.add_argument("--results", type=Path, default=RESULTS / "rss_public_demo.json")
     parser.add_argument("--load", metavar="SPEC", help="measure one source's load instead")
     parser.add_argument(
+        "--store-pages", nargs="+", metavar="PAGE", help="a store-only server on these pages"
+    )
+    parser.add_argument(
         "--worst-case", action="store_true", help="two heaviest allowed runs at once instead"
     )
     args = parser.parse_args()
     if args.load:
         print(json.dumps(measure_load(args.load), indent=2))
+        return
+    if args.store_pages:
+        store = args.store.absolute()
+        result = measure_store_pages(
+            store, args.port or free_port(), args.store_pages, args.screenshots
+        )
+        out = RESULTS / f"rss_store_pages_{store.stem}.json"
+        out.write_text(json.dumps(result, indent=2) + "\n")
+        print(f"peak RSS {result['peak_rss_mb']} MB -> {out}")
         return
     if args.worst_case:
         sessions = PUBLIC_LIVE_SLOTS
