@@ -91,19 +91,15 @@ def chance_baseline(store: Store, settings: SpecialistSettings) -> ChanceBaselin
 
 def descriptions(store: Store, sae: str, settings: DescriptionSettings) -> pd.DataFrame:
     """`load_descriptions(store, sae, settings)`, read from the store when it keeps them."""
-    kept = store.derived(DESCRIPTIONS, key(settings))
-    if kept is None:
-        return load_descriptions(store, sae, settings)
-    return _one_sae(kept.frames["descriptions"], sae)
+    kept = _kept_part(store, DESCRIPTIONS, settings, "descriptions", sae)
+    return load_descriptions(store, sae, settings) if kept is None else kept
 
 
 def description_scores(store: Store, sae: str, settings: DescriptionSettings) -> pd.DataFrame:
     """`load_scores(store, sae, settings)` (one scan of the SAE's activations), read from the
     store when it keeps them."""
-    kept = store.derived(DESCRIPTIONS, key(settings))
-    if kept is None:
-        return load_scores(store, sae, settings)
-    return _one_sae(kept.frames["scores"], sae).drop(columns="sae")
+    kept = _kept_part(store, DESCRIPTIONS, settings, "scores", sae)
+    return load_scores(store, sae, settings) if kept is None else kept.drop(columns="sae")
 
 
 def has_description_scores(store: Store, settings: DescriptionSettings) -> bool:
@@ -114,19 +110,15 @@ def has_description_scores(store: Store, settings: DescriptionSettings) -> bool:
 
 def taxonomy(store: Store, sae: str, settings: TaxonomySettings) -> pd.DataFrame:
     """`load_taxonomy(store, sae, settings)`, read from the store when it keeps it."""
-    kept = store.derived(TAXONOMY, key(settings))
-    if kept is None:
-        return load_taxonomy(store, sae, settings)
-    return _one_sae(kept.frames["taxonomy"], sae)
+    kept = _kept_part(store, TAXONOMY, settings, "taxonomy", sae)
+    return load_taxonomy(store, sae, settings) if kept is None else kept
 
 
 def taxonomy_baseline(store: Store, sae: str, settings: TaxonomySettings) -> pd.DataFrame:
     """`shuffle_baseline(store, sae, settings)` (its default shuffles and seed), read from
     the store when it keeps it."""
-    kept = store.derived(TAXONOMY, key(settings))
-    if kept is None:
-        return shuffle_baseline(store, sae, settings)
-    return _one_sae(kept.frames["baseline"], sae).drop(columns="sae")
+    kept = _kept_part(store, TAXONOMY, settings, "baseline", sae)
+    return shuffle_baseline(store, sae, settings) if kept is None else kept.drop(columns="sae")
 
 
 def taxonomy_comparison(store: Store, settings: TaxonomySettings) -> pd.DataFrame:
@@ -142,15 +134,15 @@ def taxonomy_comparison(store: Store, settings: TaxonomySettings) -> pd.DataFram
 
 def lineage(store: Store, settings: LineageSettings = DEFAULT_LINEAGE) -> pd.DataFrame:
     """`lineage.correlation_lineage(store, settings)`, read from the store when it keeps it."""
-    kept = store.derived(LINEAGE, key(settings))
-    return correlation_lineage(store, settings) if kept is None else kept.frames["matches"]
+    kept = _kept_part(store, LINEAGE, settings, "matches")
+    return correlation_lineage(store, settings) if kept is None else kept
 
 
 def probing(store: Store, settings: ProbingSettings = DEFAULT_PROBING) -> pd.DataFrame:
     """`field_metrics.sparse_probing(store, settings)`, read from the store when it keeps
     it."""
-    kept = store.derived(PROBING, key(settings))
-    return sparse_probing(store, settings) if kept is None else kept.frames["probes"]
+    kept = _kept_part(store, PROBING, settings, "probes")
+    return sparse_probing(store, settings) if kept is None else kept
 
 
 def is_kept(store: Store, kind: str, settings: Any) -> bool:
@@ -158,9 +150,16 @@ def is_kept(store: Store, kind: str, settings: Any) -> bool:
     return store.derived_kinds().get(kind) == key(settings)
 
 
-def _one_sae(frame: pd.DataFrame, sae: str) -> pd.DataFrame:
-    store_sae = frame["sae"] == sae
-    return frame.loc[store_sae].reset_index(drop=True)
+def _kept_part(
+    store: Store, kind: str, settings: Any, part: str, sae: str | None = None
+) -> pd.DataFrame | None:
+    """The one frame `part` of `kind` kept under `settings` (only it is read and decoded),
+    cut to `sae`'s rows when given; None when the store keeps no such result."""
+    kept = store.derived(kind, key(settings), parts=[part])
+    if kept is None:
+        return None
+    frame = kept.frames[part]
+    return frame if sae is None else frame.loc[frame["sae"] == sae].reset_index(drop=True)
 
 
 # --- what a build keeps -------------------------------------------------------------------

@@ -20,7 +20,7 @@ from __future__ import annotations
 import io
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -76,17 +76,24 @@ def write_derived(con: duckdb.DuckDBPyConnection, entries: list[Derived]) -> Non
         )
 
 
-def read_derived(cursor: duckdb.DuckDBPyConnection, kind: str, key: str) -> Derived | None:
-    """The `kind` entry of the store of `cursor` if it was computed under `key`, else None."""
+def read_derived(
+    cursor: duckdb.DuckDBPyConnection, kind: str, key: str, parts: Sequence[str] | None = None
+) -> Derived | None:
+    """The `kind` entry of the store of `cursor` if it was computed under `key`, else None;
+    with `parts`, only those frames are read and decoded."""
     row = cursor.execute("SELECT value FROM meta WHERE key = ?", [META_PREFIX + kind]).fetchone()
     if row is None:
         return None
     record = json.loads(row[0])
     if record["key"] != key:
         return None
-    rows = cursor.execute(f"SELECT part, data FROM {TABLE} WHERE kind = ?", [kind]).fetchall()
+    wanted = record["parts"] if parts is None else [p for p in record["parts"] if p in parts]
+    rows = cursor.execute(
+        f"SELECT part, data FROM {TABLE} WHERE kind = ? AND list_contains(?, part)",
+        [kind, wanted],
+    ).fetchall()
     frames = {part: pd.read_parquet(io.BytesIO(data)) for part, data in rows}
-    return Derived(kind, key, {part: frames[part] for part in record["parts"]}, record["values"])
+    return Derived(kind, key, {part: frames[part] for part in wanted}, record["values"])
 
 
 def derived_kinds(cursor: duckdb.DuckDBPyConnection) -> dict[str, str]:

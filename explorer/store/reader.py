@@ -296,11 +296,11 @@ class Store:
                     ) from exc
                 raise
 
-    def derived(self, kind: str, key: str) -> Derived | None:
+    def derived(self, kind: str, key: str, parts: Sequence[str] | None = None) -> Derived | None:
         """The analysis `kind` kept in the store if it was computed under `key`, else None
-        (`explorer.store.derived`)."""
+        (`explorer.store.derived`); with `parts`, only those of its frames."""
         with self.cursor() as cursor:
-            return read_derived(cursor, kind, key)
+            return read_derived(cursor, kind, key, parts)
 
     def derived_kinds(self) -> dict[str, str]:
         """kind -> key of every analysis kept in the store."""

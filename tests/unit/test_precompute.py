@@ -253,3 +253,15 @@ def test_derive_command_keeps_the_analyses_in_an_older_store(
         assert_same_frame(kept, load_specialists(store, DEFAULT).table)
     assert main(["derive", str(tmp_path / "missing.duckdb")]) == 2
     assert "is not a store this app can open" in capsys.readouterr().err
+
+
+def test_one_part_of_a_kept_analysis_is_read_alone(tmp_path: Path) -> None:
+    path = write_planted(tmp_path / "store.duckdb")
+    first, second = pd.DataFrame({"a": [1, 2]}), pd.DataFrame({"b": ["x"]})
+    add_derived(path, [Derived("example", "k", {"first": first, "second": second}, {"n": 2})])
+    with Store.open(path) as store:
+        one = store.derived("example", "k", parts=["second"])
+        assert list(one.frames) == ["second"] and one.values == {"n": 2}
+        assert_same_frame(one.frames["second"], second)
+        assert list(store.derived("example", "k").frames) == ["first", "second"]
+        assert store.derived("example", "other", parts=["second"]) is None
