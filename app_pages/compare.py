@@ -1,4 +1,5 @@
-"""Compare SAEs: quality, specialists and frequency vs specialization per SAE (layer)."""
+"""Compare SAEs: quality, specialists and frequency vs specialization per SAE (layer), and the
+field's metrics of every SAE, beside a second store's when one is picked."""
 
 import streamlit as st
 
@@ -12,6 +13,7 @@ from explorer.ui import cached, compare_views
 from explorer.ui.cached import feature_descriptions, specialists
 from explorer.ui.links import feature_chart
 from explorer.ui.params import specialist_settings_sidebar
+from explorer.ui.second_store import second_store
 from explorer.ui.specialist_views import family_choice
 from explorer.ui.state import current_store
 from explorer.ui.tables import plain_table
@@ -20,6 +22,7 @@ st.title("Compare SAEs")
 store = current_store()
 settings = specialist_settings_sidebar()
 family, result = family_choice(specialists(store, settings))
+other = second_store(store)  # its SAEs join the field's metrics table
 comparison = compare_saes(store.saes(), result)
 matrix = category_matrix(result.table)
 
@@ -60,4 +63,4 @@ st.subheader("Quality per SAE")
 st.caption(f"{quality_sample_note(store.saes(), store.meta())} {methods_link('sae-quality')}")
 st.altair_chart(quality_chart(comparison), width="stretch")
 
-compare_views.show_field_metrics(store)
+compare_views.show_field_metrics(store, other)

@@ -25,13 +25,13 @@ from explorer.methods_doc import methods_link
 from explorer.ui import cached
 from explorer.ui.links import feature_chart
 from explorer.ui.params import url_int, url_selectbox
-from explorer.ui.state import current_store, known_stores, public_demo
+from explorer.ui.second_store import second_store_path
+from explorer.ui.state import current_store, public_demo
 from explorer.ui.tables import feature_table, plain_table
 from explorer.ui.taxonomy_views import stores_side_by_side
 
 P_THRESHOLDS = ["0.05", "0.01", "0.001", "0.0001", "1e-06"]
 SHUFFLED = ("observed", "shuffled (mean)", "shuffled (max)")
-NO_STORE = "none"  # the second store's option for no comparison (store names end in .duckdb)
 TABLE_COLUMNS = ["sae", "feature", "label", "top_tokens", "max_enrichment", "ceiling",
                  "p_value", "n_active_tokens", "n_significant", "monosemantic"]  # fmt: skip
 
@@ -53,11 +53,7 @@ settings = TaxonomySettings(
 label = url_selectbox("Show label", "label", ["all", *LABELS], default="all")
 rows = url_int("Features in the table", "rows", 200, 10, 5000)
 demo = public_demo()  # no other stores in the public demo
-other_path = None
-if not demo:
-    others = {name: path for name, path in known_stores().items() if path != str(store.path)}
-    other_name = url_selectbox("Second store (optional)", "compare", [NO_STORE, *others], NO_STORE)
-    other_path = others.get(other_name)
+other_path = second_store_path(store)
 
 features = cached.taxonomy(store, sae, settings)
 summary = taxonomy_summary(features)

@@ -1,22 +1,27 @@
-"""Measures over SAE decoder directions: redundancy within an SAE, matching (consistency)
-between two SAEs, the heatmap of the top features' matches, and every feature's nearest
-decoder directions in the other SAEs (lineage by decoder cosine).
+"""Measures over SAE decoder directions: redundancy within an SAE, matching between two SAEs
+(best match by max cosine, the consistency score, and the one-to-one Hungarian assignment),
+the heatmap of the top features' matches, and every feature's nearest decoder directions in
+the other SAEs (lineage by decoder cosine).
 
 Owns the torch side of the field's metrics; the store holds no decoder rows, so every
 function takes decoders (`W_dec` [d_sae, d_in]) the caller loaded, e.g. from
 `explorer.sources`. Cosines come from `explorer.analysis.similarity.cosine_topk` (chunked,
-never a normalised copy of a whole decoder). Definitions: docs/methods.md, sections Feature
-redundancy, Cross-SAE matching and Lineage. It does not read the store, render or cache.
+never a normalised copy of a whole decoder); the one-to-one assignment needs the whole cosine
+matrix of the features it matches, so it takes at most `MAX_ONE_TO_ONE` of each SAE (the most
+frequent: `one_to_one_features`). Definitions: docs/methods.md, sections Feature redundancy,
+Cross-SAE matching, One-to-one matching and Lineage. It does not read the store, render or
+cache.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 import torch
 from jaxtyping import Float
+from scipy.optimize import linear_sum_assignment
 
 from explorer.analysis.lineage import (
     DEFAULT_LINEAGE,
@@ -28,6 +33,10 @@ from explorer.analysis.similarity import cosine_topk
 from explorer.errors import InputError
 
 HEATMAP_FEATURES = 20
+# Features of each SAE the one-to-one matching takes at most: its cosine matrix is
+# 2,048 x 2,048 doubles (34 MB) and scipy assigns it in about a second; at 24,576 features the
+# matrix alone would be 4.8 GB.
+MAX_ONE_TO_ONE = 2048
 
 
 @torch.inference_mode()
@@ -62,19 +71,67 @@ def redundancy(decoders: Mapping[str, Float[torch.Tensor, "d_sae d_in"]]) -> pd.
     return pd.concat(frames, ignore_index=True)
 
 
-def sae_matching(
-    decoder_a: Float[torch.Tensor, "d_a d_in"], decoder_b: Float[torch.Tensor, "d_b d_in"]
-) -> pd.DataFrame:
-    """feature (of a), best_match (of b), max_cosine: each decoder row of a with its nearest
-    decoder row of b. The mean of max_cosine is the consistency score of a against b."""
+def _check_widths(decoder_a: torch.Tensor, decoder_b: torch.Tensor) -> None:
     if decoder_a.shape[1] != decoder_b.shape[1]:
         raise InputError(
             f"The two SAEs read activations of different widths ({decoder_a.shape[1]} and "
             f"{decoder_b.shape[1]}): their decoder directions cannot be compared."
         )
+
+
+def sae_matching(
+    decoder_a: Float[torch.Tensor, "d_a d_in"], decoder_b: Float[torch.Tensor, "d_b d_in"]
+) -> pd.DataFrame:
+    """feature (of a), best_match (of b), max_cosine: each decoder row of a with its nearest
+    decoder row of b. The mean of max_cosine is the consistency score of a against b."""
+    _check_widths(decoder_a, decoder_b)
     values, indices = max_cosines(decoder_a, decoder_b)
     return pd.DataFrame(
         {"feature": np.arange(len(values)), "best_match": indices, "max_cosine": values}
+    )
+
+
+def one_to_one_features(frequency: pd.DataFrame, limit: int = MAX_ONE_TO_ONE) -> list[int]:
+    """The features of one SAE its one-to-one matching takes, in feature order: all of them
+    when it has at most `limit`, else the `limit` most frequent (smallest freq_rank; ties: the
+    lower feature). `frequency`: the SAE's rows of `Store.frequency_table` (one per feature)."""
+    if len(frequency) <= limit:
+        return sorted(frequency["feature"].tolist())
+    ranked = frequency.sort_values(["freq_rank", "feature"], kind="stable")
+    return sorted(ranked["feature"].head(limit).tolist())
+
+
+@torch.inference_mode()
+def one_to_one_matching(
+    decoder_a: Float[torch.Tensor, "d_a d_in"],
+    decoder_b: Float[torch.Tensor, "d_b d_in"],
+    features_a: Sequence[int] | None = None,
+    features_b: Sequence[int] | None = None,
+) -> pd.DataFrame:
+    """feature_a, feature_b, cosine, best_cosine: the one-to-one assignment of the decoder
+    rows `features_a` of a to the rows `features_b` of b (default: all) with the largest sum
+    of cosines (the Hungarian problem, `scipy.optimize.linear_sum_assignment`), one row per
+    pair (min of the two counts), by feature_a. best_cosine: feature_a's largest cosine with
+    any of `features_b`, its best match among the same features, which may be another's."""
+    _check_widths(decoder_a, decoder_b)
+    rows_a = np.arange(decoder_a.shape[0]) if features_a is None else np.asarray(features_a)
+    rows_b = np.arange(decoder_b.shape[0]) if features_b is None else np.asarray(features_b)
+    if max(len(rows_a), len(rows_b)) > MAX_ONE_TO_ONE:
+        raise InputError(
+            f"One-to-one matching takes at most {MAX_ONE_TO_ONE:,} features of each SAE (got "
+            f"{len(rows_a):,} and {len(rows_b):,}); pick them with one_to_one_features."
+        )
+    unit_a = torch.nn.functional.normalize(decoder_a[rows_a].float(), dim=1)  # [a, d_in]
+    unit_b = torch.nn.functional.normalize(decoder_b[rows_b].float(), dim=1)  # [b, d_in]
+    cosines = (unit_a @ unit_b.T).double().numpy()  # [a, b]
+    assigned_a, assigned_b = linear_sum_assignment(cosines, maximize=True)  # by row
+    return pd.DataFrame(
+        {
+            "feature_a": rows_a[assigned_a],
+            "feature_b": rows_b[assigned_b],
+            "cosine": cosines[assigned_a, assigned_b],
+            "best_cosine": cosines.max(axis=1)[assigned_a],
+        }
     )
 
 

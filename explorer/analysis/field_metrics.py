@@ -1,18 +1,22 @@
 """The field's SAE metrics per SAE beyond the build's quality numbers: k-sparse probing of
-the corpus's categories, and the one table of every metric per SAE.
+the corpus's categories, the one table of every metric per SAE (of one store, or of two side
+by side), and the summaries of decoder matching.
 
 Owns k-sparse probing (from the store's per-text activations), the per-SAE summaries of
-max-cosine distributions (redundancy, cross-SAE matching) and `field_metrics_table`, which
-joins them to the build-time quality numbers of the `saes` table (L0, explained variance,
-CE loss recovered, KL divergence, dead and dense fractions, shrinkage: see
-`explorer.analysis.compare.QUALITY_METRICS`). The decoder-direction measures need the loaded
-SAEs and torch: `explorer.analysis.decoder_metrics`. Definitions: docs/methods.md, sections
-k-sparse probing, Feature redundancy and Cross-SAE matching. No torch; it does not render or
-cache.
+max-cosine distributions (redundancy, cross-SAE matching), the summary of a one-to-one
+matching beside the best-match one, the medians of the description scores and
+`field_metrics_table`, which joins them to the build-time quality numbers of the `saes` table
+(L0, explained variance, CE loss recovered, KL divergence, dead and dense fractions,
+shrinkage: see `explorer.analysis.compare.QUALITY_METRICS`); `stores_side_by_side` puts two
+stores' tables in one. The decoder-direction measures need the loaded SAEs and torch:
+`explorer.analysis.decoder_metrics`. Definitions: docs/methods.md, sections The field's SAE
+metrics, k-sparse probing, Feature redundancy, Cross-SAE matching and One-to-one matching.
+No torch; it does not render or cache.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
@@ -27,12 +31,19 @@ from explorer.store.queries.activations import TextPooling, text_categories, tex
 from explorer.store.reader import Store
 
 MATCH_THRESHOLD = 0.7  # a decoder cosine at or above it counts as the same direction
+MATCH_THRESHOLDS = (MATCH_THRESHOLD, 0.9)  # the shares a matching reports
 PROBING_KS = (1, 2, 5)
 PROBE_L2 = 1e-3
+STORE_SEPARATOR = " · "  # between a store's label and an SAE's name in a column name
 FeatureSelection = Literal["standardized", "mean_difference"]
+DESCRIPTION_MEDIANS: dict[str, str] = {
+    "description_f1_median": "description score: median F1",
+    "description_balanced_accuracy_median": "description score: median balanced accuracy",
+}
 FIELD_METRICS: dict[str, str] = {
     **{name: title for name, title in QUALITY_METRICS.items() if name != "quality_texts"},
     **{f"probe_k{k}": f"k-sparse probing, k = {k} (balanced accuracy)" for k in PROBING_KS},
+    **DESCRIPTION_MEDIANS,
     "mean_max_cosine": "redundancy: mean max cosine",
     "median_max_cosine": "redundancy: median max cosine",
     "share_max_cosine_above": f"redundancy: share with max cosine >= {MATCH_THRESHOLD}",
@@ -50,6 +61,57 @@ def match_summary(table: pd.DataFrame, column: str) -> pd.DataFrame:
             f"share_{column}_above": grouped.apply(lambda v: float((v >= MATCH_THRESHOLD).mean())),
         }
     ).reset_index()
+
+
+def share_column(threshold: float) -> str:
+    """The column of `matching_comparison` holding the share of cosines >= `threshold`."""
+    return f"share_{round(threshold * 100)}"
+
+
+def matching_comparison(
+    matching: pd.DataFrame, pairs: pd.DataFrame, subset: bool = False
+) -> pd.DataFrame:
+    """One row per way of matching a's features to b's: measure, pairs, mean_cosine,
+    median_cosine and the share of pairs at or above each of `MATCH_THRESHOLDS`
+    (`share_column`). "best match": every feature of a with its max-cosine match
+    (`decoder_metrics.sae_matching` rows; the mean is the consistency score); "one-to-one":
+    the Hungarian assignment (`decoder_metrics.one_to_one_matching` rows). With `subset`
+    (the assignment took only some features of each SAE), a middle row gives the best match
+    among the same features as the assignment (its best_cosine), so the two compare like with
+    like."""
+    measures = {"best match (max cosine)": matching["max_cosine"]}
+    if subset:
+        measures["best match, the one-to-one's features"] = pairs["best_cosine"]
+    measures["one-to-one (Hungarian)"] = pairs["cosine"]
+    rows = []
+    for measure, cosines in measures.items():
+        row = {
+            "measure": measure,
+            "pairs": len(cosines),
+            "mean_cosine": float(cosines.mean()),
+            "median_cosine": float(cosines.median()),
+        }
+        for threshold in MATCH_THRESHOLDS:
+            row[share_column(threshold)] = float((cosines >= threshold).mean())
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def description_medians(described: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
+    """Per sae (`described`'s keys, in order): the medians over its scored features of the
+    description score's F1 and balanced accuracy (`descriptions.described_features` rows;
+    NaN without a scored feature), as `DESCRIPTION_MEDIANS` columns."""
+    rows = []
+    for sae, table in described.items():
+        scored = table[table["scored"].fillna(False).astype(bool)]
+        rows.append(
+            {
+                "sae": sae,
+                "description_f1_median": float(scored["f1"].median()),
+                "description_balanced_accuracy_median": float(scored["balanced_accuracy"].median()),
+            }
+        )
+    return pd.DataFrame(rows, columns=["sae", *DESCRIPTION_MEDIANS])
 
 
 @dataclass(frozen=True)
@@ -199,14 +261,20 @@ def probing_summary(probing: pd.DataFrame) -> pd.DataFrame:
 
 
 def field_metrics_table(
-    saes: pd.DataFrame, probing: pd.DataFrame, redundancy: pd.DataFrame | None = None
+    saes: pd.DataFrame,
+    probing: pd.DataFrame,
+    redundancy: pd.DataFrame | None = None,
+    descriptions: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """One row per SAE of `saes` (`Store.saes`), by layer: sae, layer, the quality numbers
-    (`QUALITY_METRICS` but the sample size), probe_k* (`probing_summary` of `probing`), and
-    with `redundancy` (`decoder_metrics.redundancy` rows) mean_max_cosine,
-    median_max_cosine and share_max_cosine_above."""
+    (`QUALITY_METRICS` but the sample size), probe_k* (`probing_summary` of `probing`), with
+    `descriptions` (`description_medians` rows) the description scores' medians, and with
+    `redundancy` (`decoder_metrics.redundancy` rows) mean_max_cosine, median_max_cosine and
+    share_max_cosine_above. An SAE missing from `descriptions` or `redundancy` gets NaN."""
     quality = [name for name in QUALITY_METRICS if name != "quality_texts"]
     table = saes[["sae", "layer", *quality]].merge(probing_summary(probing), on="sae", how="left")
+    if descriptions is not None:
+        table = table.merge(descriptions, on="sae", how="left")
     if redundancy is not None:
         table = table.merge(match_summary(redundancy, "max_cosine"), on="sae", how="left")
     return table.sort_values(["layer", "sae"], na_position="last", ignore_index=True)
@@ -231,3 +299,15 @@ def metrics_by_sae(table: pd.DataFrame) -> pd.DataFrame:
     turned = table.set_index("sae")[present].T
     turned.columns = list(turned.columns)
     return turned.rename(index=FIELD_METRICS).rename_axis("metric").reset_index()
+
+
+def stores_side_by_side(tables: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
+    """`metrics_by_sae` of several stores' `field_metrics_table`s (keyed by the stores'
+    labels, which must differ), one column per SAE of each store named "<store label> ·
+    <sae>" (`STORE_SEPARATOR`), the stores in the given order; a metric one store lacks is
+    NaN in its columns."""
+    renamed = [
+        table.assign(sae=[f"{label}{STORE_SEPARATOR}{sae}" for sae in table["sae"]])
+        for label, table in tables.items()
+    ]
+    return metrics_by_sae(pd.concat(renamed, ignore_index=True))

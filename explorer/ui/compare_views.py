@@ -1,11 +1,15 @@
-"""The compare page's section of the field's SAE metrics: one table of every metric per SAE,
-k-sparse probing of the corpus's categories by layer, and (when the user asks, since they
-load the source's SAEs) feature redundancy and cross-SAE matching.
+"""The compare page's section of the field's SAE metrics: one table of every metric per SAE
+(of the explored store, or of it and a second store side by side), k-sparse probing of the
+corpus's categories by layer, and (when the user asks, since they load the source's SAEs)
+feature redundancy and cross-SAE matching.
 
-Owns that section's layout and the formats of its columns. Probing comes from
-`cached.sparse_probing` (store reads only); the decoder sections from
+Owns that section's layout and the formats of its columns. Every number of the table but
+redundancy comes from store reads: the build's quality numbers, probing from
+`cached.sparse_probing` and the description scores from `cached.descriptions` (kept analyses
+where the store holds them), for either store, with no model. The decoder sections come from
 `explorer.ui.decoder_views`, imported only when switched on so the page otherwise never
-imports torch. Definitions: docs/methods.md#k-sparse-probing, #redundancy, #matching.
+imports torch. Definitions: docs/methods.md#the-fields-sae-metrics, #k-sparse-probing,
+#redundancy, #matching, #one-to-one-matching.
 """
 
 from __future__ import annotations
@@ -17,16 +21,20 @@ import streamlit as st
 
 from explorer.analysis.field_metrics import (
     PROBING_KS,
+    STORE_SEPARATOR,
+    description_medians,
     field_metrics_table,
     metrics_by_sae,
     probing_by_category,
     probing_summary,
+    stores_side_by_side,
 )
 from explorer.charts.field_metrics import probing_chart
 from explorer.errors import markdown_escaped
 from explorer.methods_doc import methods_link
 from explorer.store.reader import Store
 from explorer.ui import cached
+from explorer.ui.second_store import store_label
 from explorer.ui.tables import column_formats, feature_table
 
 NUMBER = st.column_config.NumberColumn
@@ -43,8 +51,9 @@ def by_sae_table(frame: pd.DataFrame, saes: list[str], **config: Any) -> None:
 
 METRICS_HELP = (
     "L0 to shrinkage: the build's quality numbers. k-sparse probing: mean held-out balanced "
-    "accuracy over the categories of a logistic probe on k features. Redundancy: each "
-    "feature's largest decoder cosine with another feature of its SAE."
+    "accuracy over the categories of a logistic probe on k features. Description score: how "
+    "well each feature's description predicts where it fires on held-out texts. Redundancy: "
+    "each feature's largest decoder cosine with another feature of its SAE."
 )
 PROBING_HELP = (
     "One probe per category (that category against the rest) and k: the k features whose "
@@ -81,36 +90,77 @@ def show_probing(store: Store, probing: pd.DataFrame) -> None:
         feature_table(chosen, ["category", "sae", "feature", "accuracy"])
 
 
-def show_field_metrics(store: Store) -> None:
-    """The table of every metric per SAE, k-sparse probing, and on request the decoder
-    sections (redundancy, cross-SAE matching)."""
+def store_descriptions(store: Store) -> pd.DataFrame | None:
+    """`description_medians` of the SAEs of `store` whose description scores are kept in it
+    or quick to compute (`cached.scores_ready`), None when none is."""
+    ready = [sae for sae in store.saes()["sae"] if cached.scores_ready(store, sae)]
+    if not ready:
+        return None
+    return description_medians({sae: cached.descriptions(store, sae) for sae in ready})
+
+
+def store_metrics(store: Store, redundancy: pd.DataFrame | None = None) -> pd.DataFrame:
+    """`field_metrics_table` of `store` from its reads (quality, probing, description
+    scores), with `redundancy` when given."""
+    probing = cached.sparse_probing(store)
+    return field_metrics_table(store.saes(), probing, redundancy, store_descriptions(store))
+
+
+def compared_stores(store: Store, other: Store | None) -> dict[str, Store]:
+    """The stores the section shows, by label: `store` alone (label ""), or "A: ..." and
+    "B: ..." (`store_label`)."""
+    if other is None:
+        return {"": store}
+    return {store_label(store, "A"): store, store_label(other, "B"): other}
+
+
+def show_field_metrics(store: Store, other: Store | None = None) -> None:
+    """The table of every metric per SAE (with `other`: every SAE of both stores, columns
+    "<store label> · <sae>"), k-sparse probing of `store`, and on request the decoder
+    sections (redundancy, cross-SAE matching, across both stores where the loaded source
+    holds their SAEs)."""
     st.subheader("The field's metrics per SAE", help=METRICS_HELP)
+    links = ["sae-quality", "k-sparse-probing", "description-score-offline-detection-scoring"]
     st.caption(
         "As SAEBench and SAELens's evals report them. "
-        + " · ".join(
-            [
-                methods_link("sae-quality"),
-                methods_link("k-sparse-probing"),
-                methods_link("redundancy"),
-                methods_link("matching"),
-            ]
-        )
+        + " · ".join(methods_link(anchor) for anchor in [*links, "redundancy", "matching"])
     )
-    probing = cached.sparse_probing(store)
+    stores = compared_stores(store, other)
+    if other is not None:
+        first, second = stores
+        st.caption(
+            f"Two stores side by side: every SAE of {markdown_escaped(first)} and of "
+            f"{markdown_escaped(second)}, a column "
+            f'"<store>{STORE_SEPARATOR}<SAE>" each; every number but redundancy read from '
+            "each store (its kept analyses where it holds them), no model loaded. "
+            + methods_link("field-metrics-two-stores")
+        )
     with_decoders = st.toggle(
         "Decoder metrics: redundancy and cross-SAE matching",
         help="They need the SAEs' decoder directions, which the store does not hold: this "
         "loads the store's source (model and SAEs) once per server.",
         key="compare_page.decoders",
     )
-    redundancy = None
+    redundancy: dict[str, pd.DataFrame | None] = {}
     if with_decoders:
         from explorer.ui import decoder_views  # imports torch: only when switched on
 
-        redundancy = decoder_views.redundancy(store)
-    table = field_metrics_table(store.saes(), probing, redundancy)
-    by_sae_table(metrics_by_sae(table), table["sae"].tolist())
-    show_probing(store, probing)
+        redundancy = {label: decoder_views.redundancy(s) for label, s in stores.items()}
+    tables = {label: store_metrics(s, redundancy.get(label)) for label, s in stores.items()}
+    shown = metrics_by_sae(tables[""]) if other is None else stores_side_by_side(tables)
+    by_sae_table(shown, list(shown.columns[1:]))
+    missing = [
+        label or "this store"
+        for label, table in tables.items()
+        if "description_f1_median" not in table or table["description_f1_median"].isna().any()
+    ]
+    if missing:
+        st.caption(
+            "Description-score medians are left out where the scores are neither kept in the "
+            f"store nor quick to compute ({markdown_escaped(', '.join(missing))}): the section "
+            "Description scores per SAE computes them."
+        )
+    show_probing(store, cached.sparse_probing(store))
     if with_decoders:
-        decoder_views.show_redundancy(redundancy)
-        decoder_views.show_matching(store)
+        decoder_views.show_redundancy(next(iter(redundancy.values())))
+        decoder_views.show_matching(stores)

@@ -6,28 +6,16 @@ import streamlit as st
 
 from explorer.analysis.enrichment import TaxonomySettings
 from explorer.charts.taxonomy import COMPARED, store_comparison_chart
-from explorer.errors import ExplorerError
 from explorer.store.reader import Store
 from explorer.ui import cached
-from explorer.ui.resources import open_store
+from explorer.ui.second_store import open_second_store
 from explorer.ui.tables import plain_table
-
-
-def second_store(path: str | None) -> Store | None:
-    """The chosen known store (None for none), or None after an error message."""
-    if path is None:
-        return None
-    try:
-        return open_store(path)
-    except ExplorerError as error:
-        st.error(f"Second store: {error} The comparison shows this store only.")
-        return None
 
 
 def stores_side_by_side(store: Store, other_path: str | None, settings: TaxonomySettings) -> None:
     """The taxonomy summary of `store` and of the store at `other_path` (when one is chosen)
     per SAE, as a table and as a chart of the measure the user picks."""
-    other = second_store(other_path)
+    other = open_second_store(other_path)
     stores = {f"A: {store.path.name}": store}
     if other is not None:
         stores[f"B: {other.path.name}"] = other

@@ -35,7 +35,7 @@ PAGE_PARAMS: dict[str, list[str]] = {
     "logit_lens": ["sae", "view", "n", "given", "token", "top", "k", "min_examples", "seed"]
     + ["rank_by", "candidates"],
     "search": ["by", "sae", "q", "match", "rank", "rank_by", "n"],
-    "compare": ["family", *SPECIALIST_PARAMS],
+    "compare": ["family", "compare", *SPECIALIST_PARAMS],
     "ablation": ["sae", "features", "general", "mode", "value", "positions"],
     "atlas": ["sae", "colour", *SPECIALIST_PARAMS],
 }

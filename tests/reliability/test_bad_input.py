@@ -525,8 +525,8 @@ def test_forged_query_parameters(app, unchanged, page, forged) -> None:
 
 def page_parameters(page: str) -> set[str]:
     """The query parameters a page reads: `url_value(param)`, `url_*(label, param, ...)`,
-    `st.query_params.get`, the specialist sidebar's fields, and the family and replication
-    choices of `explorer.ui.specialist_views`."""
+    `st.query_params.get`, the specialist sidebar's fields, the family and replication
+    choices of `explorer.ui.specialist_views` and the second store's picker."""
     found: set[str] = set()
     for node in ast.walk(ast.parse((PAGES / f"{page}.py").read_text())):
         if not isinstance(node, ast.Call):
@@ -544,6 +544,8 @@ def page_parameters(page: str) -> set[str]:
             found.add("family")
         elif name == "replication_choice":
             found.add("replicate_on")
+        elif name in ("second_store", "second_store_path"):  # explorer.ui.second_store
+            found.add("compare")
     return found
 
 

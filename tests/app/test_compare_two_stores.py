@@ -1,0 +1,176 @@
+"""Compare SAEs with a second store: the field's metrics table shows every SAE of both stores
+side by side, each column "<store> · <SAE>", with each store's own numbers (its `saes` table,
+probing means recounted with pandas, description-score medians from a fresh scoring); a link
+naming an unknown store or a file that is not a store gets a message and this store alone;
+decoder matching across the two stores (one-to-one against scipy on numpy cosines), and a
+sentence when the loaded source does not hold the second store's SAEs."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pandas as pd
+import pytest
+from scipy.optimize import linear_sum_assignment
+from streamlit.testing.v1 import AppTest
+
+from explorer.analysis.descriptions import load_scores
+from explorer.analysis.field_metrics import FIELD_METRICS, sparse_probing
+from explorer.build.single import build_store
+from explorer.errors import markdown_escaped
+from explorer.sources.source import load_source
+from explorer.store.reader import Store
+
+PAGE = str(Path(__file__).resolve().parents[2] / "app_pages" / "compare.py")
+SAES = ["L0.resid_post", "L1.resid_post", "L2.resid_post"]
+QUALITY = ["l0", "explained_variance", "ce_loss_recovered", "kl_divergence", "l2_ratio",
+           "dead_fraction", "dense_fraction"]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tiny_bundle_path, store_path, tmp_path_factory) -> Path:
+    """The cache folder of known stores: another store of the same source over another
+    corpus, a DuckDB file that is not a store, and a copy of the explored store whose SAEs
+    are renamed (so the loaded source holds none of them)."""
+    folder = tmp_path_factory.mktemp("compare_cache")
+    build_store(f"demo:{tiny_bundle_path}", "arithmetic:80", folder / "other.duckdb")
+    with duckdb.connect(str(folder / "broken.duckdb")) as con:
+        con.execute("CREATE TABLE saes (sae VARCHAR)")
+    renamed = folder / "renamed.duckdb"
+    shutil.copy(store_path, renamed)
+    with duckdb.connect(str(renamed)) as con:
+        con.execute("UPDATE saes SET sae = 'other.' || sae")
+    return folder
+
+
+@pytest.fixture
+def two_stores(page, cache_dir, monkeypatch) -> AppTest:
+    monkeypatch.setenv("EXPLORER_CACHE_DIR", str(cache_dir))
+    return page
+
+
+def metrics_table(at: AppTest) -> pd.DataFrame:
+    [table] = [frame.value for frame in at.dataframe if "metric" in frame.value.columns]
+    return table.set_index("metric")
+
+
+def expected_metrics(path: Path) -> pd.DataFrame:
+    """The field's metrics of the store at `path` computed here: one column per SAE."""
+    with Store.open(path) as store:
+        saes = store.saes().set_index("sae")
+        rows = {FIELD_METRICS[name]: saes.loc[SAES, name].tolist() for name in QUALITY}
+        probing = sparse_probing(store)
+        for k in (1, 2, 5):
+            means = probing[probing["k"] == k].groupby("sae")["accuracy"].mean()
+            rows[FIELD_METRICS[f"probe_k{k}"]] = means[SAES].tolist()
+        scores = {sae: load_scores(store, sae) for sae in SAES}
+    scored = {sae: table[table["scored"]] for sae, table in scores.items()}
+    rows[FIELD_METRICS["description_f1_median"]] = [
+        float(np.median(scored[sae]["f1"])) for sae in SAES
+    ]
+    rows[FIELD_METRICS["description_balanced_accuracy_median"]] = [
+        float(np.median(scored[sae]["balanced_accuracy"])) for sae in SAES
+    ]
+    return pd.DataFrame(rows, index=SAES).T
+
+
+def test_a_second_store_shows_every_sae_side_by_side(two_stores, store_path, cache_dir) -> None:
+    two_stores.query_params["compare"] = "other.duckdb"
+    at = two_stores.run()
+    assert not at.exception and not at.error and not at.warning, [e.value for e in at.error]
+    assert at.selectbox(key="url_compare").value == "other.duckdb"
+    table = metrics_table(at)
+    first = [f"A: {store_path.name} · {sae}" for sae in SAES]
+    second = [f"B: other.duckdb · {sae}" for sae in SAES]
+    assert list(table.columns) == first + second
+    for columns, path in ((first, store_path), (second, cache_dir / "other.duckdb")):
+        expected = expected_metrics(path)
+        shown = table.loc[expected.index, columns]
+        np.testing.assert_allclose(shown.to_numpy(float), expected.to_numpy(float), atol=1e-9)
+    assert not table.loc[FIELD_METRICS["l0"], first].equals(table.loc[FIELD_METRICS["l0"], second])
+    assert any("Two stores side by side" in caption.value for caption in at.caption)
+    at.selectbox(key="url_compare").set_value("none").run()
+    assert list(metrics_table(at).columns) == SAES and at.query_params == {}
+
+
+@pytest.mark.parametrize("link", ["/etc/passwd", "../other.duckdb", "missing.duckdb"])
+def test_a_link_to_an_unknown_store_warns_and_shows_this_store(two_stores, link) -> None:
+    two_stores.query_params["compare"] = link
+    at = two_stores.run()
+    assert not at.exception and not at.error
+    [warning] = [w.value for w in at.warning if "compare" in w.value]
+    assert "choose one of none, broken.duckdb, other.duckdb, renamed.duckdb" in warning
+    assert list(metrics_table(at).columns) == SAES
+
+
+def test_a_file_that_is_not_a_store_gets_a_message(two_stores) -> None:
+    two_stores.query_params["compare"] = "broken.duckdb"
+    at = two_stores.run()
+    assert not at.exception
+    [error] = [e.value for e in at.error]
+    assert error.startswith("Second store:") and "is not a complete feature store" in error
+    assert "The comparison shows this store only." in error
+    assert list(metrics_table(at).columns) == SAES
+
+
+def unit(rows: np.ndarray) -> np.ndarray:
+    return rows / np.linalg.norm(rows, axis=1, keepdims=True)
+
+
+def matching_rows(at: AppTest) -> pd.DataFrame:
+    [table] = [frame.value for frame in at.dataframe if "measure" in frame.value.columns]
+    return table.set_index("measure")
+
+
+def test_decoders_match_one_to_one_within_and_across_stores(
+    two_stores, store_path, tiny_bundle_path
+) -> None:
+    decoders = {
+        h.name: h.sae.W_dec.detach().double().numpy()
+        for h in load_source(f"demo:{tiny_bundle_path}").saes
+    }
+    two_stores.query_params["compare"] = "other.duckdb"
+    at = two_stores.run()
+    at.toggle(key="compare_page.decoders").set_value(True).run()
+    assert not at.exception and not at.error, at.exception
+    assert not at.info, [i.value for i in at.info]  # same source: every SAE matches
+    redundancy = metrics_table(at).loc[FIELD_METRICS["mean_max_cosine"]]
+    assert redundancy.notna().all() and len(redundancy) == 2 * len(SAES)
+    cosines = unit(decoders[SAES[0]]) @ unit(decoders[SAES[1]]).T
+    rows, columns = linear_sum_assignment(cosines, maximize=True)
+    one_to_one = matching_rows(at).loc["one-to-one (Hungarian)"]
+    assert one_to_one["mean_cosine"] == pytest.approx(cosines[rows, columns].mean(), abs=1e-5)
+    assert one_to_one["share_70"] == pytest.approx((cosines[rows, columns] >= 0.7).mean())
+    best = matching_rows(at).loc["best match (max cosine)", "mean_cosine"]
+    assert best == pytest.approx(cosines.max(axis=1).mean(), abs=1e-5)
+    assert best >= one_to_one["mean_cosine"]
+
+    at.selectbox(key="compare_page.match_a").set_value(f"A: {store_path.name} · {SAES[0]}")
+    at.selectbox(key="compare_page.match_b").set_value(f"B: other.duckdb · {SAES[0]}").run()
+    assert not at.exception, at.exception
+    across = matching_rows(at).loc["one-to-one (Hungarian)"]
+    assert across["mean_cosine"] == pytest.approx(1.0, abs=1e-6)  # the same SAE in both
+    assert across["share_90"] == 1.0
+    metrics = {metric.label: metric.value for metric in at.metric}
+    assert metrics["consistency (mean max cosine)"] == "1.000"
+    at.selectbox(key="url_compare").set_value("none").run()  # the picked pair is gone
+    assert not at.exception, at.exception
+    assert at.selectbox(key="compare_page.match_b").options == SAES
+
+
+def test_a_store_whose_saes_the_source_lacks_is_not_matched(two_stores) -> None:
+    two_stores.query_params["compare"] = "renamed.duckdb"
+    at = two_stores.run()
+    at.toggle(key="compare_page.decoders").set_value(True).run()
+    assert not at.exception and not at.error, at.exception
+    [note] = [i.value for i in at.info if "cannot be matched" in i.value]
+    assert "holds none of its SAEs" in note and markdown_escaped("other.L0.resid_post") in note
+    table = metrics_table(at)
+    renamed = [f"B: renamed.duckdb · other.{sae}" for sae in SAES]
+    assert table.loc[FIELD_METRICS["l0"], renamed].notna().all()
+    assert table.loc[FIELD_METRICS["mean_max_cosine"], renamed].isna().all()
+    labels = at.selectbox(key="compare_page.match_a").options
+    assert not any("renamed" in label for label in labels)
