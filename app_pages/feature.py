@@ -21,10 +21,14 @@ first_live = {
     for name in saes["sae"]
 }
 
+last = st.session_state.get(APPLIED_KEY)  # the feature this session showed last
 url = (url_value("sae"), url_value("feature"))
-if url == (None, None) and (pick := guide_views.default_feature(store)):
+if url == (None, None) and last is not None:
+    url = last  # back from another page: the feature shown before
+elif url == (None, None) and (pick := guide_views.default_feature(store)):
     url = (pick[0], str(pick[1]))  # a first visit opens on the best explained feature
-if st.session_state.get(APPLIED_KEY) != url:
+# Streamlit drops a widget's state on a run that does not draw it (another page's run).
+if last != url or FEATURE_KEY not in st.session_state or SAE_KEY not in st.session_state:
     request = resolve_feature_request(saes, *url, default_features=first_live)
     st.session_state[SAE_KEY], st.session_state[FEATURE_KEY] = request.sae, request.feature
     for problem in request.problems:

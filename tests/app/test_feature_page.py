@@ -234,3 +234,32 @@ def test_lineage_waits_for_a_toggle_on_a_big_store_that_keeps_none(page, facts, 
     at.toggle(key="lineage_compute").set_value(True).run()
     assert not any("Not computed" in info.value for info in at.info)
     assert len([df for df in at.dataframe if "similarity" in df.value.columns]) == 2
+
+
+def test_coming_back_from_another_page_shows_the_feature_shown_before(
+    store_path, tiny_bundle_path, monkeypatch, facts
+):
+    """Sidebar navigation Feature -> another page -> Feature: Streamlit drops the feature
+    page's widget state on the other page's run; the page must rebuild it (it raised a
+    KeyError on the page before) and show the feature the session showed last."""
+    app = Path(PAGE).parents[1] / "streamlit_app.py"
+    monkeypatch.setenv("EXPLORER_SOURCE", f"demo:{tiny_bundle_path}")
+    monkeypatch.setenv("EXPLORER_STORE", str(store_path))
+    monkeypatch.chdir(app.parent)
+    at = AppTest.from_file(str(app), default_timeout=120)
+    at.run()
+    feature = facts["busiest"]
+    at.switch_page("app_pages/feature.py")
+    at.query_params["sae"], at.query_params["feature"] = SAE, str(feature)
+    at.run()
+    assert not at.exception, at.exception
+    assert at.title[0].value == f"{SAE} · feature {feature}"
+    at.switch_page("app_pages/methods.py")
+    at.run()
+    assert not at.exception, at.exception
+    for key in list(at.query_params):  # the sidebar link carries no parameters
+        del at.query_params[key]
+    at.switch_page("app_pages/feature.py")
+    at.run()
+    assert not at.exception, at.exception
+    assert at.title[0].value == f"{SAE} · feature {feature}"
