@@ -153,11 +153,23 @@ def server_memory(pid: int) -> dict[str, object]:
     }
 
 
+def screenshot(page, name: str) -> None:
+    """A full-page screenshot of a page that did not get ready, to cache/bench/."""
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    with suppress(Exception):
+        path = SCREENSHOTS / f"{name}_{int(time.time())}.png"
+        page.screenshot(path=str(path), full_page=True)
+        logger.info("screenshot %s", path)
+
+
 class Bench:
-    def __init__(self, browser, env: dict[str, str], timeout_s: float) -> None:
+    def __init__(
+        self, browser, env: dict[str, str], timeout_s: float, warm_timeout_s: float
+    ) -> None:
         self.browser = browser
         self.env = env
-        self.timeout_s = timeout_s
+        self.timeout_s = timeout_s  # a first visit (the page fills its caches)
+        self.warm_timeout_s = warm_timeout_s  # a click or widget change on a warm page
 
     def open(self, url: str, spec: PageSpec):
         """A new context and page on `url`/`spec`; returns (context, page, watcher, seconds).
@@ -170,10 +182,7 @@ class Bench:
             page.goto(f"{url}/{spec.url_path}")
             wait_ready(page, watcher, 0, spec.heading, self.timeout_s)
         except Exception:
-            SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-            with suppress(Exception):
-                name = f"not_ready_{spec.url_path or 'home'}_{int(time.time())}.png"
-                page.screenshot(path=str(SCREENSHOTS / name), full_page=True)
+            screenshot(page, f"not_ready_{spec.url_path or 'home'}")
             context.close()
             raise
         return context, page, watcher, time.perf_counter() - started
@@ -218,25 +227,31 @@ class Bench:
         with app_server(self.env, script=script, start_seconds=180) as (url, process):
             ready = []
             for spec in pages:  # warm every page's caches
-                with suppress(Exception):
-                    context, _, _, _ = self.open(url, spec)
+                try:
+                    context, _, _, seconds = self.open(url, spec)
                     context.close()
                     ready.append(spec)
-            for spec in pages:
+                    logger.info("warmed /%s in %.2f s", spec.url_path, seconds)
+                except Exception as error:
+                    logger.warning("/%s never got ready: %s", spec.url_path, str(error)[:300])
+            for spec in ready:
                 try:
                     context, page, _, seconds = self.open(url, spec)
                     results[spec.url_path]["shared_link"] = round(seconds, 3)
                     context.close()
                 except Exception as error:
                     results[spec.url_path]["errors"] = [f"not ready: {str(error)[:300]}"]
+                logger.info("shared link /%s: %s", spec.url_path, results[spec.url_path])
             if not ready:
                 return {"pages": results, "server_after_all_pages": server_memory(process.pid)}
             context, page, watcher, _ = self.open(url, ready[-1])
             for _ in range(nav_runs):
                 for spec in ready:
-                    with suppress(Exception):
+                    try:
                         seconds = self.navigate(page, watcher, spec)
                         results[spec.url_path].setdefault("navigation_runs", []).append(seconds)
+                    except Exception as error:
+                        logger.warning("navigation to /%s: %s", spec.url_path, str(error)[:300])
             for spec in ready:
                 row = results[spec.url_path]
                 if row.get("navigation_runs"):
@@ -253,16 +268,19 @@ class Bench:
         return {"pages": results, "server_after_all_pages": memory}
 
     def navigate(self, page, watcher: RunWatcher, spec: PageSpec) -> float:
-        link = page.locator("[data-testid='stSidebarNavLink']").filter(
-            has_text=re.compile(f"^{re.escape(spec.title)}$")
-        )
+        # By its address: a link's text also holds its icon's name ("homeHome").
+        link = page.locator(f"a[data-testid='stSidebarNavLink'][href$='/{spec.url_path}']")
         if not link.first.is_visible():
             with suppress(Exception):
                 page.locator("[data-testid='stSidebarNavViewButton']").click(timeout=2_000)
         runs = watcher.finished
         started = time.perf_counter()
         link.first.click()
-        wait_ready(page, watcher, runs, spec.heading, self.timeout_s)
+        try:
+            wait_ready(page, watcher, runs, spec.heading, self.warm_timeout_s)
+        except Exception:
+            screenshot(page, f"nav_not_ready_{spec.url_path or 'home'}")
+            raise
         return round(time.perf_counter() - started, 3)
 
     def change_widget(self, page, watcher: RunWatcher, spec: PageSpec):
@@ -293,7 +311,7 @@ class Bench:
         runs = watcher.finished
         started = time.perf_counter()
         action()
-        wait_ready(page, watcher, runs, spec.heading, self.timeout_s)
+        wait_ready(page, watcher, runs, spec.heading, self.warm_timeout_s)
         return round(time.perf_counter() - started, 3)
 
 
@@ -306,7 +324,7 @@ def run(args: argparse.Namespace) -> dict:
     repeats: list[dict] = []
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        bench = Bench(browser, env, args.timeout)
+        bench = Bench(browser, env, args.timeout, args.warm_timeout)
         for repeat in range(args.repeats):
             one: dict[str, dict] = {}
             for name, script in apps.items():
@@ -315,10 +333,12 @@ def run(args: argparse.Namespace) -> dict:
                     pages = [spec for spec in pages if (spec.url_path or "home") in args.pages]
                 logger.info("repeat %d, %s app: %d pages", repeat + 1, name, len(pages))
                 one[name] = {
-                    "first_visit": bench.first_visits(script, pages),
+                    "first_visit": bench.first_visits(script, pages)
+                    if "first" in args.phases
+                    else {},
                     **bench.warm_server(script, pages, args.nav_runs),
                 }
-                if name == "explorer":
+                if name == "explorer" and "store" in args.phases:
                     with suppress(Exception):
                         one[name]["store_pages_server"] = bench.store_pages_server(script, pages)
                 partial = args.results_path.with_suffix(".partial.json")
@@ -351,26 +371,32 @@ def summarise(repeats: list[dict]) -> dict:
                 values += [v["seconds"] for v in minimal["first_visit"].values()]
             else:
                 values += [v[kind] for v in minimal["pages"].values() if v.get(kind) is not None]
-        return statistics.median(values)
+        return statistics.median(values) if values else None
 
     kinds = ("first_visit", "shared_link", "navigation", "widget_change")
-    floors = {kind: round(floor(kind), 3) for kind in kinds}
+    floors = {kind: floor(kind) for kind in kinds}
+    floors = {kind: round(value, 3) for kind, value in floors.items() if value is not None}
     pages: dict[str, dict] = {}
     for path in repeats[0]["explorer"]["pages"]:
         row: dict[str, object] = {}
         for kind in kinds:
             if kind == "first_visit":
-                values = [one["explorer"]["first_visit"][path]["seconds"] for one in repeats]
-                values = [v for v in values if v is not None]
+                visits = [one["explorer"]["first_visit"].get(path, {}) for one in repeats]
+                values = [v["seconds"] for v in visits if v.get("seconds") is not None]
             else:
                 values = [one["explorer"]["pages"][path].get(kind) for one in repeats]
                 values = [v for v in values if v is not None]
-            if values:
+            if values and kind in floors:
                 row[kind] = round(statistics.median(values), 3)
                 row[f"{kind}_over_minimal"] = round(row[kind] / floors[kind], 2)
         row["widget"] = repeats[0]["explorer"]["pages"][path].get("widget")
         row["first_visit_peak_rss_mb"] = max(
-            one["explorer"]["first_visit"][path]["peak_rss_mb"] for one in repeats
+            (
+                one["explorer"]["first_visit"][path]["peak_rss_mb"]
+                for one in repeats
+                if path in one["explorer"]["first_visit"]
+            ),
+            default=None,
         )
         row["errors"] = sorted(
             {e for one in repeats for e in one["explorer"]["pages"][path].get("errors", [])}
@@ -404,7 +430,7 @@ def markdown_table(result: dict) -> str:
         "| peak RSS after its first visit |",
         "|---|---|---|---|---|---|---|",
         "| *minimal app* | "
-        + " | ".join(f"{floors[kind]:.2f}" for kind in kinds)
+        + " | ".join(f"{floors[kind]:.2f}" if kind in floors else "-" for kind in kinds)
         + " | select box | |",
     ]
     for page, row in summary["pages"].items():
@@ -416,7 +442,7 @@ def markdown_table(result: dict) -> str:
         lines.append(
             f"| {page}{errors} | "
             + " | ".join(cells)
-            + f" | {row['widget'] or '-'} | {row['first_visit_peak_rss_mb']} MB |"
+            + f" | {row['widget'] or '-'} | {row['first_visit_peak_rss_mb'] or '-'} MB |"
         )
     for server in summary["store_pages_server"]:
         lines.append(
@@ -441,6 +467,17 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--nav-runs", type=int, default=3)
     parser.add_argument("--timeout", type=float, default=600, help="seconds a page may take")
+    parser.add_argument(
+        "--warm-timeout", type=float, default=120, help="seconds a warm click may take"
+    )
+    parser.add_argument(
+        "--phases",
+        nargs="*",
+        choices=("first", "store"),
+        default=["first", "store"],
+        help="besides the warm server: first visits (a server per page) and the store-only "
+        "server's memory",
+    )
     parser.add_argument("--app-root", type=Path, default=REPO_ROOT)
     parser.add_argument("--pages", nargs="+", help="only these url paths ('home' for /)")
     parser.add_argument("--results", type=Path)
