@@ -43,3 +43,22 @@ def _streamlit_logs_to_this_tests_stderr() -> None:
         handler = getattr(logger, "streamlit_console_handler", None)
         if isinstance(handler, logging.StreamHandler):
             handler.stream = sys.stderr  # not setStream: it flushes the closed stream
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _scan_for_streamlit_components_once():
+    """Every new `AppTest` scans the metadata of every installed distribution for Streamlit
+    v2 components (`scan_component_manifests`, 0.3-1 s on this machine, ~530 packages);
+    the installed packages do not change during a test session, so scan once."""
+    import functools
+
+    from streamlit.components.v2 import manifest_scanner
+
+    patch = pytest.MonkeyPatch()
+    patch.setattr(
+        manifest_scanner,
+        "scan_component_manifests",
+        functools.cache(manifest_scanner.scan_component_manifests),
+    )
+    yield
+    patch.undo()
