@@ -23,6 +23,7 @@ from explorer.store.reader import Store
 from explorer.ui import cached
 from explorer.ui.links import open_feature, point_target
 from explorer.ui.loaded import loaded_sae
+from explorer.ui.resources import demo_build_of
 from explorer.ui.state import current_source
 from explorer.ui.tables import feature_table
 
@@ -39,6 +40,13 @@ def atlas_coordinates_of(store: Store, names: list[str]) -> pd.DataFrame | None:
     kept = kept_atlas(store, names)
     if kept is not None:
         return kept
+    build = demo_build_of(str(store.path))
+    if build is not None and build.atlas_pending:  # the first-run build lays it out now
+        with st.spinner("The first-run build is laying out the map (about a minute)…"):
+            build.wait_for_atlas()
+        if build.atlas_error is None:
+            st.rerun()  # the store now keeps it
+        st.warning(build.atlas_error)
     loaded = current_source()
     handles = [loaded_sae(loaded, store, name, "the atlas needs its decoder") for name in names]
     if any(handle is None for handle in handles):

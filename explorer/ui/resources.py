@@ -197,6 +197,11 @@ class DemoBuild:
     (`explorer.build.stages.STAGES`), which the bar used to leave out: it sat at "0 s left"
     while they ran.
     `error` is the message of a failed build, shown until a user retries.
+
+    The atlas is laid out after the store is written (`atlas_pending`): its UMAP fits took
+    61-86 s of a ~110 s first run, and every other page can open without it. The thread then
+    adds it to the store (`add_derived`, a copy swapped in; open sessions reopen the new file)
+    and the atlas page waits for it rather than computing a second one.
     """
 
     # Share of the bar the forward passes fill; the steps after them fill the rest in turn.
@@ -207,11 +212,22 @@ class DemoBuild:
         self.fraction = 0.0
         self.text = "Building the demo store (first run): loading the model…"
         self.error: str | None = None
+        self.atlas_error: str | None = None
         self._done = threading.Event()
+        self._atlas_done = threading.Event()
 
     @property
     def finished(self) -> bool:
         return self._done.is_set()
+
+    @property
+    def atlas_pending(self) -> bool:
+        """The store is written and the atlas is still being laid out for it."""
+        return self._done.is_set() and not self._atlas_done.is_set()
+
+    def wait_for_atlas(self, timeout: float | None = None) -> bool:
+        """True once the atlas step has ended (kept, or failed with `atlas_error`)."""
+        return self._atlas_done.wait(timeout)
 
     def wait(self, timeout: float | None = None) -> bool:
         """True once the build has finished (written the store or failed)."""
@@ -237,13 +253,17 @@ class DemoBuild:
         )
 
     def run(self, loaded: LoadedSource) -> None:
-        """The thread's body: build, record a failure's message, then mark it finished."""
+        """The thread's body: build, record a failure's message, mark it finished, then keep
+        the atlas."""
         from explorer.analysis.precompute import derive
         from explorer.build.single import build_store
 
-        def reported_derive(path: Path, **decoders: Any) -> list[Derived]:
+        atlas_decoders: dict[str, Any] = {}  # the build's SAE decoders, for the atlas
+
+        def reported_derive(path: Path, decoders: Any = None) -> list[Derived]:
             self.stage(ANALYSES, 0, 1)
-            return derive(path, **decoders)
+            atlas_decoders.update(decoders or {})
+            return derive(path)  # the atlas comes after the store is written
 
         try:
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
@@ -267,6 +287,26 @@ class DemoBuild:
             )
         finally:
             self._done.set()
+        try:
+            if self.error is None and atlas_decoders:
+                self._keep_atlas(atlas_decoders)
+        finally:
+            self._atlas_done.set()
+
+    def _keep_atlas(self, decoders: dict[str, Any]) -> None:
+        from explorer.analysis.atlas import atlas_entry
+        from explorer.store.writer import add_derived
+
+        try:
+            add_derived(self.path, [atlas_entry(decoders)])
+        except ExplorerError as error:
+            self.atlas_error = str(error)
+        except Exception as error:  # noqa: BLE001 - the atlas page says what went wrong
+            logger.exception("Laying out the atlas of %s failed", self.path)
+            self.atlas_error = (
+                f"Laying out the atlas failed: {markdown_escaped(type(error).__name__)}: "
+                f"{markdown_escaped(error)}."
+            )
 
 
 class _DemoBuilds:

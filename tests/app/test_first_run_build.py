@@ -137,3 +137,36 @@ def test_the_synchronous_build_raises_a_failed_build_s_message(app_env, builds) 
     gate.set()
     with pytest.raises(StoreError, match="No room"):
         resources.build_missing_demo_store(str(app_env.store), os.environ["EXPLORER_SOURCE"])
+
+
+def test_the_atlas_is_kept_after_the_store_opens(tiny_bundle_path, tmp_path, monkeypatch):
+    """Pages open once the store is written (the build is `finished`, the atlas pending);
+    the thread then lays out the atlas and adds it to the same file, which keeps every other
+    analysis and the maps of every SAE."""
+    from explorer.analysis.atlas import kept_atlas
+    from explorer.analysis.precompute import is_kept
+    from explorer.analysis.specialists import SpecialistSettings
+
+    monkeypatch.setattr(resources, "DEMO_CORPUS", CORPUS)
+    path = tmp_path / "demo.duckdb"
+    seen: dict[str, object] = {}
+
+    class Recorded(resources.DemoBuild):
+        def _keep_atlas(self, decoders) -> None:
+            seen["finished"], seen["pending"] = self.finished, self.atlas_pending
+            with Store.open(path) as store:
+                seen["atlas_before"] = kept_atlas(store, store.saes()["sae"].tolist()[:1])
+            super()._keep_atlas(decoders)
+
+    build = Recorded(str(path))
+    build.run(load_source(Source.parse(f"demo:{tiny_bundle_path}")))
+    assert build.error is None and build.atlas_error is None
+    assert seen == {"finished": True, "pending": True, "atlas_before": None}
+    assert not build.atlas_pending and build.wait_for_atlas(0)
+    with Store.open(path) as store:
+        names = store.saes()["sae"].tolist()
+        for name in names:
+            kept = kept_atlas(store, [name])
+            assert kept is not None and len(kept) == store.sae(name).d_sae
+        assert len(kept_atlas(store, names)) == sum(store.sae(n).d_sae for n in names)
+        assert is_kept(store, "specialists", SpecialistSettings())
