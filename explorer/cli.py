@@ -289,20 +289,25 @@ def _describe(args: argparse.Namespace) -> None:
 
 
 def _derive(args: argparse.Namespace) -> None:
-    import time
-
     from explorer.analysis.precompute import derive
-    from explorer.store.reader import Store
-    from explorer.store.writer import add_derived
+    from explorer.build.derive_store import derive_store
 
-    started = time.perf_counter()
-    with Store.open(args.store) as store:  # the store's own message for a path it refuses
-        path = store.path
-    entries = derive(path)
-    add_derived(path, entries)
+    report = derive_store(args.store, derive, args.source)
+    print(f"kept {', '.join(report.kinds)} in {report.path} in {report.seconds:,.1f} s")
+    if report.atlas_source is not None:
+        print(f"atlas: laid out from the decoders of the source {report.atlas_source}")
+        return
+    kept_before = (
+        "the atlas the store kept before stays as it was"
+        if report.atlas_before
+        else "the store keeps no atlas, so the Atlas page lays it out from the loaded source "
+        "on a visit"
+    )
     print(
-        f"kept {', '.join(entry.kind for entry in entries)} in {path} "
-        f"in {time.perf_counter() - started:,.1f} s"
+        plain_text(
+            f"note: the atlas was not kept: {report.atlas_note}; {kept_before}. To keep it, "
+            "give --source the source whose SAEs the store was built from."
+        )
     )
 
 
@@ -384,10 +389,17 @@ def build_parser() -> argparse.ArgumentParser:
     derive = commands.add_parser(
         "derive",
         help="compute the analyses a build keeps in the store (specialists, chance baseline, "
-        "descriptions, taxonomy) for a store built without them; the store file is replaced "
-        "by a copy that has them",
+        "descriptions, taxonomy, lineage, probing and, given a source holding the store's "
+        "SAEs, the atlas) for a store built without them; the store file is replaced by a "
+        "copy that has them",
     )
     derive.add_argument("store")
+    derive.add_argument(
+        "--source",
+        help="source spec whose SAEs (same name, d_in and d_sae as the store's) give the "
+        "atlas its decoder directions; 'none' for no atlas (default: the source the store "
+        "records, when it loads here)",
+    )
     derive.set_defaults(run=_derive)
 
     describe = commands.add_parser(
