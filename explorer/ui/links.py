@@ -20,6 +20,7 @@ from urllib.parse import urlencode
 
 import pandas as pd
 import streamlit as st
+from pandas.io.formats.style import Styler
 from streamlit.delta_generator import DeltaGenerator
 
 from explorer.analysis.specialists import SpecialistSettings
@@ -87,18 +88,22 @@ def _widget_key(kind: str, *content: Any) -> str:
 
 
 def linked_dataframe(
-    shown: pd.DataFrame,
+    shown: pd.DataFrame | Styler,
     targets: dict[str, Sequence[Target]],
     column_config: dict[str, Any],
     place: DeltaGenerator | None = None,
+    placeholder: str | None = None,
 ) -> None:
-    """`st.dataframe` of `shown` (no index) where one click on a cell of a `targets` column
-    opens the feature its row names there (`targets[column][row]`, None for no feature)."""
-    key = _widget_key("feature_table", list(shown.columns), len(shown), targets)
+    """`st.dataframe` of `shown` (a frame or its Styler; no index, `placeholder` in cells
+    with no value) where one click on a cell of a `targets` column opens the feature its
+    row names there (`targets[column][row]`, None for no feature)."""
+    frame = shown.data if isinstance(shown, Styler) else shown
+    key = _widget_key("feature_table", list(frame.columns), len(frame), targets)
     (place or st).dataframe(
         shown,
         hide_index=True,
         column_config=column_config,
+        placeholder=placeholder,
         on_select=partial(_follow_cell, key, targets),
         selection_mode="single-cell",
         key=key,

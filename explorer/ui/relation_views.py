@@ -22,6 +22,9 @@ from explorer.ui.state import current_source
 from explorer.ui.tables import features_with_chart
 
 EXAMPLES_KEY = "rankings_page.examples"
+# the category concept's table; its text counts are in the caption (coverage is their ratio)
+CATEGORY_CONCEPT_COLUMNS = ["feature", "concept_score", "mean_in", "mean_out", "auroc",
+                            "coverage", "share"]  # fmt: skip
 MAX_FEATURE_INPUT = 10_000_000
 EXAMPLES_LABEL = (
     f"Examples, one per line (at most {concepts.MAX_EXAMPLES} lines of "
@@ -59,7 +62,6 @@ def show_co_firing(store: Store, sae: str, first: int) -> None:
         ("jaccard", "Jaccard similarity", {"n_both": f"{level}s together"}),
         f"Feature {feature} of {markdown_escaped(sae)} never fires with another feature on "
         "this corpus.",
-        side_by_side=True,
     )
 
 
@@ -67,13 +69,16 @@ def show_category_concept(store: Store, sae: str, count: int) -> None:
     category = st.selectbox("Category", categories(store), key="rankings_page.category")
     contrast = category_contrast(store, sae, category)
     concept = concepts.category_concept(contrast, count).assign(sae=sae)
+    n_texts = int(contrast["n_in"].iloc[0]) if len(contrast) else 0
     st.caption(
         "Score = (mean text activation in the category - mean outside) x AUROC of the text "
-        "activation, one vs rest; from the store's per-category tables."
+        f"activation, one vs rest; coverage: of the category's {n_texts:,} texts, those where "
+        "the feature fires; share: of the texts where it fires, those in the category. From "
+        "the store's per-category tables."
     )
     features_with_chart(
         concept,
-        concept.columns.drop("sae").tolist(),
+        CATEGORY_CONCEPT_COLUMNS,
         ("concept_score", "concept score", {"auroc": "AUROC"}),
         f"No feature of {markdown_escaped(sae)} fires more on {markdown_escaped(category)} "
         "texts than on the others.",

@@ -6,41 +6,69 @@ search, intervention, SAE quality and comparison numbers; `plain_table` shows an
 them), and, for frames with `sae` and `feature` columns, a first
 `link` column holding `explorer.ui.links.feature_url` (`feature_table`). The token page's
 "top features at each token" shows its feature ids as links through `top_features_table`.
+The text of each kind of number is `explorer.number_style`'s; this module applies it.
 """
 
 from __future__ import annotations
 
+import math
+import numbers
+from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import pandas as pd
 import streamlit as st
+from pandas.io.formats.style import Styler
 
 from explorer.analysis.compare import QUALITY_METRICS
 from explorer.charts.rankings import feature_bar_chart
 from explorer.charts.tokens_html import visible_text
+from explorer.number_style import MISSING, p_value_text, percent_text
 from explorer.ui.cached import feature_descriptions, with_descriptions
 from explorer.ui.links import Target, feature_chart, feature_url, linked_dataframe
 from explorer.ui.state import current_store
 
 LINK = "link"
-MISSING = "—"  # a cell with no value, never None or null
 NUMBER = st.column_config.NumberColumn
-# The number style: frequencies and shares as percentages (Streamlit's, up to two decimals:
-# fixed decimals would need the tables to hold percentage points), a fixed number of decimals
-# per kind of number (activations 2, scores and similarities 3), scientific notation only for
-# p- and q-values (they span hundreds of orders of magnitude).
+# The number style: frequencies and shares as percentages with fixed decimals (frequencies
+# 2, other shares 1), a fixed number of decimals per kind of number (activations 2, scores
+# and similarities 3), scientific notation only for p- and q-values below 0.001. A table
+# holds the library's numbers (a click on a header sorts by value); `styled` gives the
+# percentages and p-values their text (`explorer.number_style`) and a missing number shows
+# `MISSING` (`st.dataframe`'s placeholder).
 PERCENT = "percent"
+P_VALUE = "%.2e"  # a p-value column; its printf format only where a table is too big to style
+SHARE_DECIMALS = 1
+FREQ_DECIMALS = 2
+# Above this many cells a table keeps Streamlit's own formats (its percentages then cut
+# rather than round the last decimal): pandas' Styler renders each cell in Python (about
+# 10 microseconds a cell), and the logit lens lists every feature of an SAE.
+STYLED_CELLS = 10_000
+
+
+def percent_column(label: str, decimals: int = SHARE_DECIMALS, **kwargs: Any) -> Any:
+    """A column of shares in [0, 1] shown as percentages with `decimals` fixed decimals; the
+    step fixes Streamlit's own percent format to those decimals too."""
+    return NUMBER(label, format=PERCENT, step=10.0 ** -(decimals + 2), **kwargs)
+
+
+def p_value_column(label: str, **kwargs: Any) -> Any:
+    """A column of p- or q-values (`explorer.number_style.p_value_text`)."""
+    return NUMBER(label, format=P_VALUE, **kwargs)
+
+
 COLUMN_FORMATS: dict[str, Any] = {
     # specialist measures and feature statistics
     "score": NUMBER("score", format="%.3f"),
-    "share": NUMBER("share", format=PERCENT),
-    "max_other_share": NUMBER("max other share", format=PERCENT),
+    "share": percent_column("share"),
+    "max_other_share": percent_column("max other share"),
     "auroc": NUMBER("AUROC", format="%.3f"),
     "enrichment": NUMBER("enrichment", format="%.2f"),
-    "p_value": NUMBER("p", format="%.2e"),
-    "q_value": NUMBER("q (BH)", format="%.2e"),
-    "token_freq": NUMBER("token freq", format=PERCENT),
-    "text_freq": NUMBER("text freq", format=PERCENT),
+    "p_value": p_value_column("p"),
+    "q_value": p_value_column("q (BH)"),
+    "token_freq": percent_column("token freq", FREQ_DECIMALS),
+    "text_freq": percent_column("text freq", FREQ_DECIMALS),
     "max": NUMBER("max act", format="%.2f"),
     "max_act": NUMBER("max act", format="%.2f"),
     "mean_active": NUMBER("mean act", format="%.2f"),
@@ -50,11 +78,12 @@ COLUMN_FORMATS: dict[str, Any] = {
     "concept_score": NUMBER("concept score", format="%.3f"),
     "mean_in": NUMBER("mean act in category", format="%.4f"),
     "mean_out": NUMBER("mean act outside", format="%.4f"),
-    "coverage": NUMBER("coverage", format=PERCENT),
+    "coverage": percent_column("coverage"),
     "example_mean": NUMBER("mean act on examples", format="%.4f"),
     "corpus_mean": NUMBER("corpus mean act", format="%.4f"),
     "lift": NUMBER("lift", format="%.2f"),
-    "active_share": NUMBER("active share", format=PERCENT),
+    "n_examples": NUMBER("examples", format="%d", help="the examples where it fires"),
+    "active_share": percent_column("active share"),
     "jaccard": NUMBER("Jaccard", format="%.3f"),
     "cosine": NUMBER("cosine", format="%.3f"),
     "n_both": NUMBER("together"),
@@ -66,17 +95,17 @@ COLUMN_FORMATS: dict[str, Any] = {
     "max_logit": NUMBER("max logit", format="%.3f"),
     "min_logit": NUMBER("min logit", format="%.3f"),
     "logit": NUMBER("logit", format="%.4f"),
-    "hit_rate": NUMBER("hit rate", format=PERCENT),
-    "input_hit_rate": NUMBER("input hit rate", format=PERCENT),
-    "random_hit_rate": NUMBER("random hit rate", format=PERCENT),
+    "hit_rate": percent_column("hit rate"),
+    "input_hit_rate": percent_column("input hit rate"),
+    "random_hit_rate": percent_column("random hit rate"),
     "mean_next_rank": NUMBER("mean next rank", format="%.0f"),
     "max_cosine": NUMBER("max cosine", format="%.3f"),
     # search by text
     "sum": NUMBER("sum", format="%.3f"),
     "n_tokens": NUMBER("active tokens"),
     "peak_token": "strongest token",
-    "share_of_max": NUMBER(
-        "share of its corpus max", format=PERCENT, help="max here / max over the corpus"
+    "share_of_max": percent_column(
+        "share of its corpus max", help="max here / max over the corpus"
     ),
     # interventions
     "mean_delta_loss": NUMBER("mean change in loss", format="%+.5f"),
@@ -99,7 +128,7 @@ COLUMN_FORMATS: dict[str, Any] = {
     "median_rank_specialists": NUMBER("median freq rank: specialists", format="%.0f"),
     "median_rank_general": NUMBER("median freq rank: general", format="%.0f"),
     "spearman_rho": NUMBER("Spearman rho (freq vs score)", format="%.3f"),
-    "spearman_p": NUMBER("p-value", format="%.2e"),
+    "spearman_p": p_value_column("p-value"),
     "max_score": NUMBER("max score", format="%.3f"),
     # description scores per SAE
     "n_live": NUMBER("live features", format="%d"),
@@ -109,7 +138,7 @@ COLUMN_FORMATS: dict[str, Any] = {
     "f1_median": NUMBER("F1 median", format="%.2f"),
     "f1_q75": NUMBER("F1 75%", format="%.2f"),
     "balanced_accuracy_mean": NUMBER("balanced accuracy mean", format="%.2f"),
-    "f1_at_least_half": NUMBER("share with F1 >= 0.5", format=PERCENT),
+    "f1_at_least_half": percent_column("share with F1 >= 0.5"),
     # chance baselines (label permutations)
     "chance_mean": NUMBER("by chance (mean)", format="%.2f"),
     "chance_p95": NUMBER("by chance (95th pct)", format="%.1f"),
@@ -150,16 +179,82 @@ def displayed(frame: pd.DataFrame, config: dict[str, Any]) -> tuple[pd.DataFrame
     return shown, config
 
 
+def _number_texts(config: dict[str, Any]) -> dict[str, Callable[[Any], str]]:
+    """The columns of `config` whose numbers read as `explorer.number_style` writes them
+    (percentages, p-values), each with its text function."""
+    texts: dict[str, Callable[[Any], str]] = {}
+    for column, entry in config.items():
+        number = entry.get("type_config", {}) if isinstance(entry, dict) else {}
+        if number.get("type") != "number":
+            continue
+        if number.get("format") == PERCENT:
+            step = number.get("step")
+            decimals = round(-math.log10(step)) - 2 if step else SHARE_DECIMALS
+            texts[column] = partial(percent_text, decimals=max(decimals, 0))
+        elif number.get("format") == P_VALUE:
+            texts[column] = p_value_text
+    return texts
+
+
+def _has_format(entry: Any) -> bool:
+    """Whether a column config gives its column a format of its own (Streamlit then shows
+    that rather than a Styler's text)."""
+    return isinstance(entry, dict) and bool(entry.get("type_config", {}).get("format"))
+
+
+def streamlit_number_text(value: Any) -> str:
+    """A number as `st.dataframe` writes one whose column has no format (up to four
+    decimals, trailing zeros cut; more decimals for a value under 1e-4), so a styled table
+    shows its unformatted numbers as an unstyled one would."""
+    if isinstance(value, numbers.Integral):
+        return str(value)
+    number = float(value)
+    if math.isnan(number):
+        return MISSING
+    if not math.isfinite(number) or number.is_integer():
+        return f"{number:.0f}"
+    decimals = 4 if abs(number) >= 1e-4 else abs(int(f"{number:e}".split("e")[1]))
+    return f"{number:.{decimals}f}".rstrip("0").rstrip(".")
+
+
+def styled(
+    shown: pd.DataFrame, config: dict[str, Any]
+) -> tuple[pd.DataFrame | Styler, dict[str, Any]]:
+    """`shown` and its `config` for `st.dataframe`: with percentage or p-value columns (and
+    at most `STYLED_CELLS` cells), a pandas Styler whose display texts are
+    `explorer.number_style`'s, those columns' Streamlit formats and steps removed so the
+    texts show; the cells keep the numbers, so a click on a header sorts by value at full
+    precision. Otherwise `shown` and `config` unchanged (Streamlit's formats)."""
+    texts = {c: text for c, text in _number_texts(config).items() if c in shown.columns}
+    if not texts or shown.size > STYLED_CELLS:
+        return shown, config
+    config = dict(config)
+    for column in texts:
+        number = {**config[column]["type_config"], "format": None, "step": None}
+        config[column] = {**config[column], "type_config": number}
+    unformatted = [
+        column
+        for column in shown.select_dtypes("number").columns
+        if column not in texts and not _has_format(config.get(column))
+    ]
+    styler = shown.reset_index(drop=True).style.format(na_rep=MISSING)
+    for column, text in texts.items():
+        styler = styler.format(text, subset=[column])
+    if unformatted:
+        styler = styler.format(streamlit_number_text, subset=unformatted)
+    return styler, config
+
+
 def plain_table(frame: pd.DataFrame, columns: list[str] | None = None, **config: Any) -> None:
     """Show `frame` (its `columns`, default all) without the index, in the shared formats
-    (`displayed`); a frame naming features (sae and feature columns) goes to `feature_table`,
-    for their descriptions and links."""
+    (`displayed`, `styled`); a frame naming features (sae and feature columns) goes to
+    `feature_table`, for their descriptions and links."""
     columns = list(frame.columns) if columns is None else columns
     if {"sae", "feature"} <= set(frame.columns) and "feature" in columns:
         feature_table(frame, [c for c in columns if c != "sae"], **config)  # names features
         return
-    shown, formats = displayed(frame[columns], column_formats(columns, **config))
-    st.dataframe(shown, hide_index=True, column_config=formats)
+    data, formats = styled(*displayed(frame[columns], column_formats(columns, **config)))
+    st.dataframe(data, hide_index=True, column_config=formats, placeholder=MISSING)
 
 
 def with_feature_links(frame: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
@@ -186,9 +281,9 @@ def feature_table(frame: pd.DataFrame, columns: list[str], **config: Any) -> Non
             **column_formats(columns, **config),
         },
     )
-    linked_dataframe(
-        shown, {LINK: pairs, "feature": pairs} if "feature" in columns else {LINK: pairs}, formats
-    )
+    targets = {LINK: pairs, "feature": pairs} if "feature" in columns else {LINK: pairs}
+    data, formats = styled(shown, formats)
+    linked_dataframe(data, targets, formats, placeholder=MISSING)
 
 
 def features_with_chart(
@@ -196,19 +291,15 @@ def features_with_chart(
     columns: list[str],
     bar: tuple[str, str, dict[str, str]],
     empty: str,
-    side_by_side: bool = False,
 ) -> None:
-    """`feature_table` of `frame` and a bar chart of one of its columns (`bar`: column,
-    axis title, extra tooltips), below or beside the table; `empty` (Markdown) when there
-    are no rows."""
+    """`feature_table` of `frame` and below it a bar chart of one of its columns (`bar`:
+    column, axis title, extra tooltips); `empty` (Markdown) when there are no rows."""
     if frame.empty:
         st.info(empty)
         return
     frame, columns = with_descriptions(current_store(), frame, columns)  # table and tooltips
-    table_place, chart_place = st.columns(2) if side_by_side else (st.container(), st.container())
-    with table_place:
-        feature_table(frame, columns)
-    feature_chart(feature_bar_chart(frame, *bar), chart_place)
+    feature_table(frame, columns)
+    feature_chart(feature_bar_chart(frame, *bar))
 
 
 def top_features_table(top: pd.DataFrame, sae: str, n: int) -> None:
@@ -232,5 +323,5 @@ def top_features_table(top: pd.DataFrame, sae: str, n: int) -> None:
             f"#{rank} feature", help="id · description; click to open its page", width="medium"
         )
         config[value] = NUMBER(f"#{rank} act", format="%.2f")
-    shown, formats = displayed(shown, config)
-    linked_dataframe(shown, targets, formats)
+    data, formats = styled(*displayed(shown, config))
+    linked_dataframe(data, targets, formats, placeholder=MISSING)

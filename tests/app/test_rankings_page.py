@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from streamlit import dataframe_util
 from streamlit.testing.v1 import AppTest
 
 from explorer.analysis.concepts import category_concept, example_concept, stack_examples
@@ -44,6 +45,21 @@ def assert_shows(shown: pd.DataFrame, expected: pd.DataFrame, sae: str) -> None:
         expected[columns].reset_index(drop=True),
         check_dtype=False,
     )
+
+
+def browser_texts(table) -> pd.DataFrame:
+    """The texts a styled table sends the browser for its cells."""
+    return dataframe_util.convert_arrow_bytes_to_pandas_df(
+        table.proto.arrow_data.styler.display_values
+    )
+
+
+def percent(share: float, decimals: int) -> str:
+    """The oracle of a percentage's text: fixed decimals, "< 0.01%" for a tiny positive one."""
+    smallest = 10.0**-decimals
+    if 0 < 100 * share < smallest / 2:
+        return f"< {smallest:.{decimals}f}%"
+    return f"{100 * share:.{decimals}f}%"
 
 
 def assert_ranking(
@@ -145,6 +161,30 @@ def test_co_firing_of_a_chosen_feature_and_a_bad_feature_id(page, store_path) ->
     assert [error.value for error in at.error] == [
         f"A feature id of SAE {DEFAULT_SAE} must be an integer from 0 to 127; 5000 is out of range."
     ]
+
+
+def test_percentages_read_with_fixed_decimals_and_the_tables_fit_the_page(page, store_path):
+    at = page.run()
+    with Store.open(store_path) as store:
+        ranked = rank_features(frequency(store, DEFAULT_SAE), "strongest", 25)
+        contrast = category_contrast(store, DEFAULT_SAE, "addition")
+    concept = category_concept(contrast, 25)
+    ranking_table, co_firing_table, concept_table = at.dataframe[:3]
+    texts = browser_texts(ranking_table)
+    assert texts["token_freq"].tolist() == [percent(v, 2) for v in ranked["token_freq"]]
+    assert ranking_table.value["token_freq"].tolist() == ranked["token_freq"].tolist()
+    texts = browser_texts(concept_table)
+    for column in ["coverage", "share"]:
+        assert texts[column].tolist() == [percent(v, 1) for v in concept[column]], column
+    # the category's text counts are in the caption, not two more columns
+    assert {"in_active", "n_in"}.isdisjoint(concept_table.value.columns)
+    n_texts = int(contrast["n_in"].iloc[0])
+    assert any(f"of the category's {n_texts:,} texts" in c.value for c in at.caption)
+    # the co-firing table spans the page above its chart, not half of it beside the chart
+    assert not any(len(column.dataframe) for column in at.columns)
+    assert co_firing_table.value.columns.tolist() == [
+        "link", "feature", "description", "jaccard", "n_both", "n_active"
+    ]  # fmt: skip
 
 
 def test_category_concept_follows_the_chosen_category(page, store_path) -> None:

@@ -1,0 +1,52 @@
+"""What a shared table sends the browser for a cell, read from the AppTest's element: a
+missing number shows the one marker while its column stays numeric (a header click sorts
+it by value), and percentages and p-values arrive as their fixed-decimal texts."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+from streamlit import dataframe_util
+from streamlit.testing.v1 import AppTest
+
+
+def shared_table() -> None:
+    import numpy as np
+    import pandas as pd
+
+    from explorer.ui.tables import plain_table
+
+    plain_table(
+        pd.DataFrame(
+            {
+                "band": ["1-200", "201-400", "401-512"],
+                "token_freq": [0.1423, np.nan, 0.051],
+                "p_value": [0.0, np.nan, 0.26],
+                "max": [199.1, np.nan, 9.9],
+            }
+        )
+    )
+
+
+def test_a_missing_number_shows_the_marker_and_its_column_stays_numeric() -> None:
+    at = AppTest.from_function(shared_table).run()
+    assert not at.exception, at.exception
+    table = at.dataframe[0]
+    cells = table.value
+    assert table.proto.placeholder == "—"  # what the browser draws in a cell with no value
+    for column in ["token_freq", "p_value", "max"]:
+        assert cells[column].dtype == np.float64, column
+        assert cells[column].isna().tolist() == [False, True, False], column
+    assert cells.sort_values("max")["max"].tolist()[:2] == [9.9, 199.1]  # by value
+    texts = dataframe_util.convert_arrow_bytes_to_pandas_df(
+        table.proto.arrow_data.styler.display_values
+    )
+    assert texts["token_freq"].tolist() == ["14.23%", "—", "5.10%"]
+    assert texts["p_value"].tolist() == ["< 1e-300", "—", "0.260"]
+    columns = json.loads(table.proto.columns)
+    assert "format" not in columns["token_freq"]["type_config"]  # the text shows, not "%"
+    assert columns["max"]["type_config"]["format"] == "%.2f"  # Streamlit formats the rest
+    assert "None" not in texts.to_numpy().ravel().tolist()
+    assert pd.isna(cells.loc[1, "max"])
