@@ -171,17 +171,22 @@ def feature_descriptions(store: Store, frame: pd.DataFrame, column: str = "featu
     `column`: the user's label (marked as such) or the automatic description; "" where the
     row names no feature of the store."""
     names = set(store.saes()["sae"])
-    parts = [
-        descriptions(store, sae, scored=False)[["sae", "feature", "shown"]]
-        for sae in pd.unique(frame["sae"])
-        if sae in names
-    ]
+    key = store_key(store)
+    parts = [_shown_descriptions(key, sae) for sae in pd.unique(frame["sae"]) if sae in names]
     if not parts or frame.empty:
         return [""] * len(frame)
     shown = pd.concat(parts, ignore_index=True).set_index(["sae", "feature"])["shown"]
     features = pd.to_numeric(frame[column], errors="coerce").fillna(-1).astype("int64")
     keys = pd.MultiIndex.from_arrays([frame["sae"].to_numpy(), features.to_numpy()])
     return shown.reindex(keys).fillna("").tolist()
+
+
+@st.cache_data(max_entries=128, ttl=3600, show_spinner=False)
+def _shown_descriptions(key: StoreKey, sae: str) -> pd.DataFrame:
+    # sae, feature, shown only: what a table beside feature ids needs, without the
+    # description table's list columns to copy out of the cache on every call
+    table = _labelled_descriptions(key, sae, DEFAULT_DESCRIPTIONS, False)
+    return table[["sae", "feature", "shown"]]
 
 
 def with_descriptions(
