@@ -117,7 +117,8 @@ def feature_chart(chart: Any, place: DeltaGenerator | None = None) -> None:
     if not names:
         (place or st).altair_chart(chart, width="stretch")
         return
-    key = _widget_key("feature_chart", clickable.to_json())
+    # the key follows the chart's content; Streamlit validates the spec when it draws it
+    key = _widget_key("feature_chart", clickable.to_json(validate=False))
     (place or st).altair_chart(
         clickable,
         width="stretch",
