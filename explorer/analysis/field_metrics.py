@@ -8,7 +8,8 @@ matching beside the best-match one, the medians of the description scores and
 `field_metrics_table`, which joins them to the build-time quality numbers of the `saes` table
 (L0, explained variance, CE loss recovered, KL divergence, dead and dense fractions,
 shrinkage: see `explorer.analysis.compare.QUALITY_METRICS`); `stores_side_by_side` puts two
-stores' tables in one. The decoder-direction measures need the loaded SAEs and torch:
+stores' tables in one, and `rows_side_by_side` their per-SAE rows (e.g. the probes). The
+decoder-direction measures need the loaded SAEs and torch:
 `explorer.analysis.decoder_metrics`. Definitions: docs/methods.md, sections The field's SAE
 metrics, k-sparse probing, Feature redundancy, Cross-SAE matching and One-to-one matching.
 No torch; it does not render or cache.
@@ -282,9 +283,16 @@ def field_metrics_table(
 
 def probing_by_category(probing: pd.DataFrame, k: int) -> pd.DataFrame:
     """One row per category: the held-out balanced accuracy of each SAE's k-feature probe
-    (a column per SAE, by layer), best_sae (the largest; the shallower on ties) and
-    best_accuracy."""
-    rows = probing[probing["k"] == k].sort_values(["layer", "sae"], na_position="last")
+    (a column per SAE, by layer; with a `store` column, `rows_side_by_side`'s, each
+    store's SAEs together, the stores in their order), best_sae (the largest; the first
+    column on ties, so the shallower) and best_accuracy. A category one store's corpus lacks
+    is NaN in its columns."""
+    rows = probing[probing["k"] == k]
+    keys = ["layer", "sae"]
+    if "store" in rows:
+        stores = {label: position for position, label in enumerate(pd.unique(probing["store"]))}
+        rows, keys = rows.assign(store_order=rows["store"].map(stores)), ["store_order", *keys]
+    rows = rows.sort_values(keys, na_position="last", kind="stable")
     order = list(dict.fromkeys(rows["sae"]))
     table = rows.pivot(index="category", columns="sae", values="accuracy")[order]
     return table.assign(
@@ -301,13 +309,32 @@ def metrics_by_sae(table: pd.DataFrame) -> pd.DataFrame:
     return turned.rename(index=FIELD_METRICS).rename_axis("metric").reset_index()
 
 
+def store_column(label: str, sae: str) -> str:
+    """The name of an SAE's column when stores are side by side: "<store label> · <sae>"."""
+    return f"{label}{STORE_SEPARATOR}{sae}"
+
+
+def rows_side_by_side(frames: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
+    """Several stores' per-SAE rows (frames with an sae column, e.g. `sparse_probing` or
+    `decoder_metrics.redundancy` rows, keyed by the stores' labels, which must differ) in one
+    frame: a first column `store` (the label) and each sae renamed `store_column`, so
+    `probing_by_category`, `probing_summary` and the charts read both stores' SAEs side by
+    side."""
+    frames_renamed = [
+        frame.assign(sae=[store_column(label, sae) for sae in frame["sae"]], store=label)
+        for label, frame in frames.items()
+    ]
+    table = pd.concat(frames_renamed, ignore_index=True)
+    return table[["store", *(column for column in table.columns if column != "store")]]
+
+
 def stores_side_by_side(tables: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
     """`metrics_by_sae` of several stores' `field_metrics_table`s (keyed by the stores'
     labels, which must differ), one column per SAE of each store named "<store label> ·
     <sae>" (`STORE_SEPARATOR`), the stores in the given order; a metric one store lacks is
     NaN in its columns."""
     renamed = [
-        table.assign(sae=[f"{label}{STORE_SEPARATOR}{sae}" for sae in table["sae"]])
+        table.assign(sae=[store_column(label, sae) for sae in table["sae"]])
         for label, table in tables.items()
     ]
     return metrics_by_sae(pd.concat(renamed, ignore_index=True))

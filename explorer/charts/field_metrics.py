@@ -68,13 +68,14 @@ def max_cosine_histogram(table: pd.DataFrame, title: str) -> alt.Chart:
     )
 
 
-def probing_chart(probing: pd.DataFrame) -> alt.Chart:
+def probing_chart(probing: pd.DataFrame) -> alt.Chart | alt.LayerChart:
     """Mean held-out balanced accuracy over categories per SAE (x: layer), one line per k
-    (`field_metrics.sparse_probing` rows)."""
-    means = probing.groupby(["sae", "layer", "k"], as_index=False)["accuracy"].mean()
-    return (
+    (`field_metrics.sparse_probing` rows), and per store, dashed apart, when `probing` has a
+    store column (`field_metrics.rows_side_by_side`)."""
+    stores = ["store"] if "store" in probing else []
+    means = probing.groupby([*stores, "sae", "layer", "k"], as_index=False)["accuracy"].mean()
+    base = (
         alt.Chart(means)
-        .mark_line(point=True)
         .encode(
             x=alt.X("layer:O", title="layer", axis=alt.Axis(labelAngle=0)),
             y=alt.Y("accuracy:Q", title="balanced accuracy", scale=alt.Scale(zero=False)),
@@ -87,6 +88,11 @@ def probing_chart(probing: pd.DataFrame) -> alt.Chart:
         )
         .properties(height=220)
     )
+    if not stores:
+        return base.mark_line(point=True)
+    # points in a layer of their own: on a line with points, the dash legend draws no symbol
+    lines = base.mark_line().encode(strokeDash=alt.StrokeDash("store:N", title="store"))
+    return lines + base.mark_point(filled=True)
 
 
 def match_heatmap_chart(heatmap: pd.DataFrame, sae_a: str, sae_b: str) -> alt.Chart:

@@ -1,7 +1,7 @@
 """The compare page's section of the field's SAE metrics: one table of every metric per SAE
 (of the explored store, or of it and a second store side by side), k-sparse probing of the
-corpus's categories by layer, and (when the user asks, since they load the source's SAEs)
-feature redundancy and cross-SAE matching.
+corpus's categories by layer (of both stores side by side too), and (when the user asks,
+since they load the source's SAEs) feature redundancy and cross-SAE matching.
 
 Owns that section's layout and the formats of its columns. Every number of the table but
 redundancy comes from store reads: the build's quality numbers, probing from
@@ -14,6 +14,7 @@ imports torch. Definitions: docs/methods.md#the-fields-sae-metrics, #k-sparse-pr
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import pandas as pd
@@ -27,6 +28,7 @@ from explorer.analysis.field_metrics import (
     metrics_by_sae,
     probing_by_category,
     probing_summary,
+    rows_side_by_side,
     stores_side_by_side,
 )
 from explorer.charts.field_metrics import probing_chart
@@ -75,17 +77,40 @@ def best_layer_sentence(probing: pd.DataFrame) -> str:
     return "Best mean accuracy over the categories (chance 0.5): " + "; ".join(parts) + "."
 
 
-def show_probing(store: Store, probing: pd.DataFrame) -> None:
+def show_probing(stores: Mapping[str, Store]) -> None:
+    """k-sparse probing of the categories of every SAE of `stores` (`compared_stores`: the
+    explored store alone, or it and a second store side by side, columns "<store> · <SAE>"),
+    each store's probes read from it; the features each probe uses, for the explored store
+    (its feature pages are this session's)."""
+    probings = {label: cached.sparse_probing(s) for label, s in stores.items()}
+    explored = next(iter(probings.values()))
+    probing = explored if len(probings) == 1 else rows_side_by_side(probings)
     st.subheader("k-sparse probing of the categories", help=PROBING_HELP)
-    st.caption(best_layer_sentence(probing) + " " + methods_link("k-sparse-probing"))
+    caption = best_layer_sentence(probing)
+    if len(probings) > 1:
+        caption += (
+            f' Both stores\' SAEs, a column "<store>{STORE_SEPARATOR}<SAE>" each, each store '
+            "probed on its own texts and categories (its kept probes where it holds them): "
+            "the accuracies compare across stores where the corpora are the same; a category "
+            "one corpus lacks is empty in that store's columns."
+        )
+    st.caption(caption + " " + methods_link("k-sparse-probing"))
     chart_column, choice_column = st.columns([3, 1])
     chart_column.altair_chart(probing_chart(probing), width="stretch")
     k = choice_column.radio("k features", PROBING_KS, horizontal=True, key="compare_page.probe_k")
     table = probing_by_category(probing, k)
-    best = NUMBER("best accuracy", format="%.3f")
-    by_sae_table(table, list(table.columns[1:-2]), best_accuracy=best)
-    with st.expander("The features each probe uses (chosen on the training half)"):
-        chosen = probing[probing["k"] == k].explode("features")
+    saes = list(table.columns[1:-2])
+    by_sae_table(
+        table[["category", "best_sae", "best_accuracy", *saes]],  # the answer before the detail
+        saes,
+        best_sae=st.column_config.TextColumn("best SAE"),
+        best_accuracy=NUMBER("best accuracy", format="%.3f"),
+    )
+    title = "The features each probe uses (chosen on the training half)"
+    if len(probings) > 1:
+        title += f", {markdown_escaped(next(iter(stores)))}'s SAEs"
+    with st.expander(title):
+        chosen = explored[explored["k"] == k].explode("features")
         chosen = chosen.rename(columns={"features": "feature"}).astype({"feature": "int64"})
         feature_table(chosen, ["category", "sae", "feature", "accuracy"])
 
@@ -116,9 +141,9 @@ def compared_stores(store: Store, other: Store | None) -> dict[str, Store]:
 
 def show_field_metrics(store: Store, other: Store | None = None) -> None:
     """The table of every metric per SAE (with `other`: every SAE of both stores, columns
-    "<store label> · <sae>"), k-sparse probing of `store`, and on request the decoder
-    sections (redundancy, cross-SAE matching, across both stores where the loaded source
-    holds their SAEs)."""
+    "<store label> · <sae>"), k-sparse probing of every SAE shown, and on request the
+    decoder sections (redundancy, cross-SAE matching, across both stores where the loaded
+    source holds their SAEs)."""
     st.subheader("The field's metrics per SAE", help=METRICS_HELP)
     links = ["sae-quality", "k-sparse-probing", "description-score-offline-detection-scoring"]
     st.caption(
@@ -160,7 +185,7 @@ def show_field_metrics(store: Store, other: Store | None = None) -> None:
             f"store nor quick to compute ({markdown_escaped(', '.join(missing))}): the section "
             "Description scores per SAE computes them."
         )
-    show_probing(store, cached.sparse_probing(store))
+    show_probing(stores)
     if with_decoders:
-        decoder_views.show_redundancy(next(iter(redundancy.values())))
+        decoder_views.show_redundancy(redundancy)
         decoder_views.show_matching(stores)

@@ -31,14 +31,16 @@ from explorer.analysis.field_metrics import (
 from explorer.charts.field_metrics import match_heatmap_chart, max_cosine_histogram
 from explorer.errors import ExplorerError, markdown_escaped, quoted
 from explorer.methods_doc import methods_link
+from explorer.number_style import percent_text
 from explorer.sources.source import LoadedSource, SaeHandle
 from explorer.store.reader import Store
 from explorer.ui import cached
 from explorer.ui.links import feature_chart
 from explorer.ui.state import current_source
-from explorer.ui.tables import plain_table
+from explorer.ui.tables import percent_column, plain_table
 
 NUMBER = st.column_config.NumberColumn
+COUNT = "localized"  # a count with the reader's thousands separator ("1,024"); printf has none
 MATCHING_HELP = (
     "For each feature of the first SAE, the largest cosine of its decoder direction with a "
     "feature of the second. Consistency score: their mean (1 = every direction found again). "
@@ -129,8 +131,12 @@ def match_sides(stores: Mapping[str, Store]) -> tuple[LoadedSource, list[MatchSi
     return loaded, sides, notes
 
 
-def show_redundancy(table: pd.DataFrame | None) -> None:
-    if table is None:
+def show_redundancy(tables: Mapping[str, pd.DataFrame | None]) -> None:
+    """The distribution of each SAE's max decoder cosine within the SAE, one chart per store
+    of `tables` (label -> `redundancy` rows, None where the loaded source holds none of the
+    store's SAEs; one store: label ""), side by side."""
+    found = {label: table for label, table in tables.items() if table is not None}
+    if not found:
         st.info("The loaded source holds none of this store's SAEs: no redundancy to show.")
         return
     st.markdown(
@@ -138,9 +144,13 @@ def show_redundancy(table: pd.DataFrame | None) -> None:
         f"the same SAE (near 0: no two directions alike; >= {MATCH_THRESHOLD}: near-duplicates). "
         + methods_link("redundancy")
     )
-    st.altair_chart(
-        max_cosine_histogram(table, "max cosine to another feature of the SAE"), width="stretch"
-    )
+    for column, (label, table) in zip(st.columns(len(found)), found.items(), strict=True):
+        if label:
+            column.caption(markdown_escaped(label))
+        column.altair_chart(
+            max_cosine_histogram(table, "max cosine to another feature of the SAE"),
+            width="stretch",
+        )
 
 
 def show_matching(stores: Mapping[str, Store]) -> None:
@@ -171,7 +181,7 @@ def show_matching(stores: Mapping[str, Store]) -> None:
     numbers = {
         "consistency (mean max cosine)": f"{summary['mean_max_cosine']:.3f}",
         "median max cosine": f"{summary['median_max_cosine']:.3f}",
-        f"share matched (>= {MATCH_THRESHOLD})": f"{summary['share_max_cosine_above']:.1%}",
+        f"share matched (>= {MATCH_THRESHOLD})": percent_text(summary["share_max_cosine_above"]),
     }
     for column, (name, value) in zip(st.columns(3), numbers.items(), strict=True):
         column.metric(name, value)
@@ -217,12 +227,12 @@ def show_one_to_one(pair: list[MatchSide], loaded: LoadedSource, matching: pd.Da
         f"{markdown_escaped(taken)}."
     )
     shares = {
-        share_column(threshold): NUMBER(f"share >= {threshold}", format="percent")
+        share_column(threshold): percent_column(f"share >= {threshold}")
         for threshold in MATCH_THRESHOLDS
     }
     plain_table(
         matching_comparison(matching, pairs, subset),
-        pairs=NUMBER("pairs", format="%d"),
+        pairs=NUMBER("pairs", format=COUNT),
         mean_cosine=NUMBER("mean cosine", format="%.3f"),
         median_cosine=NUMBER("median cosine", format="%.3f"),
         **shares,

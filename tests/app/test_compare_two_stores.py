@@ -7,6 +7,7 @@ sentence when the loaded source does not hold the second store's SAEs."""
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from scipy.optimize import linear_sum_assignment
+from streamlit.dataframe_util import convert_arrow_bytes_to_pandas_df
 from streamlit.testing.v1 import AppTest
 
 from explorer.analysis.descriptions import load_scores
@@ -23,6 +25,7 @@ from explorer.build.single import build_store
 from explorer.errors import markdown_escaped
 from explorer.sources.source import load_source
 from explorer.store.reader import Store
+from tests.stores import TINY
 
 PAGE = str(Path(__file__).resolve().parents[2] / "app_pages" / "compare.py")
 SAES = ["L0.resid_post", "L1.resid_post", "L2.resid_post"]
@@ -125,6 +128,16 @@ def matching_rows(at: AppTest) -> pd.DataFrame:
     return table.set_index("measure")
 
 
+def chart_rows(at: AppTest, column: str) -> list[pd.DataFrame]:
+    """The data of the charts on the page whose rows hold `column`, in page order."""
+    frames = [
+        convert_arrow_bytes_to_pandas_df(dataset.data.data)
+        for chart in at.get("vega_lite_chart")
+        for dataset in chart.proto.datasets
+    ]
+    return [frame for frame in frames if column in frame]
+
+
 def test_decoders_match_one_to_one_within_and_across_stores(
     two_stores, store_path, tiny_bundle_path
 ) -> None:
@@ -139,6 +152,14 @@ def test_decoders_match_one_to_one_within_and_across_stores(
     assert not at.info, [i.value for i in at.info]  # same source: every SAE matches
     redundancy = metrics_table(at).loc[FIELD_METRICS["mean_max_cosine"]]
     assert redundancy.notna().all() and len(redundancy) == 2 * len(SAES)
+    histograms = chart_rows(at, "nearest")  # redundancy: a chart per store, side by side
+    assert [rows["sae"].unique().tolist() for rows in histograms] == [SAES, SAES]
+    assert all((rows.groupby("sae").size() == TINY.d_sae).all() for rows in histograms)
+    means = [rows.groupby("sae", sort=False)["max_cosine"].mean() for rows in histograms]
+    np.testing.assert_allclose(pd.concat(means).to_numpy(), redundancy.to_numpy(), atol=1e-6)
+    labels = [caption.value for caption in at.caption]
+    assert markdown_escaped(f"A: {store_path.name}") in labels
+    assert markdown_escaped("B: other.duckdb") in labels
     cosines = unit(decoders[SAES[0]]) @ unit(decoders[SAES[1]]).T
     rows, columns = linear_sum_assignment(cosines, maximize=True)
     one_to_one = matching_rows(at).loc["one-to-one (Hungarian)"]
@@ -147,6 +168,9 @@ def test_decoders_match_one_to_one_within_and_across_stores(
     best = matching_rows(at).loc["best match (max cosine)", "mean_cosine"]
     assert best == pytest.approx(cosines.max(axis=1).mean(), abs=1e-5)
     assert best >= one_to_one["mean_cosine"]
+    [table] = [frame for frame in at.dataframe if "measure" in frame.value.columns]
+    pairs = json.loads(table.proto.columns)["pairs"]["type_config"]
+    assert pairs["format"] == "localized"  # a thousands separator: 2,048 pairs, not 2048
 
     at.selectbox(key="compare_page.match_a").set_value(f"A: {store_path.name} · {SAES[0]}")
     at.selectbox(key="compare_page.match_b").set_value(f"B: other.duckdb · {SAES[0]}").run()
@@ -174,3 +198,42 @@ def test_a_store_whose_saes_the_source_lacks_is_not_matched(two_stores) -> None:
     assert table.loc[FIELD_METRICS["mean_max_cosine"], renamed].isna().all()
     labels = at.selectbox(key="compare_page.match_a").options
     assert not any("renamed" in label for label in labels)
+
+
+def test_probing_per_category_shows_both_stores(two_stores, store_path, cache_dir) -> None:
+    """Each store's probes at each k, recomputed here from its activations; the other store's
+    corpus (arithmetic only) lacks the prose categories, left empty in its columns; the
+    features each probe uses stay the explored store's (their links open its pages)."""
+    two_stores.query_params["compare"] = "other.duckdb"
+    at = two_stores.run()
+    assert not at.exception and not at.error, at.exception
+    expected = {}
+    stores = {f"A: {store_path.name}": store_path, "B: other.duckdb": cache_dir / "other.duckdb"}
+    for label, path in stores.items():
+        with Store.open(path) as store:
+            probes = sparse_probing(store)
+        for row in probes.itertuples():
+            expected[(row.k, row.category, f"{label} · {row.sae}")] = row.accuracy
+    columns = [f"A: {store_path.name} · {sae}" for sae in SAES]
+    columns += [f"B: other.duckdb · {sae}" for sae in SAES]
+    for k in (1, 5):
+        at.radio(key="compare_page.probe_k").set_value(k).run()
+        [table] = [f.value for f in at.dataframe if "best_accuracy" in f.value.columns]
+        table = table.set_index("category")
+        assert list(table.columns) == ["best_sae", "best_accuracy", *columns]
+        categories = sorted({category for (at_k, category, _) in expected if at_k == k})
+        assert table.index.tolist() == categories
+        for category in categories:
+            cells = [expected.get((k, category, column), np.nan) for column in columns]
+            np.testing.assert_allclose(table.loc[category, columns].to_numpy(float), cells)
+            assert table.loc[category, "best_accuracy"] == pytest.approx(np.nanmax(cells))
+            assert table.loc[category, "best_sae"] == columns[int(np.nanargmax(cells))]
+        prose = [c for c in categories if (k, c, columns[-1]) not in expected]
+        assert prose and table.loc[prose, columns[3:]].isna().all().all()
+    captions = " ".join(caption.value for caption in at.caption)
+    assert "Both stores' SAEs, a column" in captions
+    means = pd.Series(expected).loc[1].groupby(level=1).mean()  # k = 1, over categories
+    best = f"k = 1: {markdown_escaped(means.idxmax())} ({means.max():.3f})"
+    assert f"Best mean accuracy over the categories (chance 0.5): {best};" in captions
+    [features] = [f.value for f in at.dataframe if "link" in f.value and "category" in f.value]
+    assert set(features["sae"]) <= set(SAES)
