@@ -106,7 +106,13 @@ def derive_store(
     if source == NO_SOURCE:
         note = f"no source was asked for (--source {NO_SOURCE})"
     elif source is not None:
-        decoders, spec = load_decoders(saes, source), source
+        try:
+            decoders, spec = load_decoders(saes, source), source
+        except ExplorerError as error:
+            raise type(error)(
+                f"{error} Nothing was computed and the store is unchanged (--source "
+                f"{NO_SOURCE} keeps every analysis but the atlas)."
+            ) from error
     elif not meta.get("source"):
         note = "the store records no source to take its SAEs' decoders from"
     else:

@@ -148,6 +148,10 @@ def test_a_source_whose_saes_differ_in_size_is_refused_and_the_store_left_alone(
         "L0.resid_post has d_in 128 and d_sae 1,024 there, 32 and 128 in the store" in captured.err
     )
     assert "It holds L0.resid_post (128 x 1,024), " in captured.err
+    assert captured.err.endswith(
+        "(d_in x d_sae). Nothing was computed and the store is unchanged (--source none keeps "
+        "every analysis but the atlas).\n"
+    )
     assert digest(path) == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["store.duckdb"]
 
