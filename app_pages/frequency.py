@@ -5,7 +5,6 @@ from functools import partial
 import streamlit as st
 
 from explorer.analysis.frequency import (
-    answers_by_measure,
     band_replication,
     decade_band_chance,
     default_rank_ranges,
@@ -26,12 +25,18 @@ from explorer.charts.specialists import (
 )
 from explorer.errors import markdown_escaped
 from explorer.methods_doc import methods_link
-from explorer.ui.cached import chance_baseline, feature_descriptions, specialists
+from explorer.number_style import p_value_text, percent_text
+from explorer.ui.cached import (
+    chance_baseline,
+    feature_descriptions,
+    frequency_view,
+    specialist_families,
+)
 from explorer.ui.links import feature_chart
 from explorer.ui.params import specialist_settings_sidebar, url_radio, url_selectbox, url_text
-from explorer.ui.specialist_views import family_choice
+from explorer.ui.specialist_views import choose_family
 from explorer.ui.state import current_store
-from explorer.ui.tables import plain_table
+from explorer.ui.tables import p_value_column, plain_table
 
 SEED_BANDS = "most frequent 200 and the rarest 112"
 SPECIALISTS = st.column_config.NumberColumn("specialists")
@@ -55,23 +60,28 @@ ranges = url_text(
     check=partial(parse_rank_ranges, max_rank=d_sae),
     help="Frequency ranks (1 = the most frequent feature), e.g. 50-200, 400-512.",
 )
-every_family = specialists(store, settings)
-family, result = family_choice(every_family)
-features = result.features[result.features["sae"] == sae]
+family = choose_family(specialist_families(store, settings))
+view = frequency_view(store, settings, sae, family)  # kept in the store for the defaults
+features, answers = view.features, view.answers
 score_title = MEASURES[settings.measure]
 
 summary = frequency_summary(features)
-answers = answers_by_measure(every_family.table, features, settings, d_sae, family)
 chosen = answers.set_index("measure").loc[settings.measure]
 st.markdown(f"**{chosen['conclusion']}**", help=MEASURE_INFO[settings.measure].help)
 columns = st.columns(5)
 columns[0].metric("features", f"{summary['n_features']:,}")
 columns[1].metric("dead", f"{summary['n_dead']:,}")
 columns[2].metric(
-    "specialists", f"{summary['n_specialists']:,} ({summary['pct_specialists']:.1f}%)"
+    "specialists",
+    f"{summary['n_specialists']:,}",
+    delta=f"{percent_text(summary['n_specialists'] / summary['n_alive'])} of the live features"
+    if summary["n_alive"]
+    else None,
+    delta_color="off",
+    delta_arrow="off",
 )
 columns[3].metric("Spearman rho", f"{chosen['rho']:.3f}")
-columns[4].metric("p-value", f"{chosen['p_value']:.2g}")
+columns[4].metric("p-value", p_value_text(chosen["p_value"]))
 st.caption(
     f"Family {markdown_escaped(family)}: a feature's best score and whether it is a specialist "
     f"come from its cells of this family. Spearman correlation of token frequency with the "
@@ -87,25 +97,25 @@ st.caption(
     "ranks, as the notebooks compared them. A negative rho: rarer features score higher."
 )
 st.altair_chart(rho_by_measure_chart(answers), width="stretch")
-st.dataframe(
-    answers[["measure", "rho", "p_value", "n", "n_specialists", "pct_top", "pct_bottom",
-             "conclusion"]],
-    hide_index=True,
-    column_config={
-        "measure": st.column_config.TextColumn("measure"),
-        "rho": st.column_config.NumberColumn("Spearman rho", format="%+.3f"),
-        "p_value": st.column_config.NumberColumn("p-value", format="%.2g"),
-        "n": st.column_config.NumberColumn("features scored"),
-        "n_specialists": st.column_config.NumberColumn("specialists"),
-        "pct_top": st.column_config.NumberColumn(
-            f"% specialists, ranks {answers['top'].iloc[0]}", format="%.1f"
-        ),
-        "pct_bottom": st.column_config.NumberColumn(
-            f"% specialists, ranks {answers['bottom'].iloc[0]}", format="%.1f"
-        ),
-        "conclusion": st.column_config.TextColumn("answer", width="large"),
-    },
-)  # fmt: skip
+plain_table(
+    answers,
+    ["measure", "rho", "p_value", "n", "n_specialists", "pct_top", "pct_bottom", "conclusion"],
+    measure=st.column_config.TextColumn("measure"),
+    rho=st.column_config.NumberColumn("Spearman rho", format="%+.3f"),
+    p_value=p_value_column("p-value"),
+    n=st.column_config.NumberColumn("features scored"),
+    n_specialists=SPECIALISTS,
+    pct_top=st.column_config.NumberColumn(
+        f"% specialists, ranks {answers['top'].iloc[0]}", format="%.1f"
+    ),
+    pct_bottom=st.column_config.NumberColumn(
+        f"% specialists, ranks {answers['bottom'].iloc[0]}", format="%.1f"
+    ),
+    conclusion=st.column_config.TextColumn("answer", width="large"),
+)
+for ranks, share in (("top", "pct_top"), ("bottom", "pct_bottom")):
+    if answers[share].isna().all():  # a share of no live feature: say so, not "None"
+        st.caption(f"No feature of ranks {answers[ranks].iloc[0]} fires on this corpus.")
 
 drawn, marks_note = thin_marks(features, features["is_specialist"])
 described = drawn.assign(description=feature_descriptions(store, drawn))
@@ -116,7 +126,7 @@ if marks_note:
 st.subheader("Kinds per rank range")
 null = chance_baseline(store, settings).in_family(family)
 chance = rank_band_chance(features, ranges, null.by_band).merge(
-    band_replication(result.table, features, ranges), on="band"
+    band_replication(view.discovered, features, ranges), on="band"
 )
 st.caption(
     f"Specialists under {score_title} against a label-permutation null ({null.permutations} "

@@ -9,12 +9,16 @@ log frequency with dead features counted, summary statistics, the strongest feat
 the coverage of the most frequent one.
 
 Also the answer under every measure at once (`answers_by_measure`): each measure's decision
-(`explorer.analysis.specialists.decide`) re-applied to the one table of tested cells, which
-holds every measure and the test's p-value, so no measure is recomputed; per measure the
+(`explorer.analysis.specialists.decide`) re-applied to the columns it reads of the one table
+of tested cells, which holds every measure and the test's p-value, so no measure is
+recomputed; per measure the
 Spearman rho (and p) of token frequency against the feature's best score, and the share of
 specialists among the most frequent and the rarest features (`seed_rank_ranges`: the
 notebooks' top 200 and bottom 112 by frequency rank); `conclusion` words the answer from the
-numbers. The chance column of the rank ranges comes from a label-permutation null
+numbers. What the page shows of one SAE under one family (its classified features, the
+features found on the discovery half, the answers) is one `FrequencyView`; a build keeps
+every SAE's and family's (`frequency_views`) so the page never reads the table of cells.
+The chance column of the rank ranges comes from a label-permutation null
 (`explorer.analysis.controls.ChanceBaseline.by_band`), passed in. Pure pandas/scipy; no SQL,
 no drawing.
 """
@@ -22,8 +26,8 @@ no drawing.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
-from dataclasses import replace
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
@@ -35,10 +39,14 @@ from explorer.analysis.specialists import (
     KINDS,
     MEASURES,
     Measure,
+    Specialists,
     SpecialistSettings,
     decide,
+    family_names,
+    in_family,
 )
 from explorer.errors import InputError, quoted
+from explorer.number_style import P_FLOOR, p_value_text
 
 MAX_RANK_RANGES = 12
 SEED_TOP, SEED_BOTTOM = 200, 112  # the notebooks' rank ranges: most frequent and rarest
@@ -228,12 +236,52 @@ def most_frequent_coverage(features: pd.DataFrame, table: pd.DataFrame) -> pd.Da
 
 # --- the answer under every measure ---------------------------------------------------------
 
+# What a measure's decision reads of a tested cell (`specialists.decide`): its effect sizes,
+# its support counts and the test's p-value. A decision under another measure copies only
+# these, not the whole table of cells.
+DECISION_COLUMNS = [
+    "selectivity", "notebook_score", "share", "max_other_share", "auroc", "enrichment",
+    "strong_in", "n_texts_active", "p_value",
+]  # fmt: skip
+CELL_COLUMNS = [*FEATURE_KEYS, "family"]
+
 
 def seed_rank_ranges(d_sae: int) -> list[tuple[int, int]]:
     """The notebooks' frequency-rank ranges: the `SEED_TOP` most frequent and the
     `SEED_BOTTOM` rarest features (each cut to the SAE's size; they may overlap on a small
     SAE)."""
     return [(1, min(SEED_TOP, d_sae)), (max(1, d_sae - SEED_BOTTOM + 1), d_sae)]
+
+
+def decided_cells(
+    table: pd.DataFrame, settings: SpecialistSettings, measure: Measure
+) -> pd.DataFrame:
+    """sae, feature, family, score and is_specialist of every tested cell of `table`
+    (`Specialists.table`) as `measure` decides it with the other `settings` unchanged (BH
+    q-values over every cell of `table`)."""
+    chosen = replace(settings, measure=measure)
+    cells = table[[*CELL_COLUMNS, *DECISION_COLUMNS]].copy()
+    cells["support"] = cells["strong_in" if measure == "score" else "n_texts_active"]
+    return decide(cells, chosen)[[*CELL_COLUMNS, "score", "is_specialist"]]
+
+
+def best_cells(cells: pd.DataFrame) -> pd.DataFrame:
+    """sae, feature, best_score and is_specialist of each feature of `decided_cells`: the
+    score of its best cell (specialist cells first, then the highest score)."""
+    ordered = cells.sort_values(
+        [*FEATURE_KEYS, "is_specialist", "score"], ascending=[True, True, False, False]
+    )
+    best = ordered.drop_duplicates(FEATURE_KEYS)[[*FEATURE_KEYS, "score", "is_specialist"]]
+    return best.rename(columns={"score": "best_score"})
+
+
+def with_best_cells(features: pd.DataFrame, best: pd.DataFrame) -> pd.DataFrame:
+    """`features` with best_score and is_specialist from `best` (`best_cells`): NaN and False
+    for a feature without a tested cell."""
+    base = features.drop(columns=["best_score", "is_specialist"], errors="ignore")
+    merged = base.merge(best, on=FEATURE_KEYS, how="left")
+    merged["is_specialist"] = merged["is_specialist"].fillna(False).astype(bool)
+    return merged
 
 
 def features_under_measure(
@@ -249,23 +297,10 @@ def features_under_measure(
     and the p-value); best_score is the score of the feature's best cell (specialist cells
     first, then the highest score), NaN without a tested cell. With `family`, only that
     family's cells count, after the decision over every cell of `table`."""
-    chosen = replace(settings, measure=measure)
-    cells = table.copy()
-    cells["support"] = cells["strong_in" if measure == "score" else "n_texts_active"]
-    cells = decide(cells, chosen)
+    cells = decided_cells(table, settings, measure)
     if family is not None:
         cells = cells[cells["family"] == family]
-    best = (
-        cells.sort_values(
-            [*FEATURE_KEYS, "is_specialist", "score"], ascending=[True, True, False, False]
-        )
-        .drop_duplicates(FEATURE_KEYS)[[*FEATURE_KEYS, "score", "is_specialist"]]
-        .rename(columns={"score": "best_score"})
-    )
-    base = features.drop(columns=["best_score", "is_specialist"], errors="ignore")
-    merged = base.merge(best, on=FEATURE_KEYS, how="left")
-    merged["is_specialist"] = merged["is_specialist"].fillna(False).astype(bool)
-    return merged
+    return with_best_cells(features, best_cells(cells))
 
 
 def specialist_share(features: pd.DataFrame, first: int, last: int) -> float:
@@ -277,16 +312,44 @@ def specialist_share(features: pd.DataFrame, first: int, last: int) -> float:
 
 def conclusion(measure: Measure, rho: float, p_value: float, alpha: float = ALPHA) -> str:
     """The answer one measure gives, in words, from Spearman's rho of token frequency
-    against the measure's best score and its p-value."""
+    against the measure's best score and its p-value (`p_value_words`)."""
     name = MEASURES[measure]
     if np.isnan(rho):
         return f"Under {name}, too few scored features to tell."
-    numbers = f"rho = {rho:+.2f}, p = {p_value:.2g}"
+    numbers = f"rho = {rho:+.2f}, p {p_value_words(p_value)}"
     if p_value >= alpha:
         return f"Under {name}, no monotone relation between frequency and score: {numbers}."
     if rho < 0:
         return f"Under {name}, rarer features score as more specialised: {numbers}."
     return f"Under {name}, more frequent features score as more specialised: {numbers}."
+
+
+def p_value_words(p_value: float) -> str:
+    """What follows "p" in a sentence: "= 0.042", "= 3.1e-05", or "< 1e-300" for a p-value
+    that underflowed to 0 (a correlation over tens of thousands of features), never "= 0"
+    (`explorer.number_style.p_value_text`)."""
+    text = p_value_text(p_value)
+    return text if p_value < P_FLOOR else f"= {text}"
+
+
+def measure_answer(measure: Measure, under: pd.DataFrame, d_sae: int) -> dict:
+    """One row of `answers_by_measure` from `under` (one SAE's features with the measure's
+    best_score and is_specialist, `features_under_measure`)."""
+    (top_first, top_last), (bottom_first, bottom_last) = seed_rank_ranges(d_sae)
+    correlation = frequency_specialization_correlation(under)
+    return {
+        "measure": measure,
+        "name": MEASURES[measure],
+        "rho": correlation["rho"],
+        "p_value": correlation["p_value"],
+        "n": correlation["n"],
+        "n_specialists": int(under["is_specialist"].sum()),
+        "pct_top": specialist_share(under, top_first, top_last),
+        "pct_bottom": specialist_share(under, bottom_first, bottom_last),
+        "top": f"{top_first}-{top_last}",
+        "bottom": f"{bottom_first}-{bottom_last}",
+        "conclusion": conclusion(measure, correlation["rho"], correlation["p_value"]),
+    }
 
 
 def answers_by_measure(
@@ -303,28 +366,98 @@ def answers_by_measure(
     `seed_rank_ranges`), top and bottom (those ranges as "1-200"), conclusion. With
     `family`, a feature's best score and specialist flag come from that family's cells only
     (decided over every cell, as `features_under_measure`)."""
-    rows = []
-    (top_first, top_last), (bottom_first, bottom_last) = seed_rank_ranges(d_sae)
-    for measure in MEASURES:
+    rows = [
         # the decision over every SAE's cells: BH q-values are over all tested cells
-        under = features_under_measure(table, features, settings, measure, family)
-        correlation = frequency_specialization_correlation(under)
-        rows.append(
-            {
-                "measure": measure,
-                "name": MEASURES[measure],
-                "rho": correlation["rho"],
-                "p_value": correlation["p_value"],
-                "n": correlation["n"],
-                "n_specialists": int(under["is_specialist"].sum()),
-                "pct_top": specialist_share(under, top_first, top_last),
-                "pct_bottom": specialist_share(under, bottom_first, bottom_last),
-                "top": f"{top_first}-{top_last}",
-                "bottom": f"{bottom_first}-{bottom_last}",
-                "conclusion": conclusion(measure, correlation["rho"], correlation["p_value"]),
-            }
+        measure_answer(
+            measure, features_under_measure(table, features, settings, measure, family), d_sae
         )
+        for measure in MEASURES
+    ]
     return pd.DataFrame(rows)
+
+
+# --- what the page shows of one SAE and family ----------------------------------------------
+
+
+@dataclass(frozen=True)
+class FrequencyView:
+    """What the frequency page shows of one SAE under one family of categories.
+
+    `features`: the SAE's features classified by the family's cells alone
+    (`specialists.in_family`); `discovered`: sae, feature, discovered and replicated of the
+    features that are a specialist of one of the family's categories on the discovery half
+    of the texts (replicated: of one of them again on the other half; the input of
+    `band_replication`); `answers`: `answers_by_measure` of the features under the family.
+    """
+
+    features: pd.DataFrame
+    discovered: pd.DataFrame
+    answers: pd.DataFrame
+
+
+def discovered_features(table: pd.DataFrame) -> pd.DataFrame:
+    """sae, feature, discovered (True) and replicated (any of its discovery-half cells found
+    again) of each feature with a discovery-half specialist cell in `table`: what
+    `band_replication` counts, one row per feature instead of one per cell."""
+    found = table[table["discovered"]]
+    per_feature = found.groupby(FEATURE_KEYS, as_index=False, sort=True)["replicated"].any()
+    return per_feature.assign(discovered=True)[[*FEATURE_KEYS, "discovered", "replicated"]]
+
+
+def frequency_view(result: Specialists, sae: str, family: str, d_sae: int) -> FrequencyView:
+    """The `FrequencyView` of `sae` (with `d_sae` features) under `family`, from the
+    specialists of every family (`result`, whose decisions ran over every cell)."""
+    chosen = in_family(result, family)
+    features = chosen.features[chosen.features["sae"] == sae].reset_index(drop=True)
+    cells = chosen.table[chosen.table["sae"] == sae]
+    answers = answers_by_measure(result.table, features, result.settings, d_sae, family)
+    return FrequencyView(features, discovered_features(cells), answers)
+
+
+def frequency_views(result: Specialists, d_saes: Mapping[str, int]) -> dict[str, pd.DataFrame]:
+    """The `FrequencyView` of every SAE of `d_saes` ({sae: d_sae}) under every family of
+    `result`, stacked: `features` and `discovered` with a family column, `answers` with sae
+    and family columns. Each measure is decided once over every cell (not once per SAE and
+    family, as `frequency_view` does), so a build keeps them all in a few seconds."""
+    families = family_names(result.categories)
+    decided = {
+        measure: decided_cells(result.table, result.settings, measure) for measure in MEASURES
+    }
+    features, discovered, answers = [], [], []
+    for family in families:
+        chosen = in_family(result, family)
+        features.append(chosen.features.assign(family=family))
+        discovered.append(discovered_features(chosen.table).assign(family=family))
+        best = {
+            measure: best_cells(cells[cells["family"] == family])
+            for measure, cells in decided.items()
+        }
+        for sae, d_sae in d_saes.items():
+            own = chosen.features[chosen.features["sae"] == sae].reset_index(drop=True)
+            rows = [
+                measure_answer(measure, with_best_cells(own, best[measure]), d_sae)
+                for measure in MEASURES
+            ]
+            answers.append(pd.DataFrame(rows).assign(sae=sae, family=family))
+    return {
+        "features": pd.concat(features, ignore_index=True),
+        "discovered": pd.concat(discovered, ignore_index=True),
+        "answers": pd.concat(answers, ignore_index=True),
+    }
+
+
+def view_of(frames: Mapping[str, pd.DataFrame], sae: str, family: str) -> FrequencyView:
+    """The `FrequencyView` of `sae` under `family` cut from `frequency_views`' frames."""
+
+    def cut(frame: pd.DataFrame, drop: list[str]) -> pd.DataFrame:
+        rows = frame[(frame["sae"] == sae) & (frame["family"] == family)]
+        return rows.drop(columns=drop).reset_index(drop=True)
+
+    return FrequencyView(
+        cut(frames["features"], ["family"]),
+        cut(frames["discovered"], ["family"]),
+        cut(frames["answers"], ["sae", "family"]),
+    )
 
 
 ChanceByBand = Callable[[pd.DataFrame], pd.DataFrame]  # (sae, feature, band) -> band, chance_*

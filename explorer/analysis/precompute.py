@@ -1,6 +1,8 @@
 """The whole-store analyses a build computes once and keeps in the store, and their loaders.
 
-Owns which analyses are kept (the specialist table and its permutation null under the
+Owns which analyses are kept (the specialist table, its permutation null and the frequency
+page's view of every SAE and family (`frequency.frequency_views`: its features, replication
+and answer under every measure, so the page never decodes the table of cells) under the
 default `SpecialistSettings`, every SAE's automatic descriptions and their held-out scores
 under the default `DescriptionSettings`, every SAE's token taxonomy and its shuffle baseline
 under the default `TaxonomySettings`, every feature's most correlated features in the other
@@ -8,8 +10,10 @@ SAEs, the k-sparse probes of every category, and, when the build passes the SAEs
 the feature atlas's maps), the key each is kept under (its settings and
 `VERSION`), `derive(path)`, the callback a build hands to `StoreWriter`, and the loaders the
 app calls: each returns the kept result when the store holds one computed under the settings
-asked for, and computes it otherwise (other settings, or a store built before). A kept result
-equals a fresh computation (tested), so a page cannot tell them apart except by speed.
+asked for, and computes it otherwise (other settings, or a store built before; the frequency
+views' and families' loaders return None instead, and the app computes them from its cached
+specialists). A kept result equals a fresh computation (tested), so a page cannot tell them
+apart except by speed.
 How they are stored is `explorer.store.derived`'s business.
 """
 
@@ -36,8 +40,14 @@ from explorer.analysis.enrichment import (
     taxonomy_summary,
 )
 from explorer.analysis.field_metrics import DEFAULT_PROBING, ProbingSettings, sparse_probing
+from explorer.analysis.frequency import FrequencyView, frequency_views, view_of
 from explorer.analysis.lineage import DEFAULT_LINEAGE, LineageSettings, correlation_lineage
-from explorer.analysis.specialists import Specialists, SpecialistSettings, load_specialists
+from explorer.analysis.specialists import (
+    Specialists,
+    SpecialistSettings,
+    family_names,
+    load_specialists,
+)
 from explorer.store.derived import Derived
 from explorer.store.reader import Store
 
@@ -52,6 +62,7 @@ DESCRIPTIONS = "descriptions"
 TAXONOMY = "taxonomy"
 LINEAGE = "lineage"
 PROBING = "probing"
+FREQUENCY = "frequency"
 
 
 def key(settings: Any) -> str:
@@ -87,6 +98,24 @@ def chance_baseline(store: Store, settings: SpecialistSettings) -> ChanceBaselin
     return ChanceBaseline(
         frames["hits"], int(kept.values["permutations"]), frames["saes"], frames["categories"]
     )
+
+
+def kept_families(store: Store, settings: SpecialistSettings) -> list[str] | None:
+    """The families of the specialists computed under `settings` in the order the pages
+    offer them (`specialists.family_names`), read from the meta row of the kept frequency
+    views (no frame is decoded); None when the store keeps none."""
+    kept = store.derived(FREQUENCY, key(settings), parts=[])
+    return None if kept is None else list(kept.values["families"])
+
+
+def kept_frequency_view(
+    store: Store, settings: SpecialistSettings, sae: str, family: str
+) -> FrequencyView | None:
+    """The frequency page's `FrequencyView` of `sae` under `family` when the store keeps the
+    views computed under `settings` (a few small frames, not the table of cells); else None,
+    and the caller computes it from the specialists (`frequency.frequency_view`)."""
+    kept = store.derived(FREQUENCY, key(settings))
+    return None if kept is None else view_of(kept.frames, sae, family)
 
 
 def descriptions(store: Store, sae: str, settings: DescriptionSettings) -> pd.DataFrame:
@@ -171,7 +200,7 @@ def derived_entries(
     """Every analysis a build keeps, computed on `store` under the default settings; the
     atlas only with `decoders` (each SAE's W_dec as [d_sae, d_in], the store has none)."""
     steps = [
-        (SPECIALISTS, _specialists_entry),
+        (f"{SPECIALISTS} and {FREQUENCY}", _specialists_entries),
         (CHANCE, _chance_entry),
         (DESCRIPTIONS, _descriptions_entry),
         (TAXONOMY, _taxonomy_entry),
@@ -183,7 +212,8 @@ def derived_entries(
     entries = []
     for name, compute in steps:
         started = time.perf_counter()
-        entries.append(compute(store))
+        computed = compute(store)
+        entries += computed if isinstance(computed, list) else [computed]
         logger.info("derived %s in %.1f s", name, time.perf_counter() - started)
     return entries
 
@@ -195,20 +225,31 @@ def derive(path: Path, decoders: Mapping[str, np.ndarray] | None = None) -> list
         return derived_entries(store, decoders)
 
 
-def _specialists_entry(store: Store) -> Derived:
+def _specialists_entries(store: Store) -> list[Derived]:
+    """The specialists and, from the same computation, the frequency page's views."""
     settings = SpecialistSettings()
     found = load_specialists(store, settings)
-    return Derived(
-        SPECIALISTS,
-        key(settings),
-        {
-            "cells": found.table,
-            "features": found.features,
-            "categories": found.categories,
-            "replication": found.replication,
-        },
-        {"operation_categories": sorted(found.operation_categories)},
-    )
+    saes = store.saes()
+    d_saes = dict(zip(saes["sae"], saes["d_sae"].astype(int), strict=True))
+    return [
+        Derived(
+            SPECIALISTS,
+            key(settings),
+            {
+                "cells": found.table,
+                "features": found.features,
+                "categories": found.categories,
+                "replication": found.replication,
+            },
+            {"operation_categories": sorted(found.operation_categories)},
+        ),
+        Derived(
+            FREQUENCY,
+            key(settings),
+            frequency_views(found, d_saes),
+            {"families": family_names(found.categories)},
+        ),
+    ]
 
 
 def _chance_entry(store: Store) -> Derived:

@@ -2,7 +2,8 @@
 
 Owns the bars of Spearman's rho of token frequency against each measure's best score
 (`explorer.analysis.frequency.answers_by_measure`): below zero, rarer features score as more
-specialised; above, more frequent ones; faded where p >= `ALPHA`. No streamlit.
+specialised; above, more frequent ones; faded where p >= `ALPHA`; p-values written as
+`explorer.number_style` writes them. No streamlit.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import altair as alt
 import pandas as pd
 
 from explorer.analysis.frequency import ALPHA
+from explorer.number_style import p_value_text
 
 
 def rho_by_measure_chart(answers: pd.DataFrame) -> alt.Chart:
@@ -21,7 +23,8 @@ def rho_by_measure_chart(answers: pd.DataFrame) -> alt.Chart:
             "not significant" if p >= ALPHA else ("rarer score higher" if rho < 0 else
                                                   "more frequent score higher")
             for rho, p in zip(answers["rho"], answers["p_value"], strict=True)
-        ]
+        ],
+        p_text=answers["p_value"].map(p_value_text),  # "< 1e-300" where p underflowed to 0
     )  # fmt: skip
     return (
         alt.Chart(data)
@@ -44,7 +47,7 @@ def rho_by_measure_chart(answers: pd.DataFrame) -> alt.Chart:
             tooltip=[
                 alt.Tooltip("name:N", title="measure"),
                 alt.Tooltip("rho:Q", title="Spearman rho", format="+.3f"),
-                alt.Tooltip("p_value:Q", title="p-value", format=".2g"),
+                alt.Tooltip("p_text:N", title="p-value"),
                 alt.Tooltip("n:Q", title="features scored"),
                 alt.Tooltip("conclusion:N", title="answer"),
             ],

@@ -22,7 +22,9 @@ from explorer.analysis.descriptions import (
     with_user_labels,
 )
 from explorer.analysis.enrichment import TaxonomySettings
-from explorer.analysis.specialists import Specialists, SpecialistSettings
+from explorer.analysis.frequency import FrequencyView
+from explorer.analysis.frequency import frequency_view as compute_frequency_view
+from explorer.analysis.specialists import Specialists, SpecialistSettings, family_names
 from explorer.charts.feature import token_label
 from explorer.sources.source import LoadedSource, SaeHandle
 from explorer.store.queries.descriptions import lens_tokens_in_corpus
@@ -43,6 +45,40 @@ def specialists(store: Store, settings: SpecialistSettings) -> Specialists:
     """`precompute.specialists(store, settings)` (kept in the store for the default
     settings), cached per store file and settings."""
     return _specialists(store_key(store), settings)
+
+
+@st.cache_data(max_entries=32, ttl=3600, show_spinner="Answering under every measure…")
+def _frequency_view(
+    key: StoreKey, settings: SpecialistSettings, sae: str, family: str
+) -> FrequencyView:
+    store = open_store(key[0])
+    kept = precompute.kept_frequency_view(store, settings, sae, family)
+    if kept is not None:
+        return kept
+    d_sae = int(store.saes().set_index("sae").at[sae, "d_sae"])
+    return compute_frequency_view(_specialists(key, settings), sae, family, d_sae)
+
+
+def frequency_view(
+    store: Store, settings: SpecialistSettings, sae: str, family: str
+) -> FrequencyView:
+    """The frequency page's view of `sae` under `family` (`frequency.frequency_view`): kept
+    in the store for the default settings (the table of cells is then never read), else
+    computed from `specialists`; cached per store file, settings, SAE and family."""
+    return _frequency_view(store_key(store), settings, sae, family)
+
+
+@st.cache_data(max_entries=16, ttl=3600, show_spinner=False)
+def _specialist_families(key: StoreKey, settings: SpecialistSettings) -> list[str]:
+    kept = precompute.kept_families(open_store(key[0]), settings)
+    return family_names(_specialists(key, settings).categories) if kept is None else kept
+
+
+def specialist_families(store: Store, settings: SpecialistSettings) -> list[str]:
+    """The families of `specialists(store, settings)` in the pages' order
+    (`specialists.family_names`), without reading the specialists when the store keeps the
+    frequency views; cached per store file and settings."""
+    return _specialist_families(store_key(store), settings)
 
 
 @st.cache_data(

@@ -26,10 +26,16 @@ SPLIT_HALVES = "split halves of this store"
 
 
 def family_choice(result: Specialists) -> tuple[str, Specialists]:
-    """The family picked in the sidebar (URL `family`; default the first of `family_names`,
-    the bundled prose family on the demo store) and `result` restricted to it (`in_family`)."""
-    names = family_names(result.categories)
-    family = url_selectbox(
+    """The family picked in the sidebar (`choose_family`) and `result` restricted to it
+    (`in_family`)."""
+    family = choose_family(family_names(result.categories))
+    return family, in_family(result, family)
+
+
+def choose_family(names: list[str]) -> str:
+    """The family picked in the sidebar among `names` (`family_names`; URL `family`; default
+    the first, the bundled prose family on the demo store)."""
+    return url_selectbox(
         "Family",
         "family",
         names,
@@ -37,7 +43,6 @@ def family_choice(result: Specialists) -> tuple[str, Specialists]:
         help="The categories counted on this page; each is contrasted with the rest of its "
         "family. " + methods_link("families"),
     )
-    return family, in_family(result, family)
 
 
 @st.cache_data(max_entries=8, ttl=3600, show_spinner="Re-testing the specialists on the store…")

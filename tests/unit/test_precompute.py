@@ -81,6 +81,7 @@ def test_a_build_keeps_every_default_analysis(kept: Path) -> None:
         kinds = store.derived_kinds()
     assert kinds == {
         precompute.SPECIALISTS: precompute.key(DEFAULT),
+        precompute.FREQUENCY: precompute.key(DEFAULT),
         precompute.CHANCE: precompute.key(DEFAULT),
         precompute.DESCRIPTIONS: precompute.key(DescriptionSettings()),
         precompute.TAXONOMY: precompute.key(TaxonomySettings()),
@@ -237,12 +238,13 @@ def test_derive_command_keeps_the_analyses_in_an_older_store(
     path = tmp_path / "older.duckdb"
     path.write_bytes(plain.read_bytes())
     assert main(["derive", str(path)]) == 0
-    assert "kept specialists, chance, descriptions, taxonomy, lineage, probing in" in (
+    assert "kept specialists, frequency, chance, descriptions, taxonomy, lineage, probing in" in (
         capsys.readouterr().out
     )
     with Store.open(path) as store:
         assert set(store.derived_kinds()) == {
             "specialists",
+            "frequency",
             "chance",
             "descriptions",
             "taxonomy",
