@@ -6,8 +6,9 @@ from explorer.ui.resources import import_model_libraries
 from explorer.ui.state import sidebar
 
 # Pages whose imports hold no model library, so a server that serves only them stays small
-# (tests/unit/test_imports.py checks their imports). Their live parts (a typed text) load the
-# model through current_source(), which imports the libraries under the same lock first.
+# (tests/unit/test_imports.py checks their imports). Their live parts (a typed text, an atlas
+# map the store does not keep) load the model through current_source(), which imports the
+# libraries under the same lock first.
 STORE_PAGES = (
     "specialists",
     "frequency",
@@ -17,6 +18,7 @@ STORE_PAGES = (
     "tokens",
     "rankings",
     "search",
+    "atlas",
 )
 
 st.set_page_config(page_title="SAE feature explorer", page_icon="🔬", layout="wide")

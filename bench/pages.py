@@ -57,7 +57,16 @@ CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 VIEWPORT = {"width": 1400, "height": 1200}
 # Pages that read the store only: they load no model unless the user runs typed text.
-STORE_PAGES = ("specialists", "frequency", "tokens", "rankings", "taxonomy", "search", "compare")
+STORE_PAGES = (
+    "specialists",
+    "frequency",
+    "tokens",
+    "rankings",
+    "taxonomy",
+    "search",
+    "atlas",
+    "compare",
+)
 RUN_ENDED = (
     ForwardMsg.ScriptFinishedStatus.FINISHED_SUCCESSFULLY,
     ForwardMsg.ScriptFinishedStatus.FINISHED_WITH_COMPILE_ERROR,

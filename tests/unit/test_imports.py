@@ -20,7 +20,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 MODEL_LIBRARIES = ("torch", "transformer_lens", "sae_lens", "transformers")
 # Pages that import no model library: they read the store, and the live parts of the last
-# three (a typed text) load the model through `current_source()` only when asked to.
+# four (a typed text; an atlas map the store does not keep, laid out from the loaded
+# decoders) load the model through `current_source()` only when asked to.
 STORE_PAGES = (
     "specialists",
     "frequency",
@@ -30,6 +31,7 @@ STORE_PAGES = (
     "tokens",
     "rankings",
     "search",
+    "atlas",
 )
 
 
