@@ -13,8 +13,9 @@ the heaviest ablation run the demo allows (a corpus run with the dose-response, 
 features the demo accepts, every text), against the 1.5 GB target, in
 bench/results/rss_public_demo_worst_case.json.
 
-`python -m bench.rss --store-pages PAGE ... --store STORE` measures instead a server that serves
-store pages only (no public-demo mode, no model): the pages visited in order in one session, the
+`python -m bench.rss --store-pages [PAGE ...] --store STORE` measures instead a server that
+serves store pages only (no public-demo mode, no model): the pages visited in order in one
+session (default `STORE_PAGES`, every page the entry serves without the model libraries), the
 process's peak (VmHWM) and resident RSS after each and whether libtorch is mapped, in
 bench/results/rss_store_pages_<store name>.json.
 
@@ -26,6 +27,8 @@ peak RSS growth of `load_source(SPEC)` in a fresh process after the app's import
     python -m bench.rss --screenshots /tmp/shots     # also a full-page PNG of every page
     python -m bench.rss --load demo                  # load calibration, printed as JSON
     python -m bench.rss --worst-case                 # two heaviest runs at once
+    python -m bench.rss --store-pages                # every store page, no model
+    python -m bench.rss --store-pages --each-alone   # each on a fresh server of its own
 """
 
 from __future__ import annotations
@@ -72,6 +75,18 @@ PAGES = {
     "compare": "Compare SAEs",
     "ablation": "Ablation lab",
 }
+# The pages a server serves without the model libraries (the entry's STORE_PAGES but Methods),
+# in the order `--store-pages` visits them by default: Frequency first, as in the first record.
+STORE_PAGES = (
+    "frequency",
+    "compare",
+    "specialists",
+    "taxonomy",
+    "tokens",
+    "rankings",
+    "search",
+    "atlas",
+)
 TYPED_TEXT = "def add(a, b):\n    return a + b  # see https://example.com"
 
 
@@ -389,6 +404,22 @@ def measure_store_pages(store: Path, port: int, pages: list[str], shots: Path | 
     }
 
 
+def measure_each_page_alone(store: Path, pages: list[str]) -> dict:
+    """`measure_store_pages` of each page on a fresh server of its own: what one page costs
+    a server, imports included, without the pages before it."""
+    runs = [measure_store_pages(store, free_port(), [page], None) for page in pages]
+    steps = [run["steps"][0] for run in runs]
+    return {
+        "store": str(store),
+        "store_mb": runs[0]["store_mb"],
+        "what": "each page on a fresh store-only server of its own",
+        "steps": steps,
+        "peak_rss_mb": max(step["peak_rss_mb"] for step in steps),
+        "measured_at": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "load_average": list(os.getloadavg()),
+    }
+
+
 def measure_load(spec: str) -> dict:
     """Peak RSS growth of one `load_source(spec)` in a fresh process, beside the estimate."""
     result = subprocess.run(
@@ -410,7 +441,15 @@ def main() -> None:
     parser.add_argument("--results", type=Path, default=RESULTS / "rss_public_demo.json")
     parser.add_argument("--load", metavar="SPEC", help="measure one source's load instead")
     parser.add_argument(
-        "--store-pages", nargs="+", metavar="PAGE", help="a store-only server on these pages"
+        "--store-pages",
+        nargs="*",
+        metavar="PAGE",
+        help=f"a store-only server on these pages (none: {', '.join(STORE_PAGES)})",
+    )
+    parser.add_argument(
+        "--each-alone",
+        action="store_true",
+        help="with --store-pages: each page on a fresh server of its own (what it costs alone)",
     )
     parser.add_argument(
         "--worst-case", action="store_true", help="two heaviest allowed runs at once instead"
@@ -419,12 +458,15 @@ def main() -> None:
     if args.load:
         print(json.dumps(measure_load(args.load), indent=2))
         return
-    if args.store_pages:
+    if args.store_pages is not None:
         store = args.store.absolute()
-        result = measure_store_pages(
-            store, args.port or free_port(), args.store_pages, args.screenshots
-        )
-        out = RESULTS / f"rss_store_pages_{store.stem}.json"
+        pages = args.store_pages or list(STORE_PAGES)
+        if args.each_alone:
+            result = measure_each_page_alone(store, pages)
+            out = RESULTS / f"rss_store_pages_{store.stem}_each_alone.json"
+        else:
+            result = measure_store_pages(store, args.port or free_port(), pages, args.screenshots)
+            out = RESULTS / f"rss_store_pages_{store.stem}.json"
         out.write_text(json.dumps(result, indent=2) + "\n")
         print(f"peak RSS {result['peak_rss_mb']} MB -> {out}")
         return
