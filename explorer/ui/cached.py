@@ -273,13 +273,19 @@ def atlas(
     return _atlas(handles, loaded.source.spec(), saes, settings)
 
 
-@st.cache_data(
-    max_entries=8,
-    ttl=3600,
+@st.cache_resource(
+    max_entries=4,
     show_spinner="Correlating every feature with the other SAEs' features (once per store)…",
 )
-def _correlation_lineage(path: str, identity: tuple[int, int]) -> pd.DataFrame:
-    return precompute.lineage(open_store(path))
+def _lineage_by_sae(path: str, identity: tuple[int, int]) -> dict[str, pd.DataFrame]:
+    # One shared copy, each SAE's rows indexed by feature: a feature page reads its few
+    # rows without copying the whole table (millions of rows at GPT-2 size) out of a cache
+    # on every view. Never modified after it is built.
+    table = precompute.lineage(open_store(path))
+    return {
+        str(sae): rows.set_index("feature", drop=False).sort_index()
+        for sae, rows in table.groupby("sae", sort=False)
+    }
 
 
 def lineage_ready(store: Store) -> bool:
@@ -291,10 +297,16 @@ def lineage_ready(store: Store) -> bool:
     return int(store.frequency_table()["n_active_tokens"].sum()) <= MAX_SCAN_ROWS_ON_VIEW
 
 
-def correlation_lineage(store: Store) -> pd.DataFrame:
-    """`lineage.correlation_lineage(store)`: every feature's most correlated features in the
-    other SAEs, cached per store file."""
-    return _correlation_lineage(str(store.path), store.identity)
+def feature_lineage(store: Store, sae: str, feature: int, k: int) -> pd.DataFrame:
+    """`lineage.feature_matches` of one feature in `lineage.correlation_lineage(store)`
+    (kept in the store, else computed once per store file): its k most correlated features
+    in each other SAE."""
+    rows = _lineage_by_sae(str(store.path), store.identity).get(sae)
+    if rows is None or feature not in rows.index:
+        rows = pd.DataFrame(columns=lineage.MATCH_COLUMNS)
+    else:
+        rows = rows.loc[[feature]].reset_index(drop=True)
+    return lineage.feature_matches(rows, sae, feature, k)
 
 
 @st.cache_data(max_entries=8, ttl=3600, show_spinner="Probing the corpus's categories…")

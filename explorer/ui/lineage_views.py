@@ -13,7 +13,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from explorer.analysis.lineage import FEATURE_MATCH_COLUMNS, depth_profile, feature_matches
+from explorer.analysis.lineage import FEATURE_MATCH_COLUMNS, depth_profile
 from explorer.charts.field_metrics import depth_chart
 from explorer.methods_doc import methods_link
 from explorer.sources.source import LoadedSource, SaeHandle
@@ -63,7 +63,7 @@ def show_lineage(
         key="lineage_compute",
     )
     correlated = (
-        feature_matches(cached.correlation_lineage(store), sae, feature, k)
+        cached.feature_lineage(store, sae, feature, k)
         if computed
         else pd.DataFrame(columns=FEATURE_MATCH_COLUMNS)
     )
