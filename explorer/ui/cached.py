@@ -283,7 +283,7 @@ def _lineage_by_sae(path: str, identity: tuple[int, int]) -> dict[str, pd.DataFr
     # on every view. Never modified after it is built.
     table = precompute.lineage(open_store(path))
     return {
-        str(sae): rows.set_index("feature", drop=False).sort_index()
+        str(sae): rows.set_index("feature", drop=False).sort_index(kind="stable")
         for sae, rows in table.groupby("sae", sort=False)
     }
 
