@@ -15,6 +15,20 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 torch.set_num_threads(1)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _torch_keeps_one_thread():
+    """The app (`ui.resources._loaded_source`) and the CLI (`--threads`, default 2) set torch's
+    thread count for the whole process; in the test process that outlived the test that set
+    it, and every later model run (builds, live runs, the tests' direct computations) went
+    on with two threads, several times the CPU for the tiny bundle's small matrices
+    (a tiny-store build: 1.4 s of CPU with one thread, 8.9 s with two). No test checks the
+    thread count, so the test process keeps one."""
+    patch = pytest.MonkeyPatch()
+    patch.setattr(torch, "set_num_threads", lambda threads: None)
+    yield
+    patch.undo()
+
+
 @pytest.fixture(scope="session")
 def tiny_bundle_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Train the `tiny` preset once for the whole session, into a temporary folder."""
