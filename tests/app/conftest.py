@@ -32,11 +32,10 @@ def store_path(tiny_bundle_path, tmp_path_factory) -> Path:
     """The tiny bundle's store over `bundled+arithmetic:60`, built once and shared by the
     page tests that only read it. A module that writes into its store (labels,
     interventions) or needs another corpus defines its own `store_path`."""
-    from explorer.build.single import build_store
+    from tests.stores import tiny_store
 
     path = tmp_path_factory.mktemp("shared_store") / "tiny.duckdb"
-    build_store(f"demo:{tiny_bundle_path}", "bundled+arithmetic:60", path)
-    return path
+    return tiny_store(tiny_bundle_path, "bundled+arithmetic:60", path)
 
 
 @pytest.fixture

@@ -11,11 +11,11 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from explorer.analysis.descriptions import load_descriptions
-from explorer.build.single import build_store
 from explorer.live.interventions import Intervention, specialization_test
 from explorer.live.runs import run_corpus, run_text
 from explorer.sources.source import load_source
 from explorer.store.reader import Store
+from tests.stores import tiny_store
 
 PAGE = str(Path(__file__).resolve().parents[2] / "app_pages" / "ablation.py")
 SAE = "L2.resid_post"  # the tiny preset's last SAE
@@ -24,8 +24,7 @@ SAE = "L2.resid_post"  # the tiny preset's last SAE
 @pytest.fixture(scope="module")
 def store_path(tiny_bundle_path, tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("ablation") / "tiny.duckdb"
-    build_store(f"demo:{tiny_bundle_path}", "bundled+arithmetic:40", path)
-    return path
+    return tiny_store(tiny_bundle_path, "bundled+arithmetic:40", path)
 
 
 @pytest.fixture(scope="module")

@@ -11,14 +11,13 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from explorer.build.single import build_store
 from explorer.live.interventions import Intervention
 from explorer.live.runs import run_text
 from explorer.settings import LIVE_WAIT_S, PUBLIC_LIVE_SLOTS
 from explorer.sources.source import load_source
 from explorer.store.reader import Store
 from explorer.ui.limits import BUSY_MESSAGE, live_slots
-from tests.stores import TINY
+from tests.stores import TINY, tiny_store
 
 ROOT = Path(__file__).resolve().parents[2]
 APP = str(ROOT / "streamlit_app.py")
@@ -29,8 +28,7 @@ SAE = "L2.resid_post"  # the tiny preset's last SAE
 @pytest.fixture(scope="module")
 def store_path(tiny_bundle_path, tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("public_demo") / "tiny.duckdb"
-    build_store(f"demo:{tiny_bundle_path}", "bundled+arithmetic:40", path)
-    return path
+    return tiny_store(tiny_bundle_path, "bundled+arithmetic:40", path)
 
 
 @pytest.fixture

@@ -10,12 +10,12 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from explorer.analysis.text_activations import rank_text_features
-from explorer.build.single import build_store
 from explorer.charts import feature_href
 from explorer.live.text import encode_text
 from explorer.sources.source import load_source
 from explorer.store.queries.search import search_tokens
 from explorer.store.reader import Store
+from tests.stores import tiny_store
 
 PAGE = str(Path(__file__).resolve().parents[2] / "app_pages" / "search.py")
 LABELS = [("L0.resid_post", 3, "carries 50% of sums"), ("L1.resid_post", 7, "snake_case names")]
@@ -25,7 +25,7 @@ QUERY_KEY, TEXT_KEY = "url_q", "search_page.text"
 @pytest.fixture(scope="module")
 def store_path(tiny_bundle_path, tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("search_page") / "tiny.duckdb"
-    build_store(f"demo:{tiny_bundle_path}", "bundled+arithmetic:60", path)
+    tiny_store(tiny_bundle_path, "bundled+arithmetic:60", path)
     with Store.open(path) as store:
         for sae, feature, label in LABELS:
             store.save_label(sae, feature, label, note="from the test")

@@ -21,11 +21,11 @@ from explorer.analysis.enrichment import (
     shuffle_baseline,
     taxonomy_summary,
 )
-from explorer.build.single import build_store
 from explorer.charts import feature_href
 from explorer.store.reader import Store
 from explorer.store.schema import SCHEMA_VERSION, stored_schema_version
 from explorer.ui import resources
+from tests.stores import tiny_store
 
 PAGE = str(Path(__file__).resolve().parents[2] / "app_pages" / "taxonomy.py")
 CORPUS = "bundled+arithmetic:60"
@@ -37,17 +37,14 @@ COMPARED = ["store", "sae", "layer", "n_features", "monosemantic_rate", "number_
 
 @pytest.fixture(scope="module")
 def store_path(tiny_bundle_path, tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("taxonomy") / "tiny.duckdb"
-    build_store(f"demo:{tiny_bundle_path}", CORPUS, path)
-    return path
+    return tiny_store(tiny_bundle_path, CORPUS, tmp_path_factory.mktemp("taxonomy") / "tiny.duckdb")
 
 
 @pytest.fixture(scope="module")
 def other_store_path(tiny_bundle_path, tmp_path_factory) -> Path:
     """A second store of the same model over another corpus (arithmetic only)."""
     path = tmp_path_factory.mktemp("taxonomy_other") / "arithmetic.duckdb"
-    build_store(f"demo:{tiny_bundle_path}", "arithmetic:80", path)
-    return path
+    return tiny_store(tiny_bundle_path, "arithmetic:80", path)
 
 
 @pytest.fixture

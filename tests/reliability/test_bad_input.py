@@ -26,7 +26,6 @@ import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from explorer.build.single import build_store
 from explorer.cli import main
 from explorer.corpus import label_by_rules, load_corpus_file
 from explorer.errors import CorpusError, InputError, StoreError, quoted
@@ -43,7 +42,7 @@ from tests.reliability.helpers import (
     file_digest,
     fingerprint,
 )
-from tests.stores import TINY
+from tests.stores import TINY, tiny_store
 
 PAGES = ROOT / "app_pages"
 SAE = "L1.resid_post"
@@ -55,7 +54,7 @@ NO_SOURCE = "local:/nonexistent/sae-folder"  # a source that is never loaded on 
 @pytest.fixture(scope="module")
 def store_path(tiny_bundle_path, tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("bad_input") / "store.duckdb"
-    build_store(f"demo:{tiny_bundle_path}", "bundled+arithmetic:40", path)
+    tiny_store(tiny_bundle_path, "bundled+arithmetic:40", path)
     with Store.open(path) as store:
         store.save_label(SAE, 5, "a label already there")
     return path
