@@ -429,42 +429,35 @@ def prepare_family(
     )
 
 
+def max_other_share(in_active: np.ndarray, n_active: np.ndarray) -> np.ndarray:
+    """For each (feature, category) of `in_active` ([..., categories], active texts in each
+    category; `n_active` [...], the feature's active texts in all): the largest share of the
+    feature's active texts held by another category of the family (0 with one category)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        share = np.where(n_active[..., None] > 0, in_active / n_active[..., None], 0.0)
+    if share.shape[-1] < 2:
+        return np.zeros_like(share)
+    top_two = -np.partition(-share, 1, axis=-1)[..., :2]
+    is_top = share >= top_two[..., :1]
+    n_top = is_top.sum(axis=-1, keepdims=True)
+    return np.where(is_top & (n_top == 1), top_two[..., 1:2], top_two[..., :1])
+
+
 def family_cells(
-    prepared: PreparedFamily,
-    features: pd.DataFrame,
-    settings: SpecialistSettings,
-    membership: sparse.csr_matrix | None = None,
-    full: bool = True,
+    prepared: PreparedFamily, features: pd.DataFrame, settings: SpecialistSettings
 ) -> pd.DataFrame:
     """The tested cells of one family: (feature, category) with at least min_support active
-    texts in the category, and a rest to compare with. `membership` replaces the family's
-    own (a permuted labelling); with `full` False, strong_in and active_rank_sum are left
-    at 0 unless the measure needs them (the notebook score, AUROC) and the names are
-    replaced by row (of `features`) and category_index. Columns: sae, layer,
-    feature, family, category, n_texts, n_texts_active, n_total, n_active, strong_in,
-    strong_out, active_rank_sum, max_other_share."""
-    members = prepared.membership if membership is None else membership
+    texts in the category, and a rest to compare with. Columns: sae, layer, feature,
+    family, category, n_texts, n_texts_active, n_total, n_active, strong_in, strong_out,
+    active_rank_sum, max_other_share."""
+    members = prepared.membership
     n_in = np.asarray(members.sum(axis=0)).ravel()  # [categories]
     in_active = (prepared.active @ members).toarray()  # [features, categories]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        share = np.where(
-            prepared.n_active[:, None] > 0, in_active / prepared.n_active[:, None], 0.0
-        )
-    if share.shape[1] > 1 and (full or settings.measure == "dominance"):
-        top_two = -np.partition(-share, 1, axis=1)[:, :2]
-        is_top = share >= top_two[:, :1]
-        n_top = is_top.sum(axis=1, keepdims=True)
-        max_other = np.where(is_top & (n_top == 1), top_two[:, 1:2], top_two[:, :1])
-    else:
-        max_other = np.zeros_like(share)
+    max_other = max_other_share(in_active, prepared.n_active)
     tested = (in_active >= settings.min_support) & (n_in > 0) & (n_in < prepared.n_total)
     row, column = np.nonzero(tested)
-    strong_in = np.zeros(len(row))
-    if full or settings.measure == "score":
-        strong_in = (prepared.strong @ members).toarray()[row, column]
-    rank_sum = np.zeros(len(row))
-    if full or settings.measure == "auroc":
-        rank_sum = (prepared.ranks @ members).toarray()[row, column]
+    strong_in = (prepared.strong @ members).toarray()[row, column]
+    rank_sum = (prepared.ranks @ members).toarray()[row, column]
     counts = pd.DataFrame(
         {
             "n_texts": n_in[column].astype(np.int64),
@@ -477,8 +470,6 @@ def family_cells(
             "max_other_share": max_other[row, column],
         }
     )
-    if not full:  # numbers only: the row of `features` and the category's index
-        return counts.assign(row=row, category_index=column)
     categories = np.asarray(prepared.family.categories, dtype=object)
     picked = features.iloc[row]
     names = pd.DataFrame(
@@ -496,40 +487,80 @@ def family_cells(
 TESTED_MEASURES = ("selectivity", "auroc", "enrichment")
 
 
-def score_cells(
-    cells: pd.DataFrame, settings: SpecialistSettings, every_p: bool = True
-) -> pd.DataFrame:
+def score_cells(cells: pd.DataFrame, settings: SpecialistSettings) -> pd.DataFrame:
     """Every measure of the tested `cells` (`family_cells`), the chosen test's p-value, the
-    q-values (`gated_q_values`) and score / support / is_specialist of the measure. With
-    `every_p` False, p-values are computed only where the effect and support thresholds hold
-    (the rest are never specialists; the permutation null uses this to save time)."""
+    q-values (`gated_q_values`) and score / support / is_specialist of the measure."""
     table = cells.copy()
     n_in = table["n_texts"].to_numpy(np.int64)
     in_active = table["n_texts_active"].to_numpy(np.int64)
     n_active = table["n_active"].to_numpy(np.int64)
     n_total = table["n_total"].to_numpy(np.int64)
-    table["notebook_score"] = table["strong_in"] - table["strong_out"]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        table["share"] = np.where(n_active > 0, in_active / n_active, 0.0)
-        table["lift"] = table["share"] / (n_in / n_total)
-    table["selectivity"] = selectivity(in_active, n_in, n_active, n_total)
-    table["auroc"] = auroc_from_ranks(
-        in_active, n_in, n_active, n_total, table["active_rank_sum"].to_numpy(np.float64)
+    measures = cell_measures(
+        in_active,
+        n_in,
+        n_active,
+        n_total,
+        table["strong_in"].to_numpy(np.int64),
+        table["strong_out"].to_numpy(np.int64),
+        table["active_rank_sum"].to_numpy(np.float64),
     )
-    out_active = n_active - in_active
-    n_out = n_total - n_in
-    table["enrichment"] = ((in_active + 0.5) / (n_in + 1)) / ((out_active + 0.5) / (n_out + 1))
+    for name, values in measures.items():
+        table[name] = values
     table["support"] = table["strong_in" if settings.measure == "score" else "n_texts_active"]
     test = fisher_greater if settings.test == "fisher" else chi2_pvalue
-    rows = np.ones(len(table), bool) if every_p else _passes_effect(table, settings).to_numpy()
-    p_value = np.full(len(table), np.nan)
-    p_value[rows] = test(in_active[rows], n_in[rows], n_active[rows], n_total[rows])
-    table["p_value"] = p_value
+    table["p_value"] = test(in_active, n_in, n_active, n_total)
     return decide(table, settings)
 
 
-def _passes_effect(table: pd.DataFrame, settings: SpecialistSettings) -> pd.Series:
-    """Where the measure's own threshold and the minimum support hold (no test yet)."""
+MEASURE_COLUMNS = ("notebook_score", "share", "lift", "selectivity", "auroc", "enrichment")
+EFFECT_COLUMNS: dict[Measure, tuple[str, ...]] = {
+    "selectivity": ("selectivity",),
+    "score": ("notebook_score",),
+    "dominance": ("share",),
+    "auroc": ("auroc",),
+    "enrichment": ("enrichment",),
+}
+"""The columns of `cell_measures` each measure's `passes_effect` reads."""
+
+
+def cell_measures(
+    in_active: np.ndarray,
+    n_in: np.ndarray,
+    n_active: np.ndarray,
+    n_total: np.ndarray,
+    strong_in: np.ndarray,
+    strong_out: np.ndarray,
+    active_rank_sum: np.ndarray,
+    names: tuple[str, ...] = MEASURE_COLUMNS,
+) -> dict[str, np.ndarray]:
+    """The measures `names` (of `MEASURE_COLUMNS`: notebook_score, share, lift,
+    selectivity, auroc, enrichment) of cells given by their counts (int64 arrays, one entry
+    per cell; active_rank_sum float64)."""
+
+    def share() -> np.ndarray:
+        return np.where(n_active > 0, in_active / n_active, 0.0)
+
+    def enrichment() -> np.ndarray:
+        out_active = n_active - in_active
+        n_out = n_total - n_in
+        return ((in_active + 0.5) / (n_in + 1)) / ((out_active + 0.5) / (n_out + 1))
+
+    formulas = {
+        "notebook_score": lambda: strong_in - strong_out,
+        "share": share,
+        "lift": lambda: share() / (n_in / n_total),
+        "selectivity": lambda: selectivity(in_active, n_in, n_active, n_total),
+        "auroc": lambda: auroc_from_ranks(in_active, n_in, n_active, n_total, active_rank_sum),
+        "enrichment": enrichment,
+    }
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return {name: formulas[name]() for name in names}
+
+
+def passes_effect(table: pd.DataFrame | dict[str, np.ndarray], settings: SpecialistSettings) -> Any:
+    """Where the measure's own threshold and the minimum support hold (no test yet), on a
+    table of cells or a dict of their columns as arrays (a Series or an array); sets the
+    score column to the measure."""
     measure = settings.measure
     if measure == "selectivity":
         table["score"] = table["selectivity"]
@@ -559,12 +590,26 @@ def gated_q_values(p_value: np.ndarray, passes: np.ndarray) -> np.ndarray:
     return benjamini_hochberg(np.where(passes, p_value, 1.0))
 
 
+def passing_q_values(p_value: np.ndarray, n_tested: int) -> np.ndarray:
+    """`gated_q_values` of the passing cells alone, from their p-values and the number of
+    tested cells: the gated cells (p = 1) rank after every passing p-value below 1 and only
+    hold q-values down to 1, so the passing cells' q-values are plain BH scaled by n_tested,
+    capped at 1 (bit for bit the same numbers, without sorting the gated cells)."""
+    p = np.asarray(p_value, dtype=np.float64)
+    order = np.argsort(p, kind="stable")
+    scaled = p[order] * n_tested / np.arange(1, p.size + 1)
+    q_sorted = np.minimum.accumulate(scaled[::-1])[::-1]
+    q = np.empty_like(p)
+    q[order] = np.minimum(q_sorted, 1.0)
+    return q
+
+
 def decide(table: pd.DataFrame, settings: SpecialistSettings) -> pd.DataFrame:
     """score, q_value and is_specialist of the chosen measure on a table with p_value.
     Measures with a test (selectivity, AUROC, enrichment) need q_value <= fdr, with q-values
     gated by the effect threshold (`gated_q_values`); the notebook score and dominance use
     no test (their q_value is plain BH over the p-values, for reference)."""
-    passes = _passes_effect(table, settings).to_numpy(bool)
+    passes = passes_effect(table, settings).to_numpy(bool)
     p_value = table["p_value"].to_numpy(np.float64)
     if settings.measure in TESTED_MEASURES:
         table["q_value"] = gated_q_values(p_value, passes)
