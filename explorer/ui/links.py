@@ -30,6 +30,7 @@ FEATURE_PAGE = "app_pages/feature.py"
 # URL parameters of the shared sidebar, kept when a link opens a feature's page.
 KEPT_PARAMS = tuple(SpecialistSettings.field_names())
 Target = tuple[str, int] | None  # (sae, feature) a cell or point opens, or nothing
+ROW_NUMBER = "#"  # the index a linked table shows before a first column that opens features
 
 
 def feature_url(sae: str, feature: int) -> str:
@@ -87,6 +88,11 @@ def _widget_key(kind: str, *content: Any) -> str:
     return f"{kind}_{digest}"
 
 
+def numbered(frame: pd.DataFrame) -> pd.DataFrame:
+    """`frame` with its rows numbered from 1 as its index (`ROW_NUMBER`)."""
+    return frame.set_axis(pd.RangeIndex(1, len(frame) + 1, name=ROW_NUMBER), axis="index")
+
+
 def linked_dataframe(
     shown: pd.DataFrame | Styler,
     targets: dict[str, Sequence[Target]],
@@ -94,15 +100,21 @@ def linked_dataframe(
     place: DeltaGenerator | None = None,
     placeholder: str | None = None,
 ) -> None:
-    """`st.dataframe` of `shown` (a frame or its Styler; no index, `placeholder` in cells
-    with no value) where one click on a cell of a `targets` column opens the feature its
-    row names there (`targets[column][row]`, None for no feature)."""
+    """`st.dataframe` of `shown` (a frame or its Styler, `placeholder` in cells with no
+    value) where one click on a cell of a `targets` column opens the feature its row names
+    there (`targets[column][row]`, None for no feature). A table whose first column is such
+    a column comes `numbered` and shows its row numbers first: on a touch screen, Streamlit's
+    grid answers a tap on a column header (a sort) by also selecting the first column's top
+    cell, which would open that row's feature; a row number there opens nothing. Other
+    tables show no index."""
     frame = shown.data if isinstance(shown, Styler) else shown
+    first_opens = len(frame.columns) > 0 and frame.columns[0] in targets
+    assert not first_opens or frame.index.name == ROW_NUMBER, "number its rows (`numbered`)"
     key = _widget_key("feature_table", list(frame.columns), len(frame), targets)
     (place or st).dataframe(
         shown,
-        hide_index=True,
-        column_config=column_config,
+        hide_index=frame.index.name != ROW_NUMBER,
+        column_config={"_index": st.column_config.NumberColumn(ROW_NUMBER), **column_config},
         placeholder=placeholder,
         on_select=partial(_follow_cell, key, targets),
         selection_mode="single-cell",

@@ -26,7 +26,7 @@ from explorer.charts.rankings import feature_bar_chart
 from explorer.charts.tokens_html import visible_text
 from explorer.number_style import MISSING, p_value_text, percent_text
 from explorer.ui.cached import feature_descriptions, with_descriptions
-from explorer.ui.links import Target, feature_chart, feature_url, linked_dataframe
+from explorer.ui.links import Target, feature_chart, feature_url, linked_dataframe, numbered
 from explorer.ui.state import current_store
 
 LINK = "link"
@@ -237,7 +237,8 @@ def styled(
         for column in shown.select_dtypes("number").columns
         if column not in texts and not _has_format(config.get(column))
     ]
-    styler = shown.reset_index(drop=True).style.format(na_rep=MISSING)
+    rows = shown if shown.index.is_unique else shown.reset_index(drop=True)  # a Styler's need
+    styler = rows.style.format(na_rep=MISSING)
     for column, text in texts.items():
         styler = styler.format(text, subset=[column])
     if unformatted:
@@ -265,17 +266,17 @@ def with_feature_links(frame: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
 
 
 def feature_table(frame: pd.DataFrame, columns: list[str], **config: Any) -> None:
-    """Show `frame` (with sae and feature columns) as a dataframe whose first column links
-    to each feature's page, with each feature's description after its id; `config` adds or
-    overrides column configs by name. One click on the link or the id opens the page
-    (`linked_dataframe`)."""
+    """Show `frame` (with sae and feature columns) as a dataframe of numbered rows whose
+    first column links to each feature's page, with each feature's description after its
+    id; `config` adds or overrides column configs by name. One click on the link or the id
+    opens the page (`linked_dataframe`)."""
     frame, columns = with_descriptions(current_store(), frame, columns)
     pairs = [
         (str(sae), int(feature))
         for sae, feature in zip(frame["sae"], frame["feature"], strict=True)
     ]
     shown, formats = displayed(
-        with_feature_links(frame, columns),
+        numbered(with_feature_links(frame, columns)),
         {
             LINK: st.column_config.LinkColumn("page", display_text="open", width="small"),
             **column_formats(columns, **config),

@@ -114,18 +114,24 @@ def feature_title(page) -> tuple[str, int]:
 
 
 def grid_link(page, grid_index: int = 0) -> str:
-    """The target of the first link cell of a table (from the grid's accessible copy)."""
-    cell = page.locator("[data-testid='stDataFrame']").nth(grid_index).locator("td").first
-    return cell.inner_text().strip()
+    """The target of the first link cell of a feature table (from the grid's accessible
+    copy; its first column is the row number)."""
+    grid = page.locator("[data-testid='stDataFrame']").nth(grid_index)
+    return grid.locator("td[aria-colindex='2']").first.inner_text().strip()
 
 
 def click_first_link_cell(page, grid_index: int = 0):
-    """Click the first row's link cell of a table once; the feature's page opens in this tab
-    (the context keeps one tab)."""
+    """Click the first row's link cell of a feature table once, as a person does (the pointer
+    moves there, a 100 ms press), beside its "open" text; the feature's page opens in this
+    tab (the context keeps one tab). A click on the text itself opens a new tab: Streamlit's
+    link column follows a hovered link."""
     grid = page.locator("[data-testid='stDataFrame']").nth(grid_index)
     grid.scroll_into_view_if_needed()
     box = grid.bounding_box()
-    page.mouse.click(box["x"] + 25, box["y"] + 35 + 17)  # below the header row, in row 1
+    x, y = box["x"] + 115, box["y"] + 35 + 17  # past the row number (#), in row 1's link cell
+    page.mouse.move(x, y + 60)
+    page.mouse.move(x, y, steps=5)
+    page.mouse.click(x, y, delay=100)
     wait_for_feature_page(page)
     return page
 
