@@ -40,6 +40,14 @@ from explorer.ui.tables import p_value_column, plain_table
 
 SEED_BANDS = "most frequent 200 and the rarest 112"
 SPECIALISTS = st.column_config.NumberColumn("specialists")
+NUMBER = st.column_config.NumberColumn
+RANGE_LABELS = {  # short, so the rank ranges' table fits at 1440 px
+    "n_live": NUMBER("live", format="%d", help="live features of the range"),
+    "chance_mean": NUMBER("chance mean", format="%.2f", help="specialists by chance (mean)"),
+    "chance_p95": NUMBER("chance 95th pct", format="%.1f"),
+    "n_discovered": NUMBER("discovered", format="%d", help="on the discovery half"),
+    "n_replicated": NUMBER("replicated", format="%d", help="found again on the other half"),
+}
 
 st.title("Frequency vs specialization")
 store = current_store()
@@ -135,10 +143,12 @@ st.caption(
     "(b + 1) / (B + 1), is at most 0.05. Replicated: of the features found on the discovery "
     f"half of the texts, those found again on the other half ({methods_link('replication')})."
 )
-plain_table(chance, n_specialists=SPECIALISTS)
+plain_table(chance, n_specialists=SPECIALISTS, **RANGE_LABELS)
 bands = rank_band_counts(features, ranges)
-percent = st.column_config.NumberColumn  # the bands' "% ..." columns, one decimal
-plain_table(bands, **{c: percent(c, format="%.1f") for c in bands if c.startswith("% ")})
+shares = [c for c in bands if c.startswith("% ")]
+plain_table(bands, ["band", "n_features", *shares], **{c: NUMBER(c, format="%.1f") for c in shares})
+with st.expander("Features of each kind per rank range (counts)"):
+    plain_table(bands, [c for c in bands if c not in shares])
 
 st.subheader("Kinds per frequency band")
 st.altair_chart(kind_share_chart(kind_by_frequency_band(features)), width="stretch")

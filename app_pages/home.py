@@ -7,7 +7,7 @@ from explorer.errors import markdown_escaped
 from explorer.sources.overview import bundle_manifest, model_facts, sae_table
 from explorer.ui import guide_views
 from explorer.ui.state import current_source, current_store
-from explorer.ui.tables import plain_table
+from explorer.ui.tables import NUMBER, plain_table
 
 st.title("SAE feature explorer")
 loaded = current_source()
@@ -55,4 +55,8 @@ quality_columns = ["sae", "hook_name", "layer", "d_sae", *QUALITY_METRICS]
 st.caption(quality_sample_note(store.saes(), meta))
 plain_table(store.saes(), quality_columns)
 st.markdown("**Texts per category**")
-st.dataframe(store.categories(), hide_index=True)
+plain_table(
+    store.categories(),
+    n_texts=NUMBER("texts", format="%d"),
+    n_tokens=NUMBER("tokens", format="%d", help="over the category's texts"),
+)

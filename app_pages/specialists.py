@@ -11,6 +11,7 @@ from explorer.analysis.specialists import (
     layer_progression,
     top_specialists,
 )
+from explorer.charts.feature import token_label
 from explorer.charts.specialists import (
     category_heatmap,
     chance_heatmap,
@@ -23,7 +24,14 @@ from explorer.ui.links import feature_chart
 from explorer.ui.params import specialist_settings_sidebar, url_int, url_radio
 from explorer.ui.specialist_views import family_choice, replication_choice
 from explorer.ui.state import current_store
-from explorer.ui.tables import feature_table
+from explorer.ui.tables import NUMBER, feature_table, plain_table
+
+# the top specialists' table in two, each readable at 1440 px: the finding, then the rest
+TOP_COLUMNS = ["category", "sae", "feature", "score", "q_value", "support", "replicated", "token",
+               "token_explained"]  # fmt: skip
+TOP_MORE_COLUMNS = ["feature", "token", "token_share", "token_auroc", "auroc", "share",
+                    "notebook_score", "n_texts"]  # fmt: skip
+CATEGORY_TEXTS = NUMBER("texts", format="%d", help="the category's texts (all)")
 
 st.title("Specialist heatmaps")
 store = current_store()
@@ -93,30 +101,32 @@ chance_tab.caption(
 chance_tab.altair_chart(chance_heatmap(matrix, count), width="stretch")
 described = matrix.assign(description=feature_descriptions(store, matrix, "best_feature"))
 feature_chart(category_heatmap(described, "best_score", info.name), best_tab)
-numbers_tab.dataframe(
-    matrix.pivot(index="category", columns="sae", values=count),
-    column_order=progression["sae"].tolist(),
-)
-numbers_tab.dataframe(
-    matrix[["sae", "category", "n_specialists", "n_replicated", "chance_mean", "chance_p95",
-            "chance_p", "beats_chance"]],
-    hide_index=True,
-)  # fmt: skip
+with numbers_tab:
+    saes = progression["sae"].tolist()
+    plain_table(
+        matrix.pivot(index="category", columns="sae", values=count).reset_index(),
+        ["category", *saes],
+        **{sae: NUMBER(sae, format="%d") for sae in saes},
+    )
+    plain_table(
+        matrix,
+        ["sae", "category", "n_specialists", "n_replicated", "chance_mean", "chance_p95",
+         "chance_p", "beats_chance"],
+    )  # fmt: skip
 
 st.subheader("Replication")
 st.caption(replication_note)
-st.dataframe(rates.drop(columns="family"), hide_index=True)
+plain_table(rates, ["category", "discovered", "replicated", "replication_rate"])
 
 st.subheader("Specialists by depth")
 st.altair_chart(layer_progression_chart(progression), width="stretch")
 
 st.subheader("Top specialists per category")
-feature_table(
-    top_specialists(table, per_category, replicated_only=replicated_only),
-    ["category", "sae", "layer", "feature", "score", "support", "n_texts", "q_value",
-     "replicated", "token", "token_share", "token_auroc", "auroc", "token_explained",
-     "notebook_score", "share"],
-)  # fmt: skip
+top = top_specialists(table, per_category, replicated_only=replicated_only)
+top = top.assign(token=top["token"].map(token_label, na_action="ignore"))
+feature_table(top, TOP_COLUMNS)
+with st.expander("Token confound and the other measures (rows numbered as above)"):
+    feature_table(top, TOP_MORE_COLUMNS, n_texts=CATEGORY_TEXTS)
 
 st.subheader("Strongest features per SAE")
 feature_table(

@@ -37,7 +37,7 @@ from explorer.ui import feature_cache as cache
 from explorer.ui.lens_views import hide_absent_tokens
 from explorer.ui.links import ablation_url
 from explorer.ui.loaded import missing_sae_message
-from explorer.ui.tables import feature_table
+from explorer.ui.tables import feature_table, plain_table
 
 METRIC_HELP = {"frequency rank": "1 = the most frequent of the SAE's {d_sae:,} features."}
 MOVES = {  # label: (icon, help)
@@ -190,7 +190,11 @@ def label_form(store: Store, sae: str, feature: int, read_only: bool) -> pd.Data
         except ExplorerError as error:
             st.error(str(error))
     labels = store.labels(sae, feature)
-    st.dataframe(labels[["label", "note", "created_at"]], hide_index=True)
+    plain_table(
+        labels.assign(note=labels["note"].replace(r"^\s*$", None, regex=True)),  # no note
+        ["label", "note", "created_at"],
+        created_at=st.column_config.DatetimeColumn("saved", format="YYYY-MM-DD HH:mm"),
+    )
     return labels
 
 

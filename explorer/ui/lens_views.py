@@ -38,8 +38,11 @@ if TYPE_CHECKING:
     from sae_lens import SAE
     from transformer_lens import HookedTransformer
 
-BROWSE_COLUMNS = ["feature", "promoted", "suppressed", "max_logit", "min_logit", "token_freq",
-                  "max_act", "label"]  # fmt: skip
+# the numbers before the token lists, so all fit at 1440 px; a user's label shows as the
+# feature's description
+BROWSE_COLUMNS = ["feature", "max_logit", "min_logit", "token_freq", "max_act", "promoted",
+                  "suppressed"]  # fmt: skip
+TOKENS_WIDTH = 150  # px of each token list in the browse table (a cell shows its first tokens)
 
 
 def hide_absent_tokens(key: str) -> bool:
@@ -68,7 +71,10 @@ def show_browse(store: Store, sae: str, n_tokens: int) -> None:
         "at build; ␣ is a space). Sort by any column; 'open' goes to the feature's page."
     )
     feature_table(
-        shown.sort_values(["max_logit", "feature"], ascending=[False, True]), BROWSE_COLUMNS
+        shown.sort_values(["max_logit", "feature"], ascending=[False, True]),
+        BROWSE_COLUMNS,
+        promoted=st.column_config.ListColumn("promoted tokens", width=TOKENS_WIDTH),
+        suppressed=st.column_config.ListColumn("suppressed tokens", width=TOKENS_WIDTH),
     )
 
 

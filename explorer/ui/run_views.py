@@ -41,7 +41,7 @@ from explorer.methods_doc import methods_link
 from explorer.store.queries.search import MAX_QUERY_CHARS
 from explorer.store.queries.texts import find_texts
 from explorer.store.reader import Store
-from explorer.ui.tables import feature_table, plain_table
+from explorer.ui.tables import NUMBER, feature_table, plain_table
 
 
 @dataclass(frozen=True)
@@ -57,6 +57,16 @@ class TextRequest:
 
 LISTED_TEXTS = 100  # stored texts listed by the picker (the first by id that match)
 PREVIEW_CHARS = 2000  # of the chosen stored text shown before a run
+PER_TOKEN_FORMATS = {  # a text run's per-token table (`TextEffect.per_token`)
+    "pos": NUMBER("position", format="%d"),
+    "clean_loss": NUMBER("clean loss", format="%.4f"),
+    "patched_loss": NUMBER("intervened loss", format="%.4f"),
+    "delta_loss": NUMBER("change in loss", format="%+.4f"),
+    "kl": NUMBER("KL", format="%.4f", help="KL(clean || intervened), next-token distribution"),
+    "activation_change": NUMBER(
+        "|change| at the hook", format="%.4f", help="mean |x' - x| over the hook's width"
+    ),
+}
 
 
 def stored_text_picker(store: Store) -> int | None:
@@ -219,7 +229,16 @@ def show_text_run(run: TextRun, saved: int | str) -> None:
             st.caption("With the intervention")
             st.text(run.intervened_generation)
     with st.expander("Per token: losses and the features' activations before and after"):
-        st.dataframe(effect.per_token(), hide_index=True)
+        per_token = effect.per_token()
+        plain_table(
+            per_token.assign(token=per_token["token"].map(token_label)),
+            **PER_TOKEN_FORMATS,
+            **{
+                column: NUMBER(column, format="%.2f", help="the feature's activation")
+                for column in per_token.columns
+                if column.startswith("#")
+            },
+        )
 
 
 def show_corpus_run(

@@ -67,6 +67,14 @@ COLUMN_FORMATS: dict[str, Any] = {
     "enrichment": NUMBER("enrichment", format="%.2f"),
     "p_value": p_value_column("p"),
     "q_value": p_value_column("q (BH)"),
+    "support": NUMBER("support", format="%d", help="the category's texts where it fires"),
+    "notebook_score": NUMBER("notebook score", format="%d"),
+    "token_share": percent_column("token share", help="the top token's share of its tokens"),
+    "token_auroc": NUMBER("token AUROC", format="%.3f"),
+    "token_explained": st.column_config.CheckboxColumn(
+        "token detector", help="its top token separates the category about as well"
+    ),
+    "replication_rate": percent_column("replication rate"),
     "token_freq": percent_column("token freq", FREQ_DECIMALS),
     "text_freq": percent_column("text freq", FREQ_DECIMALS),
     "max": NUMBER("max act", format="%.2f"),

@@ -23,12 +23,7 @@ HELPERS = {"explorer/ui/tables.py", "explorer/ui/links.py"}
 # Direct st.dataframe calls per file, each naming no feature (what it shows).
 DIRECT_TABLES = {
     "app_pages/compare.py": 1,  # specialists per category and SAE (counts)
-    "app_pages/frequency.py": 1,  # Spearman rho per measure
-    "app_pages/home.py": 1,  # texts per category
-    "app_pages/specialists.py": 3,  # counts per category and SAE (2 views), replication rates
     "explorer/ui/compare_views.py": 1,  # metrics per SAE
-    "explorer/ui/feature_views.py": 1,  # the feature's saved labels
-    "explorer/ui/run_views.py": 1,  # the effect per token of one text
 }
 # Charts naming features shown with their own selection (a box on the atlas map), not a click.
 OWN_SELECTION = {"explorer/ui/atlas_views.py"}
