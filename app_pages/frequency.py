@@ -123,7 +123,9 @@ plain_table(
 )
 for ranks, share in (("top", "pct_top"), ("bottom", "pct_bottom")):
     if answers[share].isna().all():  # a share of no live feature: say so, not "None"
-        st.caption(f"No feature of ranks {answers[ranks].iloc[0]} fires on this corpus.")
+        st.caption(
+            f"No feature of ranks {markdown_escaped(answers[ranks].iloc[0])} fires on this corpus."
+        )
 
 drawn, marks_note = thin_marks(features, features["is_specialist"])
 described = drawn.assign(description=feature_descriptions(store, drawn))
