@@ -186,6 +186,11 @@ def demo_store_outdated(path: str) -> bool:
         ) from exc
 
 
+def _failed(what: str, error: Exception) -> str:
+    """`what`, the unexpected error's type and message (escaped), for the page."""
+    return f"{what}: {markdown_escaped(type(error).__name__)}: {markdown_escaped(error)}."
+
+
 class DemoBuild:
     """One build of the demo store at `path`, run by a server thread: it finishes whatever
     happens to the session that started it (a closed tab no longer throws it away), and any
@@ -281,9 +286,9 @@ class DemoBuild:
         except Exception as error:  # noqa: BLE001 - a failed build must reach the page
             logger.exception("The demo store build at %s failed", self.path)
             self.error = (
-                f"The demo store build failed: {markdown_escaped(type(error).__name__)}: "
-                f"{markdown_escaped(error)}. Try again, or build it with `python -m explorer "
-                "build demo bundled+arithmetic`."
+                _failed("The demo store build failed", error)
+                + " Try again, or build it with `python -m explorer build demo "
+                "bundled+arithmetic`."
             )
         finally:
             self._done.set()
@@ -303,10 +308,7 @@ class DemoBuild:
             self.atlas_error = str(error)
         except Exception as error:  # noqa: BLE001 - the atlas page says what went wrong
             logger.exception("Laying out the atlas of %s failed", self.path)
-            self.atlas_error = (
-                f"Laying out the atlas failed: {markdown_escaped(type(error).__name__)}: "
-                f"{markdown_escaped(error)}."
-            )
+            self.atlas_error = _failed("Laying out the atlas failed", error)
 
 
 class _DemoBuilds:
