@@ -30,6 +30,8 @@ from explorer.ui.links import Target, feature_chart, feature_url, linked_datafra
 from explorer.ui.state import current_store
 
 LINK = "link"
+OPEN = "open ›"  # a link cell's text; a click on the cell opens the feature's page
+OPEN_HELP = "one click opens the feature's page in this tab"
 NUMBER = st.column_config.NumberColumn
 # The number style: frequencies and shares as percentages with fixed decimals (frequencies
 # 2, other shares 1), a fixed number of decimals per kind of number (activations 2, scores
@@ -226,18 +228,25 @@ def streamlit_number_text(value: Any) -> str:
 
 
 def styled(
-    shown: pd.DataFrame, config: dict[str, Any]
+    shown: pd.DataFrame,
+    config: dict[str, Any],
+    shown_as: dict[str, Callable[[Any], str]] | None = None,
 ) -> tuple[pd.DataFrame | Styler, dict[str, Any]]:
-    """`shown` and its `config` for `st.dataframe`: with percentage or p-value columns (and
-    at most `STYLED_CELLS` cells), a pandas Styler whose display texts are
-    `explorer.number_style`'s, those columns' Streamlit formats and steps removed so the
-    texts show; the cells keep the numbers, so a click on a header sorts by value at full
-    precision. Otherwise `shown` and `config` unchanged (Streamlit's formats)."""
-    texts = {c: text for c, text in _number_texts(config).items() if c in shown.columns}
-    if not texts or shown.size > STYLED_CELLS:
+    """`shown` and its `config` for `st.dataframe`: with percentage or p-value columns, or
+    columns `shown_as` gives a display text (and at most `STYLED_CELLS` cells), a pandas
+    Styler whose display texts are `explorer.number_style`'s and `shown_as`'s, the number
+    columns' Streamlit formats and steps removed so the texts show; the cells keep their
+    values, so a click on a header sorts by value at full precision. Otherwise `shown` and
+    `config` (Streamlit's formats), a `shown_as` column holding its display text."""
+    shown_as = {c: text for c, text in (shown_as or {}).items() if c in shown.columns}
+    numbers_as = {c: text for c, text in _number_texts(config).items() if c in shown.columns}
+    if shown.size > STYLED_CELLS:
+        return shown.assign(**{c: shown[c].map(text) for c, text in shown_as.items()}), config
+    texts = {**numbers_as, **shown_as}
+    if not texts:
         return shown, config
     config = dict(config)
-    for column in texts:
+    for column in numbers_as:
         number = {**config[column]["type_config"], "format": None, "step": None}
         config[column] = {**config[column], "type_config": number}
     unformatted = [
@@ -273,11 +282,17 @@ def with_feature_links(frame: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
     return frame[columns].assign(**{LINK: links})[[LINK, *columns]]
 
 
+def _open_text(url: Any) -> str:
+    return OPEN
+
+
 def feature_table(frame: pd.DataFrame, columns: list[str], **config: Any) -> None:
     """Show `frame` (with sae and feature columns) as a dataframe of numbered rows whose
     first column links to each feature's page, with each feature's description after its
     id; `config` adds or overrides column configs by name. One click on the link or the id
-    opens the page (`linked_dataframe`)."""
+    opens the page in this tab (`linked_dataframe`). The link column holds each page's URL
+    (what a CSV download of the table keeps) and shows `OPEN` as plain text: Streamlit's
+    LinkColumn opens a new tab when the click lands on its text."""
     frame, columns = with_descriptions(current_store(), frame, columns)
     pairs = [
         (str(sae), int(feature))
@@ -286,12 +301,12 @@ def feature_table(frame: pd.DataFrame, columns: list[str], **config: Any) -> Non
     shown, formats = displayed(
         numbered(with_feature_links(frame, columns)),
         {
-            LINK: st.column_config.LinkColumn("page", display_text="open", width="small"),
+            LINK: st.column_config.TextColumn("page", width="small", help=OPEN_HELP),
             **column_formats(columns, **config),
         },
     )
     targets = {LINK: pairs, "feature": pairs} if "feature" in columns else {LINK: pairs}
-    data, formats = styled(shown, formats)
+    data, formats = styled(shown, formats, shown_as={LINK: _open_text})
     linked_dataframe(data, targets, formats, placeholder=MISSING)
 
 

@@ -22,6 +22,7 @@ from explorer.live.runs import run_text
 from explorer.sources.source import load_source
 from explorer.store.reader import Store
 from explorer.ui.links import ROW_NUMBER, feature_url
+from explorer.ui.tables import OPEN
 
 PAGES = Path(__file__).resolve().parents[2] / "app_pages"
 MISSING = "—"
@@ -86,6 +87,10 @@ def assert_names_features(table, store_path: Path, saes: list[str]) -> None:
         feature_url(sae, feature) for sae, feature in zip(saes, cells["feature"], strict=True)
     ]
     assert cells["description"].tolist() == described(store_path, named)
+    # the link cell shows plain text (a LinkColumn opens a new tab when its text is clicked);
+    # a click on the cell opens the page in this tab (`linked_dataframe`)
+    assert config(table)["link"]["type_config"]["type"] == "text"
+    assert set(texts(table)["link"]) == {OPEN}
 
 
 def test_specialist_tables_read_in_the_number_style(open_page, store_path) -> None:

@@ -50,3 +50,19 @@ def test_a_missing_number_shows_the_marker_and_its_column_stays_numeric() -> Non
     assert columns["max"]["type_config"]["format"] == "%.2f"  # Streamlit formats the rest
     assert "None" not in texts.to_numpy().ravel().tolist()
     assert pd.isna(cells.loc[1, "max"])
+
+
+def test_a_display_text_shows_in_small_and_too_big_tables_alike() -> None:
+    """`styled`'s `shown_as` (a link column's "open"): a small table keeps each cell's value
+    (the URL a CSV download keeps) and shows the text through its Styler; a table too big to
+    style (`STYLED_CELLS`) holds the text itself, so neither shows a bare URL."""
+    from explorer.ui.tables import OPEN, STYLED_CELLS, styled
+
+    def table(rows: int) -> pd.DataFrame:
+        return pd.DataFrame({"link": [f"feature?sae=a&feature={i}" for i in range(rows)]})
+
+    small, _ = styled(table(3), {}, shown_as={"link": lambda url: OPEN})
+    assert small.data["link"].tolist() == [f"feature?sae=a&feature={i}" for i in range(3)]
+    assert [row[1]["display_value"] for row in small._translate(False, False)["body"]] == [OPEN] * 3
+    big, _ = styled(table(STYLED_CELLS + 1), {}, shown_as={"link": lambda url: OPEN})
+    assert set(big["link"]) == {OPEN}

@@ -122,13 +122,13 @@ def grid_link(page, grid_index: int = 0) -> str:
 
 def click_first_link_cell(page, grid_index: int = 0):
     """Click the first row's link cell of a feature table once, as a person does (the pointer
-    moves there, a 100 ms press), beside its "open" text; the feature's page opens in this
-    tab (the context keeps one tab). A click on the text itself opens a new tab: Streamlit's
-    link column follows a hovered link."""
+    moves there, a 100 ms press), on its "open" text; the feature's page opens in this tab
+    (the context keeps one tab). With Streamlit's LinkColumn a click on that text opened a
+    new tab (the grid follows a hovered link); the cell is plain text now."""
     grid = page.locator("[data-testid='stDataFrame']").nth(grid_index)
     grid.scroll_into_view_if_needed()
     box = grid.bounding_box()
-    x, y = box["x"] + 115, box["y"] + 35 + 17  # past the row number (#), in row 1's link cell
+    x, y = box["x"] + 75, box["y"] + 35 + 17  # past the row number (#), on row 1's "open"
     page.mouse.move(x, y + 60)
     page.mouse.move(x, y, steps=5)
     page.mouse.click(x, y, delay=100)
