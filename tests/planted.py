@@ -3,12 +3,41 @@ measure can be checked against an independent computation)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pandas as pd
 
 from explorer.store.schema import SaeInfo
 from explorer.store.writer import StoreWriter
+
+
+def two_family_texts(
+    prose: Sequence[str],
+    operations: Sequence[str],
+    per_category: int,
+    operation_labels: Callable[[str], list[str]] = lambda operation: [f"op:{operation}"],
+) -> pd.DataFrame:
+    """text_id, category, source, text, labels, index: `per_category` texts of each `prose`
+    category (source `bundled`, no labels), then of each of the `operations` (source
+    `arithmetic`, labelled `operation_labels(operation)`, called once per text in order);
+    text "<category> <index>", index its number within its category."""
+    rows = []
+    for source, categories in (("bundled", prose), ("arithmetic", operations)):
+        for category in categories:
+            for index in range(per_category):
+                labels = operation_labels(category) if source == "arithmetic" else []
+                rows.append(
+                    {
+                        "text_id": len(rows),
+                        "category": category,
+                        "source": source,
+                        "text": f"{category} {index}",
+                        "labels": labels,
+                        "index": index,
+                    }
+                )
+    return pd.DataFrame(rows)
 
 
 def tokens_of(texts: pd.DataFrame) -> pd.DataFrame:

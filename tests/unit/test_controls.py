@@ -39,7 +39,7 @@ from explorer.analysis.specialists import (
 )
 from explorer.cli import main
 from explorer.store.reader import Store
-from tests.planted import write_one_sae_store
+from tests.planted import two_family_texts, write_one_sae_store
 
 PROSE = ("chat", "code", "maths", "prose")
 OPERATIONS = ("addition", "subtraction")
@@ -50,22 +50,7 @@ RANDOM_SEED = 7
 
 
 def planted_texts() -> pd.DataFrame:
-    rows = []
-    for source, categories in (("bundled", PROSE), ("arithmetic", OPERATIONS)):
-        for category in categories:
-            for index in range(PER_CATEGORY):
-                labels = [f"op:{category}"] if source == "arithmetic" else []
-                rows.append(
-                    {
-                        "text_id": len(rows),
-                        "category": category,
-                        "source": source,
-                        "text": f"{category} {index}",
-                        "labels": labels,
-                        "index": index,
-                    }
-                )
-    return pd.DataFrame(rows)
+    return two_family_texts(PROSE, OPERATIONS, PER_CATEGORY)
 
 
 def planted_tokens(texts: pd.DataFrame) -> pd.DataFrame:

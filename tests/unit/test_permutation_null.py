@@ -36,7 +36,7 @@ from explorer.analysis.specialists import (
     scored_activations,
 )
 from explorer.store.reader import Store
-from tests.planted import write_one_sae_store
+from tests.planted import two_family_texts, write_one_sae_store
 
 PROSE = ("chat", "code", "prose")
 OPERATIONS = ("addition", "division", "subtraction")
@@ -52,24 +52,11 @@ LOOSE = {  # thresholds low enough that shuffled labels give specialists under e
 
 
 def planted_texts(rng: np.random.Generator) -> pd.DataFrame:
-    rows = []
-    for source, categories in (("bundled", PROSE), ("arithmetic", OPERATIONS)):
-        for category in categories:
-            for index in range(PER_CATEGORY):
-                labels = []
-                if source == "arithmetic":
-                    numbers = rng.choice(8, size=rng.integers(2, 4), replace=False)
-                    labels = [f"op:{category}", *(f"num:{n}" for n in sorted(numbers))]
-                rows.append(
-                    {
-                        "text_id": len(rows),
-                        "category": category,
-                        "source": source,
-                        "text": f"{category} {index}",
-                        "labels": labels,
-                    }
-                )
-    return pd.DataFrame(rows)
+    def labels(operation: str) -> list[str]:
+        numbers = rng.choice(8, size=rng.integers(2, 4), replace=False)
+        return [f"op:{operation}", *(f"num:{n}" for n in sorted(numbers))]
+
+    return two_family_texts(PROSE, OPERATIONS, PER_CATEGORY, labels)
 
 
 def planted_tokens(texts: pd.DataFrame) -> pd.DataFrame:
