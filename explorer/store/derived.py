@@ -26,6 +26,8 @@ from typing import Any
 
 import duckdb
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from explorer.errors import StoreError, markdown_escaped
 
@@ -56,6 +58,22 @@ def _to_parquet(frame: pd.DataFrame) -> bytes:
     buffer = io.BytesIO()
     frame.to_parquet(buffer, index=False, compression="zstd")
     return buffer.getvalue()
+
+
+def _from_parquet(data: bytes) -> pd.DataFrame:
+    """A kept frame from its Parquet blob, as `pd.read_parquet` returns it, decoded one
+    column at a time: the peak is the frame plus one column, where the whole Arrow table
+    beside its pandas copy took ~+100 MB for the demo store's 35 MB table of specialist
+    cells (bench/README.md, memory of a server that serves store pages)."""
+    file = pq.ParquetFile(pa.BufferReader(data))
+    names = file.schema_arrow.names
+    if not names:
+        return file.read(use_pandas_metadata=True).to_pandas()
+    columns = [
+        file.read(columns=[name], use_threads=False, use_pandas_metadata=True).to_pandas()
+        for name in names
+    ]
+    return pd.concat(columns, axis=1)
 
 
 def write_derived(con: duckdb.DuckDBPyConnection, entries: list[Derived]) -> None:
@@ -92,7 +110,7 @@ def read_derived(
         f"SELECT part, data FROM {TABLE} WHERE kind = ? AND list_contains(?, part)",
         [kind, wanted],
     ).fetchall()
-    frames = {part: pd.read_parquet(io.BytesIO(data)) for part, data in rows}
+    frames = {part: _from_parquet(data) for part, data in rows}
     return Derived(kind, key, {part: frames[part] for part in wanted}, record["values"])
 
 

@@ -5,7 +5,9 @@ Owns the `st.cache_data` wrappers around analyses that read a whole table of the
 enrichment of every feature).
 Entries are keyed on the store's path and modification time, so a rebuilt store is never
 answered from an old entry, and bounded by `max_entries` and `ttl`. Pages call these
-instead of the analysis functions directly.
+instead of the analysis functions directly. The specialists, the largest result (a row per
+tested feature x category), are one `st.cache_resource` object every session reads and
+none modifies, not a copy per call.
 """
 
 from __future__ import annotations
@@ -35,16 +37,28 @@ DEFAULT_DESCRIPTIONS = DescriptionSettings()
 MAX_SCAN_ROWS_ON_VIEW = 5_000_000  # the demo's 0.54M rows score in < 1 s; 12.5M took 21 s
 
 
-@st.cache_data(max_entries=16, ttl=3600, show_spinner="Computing the specialist measures…")
-def _specialists(key: StoreKey, settings: SpecialistSettings) -> Specialists:
-    path, _ = key  # the modification time is only part of the key
+@st.cache_resource(max_entries=4, ttl=3600, show_spinner="Computing the specialist measures…")
+def _shared_specialists(
+    path: str, identity: tuple[int, int], settings: SpecialistSettings
+) -> Specialists:
+    # One copy shared by every session, never modified (pandas copies on write: the pages'
+    # filters, merges and assigns make new frames). st.cache_data pickled the table of cells
+    # (143k rows x 31 columns, 35 MB on the demo store) into its cache and unpickled a new
+    # copy on every call, ~+70 MB of a page's peak (bench/README.md). Keyed by the store's
+    # file, not its user data: labels and runs do not change the specialists.
     return precompute.specialists(open_store(path), settings)
+
+
+def _specialists(key: StoreKey, settings: SpecialistSettings) -> Specialists:
+    store = open_store(key[0])
+    return _shared_specialists(str(store.path), store.identity, settings)
 
 
 def specialists(store: Store, settings: SpecialistSettings) -> Specialists:
     """`precompute.specialists(store, settings)` (kept in the store for the default
-    settings), cached per store file and settings."""
-    return _specialists(store_key(store), settings)
+    settings), computed or read once per store file and settings and shared by every
+    session: a caller never modifies it."""
+    return _shared_specialists(str(store.path), store.identity, settings)
 
 
 @st.cache_data(max_entries=32, ttl=3600, show_spinner="Answering under every measure…")
