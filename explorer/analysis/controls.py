@@ -23,7 +23,6 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
-from scipy import sparse
 
 from explorer.analysis.families import Family, category_families
 from explorer.analysis.specialists import (
@@ -47,6 +46,8 @@ from explorer.analysis.specialists import (
 )
 
 if TYPE_CHECKING:
+    from scipy import sparse
+
     from explorer.store.reader import Store
 
 CHANCE_QUANTILE = 0.95
@@ -233,6 +234,8 @@ def _passing_cells(
     counted = np.arange(len(n_in)) if settings.measure == "dominance" else np.flatnonzero(testable)
     members = family.membership[:, counted]  # [universe texts, counted categories]
     n_batch, n_categories = len(orders), len(counted)
+    from scipy import sparse
+
     stacked = sparse.hstack([members[order] for order in orders], format="csr")
     # [universe texts, shuffles x counted categories]
     product = _ShuffledProduct(stacked.T.tocsr())

@@ -47,7 +47,6 @@ from typing import TYPE_CHECKING, Literal, get_args
 
 import numpy as np
 import pandas as pd
-from scipy import stats as scipy_stats
 
 from explorer.errors import InputError, check_finite
 from explorer.store.schema import FEATURE_TOKEN_TOP
@@ -166,6 +165,8 @@ def chi_squared(
     """Pearson's chi-squared (no continuity correction) and its p-value (1 degree of freedom)
     of the 2 x 2 tables [[a, n_feature - a], [n_token - a, rest]], one per element; a table
     with an empty row or column has statistic 0 and p = 1."""
+    from scipy import stats as scipy_stats
+
     a, n_feature, n_token = (np.asarray(x, dtype=np.float64) for x in (a, n_feature, n_token))
     n_total = np.asarray(n_total, dtype=np.float64)
     b = n_feature - a  # active, another token

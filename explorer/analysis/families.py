@@ -20,11 +20,13 @@ store and draws nothing.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import pandas as pd
-from scipy import sparse
+
+if TYPE_CHECKING:
+    from scipy import sparse
 
 Contrast = Literal["family", "corpus"]
 OPERATION_FAMILY = "operation"
@@ -47,6 +49,8 @@ class Family:
 
 
 def _membership(rows: np.ndarray, columns: np.ndarray, shape: tuple[int, int]) -> sparse.csr_matrix:
+    from scipy import sparse
+
     data = np.ones(len(rows), dtype=np.float64)
     matrix = sparse.csr_matrix((data, (rows, columns)), shape=shape)
     matrix.sum_duplicates()

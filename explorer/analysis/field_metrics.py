@@ -19,17 +19,19 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import pandas as pd
-from scipy import optimize, sparse
 
 from explorer.analysis.compare import QUALITY_METRICS
 from explorer.analysis.lineage import activation_matrix
 from explorer.errors import InputError, markdown_escaped
 from explorer.store.queries.activations import TextPooling, text_categories, text_rows
 from explorer.store.reader import Store
+
+if TYPE_CHECKING:
+    from scipy import sparse
 
 MATCH_THRESHOLD = 0.7  # a decoder cosine at or above it counts as the same direction
 MATCH_THRESHOLDS = (MATCH_THRESHOLD, 0.9)  # the shares a matching reports
@@ -191,6 +193,8 @@ def fit_probe(x: np.ndarray, y: np.ndarray, l2: float = PROBE_L2) -> tuple[np.nd
         slope = -weight * sign * np.exp(-np.logaddexp(0.0, margin))  # d loss / d logit
         grad = np.append(x.T @ slope + l2 * params[:-1], slope.sum())
         return float(weight @ losses + 0.5 * l2 * params[:-1] @ params[:-1]), grad
+
+    from scipy import optimize
 
     # BFGS: L-BFGS-B's Fortran step cost ~3 ms an iteration here for <= 6 parameters
     fitted = optimize.minimize(loss, np.zeros(x.shape[1] + 1), jac=True, method="BFGS")

@@ -14,14 +14,17 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
-from scipy import sparse
 
 from explorer.errors import InputError
 from explorer.store.queries.activations import n_tokens, token_rows
 from explorer.store.reader import Store
+
+if TYPE_CHECKING:
+    from scipy import sparse
 
 MATCH_COLUMNS = ["sae", "feature", "other_sae", "other_feature", "rank", "similarity"]
 FEATURE_MATCH_COLUMNS = ["sae", "feature", "rank", "similarity"]  # one feature's matches
@@ -49,6 +52,8 @@ DEFAULT_LINEAGE = LineageSettings()
 def activation_matrix(rows: pd.DataFrame, n_rows: int, n_features: int) -> sparse.csc_matrix:
     """[n_rows, n_features] sparse matrix of `rows` (token or text id in the first column,
     feature, value), float64, zeros where a feature does not fire."""
+    from scipy import sparse
+
     index = rows.iloc[:, 0].to_numpy()
     return sparse.csc_matrix(
         (rows["value"].to_numpy(np.float64), (index, rows["feature"].to_numpy())),

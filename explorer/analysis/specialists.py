@@ -22,7 +22,8 @@ categories one-hot of each family (`explorer.analysis.families`):
 Only (feature, category) cells with at least `min_support` active texts in the category are
 tested (and corrected for). Every measure, test and default is defined in docs/methods.md.
 The permutation null lives in `explorer.analysis.controls`. It draws nothing and runs SQL
-only through `explorer.store.queries.specialists` and `Store`.
+only through `explorer.store.queries.specialists` and `Store`. scipy is imported by the
+functions that compute, so a page showing the specialists a store keeps never loads it.
 """
 
 from __future__ import annotations
@@ -34,14 +35,14 @@ from typing import TYPE_CHECKING, Any, Literal, get_args
 
 import numpy as np
 import pandas as pd
-from scipy import sparse
-from scipy import stats as scipy_stats
 
 from explorer.analysis.families import OPERATION_PREFIX, Contrast, Family, category_families
 from explorer.errors import InputError, check_finite, markdown_escaped, quoted
 from explorer.methods_doc import methods_link
 
 if TYPE_CHECKING:
+    from scipy import sparse
+
     from explorer.store.reader import Store
 
 Measure = Literal["selectivity", "score", "dominance", "auroc", "enrichment"]
@@ -239,6 +240,8 @@ class TextActivations:
     @classmethod
     def from_rows(cls, rows: pd.DataFrame, texts: pd.DataFrame) -> TextActivations:
         """From `queries.specialists.text_activations` and `labelled_texts` frames."""
+        from scipy import sparse
+
         texts = texts.reset_index(drop=True)
         keys = rows[["sae", "layer", "feature"]]
         row = keys.groupby(["sae", "feature"], sort=False).ngroup().to_numpy()
@@ -256,6 +259,8 @@ class TextActivations:
         positions only (`queries.specialists.marked_activations`: the feature's summed
         activation there, and how many marked positions the text has): total / n_marks, the
         mean over those positions (0 where the feature is silent there or the text has none)."""
+        from scipy import sparse
+
         keys = self.features[["sae", "feature"]].reset_index(drop=True).reset_index()
         rows = totals.merge(keys.rename(columns={"index": "row"}), on=["sae", "feature"])
         column = np.searchsorted(self.texts["text_id"].to_numpy(), rows["text_id"].to_numpy())
@@ -314,6 +319,8 @@ def fisher_greater(
     """One-sided Fisher exact p-value that the feature fires more inside the category:
     P(X >= in_active) for X hypergeometric (n_total texts, n_active firing, n_in drawn);
     exactly 1 where in_active is 0, so only the other rows are computed."""
+    from scipy import stats as scipy_stats
+
     p = np.ones(np.shape(in_active), dtype=np.float64)
     some = in_active > 0
     p[some] = scipy_stats.hypergeom.sf(
@@ -327,6 +334,8 @@ def chi2_pvalue(
 ) -> np.ndarray:
     """Pearson chi-squared p-value (1 df, no continuity correction) of the 2 x 2 table
     (in / out of the category) x (fires / not); 1 where a margin is empty."""
+    from scipy import stats as scipy_stats
+
     a = in_active.astype(np.float64)
     b = (n_active - in_active).astype(np.float64)
     c = (n_in - in_active).astype(np.float64)
@@ -763,6 +772,8 @@ def token_auroc(counts: pd.DataFrame, families: list[Family], texts: pd.DataFram
     every family. The frequency is built like a text activation (a mean over the text's
     tokens), so a feature that only detects the token gets about the token's AUROC. Texts
     without the token tie at 0. Columns: token_id, family, category, token_auroc."""
+    from scipy import sparse
+
     columns = ["token_id", "family", "category", "token_auroc"]
     token_ids = np.unique(counts["token_id"].to_numpy(np.int64))
     if not len(token_ids):
