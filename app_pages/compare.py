@@ -3,7 +3,7 @@ field's metrics of every SAE, beside a second store's when one is picked."""
 
 import streamlit as st
 
-from explorer.analysis.compare import compare_saes, quality_sample_note
+from explorer.analysis.compare import QUALITY_METRICS, compare_saes, quality_sample_note
 from explorer.analysis.descriptions import compare_scores
 from explorer.analysis.specialists import MEASURE_INFO, MEASURES, category_matrix
 from explorer.charts.compare import quality_chart, specialists_per_category_chart
@@ -18,6 +18,12 @@ from explorer.ui.specialist_views import family_choice
 from explorer.ui.state import current_store
 from explorer.ui.tables import plain_table
 
+# two tables of one row per SAE, each narrow enough for a 1440 px screen
+SPECIALIST_COLUMNS = ["sae", "n_alive", "n_specialists", "pct_specialists",
+                      "categories_with_specialists", "n_categories", "median_rank_specialists",
+                      "median_rank_general", "spearman_rho", "spearman_p", "max_score"]  # fmt: skip
+QUALITY_COLUMNS = ["sae", "layer", "n_features", *QUALITY_METRICS]
+
 st.title("Compare SAEs")
 store = current_store()
 settings = specialist_settings_sidebar()
@@ -26,23 +32,27 @@ other = second_store(store)  # its SAEs join the field's metrics table
 comparison = compare_saes(store.saes(), result)
 matrix = category_matrix(result.table)
 
+st.subheader("Specialists and frequency per SAE")
 st.caption(
     f"Measure: **{MEASURES[settings.measure]}**, at least {settings.min_support} supporting "
     f"texts; specialists of the family {markdown_escaped(family)} (sidebar). Thresholds are "
-    "in the sidebar and in this page's URL. Frequency ranks: 1 = the SAE's most frequent "
-    f"feature. {methods_link(MEASURE_INFO[settings.measure].anchor)}"
+    "in the sidebar and in this page's URL. Ranks: the median frequency rank, 1 = the SAE's "
+    "most frequent feature; rho: Spearman's, of token frequency against the best score. "
+    "Each header's tooltip defines its column. "
+    f"{methods_link(MEASURE_INFO[settings.measure].anchor)} · "
+    f"{methods_link('frequency-vs-specialization')}"
 )
-plain_table(comparison)
+plain_table(comparison, SPECIALIST_COLUMNS)
 
 st.subheader("Specialists per category")
 st.caption("One bar per SAE (by layer); click a bar to open the category's best feature there.")
 bars = matrix.assign(description=feature_descriptions(store, matrix, "best_feature"))
 feature_chart(specialists_per_category_chart(bars))
 with st.expander("Numbers"):
-    st.dataframe(
-        matrix.pivot(index="category", columns="sae", values="n_specialists"),
-        column_order=comparison["sae"].tolist(),
-    )
+    counts = matrix.pivot(index="category", columns="sae", values="n_specialists")
+    saes = [sae for sae in comparison["sae"] if sae in counts.columns]  # by layer
+    count = {sae: st.column_config.NumberColumn(sae, format="%d") for sae in saes}
+    plain_table(counts.reset_index(), ["category", *saes], **count)
 
 st.subheader("Description scores per SAE")
 st.caption(
@@ -61,6 +71,7 @@ if st.toggle(
 
 st.subheader("Quality per SAE")
 st.caption(f"{quality_sample_note(store.saes(), store.meta())} {methods_link('sae-quality')}")
+plain_table(comparison, QUALITY_COLUMNS)
 st.altair_chart(quality_chart(comparison), width="stretch")
 
 compare_views.show_field_metrics(store, other)

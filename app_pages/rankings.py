@@ -22,7 +22,10 @@ settings = specialist_settings_sidebar()
 frequency = store.frequency_table().query("sae == @sae")
 
 st.subheader(f"{markdown_escaped(ranking.capitalize())} features of {markdown_escaped(sae)}")
-st.caption(f"Ranked by {({**RANKINGS, **SCORE_RANKINGS})[ranking]}; dead features are left out.")
+st.caption(
+    f"Ranked by {({**RANKINGS, **SCORE_RANKINGS})[ranking]}; dead features are left out. "
+    "#: the rank (a click on a header sorts the rows, each keeps its rank)."
+)
 if ranking in SCORE_RANKINGS:
     described = cached.descriptions(store, sae)
     ranked = rank_by_score(described, ranking == "best explained", count)[SCORE_RANKING_COLUMNS]
@@ -33,7 +36,7 @@ else:
         else None
     )
     ranked = rank_features(frequency, ranking, count, table)
-feature_table(ranked, ranked.columns.drop("sae").tolist())
+feature_table(ranked, ranked.columns.drop(["rank", "sae"]).tolist())  # the rows' # is the rank
 
 st.subheader("Co-activation")
 relation_views.show_co_firing(store, sae, int(ranked["feature"].iloc[0]) if len(ranked) else 0)

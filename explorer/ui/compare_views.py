@@ -3,7 +3,8 @@
 corpus's categories by layer (of both stores side by side too), and (when the user asks,
 since they load the source's SAEs) feature redundancy and cross-SAE matching.
 
-Owns that section's layout and the formats of its columns. Every number of the table but
+Owns that section's layout and the number format of each metric's row (`METRIC_FORMATS`;
+the tables go through `explorer.ui.tables`). Every number of the table but
 redundancy comes from store reads: the build's quality numbers, probing from
 `cached.sparse_probing` and the description scores from `cached.descriptions` (kept analyses
 where the store holds them), for either store, with no model. The decoder sections come from
@@ -21,6 +22,7 @@ import pandas as pd
 import streamlit as st
 
 from explorer.analysis.field_metrics import (
+    FIELD_METRICS,
     PROBING_KS,
     STORE_SEPARATOR,
     description_medians,
@@ -37,18 +39,25 @@ from explorer.methods_doc import methods_link
 from explorer.store.reader import Store
 from explorer.ui import cached
 from explorer.ui.second_store import store_label
-from explorer.ui.tables import column_formats, feature_table
+from explorer.ui.tables import (
+    COLUMN_FORMATS,
+    feature_table,
+    metric_rows_table,
+    percent_column,
+    plain_table,
+)
 
 NUMBER = st.column_config.NumberColumn
-
-
-def by_sae_table(frame: pd.DataFrame, saes: list[str], **config: Any) -> None:
-    """`frame` in full (no scrolling), three decimals in every SAE's column, plus `config`."""
-    formats = {**{sae: NUMBER(sae, format="%.3f") for sae in saes}, **config}
-    columns = list(frame.columns)
-    st.dataframe(
-        frame, hide_index=True, height="content", column_config=column_formats(columns, **formats)
-    )
+ACCURACY = "%.3f"
+# The kind of number of each metric's row: the quality numbers' shared formats (L0 one
+# decimal, dead and dense fractions as percentages), shares as percentages, the rest (probe
+# accuracies, description-score medians, cosines) three decimals.
+METRIC_FORMATS: dict[str, Any] = {
+    **{name: COLUMN_FORMATS.get(name, NUMBER(title, format="%.3f"))
+       for name, title in FIELD_METRICS.items()},
+    "share_max_cosine_above": percent_column(FIELD_METRICS["share_max_cosine_above"]),
+}  # fmt: skip
+METRIC_NAMES = {title: name for name, title in FIELD_METRICS.items()}
 
 
 METRICS_HELP = (
@@ -100,11 +109,13 @@ def show_probing(stores: Mapping[str, Store]) -> None:
     k = choice_column.radio("k features", PROBING_KS, horizontal=True, key="compare_page.probe_k")
     table = probing_by_category(probing, k)
     saes = list(table.columns[1:-2])
-    by_sae_table(
-        table[["category", "best_sae", "best_accuracy", *saes]],  # the answer before the detail
-        saes,
+    plain_table(
+        table,
+        ["category", "best_sae", "best_accuracy", *saes],  # the answer before the detail
+        height="content",
         best_sae=st.column_config.TextColumn("best SAE"),
-        best_accuracy=NUMBER("best accuracy", format="%.3f"),
+        best_accuracy=NUMBER("best accuracy", format=ACCURACY),
+        **{sae: NUMBER(sae, format=ACCURACY) for sae in saes},
     )
     title = "The features each probe uses (chosen on the training half)"
     if len(probings) > 1:
@@ -173,7 +184,7 @@ def show_field_metrics(store: Store, other: Store | None = None) -> None:
         redundancy = {label: decoder_views.redundancy(s) for label, s in stores.items()}
     tables = {label: store_metrics(s, redundancy.get(label)) for label, s in stores.items()}
     shown = metrics_by_sae(tables[""]) if other is None else stores_side_by_side(tables)
-    by_sae_table(shown, list(shown.columns[1:]))
+    metric_rows_table(shown, [METRIC_FORMATS[METRIC_NAMES[title]] for title in shown["metric"]])
     missing = [
         label or "this store"
         for label, table in tables.items()

@@ -3,7 +3,8 @@
 Owns how every page shows a DataFrame in `st.dataframe`: the one dictionary of column
 formats by column name (`COLUMN_FORMATS`: the specialist measures, rankings, logit lens,
 search, intervention, SAE quality and comparison numbers; `plain_table` shows any frame in
-them), and, for frames with `sae` and `feature` columns, a first
+them; `metric_rows_table` a table turned round, one measure a row, each row in its own
+format), and, for frames with `sae` and `feature` columns, a first
 `link` column holding `explorer.ui.links.feature_url` (`feature_table`). The token page's
 "top features at each token" shows its feature ids as links through `top_features_table`.
 The text of each kind of number is `explorer.number_style`'s; this module applies it.
@@ -15,7 +16,8 @@ import math
 import numbers
 from collections.abc import Callable
 from functools import partial
-from typing import Any
+from itertools import compress
+from typing import Any, Literal
 
 import pandas as pd
 import streamlit as st
@@ -121,33 +123,82 @@ COLUMN_FORMATS: dict[str, Any] = {
     "mean_delta_loss": NUMBER("mean change in loss", format="%+.5f"),
     "clean_prob": NUMBER("clean p", format="%.3f"),
     "patched_prob": NUMBER("intervened p", format="%.3f"),
-    # SAE quality and the comparison of SAEs
-    **{name: NUMBER(title, format="%.3f") for name, title in QUALITY_METRICS.items()},
-    "l0": NUMBER("L0", format="%.1f"),
-    "quality_texts": NUMBER("texts in the quality sample", format="%d"),
+    # SAE quality (docs/methods.md#sae-quality): short headers, so a row per SAE fits 1440 px;
+    # each tooltip names the measure as QUALITY_METRICS does and defines it
+    "l0": NUMBER("L0", format="%.1f", help=f"{QUALITY_METRICS['l0']}, over the corpus"),
+    "explained_variance": NUMBER(
+        "explained variance",
+        format="%.3f",
+        help="1 - squared reconstruction error / total variance of the hook's activations",
+    ),
+    "ce_loss_recovered": NUMBER(
+        "CE loss recovered",
+        format="%.3f",
+        help="(loss zero-ablated - loss with the SAE) / (loss zero-ablated - clean loss), "
+        "on the quality sample",
+    ),
+    "kl_divergence": NUMBER(
+        "KL divergence",
+        format="%.3f",
+        help="KL(clean || with the SAE) of the next-token distributions, nats per token, on "
+        "the quality sample",
+    ),
+    "l2_ratio": NUMBER(
+        "shrinkage",
+        format="%.3f",
+        help=f"{QUALITY_METRICS['l2_ratio']}: mean ||reconstruction|| / ||input|| on the "
+        "quality sample; below 1 the SAE shrinks activations",
+    ),
+    "dead_fraction": percent_column(
+        "dead", help="dead fraction: share of features that never fire on the corpus"
+    ),
+    "dense_fraction": percent_column(
+        "dense", help="dense fraction: share of features active on more than 10% of tokens"
+    ),
+    "quality_texts": NUMBER("sample texts", format="%d", help=QUALITY_METRICS["quality_texts"]),
+    # the comparison of SAEs (docs/methods.md#frequency-vs-specialization)
     "layer": NUMBER("layer", format="%d"),
     "n_features": NUMBER("features", format="%d"),
-    "n_alive": NUMBER("live features", format="%d"),
-    "n_specialists": NUMBER("specialist features", format="%d"),
-    "pct_specialists": NUMBER("% specialists (of live)", format="%.1f"),
+    "n_alive": NUMBER("live", format="%d", help="live features: those that fire on the corpus"),
+    "n_specialists": NUMBER(
+        "specialists",
+        format="%d",
+        help="live features that specialise in a category or a value (sidebar measure)",
+    ),
+    "pct_specialists": NUMBER(
+        "% of live", format="%.1f%%", help="specialists among the live features"
+    ),
     "n_discovered": NUMBER("found on the discovery half", format="%d"),
     "n_replicated": NUMBER("found again on the other half", format="%d"),
     "replication_pct": NUMBER("% replicated", format="%.1f"),
-    "categories_with_specialists": NUMBER("categories with a specialist", format="%d"),
-    "n_categories": NUMBER("categories", format="%d"),
-    "median_rank_specialists": NUMBER("median freq rank: specialists", format="%.0f"),
-    "median_rank_general": NUMBER("median freq rank: general", format="%.0f"),
-    "spearman_rho": NUMBER("Spearman rho (freq vs score)", format="%.3f"),
-    "spearman_p": p_value_column("p-value"),
-    "max_score": NUMBER("max score", format="%.3f"),
+    "categories_with_specialists": NUMBER(
+        "covered", format="%d", help="categories with at least one specialist"
+    ),
+    "n_categories": NUMBER("categories", format="%d", help="categories with a tested cell"),
+    "median_rank_specialists": NUMBER(
+        "rank: specialists",
+        format="%.0f",
+        help="median frequency rank of the specialists (1 = the SAE's most frequent feature)",
+    ),
+    "median_rank_general": NUMBER(
+        "rank: general", format="%.0f", help="median frequency rank of the other live features"
+    ),
+    "spearman_rho": NUMBER(
+        "rho",
+        format="%+.3f",
+        help="Spearman's rho of token frequency against the best score (negative: rarer "
+        "features score higher)",
+    ),
+    "spearman_p": p_value_column("p", help="two-sided p-value of rho"),
+    "max_score": NUMBER("max score", format="%.3f", help="the largest best score of a feature"),
     # description scores per SAE
     "n_live": NUMBER("live features", format="%d"),
     "n_scored": NUMBER("scored", format="%d"),
-    "f1_mean": NUMBER("F1 mean", format="%.2f"),
-    "f1_q25": NUMBER("F1 25%", format="%.2f"),
-    "f1_median": NUMBER("F1 median", format="%.2f"),
-    "f1_q75": NUMBER("F1 75%", format="%.2f"),
-    "balanced_accuracy_mean": NUMBER("balanced accuracy mean", format="%.2f"),
+    "f1_mean": NUMBER("F1 mean", format="%.3f"),
+    "f1_q25": NUMBER("F1 25%", format="%.3f"),
+    "f1_median": NUMBER("F1 median", format="%.3f"),
+    "f1_q75": NUMBER("F1 75%", format="%.3f"),
+    "balanced_accuracy_mean": NUMBER("balanced accuracy mean", format="%.3f"),
     "f1_at_least_half": percent_column("share with F1 >= 0.5"),
     # chance baselines (label permutations)
     "chance_mean": NUMBER("by chance (mean)", format="%.2f"),
@@ -160,7 +211,17 @@ COLUMN_FORMATS: dict[str, Any] = {
         help="your label, or the automatic description (docs/methods.md)",
         width="medium",  # a long description is cut, so the numbers after it stay in view
     ),
-    "f1": NUMBER("description score (F1)", format="%.2f"),
+    "f1": NUMBER("description score (F1)", format="%.3f"),
+    "precision": NUMBER(
+        "precision",
+        format="%.3f",
+        help="of the held-out occurrences of the description's tokens, those where it fires",
+    ),
+    "recall": NUMBER(
+        "recall",
+        format="%.3f",
+        help="of its held-out active tokens, those whose token is in the description",
+    ),
 }
 
 
@@ -189,21 +250,40 @@ def displayed(frame: pd.DataFrame, config: dict[str, Any]) -> tuple[pd.DataFrame
     return shown, config
 
 
+def _style_text(number: dict[str, Any]) -> Callable[[Any], str] | None:
+    """The text function of a number column's `type_config` whose numbers read as
+    `explorer.number_style` writes them (a percentage or a p-value), else None."""
+    if number.get("format") == PERCENT:
+        step = number.get("step")
+        decimals = round(-math.log10(step)) - 2 if step else SHARE_DECIMALS
+        return partial(percent_text, decimals=max(decimals, 0))
+    if number.get("format") == P_VALUE:
+        return p_value_text
+    return None
+
+
 def _number_texts(config: dict[str, Any]) -> dict[str, Callable[[Any], str]]:
     """The columns of `config` whose numbers read as `explorer.number_style` writes them
     (percentages, p-values), each with its text function."""
     texts: dict[str, Callable[[Any], str]] = {}
     for column, entry in config.items():
         number = entry.get("type_config", {}) if isinstance(entry, dict) else {}
-        if number.get("type") != "number":
-            continue
-        if number.get("format") == PERCENT:
-            step = number.get("step")
-            decimals = round(-math.log10(step)) - 2 if step else SHARE_DECIMALS
-            texts[column] = partial(percent_text, decimals=max(decimals, 0))
-        elif number.get("format") == P_VALUE:
-            texts[column] = p_value_text
+        text = _style_text(number) if number.get("type") == "number" else None
+        if text is not None:
+            texts[column] = text
     return texts
+
+
+def _printf_text(fmt: str, value: Any) -> str:
+    return MISSING if pd.isna(value) else fmt % value
+
+
+def number_text(entry: Any) -> Callable[[Any], str]:
+    """The text a number column config (`NUMBER`, `percent_column`, `p_value_column`) gives
+    one value: a percentage or p-value as `explorer.number_style` writes it, else its printf
+    format (three decimals without one); `MISSING` for no value."""
+    number = entry.get("type_config", {}) if isinstance(entry, dict) else {}
+    return _style_text(number) or partial(_printf_text, number.get("format") or "%.3f")
 
 
 def _has_format(entry: Any) -> bool:
@@ -263,16 +343,43 @@ def styled(
     return styler, config
 
 
-def plain_table(frame: pd.DataFrame, columns: list[str] | None = None, **config: Any) -> None:
+def plain_table(
+    frame: pd.DataFrame,
+    columns: list[str] | None = None,
+    *,
+    height: int | Literal["auto", "content"] = "auto",
+    **config: Any,
+) -> None:
     """Show `frame` (its `columns`, default all) without the index, in the shared formats
-    (`displayed`, `styled`); a frame naming features (sae and feature columns) goes to
-    `feature_table`, for their descriptions and links."""
+    (`displayed`, `styled`), `height` as `st.dataframe`'s ("content": every row, no
+    scrolling); a frame naming features (sae and feature columns) goes to `feature_table`,
+    for their descriptions and links."""
     columns = list(frame.columns) if columns is None else columns
     if {"sae", "feature"} <= set(frame.columns) and "feature" in columns:
         feature_table(frame, [c for c in columns if c != "sae"], **config)  # names features
         return
     data, formats = styled(*displayed(frame[columns], column_formats(columns, **config)))
-    st.dataframe(data, hide_index=True, column_config=formats, placeholder=MISSING)
+    st.dataframe(data, hide_index=True, column_config=formats, placeholder=MISSING, height=height)
+
+
+def metric_rows_table(frame: pd.DataFrame, formats: list[Any], label: str = "metric") -> None:
+    """Show `frame` turned round for reading, in full: a `label` column naming one measure a
+    row, then a number column per SAE. Each row's numbers read in the number style of its
+    entry of `formats` (a number column config, `number_text`), a missing one `MISSING`; a
+    row with no number at all is left out. The cells keep their numbers."""
+    values = [column for column in frame.columns if column != label]
+    kept = frame[values].notna().any(axis=1).to_numpy()
+    rows = frame[kept].reset_index(drop=True)
+    styler = rows.style.format(na_rep=MISSING)
+    for row, entry in zip(rows.index, compress(formats, kept), strict=True):
+        styler = styler.format(number_text(entry), subset=pd.IndexSlice[[row], values])
+    st.dataframe(
+        styler,
+        hide_index=True,
+        height="content",
+        column_config={label: st.column_config.TextColumn(label)},
+        placeholder=MISSING,
+    )
 
 
 def with_feature_links(frame: pd.DataFrame, columns: list[str]) -> pd.DataFrame:

@@ -5,10 +5,12 @@ URL value gets a warning and the defaults."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pandas as pd
 import pytest
+from streamlit import dataframe_util
 from streamlit.testing.v1 import AppTest
 
 from explorer.analysis.compare import compare_saes
@@ -31,17 +33,43 @@ PAGE = str(Path(__file__).resolve().parents[2] / "app_pages" / "compare.py")
 SAES = ["L0.resid_post", "L1.resid_post", "L2.resid_post"]
 
 
+def table_with(at: AppTest, *columns: str):
+    """The one table of the page with `columns`."""
+    (table,) = [frame for frame in at.dataframe if set(columns) <= set(frame.value.columns)]
+    return table
+
+
+def browser_texts(table) -> pd.DataFrame:
+    """The texts a styled table sends the browser for its cells."""
+    return dataframe_util.convert_arrow_bytes_to_pandas_df(
+        table.proto.arrow_data.styler.display_values
+    )
+
+
+def p_text(p: float) -> str:
+    """The oracle of a p-value's text: three decimals, scientific below 0.001."""
+    return f"{p:.1e}" if p < 1e-3 else f"{p:.3f}"
+
+
 def assert_page_shows(
     at: AppTest, store_path: Path, family: str = "bundled", **settings
 ) -> pd.DataFrame:
+    """The two tables of one row per SAE (specialists and frequency; quality) hold the
+    library's comparison, split in two so each fits 1440 px; the counts per category."""
     assert not at.exception, at.exception
     with Store.open(store_path) as store:
         result = load_specialists(store, SpecialistSettings(**settings))
         expected = compare_saes(store.saes(), in_family(result, family))
-    shown = at.dataframe[0].value
     empty = [column for column in expected if expected[column].isna().all()]  # not shown
-    pd.testing.assert_frame_equal(shown, expected.drop(columns=empty), check_dtype=False)
-    assert shown["sae"].tolist() == SAES
+    expected = expected.drop(columns=empty)
+    specialist_table = table_with(at, "n_specialists", "spearman_rho")
+    quality_table = table_with(at, "dead_fraction")
+    shown = specialist_table.value
+    assert len(shown.columns) + len(quality_table.value.columns) - 1 == len(expected.columns)
+    pd.testing.assert_frame_equal(shown, expected[shown.columns], check_dtype=False)
+    quality = quality_table.value
+    pd.testing.assert_frame_equal(quality, expected[quality.columns], check_dtype=False)
+    assert shown["sae"].tolist() == quality["sae"].tolist() == SAES
     table = result.table[result.table["family"] == family]
     for row in shown.itertuples():
         cells = table[table["sae"] == row.sae]
@@ -49,25 +77,63 @@ def assert_page_shows(
         assert row.n_specialists == chosen["feature"].nunique()
         assert row.categories_with_specialists == chosen["category"].nunique()
         assert row.n_categories == cells["category"].nunique()
-    counts = at.dataframe[1].value
+    (counts,) = [
+        frame
+        for frame in at.dataframe
+        if {"category", *SAES} <= set(frame.value) and "best_sae" not in frame.value  # probing's
+    ]
     pivot = category_matrix(table).pivot(index="category", columns="sae", values="n_specialists")
-    assert counts.to_dict() == pivot.to_dict()
+    assert counts.value.set_index("category").to_dict() == pivot[SAES].to_dict()
+    assert all(config(counts)[sae]["type_config"]["format"] == "%d" for sae in SAES)
     return shown
+
+
+def config(table) -> dict:
+    return json.loads(table.proto.columns)
 
 
 def test_default_thresholds(page, store_path) -> None:
     at = page.run()
     shown = assert_page_shows(at, store_path)
     assert not at.warning and at.query_params == {}
-    assert shown["n_features"].tolist() == [TINY.d_sae] * TINY.n_layers
+    quality = table_with(at, "dead_fraction").value
+    assert quality["n_features"].tolist() == [TINY.d_sae] * TINY.n_layers
     assert shown["n_specialists"].gt(0).any(), "the tiny store has specialists to compare"
     assert any("selectivity" in caption.value for caption in at.caption)  # the default measure
+
+
+def test_the_tables_read_in_the_number_style(page, store_path) -> None:
+    """Shares as percentages with fixed decimals, p-values scientific only below 0.001, short
+    headers whose tooltips define them, so every column is in view at 1440 px."""
+    at = page.run()
+    shown = assert_page_shows(at, store_path)
+    specialist_table = table_with(at, "n_specialists", "spearman_rho")
+    texts = browser_texts(specialist_table)
+    assert texts["spearman_p"].tolist() == [p_text(p) for p in shown["spearman_p"]]
+    formats = config(specialist_table)
+    assert formats["pct_specialists"]["type_config"]["format"] == "%.1f%%"  # 4.7%, not 4.7
+    assert formats["spearman_rho"]["label"] == "rho"
+    assert "Spearman" in formats["spearman_rho"]["help"]
+    with Store.open(store_path) as store:
+        saes = store.saes().set_index("sae").loc[SAES]
+    quality_table = table_with(at, "dead_fraction")
+    texts = browser_texts(quality_table)
+    for column in ("dead_fraction", "dense_fraction"):
+        assert texts[column].tolist() == [f"{100 * v:.1f}%" for v in saes[column]], column
+        assert quality_table.value[column].tolist() == pytest.approx(saes[column].tolist())
+    formats = config(quality_table)
+    assert formats["dense_fraction"]["label"] == "dense"
+    assert "10% of tokens" in formats["dense_fraction"]["help"]
+    assert [h.value for h in at.subheader][:2] == [
+        "Specialists and frequency per SAE",
+        "Specialists per category",
+    ]
 
 
 def test_the_family_decides_the_counts(page, store_path) -> None:
     at = page.run()
     assert at.selectbox(key="url_family").value == "bundled"
-    bundled = at.dataframe[0].value
+    bundled = table_with(at, "n_specialists", "spearman_rho").value
     at.selectbox(key="url_family").set_value("number").run()
     number = assert_page_shows(at, store_path, family="number")
     assert at.query_params == {"family": "number"}
@@ -76,7 +142,7 @@ def test_the_family_decides_the_counts(page, store_path) -> None:
 
 def test_sidebar_thresholds_change_the_comparison(page, store_path) -> None:
     at = page.run()
-    before = at.dataframe[0].value
+    before = table_with(at, "n_specialists", "spearman_rho").value
     at.selectbox(key="url_measure").set_value("auroc").run()
     at.number_input(key="url_min_support").set_value(1).run()
     after = assert_page_shows(at, store_path, measure="auroc", min_support=1)

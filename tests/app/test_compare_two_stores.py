@@ -218,8 +218,11 @@ def test_probing_per_category_shows_both_stores(two_stores, store_path, cache_di
     columns += [f"B: other.duckdb · {sae}" for sae in SAES]
     for k in (1, 5):
         at.radio(key="compare_page.probe_k").set_value(k).run()
-        [table] = [f.value for f in at.dataframe if "best_accuracy" in f.value.columns]
-        table = table.set_index("category")
+        [element] = [f for f in at.dataframe if "best_accuracy" in f.value.columns]
+        table = element.value.set_index("category")
+        formats = json.loads(element.proto.columns)
+        assert {formats[c]["type_config"]["format"] for c in columns} == {"%.3f"}
+        assert element.proto.placeholder == "—"  # a category one corpus lacks, not None
         assert list(table.columns) == ["best_sae", "best_accuracy", *columns]
         categories = sorted({category for (at_k, category, _) in expected if at_k == k})
         assert table.index.tolist() == categories

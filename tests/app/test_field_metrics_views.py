@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from streamlit.dataframe_util import convert_arrow_bytes_to_pandas_df
 from streamlit.testing.v1 import AppTest
 
 from explorer.analysis.field_metrics import FIELD_METRICS, sparse_probing
@@ -74,6 +75,17 @@ def test_compare_shows_every_metric_per_sae(page, store_path) -> None:
     assert FIELD_METRICS["mean_max_cosine"] not in table.index  # decoder metrics switched off
     best = means.idxmax()
     assert any(f"k = 5: {best}" in caption.value for caption in at.caption)
+    # each row in its kind's number style: shares as percentages, L0 one decimal, scores three
+    [element] = [frame for frame in at.dataframe if "metric" in frame.value.columns]
+    texts = convert_arrow_bytes_to_pandas_df(element.proto.arrow_data.styler.display_values)
+    texts = texts.set_index(shown["metric"])
+    for name in ("dead_fraction", "dense_fraction"):
+        shares = saes.loc[SAES, name]
+        assert texts.loc[FIELD_METRICS[name], SAES].tolist() == [f"{100 * v:.1f}%" for v in shares]
+    l0 = saes.loc[SAES, "l0"]
+    assert texts.loc[FIELD_METRICS["l0"], SAES].tolist() == [f"{v:.1f}" for v in l0]
+    k5 = texts.loc[FIELD_METRICS["probe_k5"], SAES]
+    assert k5.tolist() == [f"{v:.3f}" for v in means[SAES]]
 
 
 def test_decoder_metrics_equal_numpy_cosines(page, decoders) -> None:

@@ -4,6 +4,7 @@ through the tiny model; a bad feature id, bad examples or a bad link value get a
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pandas as pd
@@ -25,7 +26,7 @@ from explorer.sources.source import Source, load_source
 from explorer.store.queries.feature import co_firing
 from explorer.store.queries.relations import category_contrast
 from explorer.store.reader import Store
-from explorer.ui.links import feature_url
+from explorer.ui.links import ROW_NUMBER, feature_url
 
 PAGE = str(Path(__file__).resolve().parents[2] / "app_pages" / "rankings.py")
 DEFAULT_SAE = "L2.resid_post"
@@ -45,6 +46,13 @@ def assert_shows(shown: pd.DataFrame, expected: pd.DataFrame, sae: str) -> None:
         expected[columns].reset_index(drop=True),
         check_dtype=False,
     )
+
+
+def assert_ranked(shown: pd.DataFrame, expected: pd.DataFrame) -> None:
+    """A ranking's rows are numbered by their rank, first; no second rank column."""
+    assert shown.index.name == ROW_NUMBER
+    assert shown.index.tolist() == expected["rank"].tolist() == list(range(1, len(shown) + 1))
+    assert "rank" not in shown.columns
 
 
 def browser_texts(table) -> pd.DataFrame:
@@ -73,6 +81,7 @@ def assert_ranking(
             table = table[table["sae"] == sae]
         expected = rank_features(frequency(store, sae), ranking, k, table)
     assert_shows(at.dataframe[0].value, expected, sae)
+    assert_ranked(at.dataframe[0].value, expected)
     assert len(expected) == k
     return expected
 
@@ -125,7 +134,12 @@ def test_rankings_by_description_score_equal_the_library(page, store_path, ranki
     expected = rank_by_score(described, ranking == "best explained", 10)
     shown = at.dataframe[0].value
     assert_shows(shown, expected, "L1.resid_post")
+    assert_ranked(shown, expected)
     assert shown["description"].tolist() == expected["description"].tolist()
+    formats = json.loads(at.dataframe[0].proto.columns)
+    scores = [c for c in ("f1", "precision", "recall") if expected[c].notna().any()]
+    assert "f1" in scores and {c for c in ("precision", "recall") if c in shown} == set(scores[1:])
+    assert {formats[c]["type_config"]["format"] for c in scores} == {"%.3f"}  # three decimals
 
 
 @pytest.mark.parametrize(

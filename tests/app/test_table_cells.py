@@ -66,3 +66,45 @@ def test_a_display_text_shows_in_small_and_too_big_tables_alike() -> None:
     assert [row[1]["display_value"] for row in small._translate(False, False)["body"]] == [OPEN] * 3
     big, _ = styled(table(STYLED_CELLS + 1), {}, shown_as={"link": lambda url: OPEN})
     assert set(big["link"]) == {OPEN}
+
+
+def metric_rows() -> None:
+    import numpy as np
+    import pandas as pd
+
+    from explorer.ui.tables import NUMBER, metric_rows_table, p_value_column, percent_column
+
+    frame = pd.DataFrame(
+        {
+            "metric": ["L0", "dead fraction", "never measured", "p", "accuracy"],
+            "L0.resid_post": [32.0, 0.0361, np.nan, 4.2e-9, 0.91349],
+            "L1.resid_post": [31.25, np.nan, np.nan, 0.0412, 0.9],
+        }
+    )
+    formats = [
+        NUMBER("L0", format="%.1f"),
+        percent_column("dead"),
+        NUMBER("never", format="%d"),
+        p_value_column("p"),
+        NUMBER("accuracy"),  # no format of its own: three decimals
+    ]
+    metric_rows_table(frame, formats)
+
+
+def test_a_metric_per_row_reads_in_its_own_number_style() -> None:
+    """A table turned round (one measure a row, an SAE a column): each row's numbers in
+    that measure's style, a missing one as the marker, a row with no number left out, the
+    cells still numbers."""
+    at = AppTest.from_function(metric_rows).run()
+    assert not at.exception, at.exception
+    table = at.dataframe[0]
+    cells = table.value
+    assert cells["metric"].tolist() == ["L0", "dead fraction", "p", "accuracy"]
+    assert cells["L0.resid_post"].dtype == np.float64
+    assert cells["L0.resid_post"].tolist() == [32.0, 0.0361, 4.2e-9, 0.91349]
+    texts = dataframe_util.convert_arrow_bytes_to_pandas_df(
+        table.proto.arrow_data.styler.display_values
+    )
+    assert texts["L0.resid_post"].tolist() == ["32.0", "3.6%", "4.2e-09", "0.913"]
+    assert texts["L1.resid_post"].tolist() == ["31.2", "—", "0.041", "0.900"]
+    assert table.proto.placeholder == "—"
