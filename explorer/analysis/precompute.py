@@ -46,9 +46,10 @@ from explorer.analysis.specialists import (
     Specialists,
     SpecialistSettings,
     family_names,
+    in_family,
     load_specialists,
 )
-from explorer.store.derived import Derived
+from explorer.store.derived import Derived, read_derived
 from explorer.store.reader import Store
 
 logger = logging.getLogger(__name__)
@@ -76,8 +77,22 @@ def key(settings: Any) -> str:
 def specialists(store: Store, settings: SpecialistSettings) -> Specialists:
     """`load_specialists(store, settings)`, read from the store when it keeps them."""
     kept = store.derived(SPECIALISTS, key(settings))
-    if kept is None:
-        return load_specialists(store, settings)
+    return load_specialists(store, settings) if kept is None else _kept_specialists(kept, settings)
+
+
+def family_specialists(
+    store: Store, settings: SpecialistSettings, family: str
+) -> Specialists | None:
+    """`specialists.in_family(specialists(store, settings), family)` when the store keeps
+    the specialists computed under `settings`, reading only the family's rows of the table
+    of cells (on the demo store the default family's 20k of 143k rows: a page showing one
+    family never holds the whole table); None when the store keeps none."""
+    with store.cursor() as cursor:
+        kept = read_derived(cursor, SPECIALISTS, key(settings), where=("family", family))
+    return None if kept is None else in_family(_kept_specialists(kept, settings), family)
+
+
+def _kept_specialists(kept: Derived, settings: SpecialistSettings) -> Specialists:
     frames = kept.frames
     return Specialists(
         settings,

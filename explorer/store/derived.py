@@ -25,8 +25,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import duckdb
+import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from explorer.errors import StoreError, markdown_escaped
@@ -60,20 +62,33 @@ def _to_parquet(frame: pd.DataFrame) -> bytes:
     return buffer.getvalue()
 
 
-def _from_parquet(data: bytes) -> pd.DataFrame:
+Where = tuple[str, str]
+"""(column, value): the rows of a frame whose column equals value."""
+
+
+def _from_parquet(data: bytes, where: Where | None = None) -> pd.DataFrame:
     """A kept frame from its Parquet blob, as `pd.read_parquet` returns it, decoded one
     column at a time: the peak is the frame plus one column, where the whole Arrow table
     beside its pandas copy took ~+100 MB for the demo store's 35 MB table of specialist
-    cells (bench/README.md, memory of a server that serves store pages)."""
+    cells (bench/README.md, memory of a server that serves store pages). With `where`
+    naming one of its columns, only those rows, indexed by their positions in the frame
+    (as `frame[frame[column] == value]` indexes them)."""
     file = pq.ParquetFile(pa.BufferReader(data))
     names = file.schema_arrow.names
     if not names:
         return file.read(use_pandas_metadata=True).to_pandas()
-    columns = [
-        file.read(columns=[name], use_threads=False, use_pandas_metadata=True).to_pandas()
-        for name in names
-    ]
-    return pd.concat(columns, axis=1)
+    keep = None
+    if where is not None and where[0] in names:
+        column = file.read(columns=[where[0]], use_threads=False).column(0)
+        keep = pc.fill_null(pc.equal(column, pa.scalar(where[1])), False)
+    columns = []
+    for name in names:
+        table = file.read(columns=[name], use_threads=False, use_pandas_metadata=True)
+        columns.append((table if keep is None else table.filter(keep)).to_pandas())
+    frame = pd.concat(columns, axis=1)
+    if keep is not None:
+        frame.index = pd.Index(np.flatnonzero(keep.to_numpy()), dtype=np.int64)
+    return frame
 
 
 def write_derived(con: duckdb.DuckDBPyConnection, entries: list[Derived]) -> None:
@@ -95,10 +110,15 @@ def write_derived(con: duckdb.DuckDBPyConnection, entries: list[Derived]) -> Non
 
 
 def read_derived(
-    cursor: duckdb.DuckDBPyConnection, kind: str, key: str, parts: Sequence[str] | None = None
+    cursor: duckdb.DuckDBPyConnection,
+    kind: str,
+    key: str,
+    parts: Sequence[str] | None = None,
+    where: Where | None = None,
 ) -> Derived | None:
     """The `kind` entry of the store of `cursor` if it was computed under `key`, else None;
-    with `parts`, only those frames are read and decoded."""
+    with `parts`, only those frames are read and decoded; with `where`, only the matching
+    rows of each frame that has its column (`_from_parquet`)."""
     row = cursor.execute("SELECT value FROM meta WHERE key = ?", [META_PREFIX + kind]).fetchone()
     if row is None:
         return None
@@ -110,7 +130,7 @@ def read_derived(
         f"SELECT part, data FROM {TABLE} WHERE kind = ? AND list_contains(?, part)",
         [kind, wanted],
     ).fetchall()
-    frames = {part: _from_parquet(data) for part, data in rows}
+    frames = {part: _from_parquet(data, where) for part, data in rows}
     return Derived(kind, key, {part: frames[part] for part in wanted}, record["values"])
 
 

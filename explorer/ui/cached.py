@@ -26,7 +26,7 @@ from explorer.analysis.descriptions import (
 from explorer.analysis.enrichment import TaxonomySettings
 from explorer.analysis.frequency import FrequencyView
 from explorer.analysis.frequency import frequency_view as compute_frequency_view
-from explorer.analysis.specialists import Specialists, SpecialistSettings, family_names
+from explorer.analysis.specialists import Specialists, SpecialistSettings, family_names, in_family
 from explorer.charts.feature import token_label
 from explorer.sources.source import LoadedSource, SaeHandle
 from explorer.store.queries.descriptions import lens_tokens_in_corpus
@@ -59,6 +59,25 @@ def specialists(store: Store, settings: SpecialistSettings) -> Specialists:
     settings), computed or read once per store file and settings and shared by every
     session: a caller never modifies it."""
     return _shared_specialists(str(store.path), store.identity, settings)
+
+
+@st.cache_resource(max_entries=8, ttl=3600, show_spinner="Reading the family's specialists…")
+def _shared_family_specialists(
+    path: str, identity: tuple[int, int], settings: SpecialistSettings, family: str
+) -> Specialists:
+    # Shared and never modified, as `_shared_specialists`; from the kept table's rows of the
+    # family alone when the store keeps the specialists under `settings`.
+    kept = precompute.family_specialists(open_store(path), settings, family)
+    if kept is not None:
+        return kept
+    return in_family(_shared_specialists(path, identity, settings), family)
+
+
+def family_specialists(store: Store, settings: SpecialistSettings, family: str) -> Specialists:
+    """`in_family(specialists(store, settings), family)`, without the other families' rows
+    when the store keeps the specialists under `settings` (`precompute.family_specialists`);
+    once per store file, settings and family, shared by every session."""
+    return _shared_family_specialists(str(store.path), store.identity, settings, family)
 
 
 @st.cache_data(max_entries=32, ttl=3600, show_spinner="Answering under every measure…")

@@ -1,9 +1,12 @@
 """The sidebar choices the specialist pages share beyond the measure's settings: which family
-of categories to show (`family_choice`) and what the findings are replicated on
+of categories to show (`family_choice`, or `family_specialists`, which reads only that
+family's specialists from a store that keeps them) and what the findings are replicated on
 (`replication_choice`: the store's split halves, or another known store built from a user
 corpus with the same source, re-tested once per pair of stores and settings and cached)."""
 
 from __future__ import annotations
+
+from dataclasses import replace
 
 import streamlit as st
 
@@ -18,6 +21,7 @@ from explorer.analysis.specialists import (
 from explorer.errors import ExplorerError, markdown_escaped
 from explorer.methods_doc import methods_link
 from explorer.store.reader import Store
+from explorer.ui import cached
 from explorer.ui.params import url_selectbox
 from explorer.ui.resources import StoreKey, open_store, store_key
 from explorer.ui.state import known_stores
@@ -30,6 +34,15 @@ def family_choice(result: Specialists) -> tuple[str, Specialists]:
     (`in_family`)."""
     family = choose_family(family_names(result.categories))
     return family, in_family(result, family)
+
+
+def family_specialists(store: Store, settings: SpecialistSettings) -> tuple[str, Specialists]:
+    """The family picked in the sidebar (`choose_family`) and the specialists of `store`
+    under `settings` in that family: what `family_choice(cached.specialists(store,
+    settings))` returns, read without the other families' rows where the store keeps them
+    (`cached.family_specialists`; on the demo store 20k of the table's 143k rows)."""
+    family = choose_family(cached.specialist_families(store, settings))
+    return family, cached.family_specialists(store, settings, family)
 
 
 def choose_family(names: list[str]) -> str:
@@ -60,9 +73,10 @@ def replication_choice(
     """What the findings are replicated on, picked in the sidebar (URL `replicate_on`: a
     known store's file name): the split halves of `store` (`result` as it is), or another
     known store built with the same source, whose re-test replaces `result`'s replication
-    (`replicated_on`). A store that cannot be used gets a warning and the split halves.
-    Returns a sentence saying how the findings were replicated (with its Methods link) and
-    the result."""
+    (`replicated_on`; its replication rates cut to `result`'s families, so a result of one
+    family (`family_specialists`) gets that family's). A store that cannot be used gets a
+    warning and the split halves. Returns a sentence saying how the findings were
+    replicated (with its Methods link) and the result."""
     others = {name: path for name, path in known_stores().items() if path != str(store.path)}
     choice = url_selectbox(
         "Replicate on",
@@ -84,10 +98,16 @@ def replication_choice(
                 f"Every specialist re-tested on the texts of the store "
                 f"{markdown_escaped(replication.store)} (same source, another corpus), all "
                 f"SAEs together. {methods_link('replication-store')}",
-                replicated_on(result, replication),
+                _in_families(replicated_on(result, replication), result),
             )
     return (
         "Specialists found on the discovery half of the texts and re-tested on the other half "
         f"(split by a hash of the text id), all SAEs together. {methods_link('replication')}",
         result,
     )
+
+
+def _in_families(replicated: Specialists, result: Specialists) -> Specialists:
+    """`replicated` with only the replication rates of `result`'s families."""
+    rates = replicated.replication
+    return replace(replicated, replication=rates[rates["family"].isin(result.categories["family"])])

@@ -1,16 +1,19 @@
 """What keeps a server that serves store pages small, and that it changes no number shown.
 
 A kept frame decoded a column at a time equals `pd.read_parquet` of its blob (values,
-dtypes, index, list cells); Spearman's rho without scipy.stats equals
-`scipy.stats.spearmanr`; the specialists are one object shared by every call (no copy per
-session or rerun); and the modules of the store pages import none of scipy's heavy parts at
-the top (scipy.stats alone is ~60 MB of a server; bench/README.md).
+dtypes, index, list cells), and its rows of one family equal the frame's rows of that family;
+one family's specialists read alone equal `in_family` of them all, also once replicated on
+another store; Spearman's rho without scipy.stats equals `scipy.stats.spearmanr`; the
+specialists are one object shared by every call (no copy per session or rerun); and the
+modules of the store pages import none of scipy's heavy parts at the top (scipy.stats alone
+is ~60 MB of a server; bench/README.md).
 """
 
 from __future__ import annotations
 
 import io
 import json
+import shutil
 import subprocess
 import sys
 import warnings
@@ -24,7 +27,8 @@ from scipy import stats
 
 from explorer.analysis import precompute
 from explorer.analysis.frequency import frequency_specialization_correlation, spearman
-from explorer.analysis.specialists import SpecialistSettings
+from explorer.analysis.replication import load_store_replication, replicated_on
+from explorer.analysis.specialists import Specialists, SpecialistSettings, in_family
 from explorer.store.derived import Derived, read_derived, write_derived
 from explorer.store.reader import Store
 from tests.unit.test_precompute import write_planted
@@ -77,6 +81,29 @@ def test_a_kept_frame_reads_back_as_read_parquet_returns_it() -> None:
     assert only is not None and list(only.frames) == ["probes"]
 
 
+def test_the_rows_of_one_family_are_the_frames_rows_with_their_positions() -> None:
+    con = duckdb.connect()
+    con.execute("CREATE TABLE meta (key VARCHAR, value VARCHAR)")
+    rng = np.random.default_rng(1)
+    cells = pd.DataFrame(
+        {
+            "family": pd.Series(rng.choice(["bundled", "number", "operation"], 500), dtype="str"),
+            "score": rng.random(500),
+            "n": pd.array(rng.integers(0, 9, 500)),
+        }
+    )
+    cells.loc[3, "family"] = None
+    other = pd.DataFrame({"sae": ["s0", "s1"], "d_sae": [8, 16]})  # no family column
+    write_derived(con, [Derived("cut", "k", {"cells": cells, "other": other})])
+    for family in ("bundled", "number", "absent"):
+        read = read_derived(con, "cut", "k", where=("family", family))
+        assert read is not None
+        expected = cells[cells["family"] == family]
+        pd.testing.assert_frame_equal(read.frames["cells"], expected, check_exact=True)
+        pd.testing.assert_frame_equal(read.frames["other"], other, check_exact=True)
+    assert len(read_derived(con, "cut", "k", where=("family", "bundled")).frames["cells"]) > 100
+
+
 @pytest.fixture(scope="module")
 def kept(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_planted(tmp_path_factory.mktemp("kept") / "kept.duckdb", precompute.derive)
@@ -94,6 +121,53 @@ def test_every_frame_a_build_keeps_reads_back_as_read_parquet_returns_it(kept: P
                 expected = pd.read_parquet(io.BytesIO(data))
                 pd.testing.assert_frame_equal(frame, expected, check_exact=True)
     assert len(rows) >= 10
+
+
+def assert_same_specialists(got: Specialists, expected: Specialists) -> None:
+    for name in ("table", "features", "categories", "replication"):
+        pd.testing.assert_frame_equal(getattr(got, name), getattr(expected, name), check_exact=True)
+    assert got.settings == expected.settings
+    assert got.operation_categories == expected.operation_categories
+
+
+def test_one_familys_specialists_read_alone_equal_in_family_of_them_all(
+    kept: Path, tmp_path: Path
+) -> None:
+    settings = SpecialistSettings()
+    with Store.open(kept) as store:
+        every = precompute.specialists(store, settings)
+        families = sorted(set(every.categories["family"]))
+        assert len(families) >= 2
+        for family in families:
+            alone = precompute.family_specialists(store, settings, family)
+            assert alone is not None and set(alone.table["family"]) <= {family}
+            assert_same_specialists(alone, in_family(every, family))
+        other = SpecialistSettings(min_support=3)  # not kept: the caller computes it
+        assert precompute.family_specialists(store, other, families[0]) is None
+    # replicated on another store of the same source, before or after the cut
+    copy = tmp_path / "copy.duckdb"
+    shutil.copy(kept, copy)
+    with Store.open(kept) as store, Store.open(copy) as second:
+        replication = load_store_replication(store, second, every.table, settings)
+    from explorer.ui.specialist_views import _in_families
+
+    for family in families:
+        alone = in_family(every, family)
+        after = _in_families(replicated_on(alone, replication), alone)
+        assert_same_specialists(after, in_family(replicated_on(every, replication), family))
+
+
+def test_the_app_reads_one_family_as_in_family_of_them_all(kept: Path) -> None:
+    from explorer.ui import cached
+
+    settings = SpecialistSettings(min_support=3)  # computed, then cut: the store keeps no such
+    with Store.open(kept) as store:
+        for chosen in (SpecialistSettings(), settings):
+            every = precompute.specialists(store, chosen)
+            for family in sorted(set(every.categories["family"])):
+                alone = cached.family_specialists(store, chosen, family)
+                assert alone is cached.family_specialists(store, chosen, family)
+                assert_same_specialists(alone, in_family(every, family))
 
 
 def scipy_spearman(x, y) -> tuple[float, float]:
