@@ -48,12 +48,12 @@ from explorer.ui.tables import (
 )
 
 NUMBER = st.column_config.NumberColumn
-ACCURACY = "%.3f"
+SCORE_FORMAT = "%.3f"  # scores, accuracies and cosines: three decimals
 # The kind of number of each metric's row: the quality numbers' shared formats (L0 one
 # decimal, dead and dense fractions as percentages), shares as percentages, the rest (probe
 # accuracies, description-score medians, cosines) three decimals.
 METRIC_FORMATS: dict[str, Any] = {
-    **{name: COLUMN_FORMATS.get(name, NUMBER(title, format="%.3f"))
+    **{name: COLUMN_FORMATS.get(name, NUMBER(title, format=SCORE_FORMAT))
        for name, title in FIELD_METRICS.items()},
     "share_max_cosine_above": percent_column(FIELD_METRICS["share_max_cosine_above"]),
 }  # fmt: skip
@@ -114,8 +114,8 @@ def show_probing(stores: Mapping[str, Store]) -> None:
         ["category", "best_sae", "best_accuracy", *saes],  # the answer before the detail
         height="content",
         best_sae=st.column_config.TextColumn("best SAE"),
-        best_accuracy=NUMBER("best accuracy", format=ACCURACY),
-        **{sae: NUMBER(sae, format=ACCURACY) for sae in saes},
+        best_accuracy=NUMBER("best accuracy", format=SCORE_FORMAT),
+        **{sae: NUMBER(sae, format=SCORE_FORMAT) for sae in saes},
     )
     title = "The features each probe uses (chosen on the training half)"
     if len(probings) > 1:
@@ -123,7 +123,13 @@ def show_probing(stores: Mapping[str, Store]) -> None:
     with st.expander(title):
         chosen = explored[explored["k"] == k].explode("features")
         chosen = chosen.rename(columns={"features": "feature"}).astype({"feature": "int64"})
-        feature_table(chosen, ["category", "sae", "feature", "accuracy"])
+        feature_table(
+            chosen,
+            ["category", "sae", "feature", "accuracy"],
+            accuracy=NUMBER(
+                "probe accuracy", format=SCORE_FORMAT, help="its probe's held-out balanced accuracy"
+            ),
+        )
 
 
 def store_descriptions(store: Store) -> pd.DataFrame | None:

@@ -4,6 +4,7 @@ the stored activations and the loaded decoders)."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -86,6 +87,12 @@ def test_compare_shows_every_metric_per_sae(page, store_path) -> None:
     assert texts.loc[FIELD_METRICS["l0"], SAES].tolist() == [f"{v:.1f}" for v in l0]
     k5 = texts.loc[FIELD_METRICS["probe_k5"], SAES]
     assert k5.tolist() == [f"{v:.3f}" for v in means[SAES]]
+    # the features each probe uses (k = 1 by default), with their probe's accuracy
+    [features] = [f for f in at.dataframe if {"link", "accuracy"} <= set(f.value.columns)]
+    probes = probing[probing["k"] == 1].explode("features")
+    assert features.value["feature"].tolist() == probes["features"].astype(int).tolist()
+    assert features.value["accuracy"].tolist() == pytest.approx(probes["accuracy"].tolist())
+    assert json.loads(features.proto.columns)["accuracy"]["type_config"]["format"] == "%.3f"
 
 
 def test_decoder_metrics_equal_numpy_cosines(page, decoders) -> None:
