@@ -14,6 +14,7 @@ TOML boolean `EXPLORER_PUBLIC_DEMO` in `.streamlit/secrets.toml`.
 from __future__ import annotations
 
 import atexit
+import gc
 import logging
 import os
 import sys
@@ -150,12 +151,16 @@ def _release_stores() -> None:
     the module teardown: the cached store slots, and the page's own `store` global in the
     `__main__` module Streamlit runs each page in and keeps after the run. Dropped here,
     the connection closes normally and nothing is reported (tests/e2e/test_server_stop.py).
+    Every other `st.cache_resource` object goes too (a kept analysis may hold what a store
+    read returned), and a garbage collection frees their cycles while DuckDB is still whole.
     """
     _store_slot.clear()
     page = sys.modules.get("__main__")
     for name, value in list(vars(page).items() if page is not None else ()):
-        if isinstance(value, Store):
+        if isinstance(value, Store) or type(value).__module__.startswith(("duckdb", "_duckdb")):
             delattr(page, name)
+    st.cache_resource.clear()
+    gc.collect()
 
 
 StoreKey = tuple[str, tuple[int, ...]]

@@ -3,9 +3,27 @@ any JS dialog (see `tests.e2e.browser` for the server)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from pathlib import Path
+
 import pytest
 
-from tests.e2e.browser import CHROMIUM, CHROMIUM_ARGS
+from tests.e2e.browser import CHROMIUM, CHROMIUM_ARGS, streamlit_server
+from tests.stores import CORPUS, tiny_store
+
+
+@pytest.fixture(scope="module")
+def store_path(tiny_bundle_path, tmp_path_factory) -> Path:
+    """This module's copy of the tiny bundle's store over `tests.stores.CORPUS` (built once
+    per session); a module that needs another corpus defines its own."""
+    return tiny_store(tiny_bundle_path, CORPUS, tmp_path_factory.mktemp("e2e") / "tiny.duckdb")
+
+
+@pytest.fixture(scope="module")
+def server(store_path, tiny_bundle_path) -> Iterator[str]:
+    """A Streamlit server of the app on this module's `store_path` (its URL)."""
+    with streamlit_server(store_path, tiny_bundle_path) as url:
+        yield url
 
 
 @pytest.fixture

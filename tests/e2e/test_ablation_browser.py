@@ -5,14 +5,12 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from explorer.build.single import build_store
 from explorer.store.reader import Store
-from tests.e2e.browser import streamlit_server
+from tests.stores import tiny_store
 
 pytestmark = pytest.mark.e2e
 SAE = "L2.resid_post"
@@ -20,15 +18,9 @@ SAE = "L2.resid_post"
 
 @pytest.fixture(scope="module")
 def store_path(tiny_bundle_path, tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("e2e_ablation") / "ablation.duckdb"
-    build_store(f"demo:{tiny_bundle_path}", "bundled", path)
-    return path
-
-
-@pytest.fixture(scope="module")
-def server(store_path, tiny_bundle_path) -> Iterator[str]:
-    with streamlit_server(store_path, tiny_bundle_path) as url:
-        yield url
+    return tiny_store(
+        tiny_bundle_path, "bundled", tmp_path_factory.mktemp("e2e_ablation") / "ablation.duckdb"
+    )
 
 
 def test_one_ablation_end_to_end(server, browser_page, store_path):

@@ -10,34 +10,20 @@ from __future__ import annotations
 
 import ast
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from explorer.build.single import build_store
 from explorer.store.queries.search import search_tokens
 from explorer.store.reader import Store
-from tests.e2e.browser import CHROMIUM, CHROMIUM_ARGS, ROOT, settle, streamlit_server
+from tests.e2e.browser import CHROMIUM, CHROMIUM_ARGS, ROOT, settle
 
 pytestmark = pytest.mark.e2e
 SCREENSHOTS = Path(__file__).resolve().parent / "screenshots"
 VIEWPORT = {"width": 1400, "height": 2200}  # tall: Streamlit scrolls inside its main block
 FEATURE_TITLE = re.compile(r"^(L\d\.resid_post) · feature (\d+)$")
-
-
-@pytest.fixture(scope="module")
-def store_path(tiny_bundle_path, tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("e2e_pages") / "pages.duckdb"
-    build_store(f"demo:{tiny_bundle_path}", "bundled+arithmetic:60", path)
-    return path
-
-
-@pytest.fixture(scope="module")
-def server(store_path, tiny_bundle_path) -> Iterator[str]:
-    with streamlit_server(store_path, tiny_bundle_path) as url:
-        yield url
 
 
 @pytest.fixture(scope="module")

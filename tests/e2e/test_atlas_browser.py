@@ -4,25 +4,15 @@ tab; a box dragged on the map lists the features inside it."""
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from explorer.build.single import build_store
-from tests.e2e.browser import CHROMIUM, CHROMIUM_ARGS, settle, streamlit_server
+from tests.e2e.browser import CHROMIUM, CHROMIUM_ARGS, settle
 
 pytestmark = pytest.mark.e2e
 POINTS = "[data-testid='stVegaLiteChart'] svg .mark-symbol path[aria-roledescription='circle']"
 NAMED = re.compile(r"SAE: ([^;]+); feature: (\d+);")
-
-
-@pytest.fixture(scope="module")
-def server(tiny_bundle_path, tmp_path_factory) -> Iterator[str]:
-    path = tmp_path_factory.mktemp("e2e_atlas") / "atlas.duckdb"
-    build_store(f"demo:{tiny_bundle_path}", "bundled+arithmetic:60", path)
-    with streamlit_server(path, tiny_bundle_path) as url:
-        yield url
 
 
 @pytest.fixture

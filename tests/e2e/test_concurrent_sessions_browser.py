@@ -11,17 +11,16 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-from collections.abc import Iterator
 from contextlib import suppress
 from pathlib import Path
 
 import pytest
 
-from explorer.build.single import build_store
 from explorer.live.runs import rerun, same_metrics
 from explorer.sources.source import load_source
 from explorer.store.reader import Store
-from tests.e2e.browser import CHROMIUM, CHROMIUM_ARGS, streamlit_server
+from tests.e2e.browser import CHROMIUM, CHROMIUM_ARGS
+from tests.stores import tiny_store
 
 pytestmark = pytest.mark.e2e
 SAE = "L2.resid_post"
@@ -34,15 +33,9 @@ SCALE = 6
 
 @pytest.fixture(scope="module")
 def store_path(tiny_bundle_path, tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("e2e_sessions") / "sessions.duckdb"
-    build_store(f"demo:{tiny_bundle_path}", "bundled", path)
-    return path
-
-
-@pytest.fixture(scope="module")
-def server(store_path, tiny_bundle_path) -> Iterator[str]:
-    with streamlit_server(store_path, tiny_bundle_path) as url:
-        yield url
+    return tiny_store(
+        tiny_bundle_path, "bundled", tmp_path_factory.mktemp("e2e_sessions") / "sessions.duckdb"
+    )
 
 
 def plans(store: Store) -> list[list[dict]]:

@@ -8,13 +8,11 @@ The real entry runs as `streamlit run` in a subprocess on a free port.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from explorer.store.reader import Store
-from tests.e2e.browser import streamlit_server
 from tests.stores import build_payload_store
 
 pytestmark = pytest.mark.e2e
@@ -41,12 +39,6 @@ def payload_example(store_path) -> dict:
         tokens = store.text_tokens(text_id)
         window = tokens[(tokens["pos"] >= pos - 12) & (tokens["pos"] <= pos + 4)]["token"]
     return {"sae": sae, "feature": int(feature), "top_value": top_value, "window": "".join(window)}
-
-
-@pytest.fixture(scope="module")
-def server(store_path, tiny_bundle_path) -> Iterator[str]:
-    with streamlit_server(store_path, tiny_bundle_path) as url:
-        yield url
 
 
 def test_feature_page_from_a_url_highlights_tokens_and_keeps_payloads_inert(

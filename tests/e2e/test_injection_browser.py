@@ -117,12 +117,6 @@ def store_path(tiny_bundle_path, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def server(store_path, tiny_bundle_path) -> Iterator[str]:
-    with streamlit_server(store_path, tiny_bundle_path) as url:
-        yield url
-
-
-@pytest.fixture(scope="module")
 def page():
     """One headless chromium tab for the module; JS dialogs are recorded on `page.dialogs`."""
     from playwright.sync_api import sync_playwright

@@ -10,21 +10,9 @@ user does (Ctrl+C: SIGINT) and reads its output.
 from __future__ import annotations
 
 import signal
-from pathlib import Path
-
-import pytest
 
 from tests.app_server import app_server
 from tests.e2e.browser import settle
-
-
-@pytest.fixture(scope="module")
-def store_path(tiny_bundle_path, tmp_path_factory) -> Path:
-    from explorer.build.single import build_store
-
-    path = tmp_path_factory.mktemp("stop") / "tiny.duckdb"
-    build_store(f"demo:{tiny_bundle_path}", "bundled+arithmetic:60", path)
-    return path
 
 
 def test_stopping_the_server_after_home_prints_no_leak_dump(

@@ -5,25 +5,14 @@ still opens its feature in this tab."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 
-from explorer.build.single import build_store
-from tests.e2e.browser import CHROMIUM, CHROMIUM_ARGS, settle, streamlit_server
+from tests.e2e.browser import CHROMIUM, CHROMIUM_ARGS, settle
 
 pytestmark = pytest.mark.e2e
 HEADER_Y = 18  # px below a grid's top edge: its header row
 ROW_Y = 35 + 17  # the middle of its first row
 LINK_X = 80  # px from its left edge: past the row numbers (#), in the link column
-
-
-@pytest.fixture(scope="module")
-def server(tiny_bundle_path, tmp_path_factory) -> Iterator[str]:
-    path = tmp_path_factory.mktemp("e2e_header") / "tiny.duckdb"
-    build_store(f"demo:{tiny_bundle_path}", "bundled+arithmetic:60", path)
-    with streamlit_server(path, tiny_bundle_path) as url:
-        yield url
 
 
 @pytest.fixture
