@@ -31,7 +31,6 @@ from explorer.analysis.field_metrics import (
     probing_by_category,
     probing_summary,
     rows_side_by_side,
-    stores_side_by_side,
 )
 from explorer.charts.field_metrics import probing_chart
 from explorer.errors import markdown_escaped
@@ -86,27 +85,9 @@ def best_layer_sentence(probing: pd.DataFrame) -> str:
     return "Best mean accuracy over the categories (chance 0.5): " + "; ".join(parts) + "."
 
 
-def show_probing(stores: Mapping[str, Store]) -> None:
-    """k-sparse probing of the categories of every SAE of `stores` (`compared_stores`: the
-    explored store alone, or it and a second store side by side, columns "<store> · <SAE>"),
-    each store's probes read from it; the features each probe uses, for the explored store
-    (its feature pages are this session's)."""
-    probings = {label: cached.sparse_probing(s) for label, s in stores.items()}
-    explored = next(iter(probings.values()))
-    probing = explored if len(probings) == 1 else rows_side_by_side(probings)
-    st.subheader("k-sparse probing of the categories", help=PROBING_HELP)
-    caption = best_layer_sentence(probing)
-    if len(probings) > 1:
-        caption += (
-            f' Both stores\' SAEs, a column "<store>{STORE_SEPARATOR}<SAE>" each, each store '
-            "probed on its own texts and categories (its kept probes where it holds them): "
-            "the accuracies compare across stores where the corpora are the same; a category "
-            "one corpus lacks is empty in that store's columns."
-        )
-    st.caption(caption + " " + methods_link("k-sparse-probing"))
-    chart_column, choice_column = st.columns([3, 1])
-    chart_column.altair_chart(probing_chart(probing), width="stretch")
-    k = choice_column.radio("k features", PROBING_KS, horizontal=True, key="compare_page.probe_k")
+def probing_table(probing: pd.DataFrame, k: int) -> None:
+    """Per category of `probing` (one store's probes), the best SAE and its accuracy, then
+    each SAE's accuracy at `k` features."""
     table = probing_by_category(probing, k)
     saes = list(table.columns[1:-2])
     plain_table(
@@ -117,6 +98,34 @@ def show_probing(stores: Mapping[str, Store]) -> None:
         best_accuracy=NUMBER("best accuracy", format=SCORE_FORMAT),
         **{sae: NUMBER(sae, format=SCORE_FORMAT) for sae in saes},
     )
+
+
+def show_probing(stores: Mapping[str, Store]) -> None:
+    """k-sparse probing of the categories of every SAE of `stores` (`compared_stores`: the
+    explored store alone, or it and a second store, side by side in the chart and a table
+    each, since eight SAE columns do not fit a 1440 px screen), each store's probes read
+    from it; the features each probe uses, for the explored store (its feature pages are
+    this session's)."""
+    probings = {label: cached.sparse_probing(s) for label, s in stores.items()}
+    explored = next(iter(probings.values()))
+    probing = explored if len(probings) == 1 else rows_side_by_side(probings)
+    st.subheader("k-sparse probing of the categories", help=PROBING_HELP)
+    caption = best_layer_sentence(probing)
+    if len(probings) > 1:
+        caption += (
+            f' Both stores\' SAEs, a line "<store>{STORE_SEPARATOR}<SAE>" each and a table '
+            "each, each store probed on its own texts and categories (its kept probes where it "
+            "holds them): the accuracies compare across stores where the corpora are the "
+            "same; a category one corpus lacks is not in that store's table."
+        )
+    st.caption(caption + " " + methods_link("k-sparse-probing"))
+    chart_column, choice_column = st.columns([3, 1])
+    chart_column.altair_chart(probing_chart(probing), width="stretch")
+    k = choice_column.radio("k features", PROBING_KS, horizontal=True, key="compare_page.probe_k")
+    for label, rows in probings.items():
+        if label:
+            st.markdown(f"**{markdown_escaped(label)}**")
+        probing_table(rows, k)
     title = "The features each probe uses (chosen on the training half)"
     if len(probings) > 1:
         title += f", {markdown_escaped(next(iter(stores)))}'s SAEs"
@@ -157,8 +166,9 @@ def compared_stores(store: Store, other: Store | None) -> dict[str, Store]:
 
 
 def show_field_metrics(store: Store, other: Store | None = None) -> None:
-    """The table of every metric per SAE (with `other`: every SAE of both stores, columns
-    "<store label> · <sae>"), k-sparse probing of every SAE shown, and on request the
+    """The table of every metric per SAE (with `other`: a table per store, each headed by
+    the store's label, the same metrics in the same rows), k-sparse probing of every SAE
+    shown, and on request the
     decoder sections (redundancy, cross-SAE matching, across both stores where the loaded
     source holds their SAEs)."""
     st.subheader("The field's metrics per SAE", help=METRICS_HELP)
@@ -172,10 +182,9 @@ def show_field_metrics(store: Store, other: Store | None = None) -> None:
         first, second = stores
         st.caption(
             f"Two stores side by side: every SAE of {markdown_escaped(first)} and of "
-            f"{markdown_escaped(second)}, a column "
-            f'"<store>{STORE_SEPARATOR}<SAE>" each; every number but redundancy read from '
-            "each store (its kept analyses where it holds them), no model loaded. "
-            + methods_link("field-metrics-two-stores")
+            f"{markdown_escaped(second)}, a table each with the same metrics in the same "
+            "rows; every number but redundancy read from each store (its kept analyses where "
+            "it holds them), no model loaded. " + methods_link("field-metrics-two-stores")
         )
     with_decoders = st.toggle(
         "Decoder metrics: redundancy and cross-SAE matching",
@@ -189,8 +198,12 @@ def show_field_metrics(store: Store, other: Store | None = None) -> None:
 
         redundancy = {label: decoder_views.redundancy(s) for label, s in stores.items()}
     tables = {label: store_metrics(s, redundancy.get(label)) for label, s in stores.items()}
-    shown = metrics_by_sae(tables[""]) if other is None else stores_side_by_side(tables)
-    metric_rows_table(shown, [METRIC_FORMATS[METRIC_NAMES[title]] for title in shown["metric"]])
+    for label, table in tables.items():  # a table per store: eight SAE columns do not fit
+        if label:
+            st.markdown(f"**{markdown_escaped(label)}**")
+        shown = metrics_by_sae(table)
+        formats = [METRIC_FORMATS[METRIC_NAMES[title]] for title in shown["metric"]]
+        metric_rows_table(shown, formats)
     missing = [
         label or "this store"
         for label, table in tables.items()

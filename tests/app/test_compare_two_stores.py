@@ -1,5 +1,6 @@
-"""Compare SAEs with a second store: the field's metrics table shows every SAE of both stores
-side by side, each column "<store> · <SAE>", with each store's own numbers (its `saes` table,
+"""Compare SAEs with a second store: the field's metrics show every SAE of both stores, a
+table per store under its label (eight SAE columns would not fit 1440 px), with each store's
+own numbers (its `saes` table,
 probing means recounted with pandas, description-score medians from a fresh scoring); a link
 naming an unknown store or a file that is not a store gets a message and this store alone;
 decoder matching across the two stores (one-to-one against scipy on numpy cosines), and a
@@ -55,9 +56,20 @@ def two_stores(page, cache_dir, monkeypatch) -> AppTest:
     return page
 
 
+def metrics_tables(at: AppTest) -> list[pd.DataFrame]:
+    """The field's metrics tables of the page, one per store shown, a row per metric."""
+    return [frame.value.set_index("metric") for frame in at.dataframe if "metric" in frame.value]
+
+
 def metrics_table(at: AppTest) -> pd.DataFrame:
-    [table] = [frame.value for frame in at.dataframe if "metric" in frame.value.columns]
-    return table.set_index("metric")
+    [table] = metrics_tables(at)
+    return table
+
+
+def assert_headed(at: AppTest, labels: list[str]) -> None:
+    """Each store's tables (the field's metrics and the probes) come under its label."""
+    headings = [m.value for m in at.markdown if m.value.startswith("**")]
+    assert headings == [f"**{markdown_escaped(label)}**" for label in labels] * 2
 
 
 def expected_metrics(path: Path) -> pd.DataFrame:
@@ -85,15 +97,16 @@ def test_a_second_store_shows_every_sae_side_by_side(two_stores, store_path, cac
     at = two_stores.run()
     assert not at.exception and not at.error and not at.warning, [e.value for e in at.error]
     assert at.selectbox(key="url_compare").value == "other.duckdb"
-    table = metrics_table(at)
-    first = [f"A: {store_path.name} · {sae}" for sae in SAES]
-    second = [f"B: other.duckdb · {sae}" for sae in SAES]
-    assert list(table.columns) == first + second
-    for columns, path in ((first, store_path), (second, cache_dir / "other.duckdb")):
+    first, second = metrics_tables(at)  # a table per store: eight SAE columns do not fit
+    assert list(first.columns) == list(second.columns) == SAES
+    assert first.index.tolist() == second.index.tolist()  # the same metrics in the same rows
+    for table, path in ((first, store_path), (second, cache_dir / "other.duckdb")):
         expected = expected_metrics(path)
-        shown = table.loc[expected.index, columns]
+        shown = table.loc[expected.index, SAES]
         np.testing.assert_allclose(shown.to_numpy(float), expected.to_numpy(float), atol=1e-9)
-    assert not table.loc[FIELD_METRICS["l0"], first].equals(table.loc[FIELD_METRICS["l0"], second])
+    variance = FIELD_METRICS["explained_variance"]  # TopK SAEs: L0 is k on any corpus
+    assert not np.allclose(first.loc[variance], second.loc[variance])
+    assert_headed(at, [f"A: {store_path.name}", "B: other.duckdb"])
     assert any("Two stores side by side" in caption.value for caption in at.caption)
     at.selectbox(key="url_compare").set_value("none").run()
     assert list(metrics_table(at).columns) == SAES and at.query_params == {}
@@ -150,7 +163,7 @@ def test_decoders_match_one_to_one_within_and_across_stores(
     at.toggle(key="compare_page.decoders").set_value(True).run()
     assert not at.exception and not at.error, at.exception
     assert not at.info, [i.value for i in at.info]  # same source: every SAE matches
-    redundancy = metrics_table(at).loc[FIELD_METRICS["mean_max_cosine"]]
+    redundancy = pd.concat(t.loc[FIELD_METRICS["mean_max_cosine"]] for t in metrics_tables(at))
     assert redundancy.notna().all() and len(redundancy) == 2 * len(SAES)
     histograms = chart_rows(at, "nearest")  # redundancy: a chart per store, side by side
     assert [rows["sae"].unique().tolist() for rows in histograms] == [SAES, SAES]
@@ -192,17 +205,18 @@ def test_a_store_whose_saes_the_source_lacks_is_not_matched(two_stores) -> None:
     assert not at.exception and not at.error, at.exception
     [note] = [i.value for i in at.info if "cannot be matched" in i.value]
     assert "holds none of its SAEs" in note and markdown_escaped("other.L0.resid_post") in note
-    table = metrics_table(at)
-    renamed = [f"B: renamed.duckdb · other.{sae}" for sae in SAES]
-    assert table.loc[FIELD_METRICS["l0"], renamed].notna().all()
-    assert table.loc[FIELD_METRICS["mean_max_cosine"], renamed].isna().all()
+    first, second = metrics_tables(at)
+    assert list(second.columns) == [f"other.{sae}" for sae in SAES]
+    assert second.loc[FIELD_METRICS["l0"]].notna().all()
+    assert first.loc[FIELD_METRICS["mean_max_cosine"]].notna().all()
+    assert FIELD_METRICS["mean_max_cosine"] not in second.index  # no value: no row
     labels = at.selectbox(key="compare_page.match_a").options
     assert not any("renamed" in label for label in labels)
 
 
 def test_probing_per_category_shows_both_stores(two_stores, store_path, cache_dir) -> None:
     """Each store's probes at each k, recomputed here from its activations; the other store's
-    corpus (arithmetic only) lacks the prose categories, left empty in its columns; the
+    corpus (arithmetic only) lacks the prose categories, not in its table; the
     features each probe uses stay the explored store's (their links open its pages)."""
     two_stores.query_params["compare"] = "other.duckdb"
     at = two_stores.run()
@@ -214,27 +228,29 @@ def test_probing_per_category_shows_both_stores(two_stores, store_path, cache_di
             probes = sparse_probing(store)
         for row in probes.itertuples():
             expected[(row.k, row.category, f"{label} · {row.sae}")] = row.accuracy
-    columns = [f"A: {store_path.name} · {sae}" for sae in SAES]
-    columns += [f"B: other.duckdb · {sae}" for sae in SAES]
     for k in (1, 5):
         at.radio(key="compare_page.probe_k").set_value(k).run()
-        [element] = [f for f in at.dataframe if "best_accuracy" in f.value.columns]
-        table = element.value.set_index("category")
-        formats = json.loads(element.proto.columns)
-        assert {formats[c]["type_config"]["format"] for c in columns} == {"%.3f"}
-        assert element.proto.placeholder == "—"  # a category one corpus lacks, not None
-        assert list(table.columns) == ["best_sae", "best_accuracy", *columns]
-        categories = sorted({category for (at_k, category, _) in expected if at_k == k})
-        assert table.index.tolist() == categories
-        for category in categories:
-            cells = [expected.get((k, category, column), np.nan) for column in columns]
-            np.testing.assert_allclose(table.loc[category, columns].to_numpy(float), cells)
-            assert table.loc[category, "best_accuracy"] == pytest.approx(np.nanmax(cells))
-            assert table.loc[category, "best_sae"] == columns[int(np.nanargmax(cells))]
-        prose = [c for c in categories if (k, c, columns[-1]) not in expected]
-        assert prose and table.loc[prose, columns[3:]].isna().all().all()
+        tables = [f for f in at.dataframe if "best_accuracy" in f.value.columns]
+        categories = {}
+        for element, label in zip(tables, stores, strict=True):  # a table per store
+            table = element.value.set_index("category")
+            assert list(table.columns) == ["best_sae", "best_accuracy", *SAES]
+            formats = json.loads(element.proto.columns)
+            assert {formats[c]["type_config"]["format"] for c in SAES} == {"%.3f"}
+            categories[label] = sorted(
+                {c for (at_k, c, column) in expected if at_k == k and column.startswith(label)}
+            )
+            assert table.index.tolist() == categories[label]
+            for category in categories[label]:
+                cells = [expected[(k, category, f"{label} · {sae}")] for sae in SAES]
+                np.testing.assert_allclose(table.loc[category, SAES].to_numpy(float), cells)
+                assert table.loc[category, "best_accuracy"] == pytest.approx(max(cells))
+                assert table.loc[category, "best_sae"] == SAES[int(np.argmax(cells))]
+        # the other corpus holds the operations only: the prose categories are not in its table
+        assert set(categories["B: other.duckdb"]) < set(categories[f"A: {store_path.name}"])
+    assert_headed(at, list(stores))
     captions = " ".join(caption.value for caption in at.caption)
-    assert "Both stores' SAEs, a column" in captions
+    assert "Both stores' SAEs, a line" in captions
     means = pd.Series(expected).loc[1].groupby(level=1).mean()  # k = 1, over categories
     best = f"k = 1: {markdown_escaped(means.idxmax())} ({means.max():.3f})"
     assert f"Best mean accuracy over the categories (chance 0.5): {best};" in captions
