@@ -6,7 +6,8 @@ Charts: a chart function of `explorer/charts/` names features when it encodes an
 show it with `explorer.ui.links.feature_chart`, never `st.altair_chart`. Tables: a frame is
 shown with `explorer.ui.tables.feature_table` (description and link), `plain_table` (which
 hands a frame naming features to `feature_table`) or `top_features_table`; a direct
-`st.dataframe` is allowed only where listed below, each a table that names no feature.
+`st.dataframe` is allowed only where listed below, each a table that names no feature (none
+now: every table goes through the helpers, so its numbers read in the one number style).
 """
 
 from __future__ import annotations
@@ -21,10 +22,7 @@ ROOT = Path(__file__).resolve().parents[2]
 VIEWS = [*sorted((ROOT / "app_pages").glob("*.py")), *sorted((ROOT / "explorer/ui").glob("*.py"))]
 HELPERS = {"explorer/ui/tables.py", "explorer/ui/links.py"}
 # Direct st.dataframe calls per file, each naming no feature (what it shows).
-DIRECT_TABLES = {
-    "app_pages/compare.py": 1,  # specialists per category and SAE (counts)
-    "explorer/ui/compare_views.py": 1,  # metrics per SAE
-}
+DIRECT_TABLES: dict[str, int] = {}
 # Charts naming features shown with their own selection (a box on the atlas map), not a click.
 OWN_SELECTION = {"explorer/ui/atlas_views.py"}
 
