@@ -321,6 +321,8 @@ def styled(
     shown_as = {c: text for c, text in (shown_as or {}).items() if c in shown.columns}
     numbers_as = {c: text for c, text in _number_texts(config).items() if c in shown.columns}
     if shown.size > STYLED_CELLS:
+        if not shown_as:
+            return shown, config
         return shown.assign(**{c: shown[c].map(text) for c, text in shown_as.items()}), config
     texts = {**numbers_as, **shown_as}
     if not texts:
