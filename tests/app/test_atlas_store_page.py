@@ -93,6 +93,7 @@ def test_a_kept_map_is_shown_without_the_model_libraries(
     assert shown["libraries"] == []
 
 
+@pytest.mark.slow  # loads the tiny model in the page (~25 s under load)
 def test_without_a_kept_map_the_page_loads_the_source(
     store_path: Path, tiny_bundle_path: Path
 ) -> None:

@@ -129,6 +129,7 @@ def direct_explained_variance(loaded, hook_name: str, sae) -> float:
     return float(1 - sum(errors) / ((x - x.mean(0)) ** 2).sum())
 
 
+@pytest.mark.slow  # a direct forward pass over the whole test corpus (~17 s)
 def test_explained_variance_equals_a_direct_computation(store, loaded):
     """The build sums every real token, decoding the sparse rows: the stored number is the
     direct one, not an estimate."""
@@ -170,6 +171,7 @@ def test_quality_and_meta_are_recorded(store, loaded):
     assert store.meta()["corpus"] == resolve_corpus(CORPUS).name
 
 
+@pytest.mark.slow  # a whole CLI build, info and export (~40 s)
 def test_cli_build_info_and_export(tiny_bundle_path, tmp_path, capsys):
     out = tmp_path / "cli.duckdb"
     args = ["build", "--source", f"demo:{tiny_bundle_path}", "--corpus", "arithmetic:30"]
@@ -246,6 +248,7 @@ def test_corrupted_store_gets_a_message(tmp_path, capsys):
     assert broken.read_bytes().startswith(b"this is not")
 
 
+@pytest.mark.slow  # a second extraction of the whole test corpus (~25 s)
 def test_running_topk_equals_the_stores_ranking_with_ties(store, loaded):
     """The tensor running top-k (int64 keys: value, then the token's (text_id, pos) ordinal)
     ranks like the store: value DESC, then text_id, pos."""

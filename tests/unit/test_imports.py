@@ -192,6 +192,7 @@ def test_a_store_page_imports_no_model_library(page):
     assert libraries_after_import(modules) == []
 
 
+@pytest.mark.slow  # a fresh interpreter imports torch (~20 s)
 def test_the_check_sees_a_model_library():
     """The check can fail: a module that needs the model does import torch."""
     assert "torch" in libraries_after_import(["explorer.sources.unembed"])

@@ -252,6 +252,7 @@ def test_loaded_source_refuses_before_loading(monkeypatch):
 # --------------------------------------------------------------------------- the measured bound
 
 
+@pytest.mark.slow  # a fresh interpreter imports torch and the model libraries (~27 s)
 def test_the_estimate_bounds_the_peak_rss_growth_of_a_load(tiny_bundle_path):
     """Load the tiny bundle in a fresh process, sampling RSS every 2 ms: the peak growth over
     the RSS after the imports (torch, transformer-lens, sae-lens and transformers, which the

@@ -406,6 +406,7 @@ def test_registry_without_hub_fails_fast_naming_offline_alternatives(
     assert hf_constants.HF_HUB_OFFLINE is user_offline
 
 
+@pytest.mark.slow  # a fresh interpreter imports sae-lens and transformer-lens (~30 s)
 def test_real_hub_loads_without_hub_fail_within_seconds(tmp_path):
     """The real stack, unpatched, in a fresh interpreter: the hub endpoint is a closed local
     port and the cache is empty, so both an SAE download (registry) and a model download
