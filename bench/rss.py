@@ -28,7 +28,9 @@ peak RSS growth of `load_source(SPEC)` in a fresh process after the app's import
     python -m bench.rss --load demo                  # load calibration, printed as JSON
     python -m bench.rss --worst-case                 # two heaviest runs at once
     python -m bench.rss --store-pages                # every store page, no model
-    python -m bench.rss --store-pages --each-alone   # each on a fresh server of its own
+    python -m bench.rss --store-pages --each-alone   # each on a fresh server of its own,
+                                                     # after the minimal app's (the floor)
+    python -m bench.rss --store-pages --tag s8       # -> rss_store_pages_<store>_s8.json
 """
 
 from __future__ import annotations
@@ -87,6 +89,7 @@ STORE_PAGES = (
     "search",
     "atlas",
 )
+MINIMAL_APP = ROOT / "bench" / "minimal_app" / "streamlit_app.py"
 TYPED_TEXT = "def add(a, b):\n    return a + b  # see https://example.com"
 
 
@@ -361,16 +364,17 @@ def wait_until_settled(page, timeout_s: float, quiet_s: float = 3.0) -> None:
         page.wait_for_timeout(250)
 
 
-def measure_store_pages(store: Path, port: int, pages: list[str], shots: Path | None) -> dict:
-    """One server on `store` (EXPLORER_STORE, no public demo), `pages` visited in order."""
+def measure_store_pages(
+    store: Path, port: int, pages: list[str], shots: Path | None, script: Path | None = None
+) -> dict:
+    """One server on `store` (EXPLORER_STORE, no public demo), `pages` visited in order; with
+    `script`, that Streamlit app instead of the explorer (the minimal app: the floor)."""
     from playwright.sync_api import sync_playwright
 
     steps = []
     env = {"EXPLORER_STORE": str(store)}
-    with (
-        app_server(env, port, start_seconds=180) as (url, process),
-        sync_playwright() as playwright,
-    ):
+    served = app_server(env, port, start_seconds=180, **({"script": script} if script else {}))
+    with served as (url, process), sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
         page = browser.new_page(viewport={"width": 1440, "height": 1000})
         for name in pages:
@@ -406,9 +410,11 @@ def measure_store_pages(store: Path, port: int, pages: list[str], shots: Path | 
 
 def measure_each_page_alone(store: Path, pages: list[str]) -> dict:
     """`measure_store_pages` of each page on a fresh server of its own: what one page costs
-    a server, imports included, without the pages before it."""
+    a server, imports included, without the pages before it; first the minimal Streamlit app
+    (`bench/minimal_app`, page "minimal"), the framework's floor in the same run."""
+    floor = measure_store_pages(store, free_port(), [""], None, script=MINIMAL_APP)
     runs = [measure_store_pages(store, free_port(), [page], None) for page in pages]
-    steps = [run["steps"][0] for run in runs]
+    steps = [{**floor["steps"][0], "page": "minimal"}] + [run["steps"][0] for run in runs]
     return {
         "store": str(store),
         "store_mb": runs[0]["store_mb"],
@@ -452,6 +458,11 @@ def main() -> None:
         help="with --store-pages: each page on a fresh server of its own (what it costs alone)",
     )
     parser.add_argument(
+        "--tag",
+        default="",
+        help="with --store-pages: a suffix of the result's file name (e.g. s8 -> ..._s8.json)",
+    )
+    parser.add_argument(
         "--worst-case", action="store_true", help="two heaviest allowed runs at once instead"
     )
     args = parser.parse_args()
@@ -461,12 +472,13 @@ def main() -> None:
     if args.store_pages is not None:
         store = args.store.absolute()
         pages = args.store_pages or list(STORE_PAGES)
+        suffix = f"_{args.tag}" if args.tag else ""
         if args.each_alone:
             result = measure_each_page_alone(store, pages)
-            out = RESULTS / f"rss_store_pages_{store.stem}_each_alone.json"
+            out = RESULTS / f"rss_store_pages_{store.stem}_each_alone{suffix}.json"
         else:
             result = measure_store_pages(store, args.port or free_port(), pages, args.screenshots)
-            out = RESULTS / f"rss_store_pages_{store.stem}.json"
+            out = RESULTS / f"rss_store_pages_{store.stem}{suffix}.json"
         out.write_text(json.dumps(result, indent=2) + "\n")
         print(f"peak RSS {result['peak_rss_mb']} MB -> {out}")
         return
