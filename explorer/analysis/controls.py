@@ -227,6 +227,8 @@ def _passing_cells(
     support thresholds (`passes_effect`), and how many cells each shuffle tested. Columns:
     n_texts, n_texts_active, n_total, n_active (the counts of the test), row (of the
     features), category_index and perm (the position of the shuffle in `orders`)."""
+    from scipy import sparse
+
     n_in = np.asarray(family.membership.sum(axis=0)).ravel()  # [categories], in every shuffle
     testable = (n_in >= settings.min_support) & (n_in > 0) & (n_in < family.n_total)
     # a category with fewer texts than min_support is never tested, so it is not counted,
@@ -234,8 +236,6 @@ def _passing_cells(
     counted = np.arange(len(n_in)) if settings.measure == "dominance" else np.flatnonzero(testable)
     members = family.membership[:, counted]  # [universe texts, counted categories]
     n_batch, n_categories = len(orders), len(counted)
-    from scipy import sparse
-
     stacked = sparse.hstack([members[order] for order in orders], format="csr")
     # [universe texts, shuffles x counted categories]
     product = _ShuffledProduct(stacked.T.tocsr())

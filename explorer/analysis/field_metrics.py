@@ -184,6 +184,8 @@ def feature_order(
 def fit_probe(x: np.ndarray, y: np.ndarray, l2: float = PROBE_L2) -> tuple[np.ndarray, float]:
     """Weights and bias of a logistic regression of y on x [texts, k], classes weighed alike
     (each class's log loss averaged over its texts), with an L2 penalty l2/2 |w|^2."""
+    from scipy import optimize
+
     weight = np.where(y, 0.5 / max(y.sum(), 1), 0.5 / max((~y).sum(), 1))
     sign = np.where(y, 1.0, -1.0)
 
@@ -193,8 +195,6 @@ def fit_probe(x: np.ndarray, y: np.ndarray, l2: float = PROBE_L2) -> tuple[np.nd
         slope = -weight * sign * np.exp(-np.logaddexp(0.0, margin))  # d loss / d logit
         grad = np.append(x.T @ slope + l2 * params[:-1], slope.sum())
         return float(weight @ losses + 0.5 * l2 * params[:-1] @ params[:-1]), grad
-
-    from scipy import optimize
 
     # BFGS: L-BFGS-B's Fortran step cost ~3 ms an iteration here for <= 6 parameters
     fitted = optimize.minimize(loss, np.zeros(x.shape[1] + 1), jac=True, method="BFGS")
