@@ -118,9 +118,14 @@ def chance_baseline(store: Store, settings: SpecialistSettings) -> ChanceBaselin
 def kept_families(store: Store, settings: SpecialistSettings) -> list[str] | None:
     """The families of the specialists computed under `settings` in the order the pages
     offer them (`specialists.family_names`), read from the meta row of the kept frequency
-    views (no frame is decoded); None when the store keeps none."""
+    views (no frame is decoded), or from the kept specialists' small table of categories
+    in a store built before the frequency views were kept; None when the store keeps
+    neither."""
     kept = store.derived(FREQUENCY, key(settings), parts=[])
-    return None if kept is None else list(kept.values["families"])
+    if kept is not None:
+        return list(kept.values["families"])
+    categories = store.derived(SPECIALISTS, key(settings), parts=["categories"])
+    return None if categories is None else family_names(categories.frames["categories"])
 
 
 def kept_frequency_view(

@@ -28,7 +28,13 @@ from scipy import stats
 from explorer.analysis import precompute
 from explorer.analysis.frequency import frequency_specialization_correlation, spearman
 from explorer.analysis.replication import load_store_replication, replicated_on
-from explorer.analysis.specialists import Specialists, SpecialistSettings, in_family
+from explorer.analysis.specialists import (
+    Specialists,
+    SpecialistSettings,
+    family_names,
+    in_family,
+    load_specialists,
+)
 from explorer.store.derived import Derived, read_derived, write_derived
 from explorer.store.reader import Store
 from tests.unit.test_precompute import write_planted
@@ -155,6 +161,22 @@ def test_one_familys_specialists_read_alone_equal_in_family_of_them_all(
         alone = in_family(every, family)
         after = _in_families(replicated_on(alone, replication), alone)
         assert_same_specialists(after, in_family(replicated_on(every, replication), family))
+
+
+def test_a_store_without_frequency_views_names_its_families_from_the_kept_categories(
+    kept: Path, tmp_path: Path
+) -> None:
+    older = tmp_path / "older.duckdb"  # as built before the frequency views were kept
+    shutil.copy(kept, older)
+    with duckdb.connect(str(older)) as con:
+        con.execute("DELETE FROM derived WHERE kind = ?", [precompute.FREQUENCY])
+        con.execute("DELETE FROM meta WHERE key = ?", [f"derived:{precompute.FREQUENCY}"])
+    settings = SpecialistSettings()
+    with Store.open(older) as store:
+        assert not precompute.is_kept(store, precompute.FREQUENCY, settings)
+        expected = family_names(load_specialists(store, settings).categories)
+        assert precompute.kept_families(store, settings) == expected
+        assert precompute.kept_families(store, SpecialistSettings(min_support=3)) is None
 
 
 def test_the_app_reads_one_family_as_in_family_of_them_all(kept: Path) -> None:
