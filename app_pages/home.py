@@ -51,7 +51,8 @@ left.metric("texts", f"{counts['texts']:,}")
 middle.metric("tokens", f"{counts['tokens']:,}")
 right.metric("activation rows", f"{counts['acts']:,}")
 st.markdown("**SAE quality on the store's corpus**")
-quality_columns = ["sae", "hook_name", "layer", "d_sae", *QUALITY_METRICS]
+measured = [name for name in QUALITY_METRICS if name != "quality_texts"]  # the caption's size
+quality_columns = ["sae", "hook_name", "layer", "d_sae", *measured]
 st.caption(quality_sample_note(store.saes(), meta))
 plain_table(store.saes(), quality_columns)
 st.markdown("**Texts per category**")

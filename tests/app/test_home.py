@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 
@@ -82,3 +83,30 @@ def test_home_suggests_each_sae_best_explained_feature_and_each_category_special
     assert picks["link"].iloc[0] == f"feature?sae={best[0][0]}&feature={best[0][1]}"
     page_links = [link.label for link in at.get("page_link")]
     assert "Feature" in page_links and len(page_links) >= 10
+
+
+def test_home_shows_each_sae_quality_with_the_sample_size_in_the_caption(
+    store_path, tiny_bundle_path, monkeypatch
+):
+    """The store's quality table: one row per SAE with the measured numbers, and the quality
+    sample's size said once in the caption rather than repeated in a column (the table then
+    fits a 1440 px window)."""
+    monkeypatch.setenv("EXPLORER_SOURCE", f"demo:{tiny_bundle_path}")
+    monkeypatch.setenv("EXPLORER_STORE", str(store_path))
+    monkeypatch.chdir(Path(APP).parent)
+    with Store.open(store_path) as store:
+        saes = store.saes()
+    at = AppTest.from_file(APP, default_timeout=240).run()
+    assert not at.exception, at.exception
+    (quality,) = [df.value for df in at.dataframe if "kl_divergence" in df.value.columns]
+    measured = ["l0", "explained_variance", "ce_loss_recovered", "kl_divergence", "l2_ratio",
+                "dead_fraction", "dense_fraction"]  # fmt: skip
+    assert quality.columns.tolist() == ["sae", "hook_name", "layer", "d_sae", *measured]
+    pd.testing.assert_frame_equal(
+        quality.reset_index(drop=True), saes[quality.columns].reset_index(drop=True)
+    )
+    (n_texts,) = saes["quality_texts"].unique()
+    assert any(
+        f"KL divergence and shrinkage: {int(n_texts):,} texts" in caption.value
+        for caption in at.caption
+    )
