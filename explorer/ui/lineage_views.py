@@ -1,6 +1,6 @@
 """How the feature page shows a feature's lineage: its best counterparts in the other SAEs
-(layers) by decoder cosine and by activation correlation, side by side, and the best match's
-similarity by depth.
+(layers) by decoder cosine and by activation correlation, one table under the other, and the
+best match's similarity by depth.
 
 Owns that section's layout. The correlations come from `cached.correlation_lineage` (every
 feature of the store at once, over the stored activations); the cosines from the loaded
@@ -67,26 +67,25 @@ def show_lineage(
         if computed
         else pd.DataFrame(columns=FEATURE_MATCH_COLUMNS)
     )
-    cosine_column, correlation_column = st.columns(2)
-    with cosine_column:
-        st.markdown("**By decoder cosine**")
-        if handle is None:
-            st.info(missing_sae_message(store, sae, "decoder cosines need its decoder"))
-            cosines = pd.DataFrame(columns=FEATURE_MATCH_COLUMNS)
-        else:
-            cosines = decoder_counterparts(store, loaded, sae, feature, k)
-            feature_table(cosines, COLUMNS, similarity=_number("cosine"))
-    with correlation_column:
-        st.markdown("**By activation correlation over tokens**")
-        if not computed:
-            st.info(
-                "Not computed: a build keeps the lineage (python -m explorer derive adds it to "
-                "this store), or switch on the toggle above."
-            )
-        elif correlated.empty:
-            st.info("This feature never fires on the corpus: it correlates with nothing.")
-        else:
-            feature_table(correlated, COLUMNS, similarity=_number("Pearson r"))
+    # one table under the other: side by side, a half-width column (480 px at 1440) cuts the
+    # similarity off behind the page link, SAE, id and description
+    st.markdown("**By decoder cosine**")
+    if handle is None:
+        st.info(missing_sae_message(store, sae, "decoder cosines need its decoder"))
+        cosines = pd.DataFrame(columns=FEATURE_MATCH_COLUMNS)
+    else:
+        cosines = decoder_counterparts(store, loaded, sae, feature, k)
+        feature_table(cosines, COLUMNS, similarity=_number("cosine"))
+    st.markdown("**By activation correlation over tokens**")
+    if not computed:
+        st.info(
+            "Not computed: a build keeps the lineage (python -m explorer derive adds it to "
+            "this store), or switch on the toggle above."
+        )
+    elif correlated.empty:
+        st.info("This feature never fires on the corpus: it correlates with nothing.")
+    else:
+        feature_table(correlated, COLUMNS, similarity=_number("Pearson r"))
     profile = depth_profile(
         store.saes(), {"decoder cosine": cosines, "activation correlation": correlated}
     )

@@ -138,3 +138,7 @@ def test_feature_lineage_shows_correlations_and_cosines(
     assert set(correlation_table["sae"]) == {"L0.resid_post", "L2.resid_post"}
     assert correlation_table["description"].str.len().gt(0).any()
     assert at.subheader and any(h.value == "Lineage across layers" for h in at.subheader)
+    for table in (cosine_table, correlation_table):  # the link first, the id's description after
+        assert table.columns.tolist() == ["link", "sae", "similarity", "feature", "description"]
+    in_columns = [frame for column in at.columns for frame in column.dataframe]
+    assert not any("similarity" in frame.value.columns for frame in in_columns)  # full width
