@@ -2,6 +2,7 @@
 
 from functools import partial
 
+import pandas as pd
 import streamlit as st
 
 from explorer.analysis.frequency import (
@@ -36,7 +37,7 @@ from explorer.ui.links import feature_chart
 from explorer.ui.params import specialist_settings_sidebar, url_radio, url_selectbox, url_text
 from explorer.ui.specialist_views import choose_family
 from explorer.ui.state import current_store
-from explorer.ui.tables import p_value_column, plain_table
+from explorer.ui.tables import plain_table
 
 SEED_BANDS = "most frequent 200 and the rarest 112"
 SPECIALISTS = st.column_config.NumberColumn("specialists")
@@ -48,6 +49,18 @@ RANGE_LABELS = {  # short, so the rank ranges' table fits at 1440 px
     "n_discovered": NUMBER("discovered", format="%d", help="on the discovery half"),
     "n_replicated": NUMBER("replicated", format="%d", help="found again on the other half"),
 }
+
+MEASURE_NAMES = "; ".join(f"{measure}: {name}" for measure, name in MEASURES.items())
+
+
+def short_answers(answers: pd.DataFrame) -> list[str]:
+    """Each measure's conclusion without what its row's other cells say: the measure's name
+    (the measure column) and the rho and p-value after the colon, so the answer fits its cell."""
+    return [
+        conclusion.removeprefix(f"Under {name}, ").split(": rho = ")[0].rstrip(".")
+        for name, conclusion in zip(answers["name"], answers["conclusion"], strict=True)
+    ]
+
 
 st.title("Frequency vs specialization")
 store = current_store()
@@ -105,21 +118,26 @@ st.caption(
     "ranks, as the notebooks compared them. A negative rho: rarer features score higher."
 )
 st.altair_chart(rho_by_measure_chart(answers), width="stretch")
+top, bottom = answers["top"].iloc[0], answers["bottom"].iloc[0]
 plain_table(
-    answers,
-    ["measure", "rho", "p_value", "n", "n_specialists", "pct_top", "pct_bottom", "conclusion"],
-    measure=st.column_config.TextColumn("measure"),
-    rho=st.column_config.NumberColumn("Spearman rho", format="%+.3f"),
-    p_value=p_value_column("p-value"),
-    n=st.column_config.NumberColumn("features scored"),
+    answers.assign(answer=short_answers(answers)),
+    ["measure", "answer", "rho", "p_value", "n", "n_specialists", "pct_top", "pct_bottom"],
+    measure=st.column_config.TextColumn("measure", help=MEASURE_NAMES),
+    answer=st.column_config.TextColumn(
+        "answer", help="what the measure's rho and p-value say about rarer features"
+    ),
+    n=NUMBER("scored", help="features that fire and have a tested cell"),
     n_specialists=SPECIALISTS,
-    pct_top=st.column_config.NumberColumn(
-        f"% specialists, ranks {answers['top'].iloc[0]}", format="%.1f"
+    pct_top=NUMBER(
+        f"% ranks {top}",
+        format="%.1f",
+        help=f"% specialists among the live features of ranks {top}",
     ),
-    pct_bottom=st.column_config.NumberColumn(
-        f"% specialists, ranks {answers['bottom'].iloc[0]}", format="%.1f"
+    pct_bottom=NUMBER(
+        f"% ranks {bottom}",
+        format="%.1f",
+        help=f"% specialists among the live features of ranks {bottom}",
     ),
-    conclusion=st.column_config.TextColumn("answer", width="large"),
 )
 for ranks, share in (("top", "pct_top"), ("bottom", "pct_bottom")):
     if answers[share].isna().all():  # a share of no live feature: say so, not "None"

@@ -190,7 +190,29 @@ COLUMN_FORMATS: dict[str, Any] = {
         "features score higher)",
     ),
     "spearman_p": p_value_column("p", help="two-sided p-value of rho"),
+    "rho": NUMBER(
+        "rho",
+        format="%+.3f",
+        help="Spearman's rho of token frequency against the best score (negative: rarer "
+        "features score higher)",
+    ),
     "max_score": NUMBER("max score", format="%.3f", help="the largest best score of a feature"),
+    # token taxonomy (docs/methods.md#token-taxonomy)
+    "max_enrichment": NUMBER(
+        "max enrichment",
+        format="%.1f",
+        help="the largest enrichment of a significant token: its share among the feature's "
+        "active tokens over its share of the corpus",
+    ),
+    "monosemantic_rate": percent_column(
+        "monosemantic rate",
+        help="share of the live features with a one-kind label (one kind holds 75% of their "
+        "top tokens' weight)",
+    ),
+    "number_share": percent_column(
+        "number features",
+        help="share of the live features labelled specific number or number range",
+    ),
     # description scores per SAE
     "n_live": NUMBER("live features", format="%d"),
     "n_scored": NUMBER("scored", format="%d"),

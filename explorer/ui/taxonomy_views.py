@@ -25,10 +25,9 @@ def stores_side_by_side(store: Store, other_path: str | None, settings: Taxonomy
     )[["store", "sae", "layer", "n_features", *COMPARED]]
     plain_table(
         compared,
-        n_features=st.column_config.NumberColumn("features analysed"),
-        monosemantic_rate=st.column_config.NumberColumn("monosemantic rate", format="%.3f"),
-        number_share=st.column_config.NumberColumn("number features", format="%.3f"),
-        max_enrichment=st.column_config.NumberColumn("max enrichment", format="%.1f"),
+        n_features=st.column_config.NumberColumn(
+            "features analysed", format="%d", help="the SAE's live features"
+        ),
     )
     measure = st.radio(
         "Measure", list(COMPARED), format_func=COMPARED.get, horizontal=True, key="taxonomy_measure"

@@ -92,7 +92,7 @@ def page_tables(at: AppTest) -> dict[str, pd.DataFrame]:
     assert not at.exception, at.exception
     tables = {}
     for frame in at.dataframe:
-        for column in ("conclusion", "n_replicated", "n_features"):
+        for column in ("answer", "n_replicated", "n_features"):
             if column in frame.value.columns:
                 tables[column] = frame.value.reset_index(drop=True)
     return tables
@@ -120,7 +120,7 @@ def test_the_page_on_a_kept_store_shows_the_same_numbers_without_the_cells(
             shown[name, family] = page_tables(at.run())
     for family in ("bundled", "operation"):
         plain, kept = shown["plain", family], shown["kept", family]
-        assert sorted(kept) == ["conclusion", "n_features", "n_replicated"]
+        assert sorted(kept) == ["answer", "n_features", "n_replicated"]
         for column in kept:
             assert_same_frame(kept[column], plain[column])
     assert ("frequency", None) in reads

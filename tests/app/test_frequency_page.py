@@ -1,7 +1,8 @@
 """Frequency vs specialization page: summary, correlation and rank-range counts equal the
 library's for the SAE, ranges and thresholds chosen in the sidebar or the URL; the answer under
 each measure equals scipy's Spearman rho over a full recomputation of the specialists under
-that measure, with the computed conclusion naming the measure; the chance column of the rank
+that measure, with its answer in words (the chosen measure's whole conclusion above the
+table); the chance column of the rank
 ranges equals a pandas count of the permutation null's hits. Every number is the sidebar's
 family's (default the bundled prose family): a feature is a specialist, and has a best score,
 by its cells of that family alone."""
@@ -35,6 +36,8 @@ from tests.stores import TINY
 
 PAGE = str(Path(__file__).resolve().parents[2] / "app_pages" / "frequency.py")
 D_SAE = TINY.d_sae
+ANSWER_COLUMNS = ["measure", "answer", "rho", "p_value", "n", "n_specialists", "pct_top",
+                  "pct_bottom"]  # fmt: skip
 
 
 def family_features(result, sae: str, family: str) -> pd.DataFrame:
@@ -68,7 +71,8 @@ def assert_answers(at: AppTest, store: Store, sae: str, family: str, **settings)
     """Each measure's row: Spearman rho and p from scipy over the features of a separate
     `load_specialists` run under that measure; the specialist shares of ranks 1-128 (the SAE
     is smaller than 200) and 17-128 (the rarest 112) counted with pandas."""
-    shown = table_with(at, "conclusion").reset_index(drop=True)
+    shown = table_with(at, "answer").reset_index(drop=True)
+    assert shown.columns.tolist() == ANSWER_COLUMNS  # the sentence's name and numbers: its row's
     assert shown["measure"].tolist() == list(MEASURES)
     for i, measure in enumerate(MEASURES):
         under = load_specialists(store, SpecialistSettings(**{**settings, "measure": measure}))
@@ -84,11 +88,12 @@ def assert_answers(at: AppTest, store: Store, sae: str, family: str, **settings)
         for column, (first, last) in (("pct_top", (1, D_SAE)), ("pct_bottom", (17, D_SAE))):
             inside = live[live["freq_rank"].between(first, last)]
             assert row[column] == pytest.approx(100 * inside["is_specialist"].mean())
-        assert row["conclusion"].startswith(f"Under {MEASURES[measure]}, ")
-        assert f"rho = {rho:+.2f}" in row["conclusion"]
-        if p_value < 0.05:
-            word = "rarer" if rho < 0 else "more frequent"
-            assert f"{word} features score as more specialised" in row["conclusion"]
+        word = "rarer" if rho < 0 else "more frequent"
+        assert row["answer"] == (
+            f"{word} features score as more specialised"
+            if p_value < 0.05
+            else "no monotone relation between frequency and score"
+        )
     return shown
 
 
@@ -149,7 +154,8 @@ def assert_page_shows(
         ranges_parsed = parse_rank_ranges(ranges or default_rank_ranges(D_SAE), D_SAE)
         assert_chance(at, store, features, ranges_parsed, family, **settings)
     chosen = SpecialistSettings(**settings).measure
-    conclusion = answers.set_index("measure").loc[chosen, "conclusion"]
+    row = answers.set_index("measure").loc[chosen]
+    conclusion = f"Under {MEASURES[chosen]}, {row['answer']}: rho = {row['rho']:+.2f}, p "
     assert any(conclusion in block.value for block in at.markdown)
     shown = {metric.label: metric.value for metric in at.metric}
     p_value = correlation["p_value"]
@@ -240,12 +246,12 @@ def test_a_bad_link_value_warns_and_uses_the_default(page, store_path, params, m
 
 def test_the_family_decides_the_numbers(page, store_path) -> None:
     at = page.run()
-    bundled = table_with(at, "conclusion")
+    bundled = table_with(at, "answer")
     assert at.selectbox(key="url_family").value == "bundled"
     at.selectbox(key="url_family").set_value("operation").run()
     assert_page_shows(at, store_path, "L2.resid_post", family="operation")
     assert at.query_params == {"family": "operation"}
-    assert not table_with(at, "conclusion")["n_specialists"].equals(bundled["n_specialists"])
+    assert not table_with(at, "answer")["n_specialists"].equals(bundled["n_specialists"])
 
 
 def test_bad_ranges_typed_in_the_sidebar_warn(page, store_path) -> None:

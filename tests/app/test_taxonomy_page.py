@@ -11,6 +11,7 @@ from pathlib import Path
 import duckdb
 import pandas as pd
 import pytest
+from streamlit.dataframe_util import convert_arrow_bytes_to_pandas_df
 from streamlit.testing.v1 import AppTest
 
 from explorer.analysis.enrichment import (
@@ -199,6 +200,10 @@ def test_a_second_store_is_compared_side_by_side(
     assert_page_shows(at, store_path, "L2.resid_post", other=other_store_path)
     stores = table_with(at, "store")["store"].unique().tolist()
     assert stores == [f"A: {store_path.name}", f"B: {other_store_path.name}"]
+    (table,) = [frame for frame in at.dataframe if "store" in frame.value.columns]
+    cells = convert_arrow_bytes_to_pandas_df(table.proto.arrow_data.styler.display_values)
+    for share in ("monosemantic_rate", "number_share"):  # shares read as percentages
+        assert cells[share].tolist() == [f"{100 * v:.1f}%" for v in table.value[share]]
     assert at.query_params == {"compare": other_store_path.name}
     at.radio(key="taxonomy_measure").set_value("number_share").run()
     assert not at.exception
