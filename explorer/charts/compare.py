@@ -18,6 +18,7 @@ from explorer.charts import feature_href
 FRACTION_METRICS = [
     "explained_variance", "ce_loss_recovered", "l2_ratio", "dead_fraction", "dense_fraction",
 ]  # fmt: skip
+LEGEND_LABEL_LIMIT = 400  # px, wider than the longest metric name
 
 
 def _sae_order(frame: pd.DataFrame) -> list[str]:
@@ -85,7 +86,8 @@ def quality_chart(compare: pd.DataFrame) -> alt.Chart:
                 "metric:N",
                 title="metric",
                 sort=[QUALITY_METRICS[m] for m in FRACTION_METRICS],
-                legend=alt.Legend(orient="bottom"),
+                # Vega-Lite cuts a label at 160 px: "dense fraction (>10% of tokens)" is wider
+                legend=alt.Legend(orient="bottom", labelLimit=LEGEND_LABEL_LIMIT),
             ),
             tooltip=[
                 alt.Tooltip("sae:N", title="SAE"),

@@ -166,6 +166,10 @@ def test_quality_chart_draws_the_fraction_metrics(comparison: pd.DataFrame) -> N
     assert spec["encoding"]["x"]["sort"] == ["s0", "s1"]
     assert spec["encoding"]["y"]["title"] == "fraction or ratio"
     assert spec["encoding"]["y"]["scale"]["domain"] == [0, 1.02]  # the L2 ratio above 1 shows
+    # every metric's whole name in the legend: Vega-Lite's default cuts labels at 160 px, and
+    # "dense fraction (>10% of tokens)" in its 10 px font is about 180 px (under 7 px a letter)
+    longest = max(len(title) for title in data["metric"])
+    assert spec["encoding"]["color"]["legend"]["labelLimit"] >= 7 * longest
 
 
 def test_the_quality_sample_is_described_from_the_build_settings(store: Store) -> None:
