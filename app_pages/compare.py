@@ -10,11 +10,11 @@ from explorer.charts.compare import quality_chart, specialists_per_category_char
 from explorer.errors import markdown_escaped
 from explorer.methods_doc import methods_link
 from explorer.ui import cached, compare_views
-from explorer.ui.cached import feature_descriptions, specialists
+from explorer.ui.cached import feature_descriptions
 from explorer.ui.links import feature_chart
 from explorer.ui.params import specialist_settings_sidebar
 from explorer.ui.second_store import second_store
-from explorer.ui.specialist_views import family_choice
+from explorer.ui.specialist_views import family_specialists
 from explorer.ui.state import current_store
 from explorer.ui.tables import plain_table
 
@@ -27,7 +27,7 @@ QUALITY_COLUMNS = ["sae", "layer", "n_features", *QUALITY_METRICS]
 st.title("Compare SAEs")
 store = current_store()
 settings = specialist_settings_sidebar()
-family, result = family_choice(specialists(store, settings))
+family, result = family_specialists(store, settings)  # only the chosen family's rows
 other = second_store(store)  # its SAEs join the field's metrics table
 comparison = compare_saes(store.saes(), result)
 matrix = category_matrix(result.table)

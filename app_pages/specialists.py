@@ -19,10 +19,10 @@ from explorer.charts.specialists import (
 )
 from explorer.errors import markdown_escaped
 from explorer.methods_doc import methods_link
-from explorer.ui.cached import chance_baseline, feature_descriptions, specialists
+from explorer.ui.cached import chance_baseline, feature_descriptions
 from explorer.ui.links import feature_chart
 from explorer.ui.params import specialist_settings_sidebar, url_int, url_radio
-from explorer.ui.specialist_views import family_choice, replication_choice
+from explorer.ui.specialist_views import family_specialists, replication_choice
 from explorer.ui.state import current_store
 from explorer.ui.tables import NUMBER, feature_table, plain_table
 
@@ -36,8 +36,8 @@ CATEGORY_TEXTS = NUMBER("texts", format="%d", help="the category's texts (all)")
 st.title("Specialist heatmaps")
 store = current_store()
 settings = specialist_settings_sidebar()
-replication_note, result = replication_choice(store, specialists(store, settings), settings)
-family, result = family_choice(result)
+family, result = family_specialists(store, settings)  # only the chosen family's rows
+replication_note, result = replication_choice(store, result, settings)
 findings = url_radio(
     "Findings", "findings", {"all": "all specialists", "replicated": "replicated only"}, "all"
 )
