@@ -213,6 +213,15 @@ COLUMN_FORMATS: dict[str, Any] = {
         "number features",
         help="share of the live features labelled specific number or number range",
     ),
+    "n_active_tokens": NUMBER("active", format="%d", help="active tokens: tokens where it fires"),
+    "n_significant": NUMBER(
+        "significant",
+        format="%d",
+        help="its significant tokens: chi-squared p under the threshold, enriched, enough support",
+    ),
+    "monosemantic": st.column_config.CheckboxColumn(
+        "monosemantic", help="a one-kind label: one kind holds 75% of its top tokens' weight"
+    ),
     # description scores per SAE
     "n_live": NUMBER("live features", format="%d"),
     "n_scored": NUMBER("scored", format="%d"),
