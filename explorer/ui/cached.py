@@ -225,6 +225,23 @@ def scores_ready(
     return int(table["n_active_tokens"].sum()) <= MAX_SCAN_ROWS_ON_VIEW
 
 
+def description_summary(store: Store) -> pd.DataFrame | None:
+    """`field_metrics.description_medians` of the SAEs of `store` whose description scores
+    can be shown (`scores_ready`), None when none can: computed once per store file and user
+    data, not from every SAE's description table on each view (Compare read four of them out
+    of the cache, twice, on every run)."""
+    return _description_summary(store_key(store))
+
+
+@st.cache_data(max_entries=16, ttl=3600, show_spinner=False)
+def _description_summary(key: StoreKey) -> pd.DataFrame | None:
+    store = open_store(key[0])
+    ready = [sae for sae in store.saes()["sae"] if scores_ready(store, sae)]
+    if not ready:
+        return None
+    return field_metrics.description_medians({sae: descriptions(store, sae) for sae in ready})
+
+
 def all_descriptions(
     store: Store, settings: DescriptionSettings = DEFAULT_DESCRIPTIONS, *, scored: bool = True
 ) -> pd.DataFrame:

@@ -25,7 +25,6 @@ from explorer.analysis.field_metrics import (
     FIELD_METRICS,
     PROBING_KS,
     STORE_SEPARATOR,
-    description_medians,
     field_metrics_table,
     metrics_by_sae,
     probing_by_category,
@@ -141,20 +140,11 @@ def show_probing(stores: Mapping[str, Store]) -> None:
         )
 
 
-def store_descriptions(store: Store) -> pd.DataFrame | None:
-    """`description_medians` of the SAEs of `store` whose description scores are kept in it
-    or quick to compute (`cached.scores_ready`), None when none is."""
-    ready = [sae for sae in store.saes()["sae"] if cached.scores_ready(store, sae)]
-    if not ready:
-        return None
-    return description_medians({sae: cached.descriptions(store, sae) for sae in ready})
-
-
 def store_metrics(store: Store, redundancy: pd.DataFrame | None = None) -> pd.DataFrame:
     """`field_metrics_table` of `store` from its reads (quality, probing, description
     scores), with `redundancy` when given."""
     probing = cached.sparse_probing(store)
-    return field_metrics_table(store.saes(), probing, redundancy, store_descriptions(store))
+    return field_metrics_table(store.saes(), probing, redundancy, cached.description_summary(store))
 
 
 def compared_stores(store: Store, other: Store | None) -> dict[str, Store]:
