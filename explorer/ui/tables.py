@@ -75,8 +75,10 @@ COLUMN_FORMATS: dict[str, Any] = {
     "notebook_score": NUMBER("notebook score", format="%d"),
     "token_share": percent_column("token share", help="the top token's share of its tokens"),
     "token_auroc": NUMBER("token AUROC", format="%.3f"),
+    # it follows the token column; "token detector" made that table 3 px too wide at 1440 px
     "token_explained": st.column_config.CheckboxColumn(
-        "token detector", help="its top token separates the category about as well"
+        "detector",
+        help="token detector: its top token separates the category about as well",
     ),
     "replication_rate": percent_column("replication rate"),
     "token_freq": percent_column("token freq", FREQ_DECIMALS),

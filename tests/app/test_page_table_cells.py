@@ -119,6 +119,7 @@ def test_specialist_tables_read_in_the_number_style(open_page, store_path) -> No
     ]
     assert texts(more)["token_share"].tolist() == [percent(s, 1) for s in top["token_share"]]
     assert config(more)["n_texts"]["label"] == "texts"
+    assert config(finding)["token_explained"]["label"] == "detector"  # "token detector": 981 px
     # to fit 1440 px, the token confound's measures are in the expander's table
     assert not {"token_share", "token_auroc", "notebook_score"} & set(finding.value.columns)
 
