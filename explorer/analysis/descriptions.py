@@ -510,12 +510,27 @@ def with_user_labels(descriptions: pd.DataFrame, labels: pd.DataFrame) -> pd.Dat
 
 def search_terms(descriptions: pd.DataFrame) -> pd.Series:
     """Each feature's description parts (tokens without their surrounding spaces, categories,
-    text labels, kind), lower case, each between "\\x1f" marks, for whole-part matching."""
+    text labels, kind), lower case, each between "\\x1f" marks, for whole-part matching.
+    The list columns may hold lists (computed here) or numpy arrays (a kept table read back
+    from the store's Parquet): each is read item by item, never added as a whole (an array
+    would add elementwise)."""
     mark = "\x1f"
-    tokens = descriptions["tokens"].map(lambda names: [name.strip() for name in names])
-    parts = tokens + descriptions["categories"] + descriptions["text_labels"]
-    parts = parts + descriptions["kind"].map(lambda kind: [kind])
-    return parts.map(lambda names: mark + mark.join(n.lower() for n in names) + mark)
+    rows = zip(
+        descriptions["tokens"],
+        descriptions["categories"],
+        descriptions["text_labels"],
+        descriptions["kind"],
+        strict=True,
+    )
+    terms = [
+        [*(str(token).strip() for token in tokens), *map(str, categories), *map(str, labels), kind]
+        for tokens, categories, labels, kind in rows
+    ]
+    return pd.Series(
+        [mark + mark.join(str(n).lower() for n in names) + mark for names in terms],
+        index=descriptions.index,
+        dtype=object,
+    )
 
 
 def search_descriptions(described: pd.DataFrame, text: str, limit: int = 200) -> pd.DataFrame:

@@ -9,6 +9,7 @@ The expected counts come from pandas over the planted rows, never from the store
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
@@ -262,6 +263,22 @@ def test_search_ranks_whole_parts_first_and_covers_user_labels(described: pd.Dat
     assert found["match"].tolist()[:2] == ["your label", "a whole part"]
     assert describe.search_descriptions(labelled, "m_y").empty  # literal, no wildcard
     assert describe.search_descriptions(labelled, "m.y").empty
+
+
+def test_search_reads_descriptions_kept_in_the_store_alike(described: pd.DataFrame) -> None:
+    """A description table kept in the store comes back from Parquet with numpy arrays in its
+    list columns (tokens, categories, text labels), not lists: the search finds the same
+    features in the same order (adding the columns as a whole broadcast the arrays and
+    raised a ValueError on the demo store)."""
+    table = described.reset_index(drop=True)
+    kept = pd.read_parquet(io.BytesIO(table.to_parquet()))
+    assert isinstance(kept["categories"].iloc[0], np.ndarray)  # what the store gives back
+    for text in ["addition", "beta", "number"]:
+        fresh = describe.search_descriptions(table, text)
+        again = describe.search_descriptions(kept, text)
+        assert again["feature"].tolist() == fresh["feature"].tolist(), text
+        assert again["match"].tolist() == fresh["match"].tolist(), text
+    assert describe.search_terms(kept).tolist() == describe.search_terms(table).tolist()
 
 
 def test_rankings_by_score_order_scored_features_only(described: pd.DataFrame) -> None:
