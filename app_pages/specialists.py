@@ -24,7 +24,7 @@ from explorer.ui.links import feature_chart
 from explorer.ui.params import specialist_settings_sidebar, url_int, url_radio
 from explorer.ui.specialist_views import family_specialists, replication_choice
 from explorer.ui.state import current_store
-from explorer.ui.tables import NUMBER, feature_table, plain_table
+from explorer.ui.tables import NUMBER, feature_table, percent_column, plain_table
 
 # the top specialists' table in two, each readable at 1440 px: the finding, then the rest
 TOP_COLUMNS = ["category", "sae", "feature", "score", "q_value", "support", "replicated", "token",
@@ -137,4 +137,10 @@ feature_table(
 st.subheader("Coverage of the most frequent feature")
 st.caption("Share of each category's texts on which the SAE's most frequent feature fires.")
 coverage = most_frequent_coverage(result.features, table)
-feature_table(coverage, coverage.columns.tolist())
+feature_table(coverage, ["sae", "layer", "feature", "token_freq", "text_freq"])
+# turned round (a row per category, a column per SAE), so any number of categories fits
+shares = coverage.set_index("sae").drop(columns=["layer", "feature", "token_freq", "text_freq"])
+plain_table(
+    shares.T.rename_axis("category").reset_index(),
+    **{sae: percent_column(sae) for sae in shares.index},
+)

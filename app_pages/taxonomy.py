@@ -27,13 +27,13 @@ from explorer.ui.links import feature_chart
 from explorer.ui.params import url_int, url_selectbox
 from explorer.ui.second_store import second_store_path
 from explorer.ui.state import current_store, public_demo
-from explorer.ui.tables import feature_table, plain_table
+from explorer.ui.tables import feature_table, p_value_column, plain_table
 from explorer.ui.taxonomy_views import stores_side_by_side
 
 P_THRESHOLDS = ["0.05", "0.01", "0.001", "0.0001", "1e-06"]
 SHUFFLED = ("observed", "shuffled (mean)", "shuffled (max)")
-TABLE_COLUMNS = ["sae", "feature", "label", "top_tokens", "max_enrichment", "ceiling",
-                 "p_value", "n_active_tokens", "n_significant", "monosemantic"]  # fmt: skip
+TABLE_COLUMNS = ["feature", "label", "top_tokens", "max_enrichment", "ceiling",
+                 "p_value", "n_active_tokens", "n_significant"]  # fmt: skip
 
 
 def formatted(value: float, spec: str) -> str:
@@ -111,13 +111,23 @@ plain_table(baseline_table(baseline), **three_decimals)
 st.subheader("Top features by enrichment")
 shown = features if label == "all" else features[features["label"] == label]
 st.caption(f"{min(rows, len(shown)):,} of {len(shown):,} features; click a header to sort.")
-feature_table(
+feature_table(  # the SAE is the page's: no sae column, so the table fits 1440 px
     shown.head(rows),
     TABLE_COLUMNS,
-    top_tokens=st.column_config.TextColumn("top tokens (enrichment)", width="medium"),
-    max_enrichment=st.column_config.NumberColumn("max enrichment", format="%.1f"),
-    ceiling=st.column_config.NumberColumn("its token's ceiling", format="%.1f"),
-    p_value=st.column_config.NumberColumn("p (max enrichment)", format="%.2e"),
+    label=st.column_config.TextColumn(
+        "label", help="monosemantic: a label other than polysemantic and unlabelled"
+    ),
+    top_tokens=st.column_config.TextColumn("top tokens (enrichment)", width=150),
+    max_enrichment=st.column_config.NumberColumn(
+        "enrichment", format="%.1f", help="max enrichment: the largest of its significant tokens'"
+    ),
+    ceiling=st.column_config.NumberColumn(
+        "ceiling",
+        format="%.1f",
+        help="the enrichment its max-enrichment token would have if every occurrence of it "
+        "were active: one over the token's share of the corpus",
+    ),
+    p_value=p_value_column("p", help="chi-squared p-value of its max-enrichment token"),
 )
 
 st.subheader("Stores side by side")

@@ -158,19 +158,18 @@ def show_related(
     SAEs' are the lineage section's) and the features that fire with it (Jaccard over
     tokens or texts)."""
     st.subheader("Related features")
-    cosine_column, cofiring_column = st.columns(2)
+    # one table under the other: in half-width columns (480 px at 1440) the numbers were cut
     if handle is not None:
         neighbours = cache.decoder_neighbours_of(loaded, sae, feature, k)
-        with cosine_column:
-            st.markdown("**Nearest by decoder cosine in this SAE**")
-            feature_table(neighbours[neighbours["sae"] == sae], ["sae", "cosine", "feature"])
+        st.markdown("**Nearest by decoder cosine in this SAE**")
+        feature_table(neighbours[neighbours["sae"] == sae], ["feature", "cosine"])
     names = store.saes()["sae"].tolist()
-    with cofiring_column:
-        st.markdown("**Co-firing features** (Jaccard)")
-        level = st.radio("Co-firing over", ["token", "text"], horizontal=True)
-        other_sae = st.selectbox("Candidates from", names, index=names.index(sae))
-        cofiring = cache.co_firing(store, sae, feature, k, level, other_sae)
-        feature_table(cofiring, ["sae", "feature", "jaccard", "n_both", "n_active"])
+    st.markdown("**Co-firing features** (Jaccard)")
+    level_column, sae_column = st.columns(2)
+    level = level_column.radio("Co-firing over", ["token", "text"], horizontal=True)
+    other_sae = sae_column.selectbox("Candidates from", names, index=names.index(sae))
+    cofiring = cache.co_firing(store, sae, feature, k, level, other_sae)
+    feature_table(cofiring, ["feature", "jaccard", "n_both", "n_active"])
 
 
 def label_form(store: Store, sae: str, feature: int, read_only: bool) -> pd.DataFrame:

@@ -124,7 +124,18 @@ def test_specialist_tables_read_in_the_number_style(open_page, store_path) -> No
     assert not {"token_share", "token_auroc", "notebook_score"} & set(finding.value.columns)
 
     saes = sorted(set(table["sae"]))
-    (counts,) = [frame for frame in at.dataframe if set(saes) <= set(frame.value.columns)]
+    counts, coverage = [frame for frame in at.dataframe if set(saes) <= set(frame.value.columns)]
+    # the most frequent feature's share of each category's texts, a column per SAE
+    top = result.features[result.features["freq_rank"] == 1][["sae", "feature"]]
+    cells = table.merge(top, on=["sae", "feature"])
+    shares = (cells["n_texts_active"] / cells["n_texts"]).set_axis(
+        pd.MultiIndex.from_frame(cells[["category", "sae"]])
+    )
+    shown = coverage.value.set_index("category")[saes].stack()
+    assert shown.tolist() == pytest.approx(shares.loc[shown.index].tolist())
+    assert texts(coverage).set_index("category")[saes].stack().tolist() == [
+        percent(share, 1) for share in shown
+    ]
     by_cell = table.groupby(["category", "sae"])["is_specialist"].sum().unstack("sae").fillna(0)
     pivot = counts.value.set_index("category")[saes]
     assert pivot.astype(int).equals(by_cell.loc[pivot.index, saes].astype(int))

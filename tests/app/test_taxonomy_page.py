@@ -30,8 +30,8 @@ from tests.stores import tiny_store
 
 PAGE = str(Path(__file__).resolve().parents[2] / "app_pages" / "taxonomy.py")
 CORPUS = "bundled+arithmetic:60"
-TABLE_COLUMNS = ["sae", "feature", "label", "top_tokens", "max_enrichment", "ceiling",
-                 "p_value", "n_active_tokens", "n_significant", "monosemantic"]  # fmt: skip
+TABLE_COLUMNS = ["feature", "label", "top_tokens", "max_enrichment", "ceiling", "p_value",
+                 "n_active_tokens", "n_significant"]  # fmt: skip
 COMPARED = ["store", "sae", "layer", "n_features", "monosemantic_rate", "number_share",
             "max_enrichment"]  # fmt: skip
 
@@ -130,6 +130,7 @@ def assert_page_shows(
     )
     expected = (features if label == "all" else features[features["label"] == label]).head(rows)
     table = table_with(at, "top_tokens")
+    assert table.columns.tolist() == ["link", "feature", "description", *TABLE_COLUMNS[1:]]
     pd.testing.assert_frame_equal(
         table[TABLE_COLUMNS].reset_index(drop=True),
         expected[TABLE_COLUMNS].reset_index(drop=True),
