@@ -9,6 +9,7 @@ that name a feature carry an `href` to its page (`feature_href`). No streamlit.
 
 from __future__ import annotations
 
+import textwrap
 from typing import Literal
 
 import altair as alt
@@ -18,6 +19,8 @@ import pandas as pd
 from explorer.analysis.specialists import DEAD, KINDS
 from explorer.charts import feature_href
 
+# A long axis title is cut at the axis length: wrapped into lines of at most this many characters.
+AXIS_TITLE_CHARS = 40
 GENERAL_COLOR = "#c7c7c7"
 KIND_COLORS = {
     "general": GENERAL_COLOR,
@@ -186,7 +189,7 @@ def frequency_scatter(
         .mark_circle(size=40, opacity=0.75)
         .encode(
             x=alt.X(f"{x}:Q", title=x_title, scale=alt.Scale(type="log")),
-            y=alt.Y("best_score:Q", title=score_title),
+            y=alt.Y("best_score:Q", title=textwrap.wrap(score_title, AXIS_TITLE_CHARS)),
             color=alt.Color(
                 "colour:N",
                 title="specialist of",

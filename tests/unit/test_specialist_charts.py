@@ -140,3 +140,21 @@ def test_kind_shares_and_histogram_charts_keep_their_order() -> None:
     chart = spec(frequency_histogram_chart(histogram))
     assert chart["encoding"]["x"]["sort"] == histogram["bin"].tolist()
     assert chart["encoding"]["y"]["title"] == "features"
+
+
+def test_the_frequency_scatters_score_axis_title_is_wrapped_not_cut() -> None:
+    """Vega-Lite cuts an axis title at the axis length ("…against cha" for selectivity on the
+    demo store): the title comes in lines short enough to show whole, every word kept."""
+    from explorer.analysis.specialists import MEASURES
+    from explorer.charts.specialists import AXIS_TITLE_CHARS, frequency_scatter
+
+    features = pd.DataFrame(
+        {"sae": ["s"], "feature": [0], "token_freq": [0.1], "freq_rank": [1], "best_score": [0.9],
+         "is_specialist": [True], "kind": ["category"], "specialist_category": ["alpha"],
+         "best_category": ["alpha"], "n_active_tokens": [10], "value_label": [None],
+         "description": ["x"]}
+    )  # fmt: skip
+    longest = max(MEASURES.values(), key=len)
+    title = frequency_scatter(features, "token_freq", longest).to_dict()["encoding"]["y"]["title"]
+    assert len(title) > 1 and all(len(line) <= AXIS_TITLE_CHARS for line in title)
+    assert " ".join(title) == longest
