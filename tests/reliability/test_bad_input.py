@@ -539,7 +539,7 @@ def page_parameters(page: str) -> set[str]:
             found.add(ast.literal_eval(node.args[0]))
         elif name == "specialist_settings_sidebar":
             found.update(SPECIALIST_PARAMS)
-        elif name in ("family_choice", "choose_family"):  # explorer.ui.specialist_views
+        elif name in ("family_choice", "choose_family", "family_specialists"):  # specialist_views
             found.add("family")
         elif name == "replication_choice":
             found.add("replicate_on")
