@@ -189,6 +189,7 @@ def test_cli_build_info_and_export(tiny_bundle_path, tmp_path, capsys):
     assert len(pd.read_csv(csv)) == 30
 
 
+@pytest.mark.slow  # two CLI builds (~14 s quiet)
 def test_cli_build_writes_to_explorer_store_and_refuses_what_does_not_fit(
     tiny_bundle_path, tmp_path, monkeypatch, capsys
 ):
