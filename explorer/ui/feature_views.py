@@ -28,6 +28,7 @@ from explorer.charts.feature import (
 )
 from explorer.charts.tokens_html import Highlight, examples_html
 from explorer.errors import ExplorerError, markdown_escaped, quoted
+from explorer.number_style import percent_text
 from explorer.sources.source import LoadedSource, SaeHandle
 from explorer.store.queries.descriptions import corpus_token_ids
 from explorer.store.queries.feature import adjacent_live_feature
@@ -37,7 +38,7 @@ from explorer.ui import feature_cache as cache
 from explorer.ui.lens_views import hide_absent_tokens
 from explorer.ui.links import ablation_url
 from explorer.ui.loaded import missing_sae_message
-from explorer.ui.tables import feature_table, plain_table
+from explorer.ui.tables import FREQ_DECIMALS, feature_table, plain_table
 
 METRIC_HELP = {"frequency rank": "1 = the most frequent of the SAE's {d_sae:,} features."}
 MOVES = {  # label: (icon, help)
@@ -96,11 +97,12 @@ def show_links(data: FeatureData) -> None:
 def show_metrics(data: FeatureData, d_sae: int) -> None:
     stats = data.stats
     metrics = {
-        "token frequency": f"{stats['token_freq']:.3%}",
-        "text frequency": f"{stats['text_freq']:.1%}",
+        # the tables' number style: frequencies as percentages with 2 decimals, activations 2
+        "token frequency": percent_text(stats["token_freq"], FREQ_DECIMALS),
+        "text frequency": percent_text(stats["text_freq"], FREQ_DECIMALS),
         "frequency rank": f"{int(stats['freq_rank']):,}",
-        "max activation": f"{stats['max']:.4g}",
-        "mean when active": f"{stats['mean_active']:.4g}",
+        "max activation": f"{stats['max']:.2f}",
+        "mean when active": f"{stats['mean_active']:.2f}",
         "active tokens": f"{int(stats['n_active_tokens']):,}",
     }
     for column, (name, value) in zip(st.columns(len(metrics)), metrics.items(), strict=True):

@@ -77,12 +77,12 @@ def test_deep_link_shows_the_features_numbers_and_highlighted_examples(page, fac
     assert not at.warning
     stats = facts["stats"].loc[feature]
     metrics = {metric.label: metric.value for metric in at.metric}
-    assert metrics["token frequency"] == f"{stats['token_freq']:.3%}"
+    assert metrics["token frequency"] == f"{100 * stats['token_freq']:.2f}%"  # as in tables
     assert metrics["frequency rank"] == f"{int(stats['freq_rank']):,}"
     rank_help = next(m.help for m in at.metric if m.label == "frequency rank")
     assert f"of the SAE's {TINY.d_sae} features" in rank_help
-    assert metrics["max activation"] == f"{stats['max']:.4g}"
-    assert metrics["mean when active"] == f"{stats['mean_active']:.4g}"
+    assert metrics["max activation"] == f"{stats['max']:.2f}"
+    assert metrics["mean when active"] == f"{stats['mean_active']:.2f}"
     assert metrics["active tokens"] == f"{int(stats['n_active_tokens']):,}"
     ablate = next(b for b in at.get("link_button") if b.proto.label == "Ablate or steer it")
     assert ablate.proto.url == f"ablation?sae={SAE}&features={feature}"
