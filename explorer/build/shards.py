@@ -43,9 +43,9 @@ from explorer.build.extract import (
     select_saes,
 )
 from explorer.build.quality import SpliceLosses, dense_fraction
-from explorer.build.single import build_meta, sae_info
-from explorer.corpus import Corpus, resolve_corpus
-from explorer.errors import CorpusError, InputError, StoreError, markdown_escaped
+from explorer.build.single import build_meta, checked_inputs, sae_info
+from explorer.corpus import Corpus
+from explorer.errors import InputError, StoreError, markdown_escaped
 from explorer.sources.source import LoadedSource, SaeHandle
 from explorer.store.derived import Derived
 from explorer.store.schema import ACTS_SCHEMA, FLUSH_ROWS, TOKENS_SCHEMA, SaeInfo, library_versions
@@ -147,13 +147,7 @@ def write_shard(
 ) -> ShardReport:
     """Extract shard `shard` of `corpus` through `loaded` into the shard folder `folder`,
     replacing an earlier write of the same shard; see the module docstring."""
-    settings = settings or BuildSettings()
-    settings.validate()
-    corpus = resolve_corpus(corpus) if isinstance(corpus, str) else corpus
-    if len(corpus) == 0:
-        raise CorpusError(
-            f"The corpus {markdown_escaped(repr(corpus.name))} has no texts; nothing to build."
-        )
+    corpus, settings = checked_inputs(corpus, settings)
     folder = _shard_folder(folder)
     fingerprint = corpus_sha256(corpus)
     if settings.max_texts is not None:

@@ -37,6 +37,22 @@ class BuildReport:
     truncated_texts: int
 
 
+def checked_inputs(
+    corpus: Corpus | str, settings: BuildSettings | None
+) -> tuple[Corpus, BuildSettings]:
+    """`corpus` resolved (a spec is read) and `settings` (default `BuildSettings()`)
+    validated, an empty corpus refused (`CorpusError`): what a build checks before it loads
+    the model, so a bad argument fails in milliseconds."""
+    settings = settings or BuildSettings()
+    settings.validate()
+    corpus = resolve_corpus(corpus) if isinstance(corpus, str) else corpus
+    if len(corpus) == 0:
+        raise CorpusError(
+            f"The corpus {markdown_escaped(repr(corpus.name))} has no texts; nothing to build."
+        )
+    return corpus, settings
+
+
 def build_store(
     source: Source | str | LoadedSource,
     corpus: Corpus | str,
@@ -54,13 +70,7 @@ def build_store(
     Everything that can be checked cheaply (corpus, settings, output folder) is checked
     before the model is loaded, so a bad argument fails in milliseconds.
     """
-    settings = settings or BuildSettings()
-    settings.validate()
-    corpus = resolve_corpus(corpus) if isinstance(corpus, str) else corpus
-    if len(corpus) == 0:
-        raise CorpusError(
-            f"The corpus {markdown_escaped(repr(corpus.name))} has no texts; nothing to build."
-        )
+    corpus, settings = checked_inputs(corpus, settings)
     loaded = source if isinstance(source, LoadedSource) else load_source(source)
     meta = build_meta(loaded, corpus.name, settings)
     handles = select_saes(loaded, settings.hooks)
