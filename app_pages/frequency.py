@@ -4,7 +4,7 @@ from functools import partial
 
 import streamlit as st
 
-from explorer.analysis.frequency import default_rank_ranges, parse_rank_ranges
+from explorer.analysis.frequency import default_rank_ranges, frequency_summary, parse_rank_ranges
 from explorer.analysis.specialists import MEASURES
 from explorer.ui.cached import chance_baseline, frequency_view, specialist_families
 from explorer.ui.frequency_views import (
@@ -43,10 +43,11 @@ view = frequency_view(store, settings, sae, family)  # kept in the store for the
 features, answers = view.features, view.answers
 score_title = MEASURES[settings.measure]
 
-show_answer(features, answers, family, settings.measure)
+summary = frequency_summary(features)  # the answer's counts and the density's dead features
+show_answer(summary, answers, family, settings.measure)
 show_answers(answers)
 show_scatter(store, features, x_axis, score_title)
 null = chance_baseline(store, settings).in_family(family)
 show_rank_ranges(view, null, ranges, score_title)
 show_frequency_bands(features, null, score_title)
-show_density(features)
+show_density(features, summary["n_dead"])

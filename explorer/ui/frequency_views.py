@@ -16,7 +16,6 @@ from explorer.analysis.frequency import (
     band_replication,
     decade_band_chance,
     frequency_histogram,
-    frequency_summary,
     kind_by_frequency_band,
     rank_band_chance,
     rank_band_counts,
@@ -60,11 +59,13 @@ def short_answers(answers: pd.DataFrame) -> list[str]:
     ]
 
 
-def show_answer(features: pd.DataFrame, answers: pd.DataFrame, family: str, measure: str) -> None:
-    """The answer under the sidebar's `measure`: its conclusion, the counts, Spearman's rho
-    and its p-value, and what they were computed over."""
+def show_answer(
+    summary: dict[str, float], answers: pd.DataFrame, family: str, measure: str
+) -> None:
+    """The answer under the sidebar's `measure`: its conclusion, the counts (`summary`, the
+    features' `frequency_summary`), Spearman's rho and its p-value, and what they were
+    computed over."""
     score_title = MEASURES[measure]
-    summary = frequency_summary(features)
     chosen = answers.set_index("measure").loc[measure]
     st.markdown(f"**{chosen['conclusion']}**", help=MEASURE_INFO[measure].help)
     columns = st.columns(5)
@@ -179,9 +180,8 @@ def show_frequency_bands(features: pd.DataFrame, null: ChanceBaseline, score_tit
     )
 
 
-def show_density(features: pd.DataFrame) -> None:
+def show_density(features: pd.DataFrame, n_dead: int) -> None:
     """The histogram of token frequencies, the dead features as its first bar."""
-    n_dead = frequency_summary(features)["n_dead"]
     st.subheader("Frequency density")
     histogram = frequency_histogram(features)
     st.caption(f"{n_dead:,} dead features (never fire on this corpus) are the first bar.")
