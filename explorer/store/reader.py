@@ -233,6 +233,7 @@ class Store:
         self._identity = (stat.st_ino, stat.st_mtime_ns)
         self._saes = {row[0]: SaeRef(*row) for row in saes}
         self._con = con
+        self._small: dict[str, pd.DataFrame] = {}  # `_small_read`'s frames
 
     def close(self) -> None:
         with self._lock.writing():
@@ -332,16 +333,28 @@ class Store:
 
     # -- reads ----------------------------------------------------------------------------
 
+    def _small_read(self, sql: str) -> pd.DataFrame:
+        """The result of `sql`, a small read of the store's own tables, run once per open
+        store (the file never changes under it: a build swaps in a new file, which a new
+        Store opens) and handed out as a shallow copy: pandas copies on write, so no caller's
+        change reaches the kept frame. A page asks for the SAEs a dozen times a run; each
+        query cost ~1 ms."""
+        kept = self._small.get(sql)
+        if kept is None:
+            kept = self._small.setdefault(sql, self.query(sql))
+        return kept.copy(deep=False)
+
     def meta(self) -> dict[str, str]:
-        return dict(self.query("SELECT key, value FROM meta ORDER BY key").itertuples(index=False))
+        table = self._small_read("SELECT key, value FROM meta ORDER BY key")
+        return dict(table.itertuples(index=False))
 
     def saes(self) -> pd.DataFrame:
         """One row per SAE, in build order."""
-        return self.query("SELECT * EXCLUDE (sae_idx) FROM saes ORDER BY sae_idx")
+        return self._small_read("SELECT * EXCLUDE (sae_idx) FROM saes ORDER BY sae_idx")
 
     def categories(self) -> pd.DataFrame:
         """category, n_texts, n_tokens over texts with at least one token."""
-        return self.query(
+        return self._small_read(
             """SELECT category, count(*) AS n_texts, sum(n_tokens)::BIGINT AS n_tokens
             FROM texts WHERE n_tokens > 0 GROUP BY category ORDER BY category"""
         )
@@ -509,7 +522,7 @@ class Store:
         """`feature_stats` of every SAE without histograms: sae, layer, feature,
         n_active_tokens, token_freq, n_active_texts, text_freq, freq_rank, mean_active, max,
         max_text_act."""
-        return self.query(
+        return self._small_read(
             """SELECT s.sae, s.layer, f.feature::BIGINT AS feature, f.n_active_tokens,
                 f.token_freq, f.n_active_texts, f.text_freq, f.freq_rank, f.mean_active,
                 f."max", f.max_text_act
