@@ -13,6 +13,8 @@ table (the first selects the cell) and open a new tab, or reload the tab from a 
 from __future__ import annotations
 
 import hashlib
+import os
+import pickle
 from collections.abc import Sequence
 from functools import partial
 from typing import Any, NoReturn
@@ -30,6 +32,7 @@ FEATURE_PAGE = "app_pages/feature.py"
 # URL parameters of the shared sidebar, kept when a link opens a feature's page.
 KEPT_PARAMS = tuple(SpecialistSettings.field_names())
 Target = tuple[str, int] | None  # (sae, feature) a cell or point opens, or nothing
+VALIDATE_CHARTS = "EXPLORER_VALIDATE_CHARTS"  # "1": `show_chart` validates each spec (tests)
 ROW_NUMBER = "#"  # the index a linked table shows before a first column that opens features
 
 
@@ -84,8 +87,11 @@ def _follow_point(key: str, names: Sequence[str]) -> None:
 
 
 def _widget_key(kind: str, *content: Any) -> str:
-    digest = hashlib.blake2b(repr(content).encode(), digest_size=8).hexdigest()
-    return f"{kind}_{digest}"
+    digest = hashlib.blake2b(digest_size=8)
+    for part in content:
+        digest.update(part if isinstance(part, bytes) else repr(part).encode())
+        digest.update(b"\0")
+    return f"{kind}_{digest.hexdigest()}"
 
 
 def numbered(frame: pd.DataFrame) -> pd.DataFrame:
@@ -122,18 +128,31 @@ def linked_dataframe(
     )
 
 
+def show_chart(chart: Any, place: DeltaGenerator | None = None, **options: Any) -> Any:
+    """`st.altair_chart(chart, width="stretch", **options)`, the one way a page draws a
+    chart, without Altair's JSON-schema validation of the whole spec on every run (20-80 ms
+    of a warm chart-heavy page, `bench/README.md`): the charts are built by the code, not the
+    user, and the tests draw every page with `VALIDATE_CHARTS` set, which validates each spec
+    as Streamlit would."""
+    if os.environ.get(VALIDATE_CHARTS) != "1":
+        chart = chart.copy(deep=False)  # the caller's chart keeps its own `to_dict`
+        object.__setattr__(chart, "to_dict", partial(chart.to_dict, validate=False))
+    return (place or st).altair_chart(chart, width="stretch", **options)
+
+
 def feature_chart(chart: Any, place: DeltaGenerator | None = None) -> None:
     """`st.altair_chart` (full width) where one click on a mark with an `href` opens that
     feature's page (`click_to_open`); a chart naming no feature is shown as it is."""
     clickable, names = click_to_open(chart)
     if not names:
-        (place or st).altair_chart(chart, width="stretch")
+        show_chart(chart, place)
         return
-    # the key follows the chart's content; Streamlit validates the spec when it draws it
-    key = _widget_key("feature_chart", clickable.to_json(validate=False))
-    (place or st).altair_chart(
+    # The key follows the chart's content, read from its pickle: its JSON converted every
+    # row of its data to a dict first (a quarter of a warm Frequency run at 4,096 points).
+    key = _widget_key("feature_chart", pickle.dumps(clickable, protocol=5))
+    show_chart(
         clickable,
-        width="stretch",
+        place,
         on_select=partial(_follow_point, key, names),
         selection_mode=names,
         key=key,
