@@ -11,7 +11,7 @@ from explorer.errors import markdown_escaped
 from explorer.methods_doc import methods_link
 from explorer.ui import cached, compare_views
 from explorer.ui.cached import feature_descriptions
-from explorer.ui.links import feature_chart
+from explorer.ui.links import feature_chart, show_chart
 from explorer.ui.params import specialist_settings_sidebar
 from explorer.ui.second_store import second_store
 from explorer.ui.specialist_views import family_specialists
@@ -72,6 +72,6 @@ if st.toggle(
 st.subheader("Quality per SAE")
 st.caption(f"{quality_sample_note(store.saes(), store.meta())} {methods_link('sae-quality')}")
 plain_table(comparison, QUALITY_COLUMNS)
-st.altair_chart(quality_chart(comparison), width="stretch")
+show_chart(quality_chart(comparison))
 
 compare_views.show_field_metrics(store, other)

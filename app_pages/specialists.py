@@ -20,7 +20,7 @@ from explorer.charts.specialists import (
 from explorer.errors import markdown_escaped
 from explorer.methods_doc import methods_link
 from explorer.ui.cached import chance_baseline, feature_descriptions
-from explorer.ui.links import feature_chart
+from explorer.ui.links import feature_chart, show_chart
 from explorer.ui.params import specialist_settings_sidebar, url_int, url_radio
 from explorer.ui.specialist_views import family_specialists, replication_choice
 from explorer.ui.state import current_store
@@ -98,7 +98,7 @@ chance_tab.caption(
     "Each cell: specialists / the 95th percentile of the same count over label shuffles; "
     "faded cells marked ~ do not beat chance (permutation p-value above 0.05)."
 )
-chance_tab.altair_chart(chance_heatmap(matrix, count), width="stretch")
+show_chart(chance_heatmap(matrix, count), chance_tab)
 described = matrix.assign(description=feature_descriptions(store, matrix, "best_feature"))
 feature_chart(category_heatmap(described, "best_score", info.name), best_tab)
 with numbers_tab:
@@ -119,7 +119,7 @@ st.caption(replication_note)
 plain_table(rates, ["category", "discovered", "replicated", "replication_rate"])
 
 st.subheader("Specialists by depth")
-st.altair_chart(layer_progression_chart(progression), width="stretch")
+show_chart(layer_progression_chart(progression))
 
 st.subheader("Top specialists per category")
 top = top_specialists(table, per_category, replicated_only=replicated_only)

@@ -23,7 +23,7 @@ from explorer.charts.taxonomy import (
 from explorer.errors import markdown_escaped
 from explorer.methods_doc import methods_link
 from explorer.ui import cached
-from explorer.ui.links import feature_chart
+from explorer.ui.links import feature_chart, show_chart
 from explorer.ui.params import url_int, url_selectbox
 from explorer.ui.second_store import second_store_path
 from explorer.ui.state import current_store, public_demo
@@ -84,7 +84,7 @@ left.caption(
     f"{summary['n_features']:,} live features, the rate above. Faded: polysemantic "
     f"{summary['n_polysemantic']:,}, unlabelled {summary['n_unlabelled']:,}."
 )
-left.altair_chart(label_distribution_chart(label_distribution(features)), width="stretch")
+show_chart(label_distribution_chart(label_distribution(features)), left)
 right.subheader("Enrichment against activity")
 right.caption(
     f"Dashed: the ceiling N / active tokens (N = {n_total:,} corpus tokens), reached when every "

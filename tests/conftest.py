@@ -18,6 +18,9 @@ import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# every chart a test draws (AppTest or a served app) is validated against Vega-Lite's schema,
+# which the app skips at run time (`explorer.ui.links.show_chart`)
+os.environ.setdefault("EXPLORER_VALIDATE_CHARTS", "1")
 torch.set_num_threads(1)
 
 

@@ -21,7 +21,7 @@ from explorer.charts.atlas import BOX, COLOURS, ColourBy, atlas_chart
 from explorer.errors import csv_safe
 from explorer.store.reader import Store
 from explorer.ui import cached
-from explorer.ui.links import open_feature, point_target
+from explorer.ui.links import open_feature, point_target, show_chart
 from explorer.ui.loaded import loaded_sae
 from explorer.ui.resources import demo_build_of
 from explorer.ui.state import current_source
@@ -110,9 +110,8 @@ def show_atlas(atlas: pd.DataFrame, by: ColourBy) -> pd.DataFrame:
             "'not scored'. The Compare page scores every SAE on request."
         )
     clickable, clicks = click_to_open(atlas_chart(marks.points, cells, by))
-    event = st.altair_chart(
+    event = show_chart(
         clickable,
-        width="stretch",
         on_select="rerun",
         selection_mode=[*clicks, BOX],
         key="atlas_map",

@@ -36,6 +36,7 @@ from explorer.errors import markdown_escaped
 from explorer.methods_doc import methods_link
 from explorer.store.reader import Store
 from explorer.ui import cached
+from explorer.ui.links import show_chart
 from explorer.ui.second_store import store_label
 from explorer.ui.tables import (
     COLUMN_FORMATS,
@@ -119,7 +120,7 @@ def show_probing(stores: Mapping[str, Store]) -> None:
         )
     st.caption(caption + " " + methods_link("k-sparse-probing"))
     chart_column, choice_column = st.columns([3, 1])
-    chart_column.altair_chart(probing_chart(probing), width="stretch")
+    show_chart(probing_chart(probing), chart_column)
     k = choice_column.radio("k features", PROBING_KS, horizontal=True, key="compare_page.probe_k")
     for label, rows in probings.items():
         if label:

@@ -35,7 +35,7 @@ from explorer.number_style import percent_text
 from explorer.sources.source import LoadedSource, SaeHandle
 from explorer.store.reader import Store
 from explorer.ui import cached
-from explorer.ui.links import feature_chart
+from explorer.ui.links import feature_chart, show_chart
 from explorer.ui.state import current_source
 from explorer.ui.tables import percent_column, plain_table
 
@@ -147,10 +147,7 @@ def show_redundancy(tables: Mapping[str, pd.DataFrame | None]) -> None:
     for column, (label, table) in zip(st.columns(len(found)), found.items(), strict=True):
         if label:
             column.caption(markdown_escaped(label))
-        column.altair_chart(
-            max_cosine_histogram(table, "max cosine to another feature of the SAE"),
-            width="stretch",
-        )
+        show_chart(max_cosine_histogram(table, "max cosine to another feature of the SAE"), column)
 
 
 def show_matching(stores: Mapping[str, Store]) -> None:
@@ -187,10 +184,8 @@ def show_matching(stores: Mapping[str, Store]) -> None:
         column.metric(name, value)
     show_one_to_one(pair, loaded, matching)
     left, right = st.columns(2)
-    left.altair_chart(
-        max_cosine_histogram(matching.assign(sae=first), f"best-match cosine in {second}"),
-        width="stretch",
-    )
+    histogram = max_cosine_histogram(matching.assign(sae=first), f"best-match cosine in {second}")
+    show_chart(histogram, left)
     show_heatmap(pair, matching, next(iter(stores.values())), right)
 
 

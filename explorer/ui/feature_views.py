@@ -36,7 +36,7 @@ from explorer.store.reader import Store
 from explorer.store.schema import MAX_LABEL_CHARS, MAX_NOTE_CHARS
 from explorer.ui import feature_cache as cache
 from explorer.ui.lens_views import hide_absent_tokens
-from explorer.ui.links import ablation_url
+from explorer.ui.links import ablation_url, show_chart
 from explorer.ui.loaded import missing_sae_message
 from explorer.ui.tables import FREQ_DECIMALS, feature_table, plain_table
 
@@ -117,10 +117,10 @@ def show_responses(data: FeatureData, sae: str, feature: int) -> None:
     stats = data.stats
     left, right = st.columns(2)
     left.subheader("Activation histogram")
-    left.altair_chart(activation_histogram_chart(data.histogram, stats["max"]), width="stretch")
+    show_chart(activation_histogram_chart(data.histogram, stats["max"]), left)
     right.subheader("Categories")
     measure = right.selectbox("Measure", list(CATEGORY_MEASURES), format_func=CATEGORY_MEASURES.get)
-    right.altair_chart(category_chart(data.categories, measure), width="stretch")
+    show_chart(category_chart(data.categories, measure), right)
     highlight = Highlight(f"{sae} #{feature}", float(stats["max"]))
     st.subheader("Top activations")
     st.html(examples_html(data.windows, data.top_captions(), highlight))
@@ -142,15 +142,15 @@ def show_logit_lens(
     promoted_column, suppressed_column, histogram_column = st.columns(3)
     promoted = logit_lens_chart(lens[lens["rank"] > 0], "Promoted tokens")
     suppressed = logit_lens_chart(lens[lens["rank"] < 0], "Suppressed tokens")
-    promoted_column.altair_chart(promoted, width="stretch")
-    suppressed_column.altair_chart(suppressed, width="stretch")
+    show_chart(promoted, promoted_column)
+    show_chart(suppressed, suppressed_column)
     if handle is None:
         needs = "the logit histogram and decoder neighbours need its decoder"
         histogram_column.info(missing_sae_message(store, data.sae, needs))
     else:
         histogram = cache.logit_histogram(loaded, data.sae, data.feature)
         chart = logit_histogram_chart(histogram, "All tokens of the vocabulary")
-        histogram_column.altair_chart(chart, width="stretch")
+        show_chart(chart, histogram_column)
 
 
 def show_related(

@@ -33,7 +33,7 @@ from explorer.methods_doc import methods_link
 from explorer.number_style import p_value_text, percent_text
 from explorer.store.reader import Store
 from explorer.ui.cached import feature_descriptions
-from explorer.ui.links import feature_chart
+from explorer.ui.links import feature_chart, show_chart
 from explorer.ui.tables import plain_table
 
 SEED_BANDS = "most frequent 200 and the rarest 112"
@@ -101,7 +101,7 @@ def show_answers(answers: pd.DataFrame) -> None:
         f"same tested cells. Specialists among the live features of the {SEED_BANDS} frequency "
         "ranks, as the notebooks compared them. A negative rho: rarer features score higher."
     )
-    st.altair_chart(rho_by_measure_chart(answers), width="stretch")
+    show_chart(rho_by_measure_chart(answers))
     top, bottom = answers["top"].iloc[0], answers["bottom"].iloc[0]
     plain_table(
         answers.assign(answer=short_answers(answers)),
@@ -171,7 +171,7 @@ def show_rank_ranges(
 def show_frequency_bands(features: pd.DataFrame, null: ChanceBaseline, score_title: str) -> None:
     """Kinds per decade of token frequency, and specialists per decade against the null."""
     st.subheader("Kinds per frequency band")
-    st.altair_chart(kind_share_chart(kind_by_frequency_band(features)), width="stretch")
+    show_chart(kind_share_chart(kind_by_frequency_band(features)))
     st.caption(f"Specialists under {score_title} per decade of token frequency, against the null.")
     plain_table(
         decade_band_chance(features, null.by_band).drop(columns="band_low"),
@@ -185,4 +185,4 @@ def show_density(features: pd.DataFrame, n_dead: int) -> None:
     st.subheader("Frequency density")
     histogram = frequency_histogram(features)
     st.caption(f"{n_dead:,} dead features (never fire on this corpus) are the first bar.")
-    st.altair_chart(frequency_histogram_chart(histogram), width="stretch")
+    show_chart(frequency_histogram_chart(histogram))

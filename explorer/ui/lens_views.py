@@ -31,7 +31,7 @@ from explorer.sources.unembed import unembed_directions
 from explorer.store.reader import Store
 from explorer.ui import cached
 from explorer.ui import feature_cache as cache
-from explorer.ui.links import feature_chart
+from explorer.ui.links import feature_chart, show_chart
 from explorer.ui.tables import NUMBER, feature_table, plain_table
 
 if TYPE_CHECKING:
@@ -100,7 +100,7 @@ def show_consistency(checks: pd.DataFrame, sae: str, k: int, seed: int) -> None:
         column.metric(name, value)
     left, right = st.columns(2)
     left.markdown("**Hit rate: SAE decoder against random directions**")
-    left.altair_chart(hit_rate_histogram_chart(hit_rate_histogram(checks), k), width="stretch")
+    show_chart(hit_rate_histogram_chart(hit_rate_histogram(checks), k), left)
     right.markdown("**Next-token against activating-token hit rate** (click a point)")
     drawn, marks_note = thin_marks(checks)
     feature_chart(consistency_scatter(drawn, sae, k), right)

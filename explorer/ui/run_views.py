@@ -41,6 +41,7 @@ from explorer.methods_doc import methods_link
 from explorer.store.queries.search import MAX_QUERY_CHARS
 from explorer.store.queries.texts import find_texts
 from explorer.store.reader import Store
+from explorer.ui.links import show_chart
 from explorer.ui.tables import NUMBER, feature_table, plain_table
 
 
@@ -208,7 +209,7 @@ def show_text_run(run: TextRun, saved: int | str) -> None:
         "Each token is coloured by how much harder (red) or easier (blue) the intervention "
         "made it to predict; hover for the exact change."
     )
-    st.altair_chart(token_effect_chart(effect.per_token()), width="stretch")
+    show_chart(token_effect_chart(effect.per_token()))
     left, right = st.columns(2)
     with left:
         st.markdown("**Top next tokens after the last token**")
@@ -254,13 +255,13 @@ def show_corpus_run(
     left, right = st.columns(2)
     left.markdown("**Causal: change in loss per category**")
     target = None if run.test is None else run.test["category"]
-    left.altair_chart(category_effect_chart(base, target), width="stretch")
+    show_chart(category_effect_chart(base, target), left)
     first = run.intervention.features[0]
     right.markdown(f"**Correlational: specialist score of #{first}** ({score_title})")
-    right.altair_chart(specialist_score_chart(scores, score_title, order), width="stretch")
+    show_chart(specialist_score_chart(scores, score_title, order), right)
     if run.scales:
         st.markdown("**Dose-response**")
-        st.altair_chart(dose_response_chart(run.dose_response()), width="stretch")
+        show_chart(dose_response_chart(run.dose_response()))
 
 
 def show_ledger(ledger: pd.DataFrame) -> None:

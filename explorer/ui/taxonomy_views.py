@@ -8,6 +8,7 @@ from explorer.analysis.enrichment import TaxonomySettings
 from explorer.charts.taxonomy import COMPARED, store_comparison_chart
 from explorer.store.reader import Store
 from explorer.ui import cached
+from explorer.ui.links import show_chart
 from explorer.ui.second_store import open_second_store
 from explorer.ui.tables import plain_table
 
@@ -32,4 +33,4 @@ def stores_side_by_side(store: Store, other_path: str | None, settings: Taxonomy
     measure = st.radio(
         "Measure", list(COMPARED), format_func=COMPARED.get, horizontal=True, key="taxonomy_measure"
     )
-    st.altair_chart(store_comparison_chart(compared, measure), width="stretch")
+    show_chart(store_comparison_chart(compared, measure))

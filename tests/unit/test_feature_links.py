@@ -112,3 +112,23 @@ def test_the_taxonomy_scatter_opens_its_points_and_shows_their_descriptions():
     assert list(chart.layer[0].data["description"]) == list(features["description"])
     _, names = click_to_open(chart)
     assert names == ["open_feature_0"]
+
+
+def test_show_chart_skips_the_schema_check_at_run_time_and_the_tests_make_it(monkeypatch):
+    from altair.utils.schemapi import SchemaValidationError
+
+    from explorer.ui import links
+
+    drawn = []
+    monkeypatch.setattr(links.st, "altair_chart", lambda chart, **options: drawn.append(chart))
+    frame = pd.DataFrame({"x": [1.0, 2.0]})
+    invalid = alt.Chart(frame).mark_point().encode(x=alt.X("x:Q", scale=alt.Scale(type=3)))
+    monkeypatch.delenv(links.VALIDATE_CHARTS, raising=False)
+    links.show_chart(invalid)
+    assert drawn[-1].to_dict()["encoding"]["x"]["scale"] == {"type": 3}  # not checked
+    with pytest.raises(SchemaValidationError):
+        invalid.to_dict()  # the caller's own chart still validates
+    monkeypatch.setenv(links.VALIDATE_CHARTS, "1")
+    links.show_chart(invalid)
+    with pytest.raises(SchemaValidationError):
+        drawn[-1].to_dict()

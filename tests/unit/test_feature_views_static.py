@@ -3,7 +3,9 @@ its description and open its page in one click, so a new page cannot forget them
 
 Charts: a chart function of `explorer/charts/` names features when it encodes an `href`
 (the charts' convention, `explorer.charts.feature_href`); the pages and `explorer/ui` must
-show it with `explorer.ui.links.feature_chart`, never `st.altair_chart`. Tables: a frame is
+show it with `explorer.ui.links.feature_chart`, never `show_chart` (which draws a chart
+without links); and no view calls `st.altair_chart` itself: every chart goes through
+`show_chart`, which the tests run with each spec validated. Tables: a frame is
 shown with `explorer.ui.tables.feature_table` (description and link), `plain_table` (which
 hands a frame naming features to `feature_table`) or `top_features_table`; a direct
 `st.dataframe` is allowed only where listed below, each a table that names no feature (none
@@ -47,6 +49,14 @@ def calls(path: Path, method: str) -> list[ast.Call]:
     ]
 
 
+def calls_by_name(path: Path, name: str) -> list[ast.Call]:
+    return [
+        node
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.Call) and called_name(node) == name
+    ]
+
+
 def called_name(node: ast.AST) -> str | None:
     return node.func.id if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) else None
 
@@ -64,11 +74,23 @@ def test_no_chart_naming_features_is_shown_without_feature_chart():
         name = str(path.relative_to(ROOT))
         if name in HELPERS | OWN_SELECTION:
             continue
-        for call in calls(path, "altair_chart"):
+        for call in calls_by_name(path, "show_chart") + calls(path, "altair_chart"):
             chart = call.args[0] if call.args else None
             if called_name(chart) in named or (chart is not None and "href" in ast.unparse(chart)):
                 found.append(f"{name}:{call.lineno}: {ast.unparse(chart)[:60]}")
     assert found == []
+
+
+def test_every_chart_is_drawn_by_show_chart():
+    direct = [
+        f"{path.relative_to(ROOT)}:{call.lineno}"
+        for path in VIEWS
+        if str(path.relative_to(ROOT)) != "explorer/ui/links.py"
+        for call in calls(path, "altair_chart") + calls(path, "vega_lite_chart")
+    ]
+    assert direct == []
+    drawn = sum(len(calls_by_name(path, "show_chart")) for path in VIEWS)
+    assert drawn >= 20  # the pages' charts without links: the check above sees them
 
 
 def test_direct_tables_are_only_the_listed_ones_naming_no_feature():
