@@ -12,10 +12,11 @@ none modifies, not a copy per call.
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import streamlit as st
 
-from explorer.analysis import field_metrics, lineage, precompute
+from explorer.analysis import field_metrics, guide, lineage, precompute
 from explorer.analysis.atlas import DEFAULT_ATLAS, AtlasSettings, atlas_coordinates
 from explorer.analysis.controls import ChanceBaseline
 from explorer.analysis.descriptions import (
@@ -242,6 +243,25 @@ def _description_summary(key: StoreKey) -> pd.DataFrame | None:
     return field_metrics.description_medians({sae: descriptions(store, sae) for sae in ready})
 
 
+def guide_picks(store: Store) -> tuple[tuple[str, int] | None, pd.DataFrame]:
+    """The feature the feature page opens on without a link (`guide.first_pick`) and the
+    features worth opening (`guide.features_worth_opening`), from every SAE's descriptions
+    (scored where `scores_ready`) and the default settings' specialists: once per store
+    file and user data, not on every visit to Home or the feature page."""
+    return _guide_picks(store_key(store))
+
+
+@st.cache_data(max_entries=16, ttl=3600, show_spinner=False)
+def _guide_picks(key: StoreKey) -> tuple[tuple[str, int] | None, pd.DataFrame]:
+    store = open_store(key[0])
+    described = pd.concat(
+        [descriptions(store, sae, scored=scores_ready(store, sae)) for sae in store.saes()["sae"]],
+        ignore_index=True,
+    )
+    table = specialists(store, SpecialistSettings()).table
+    return guide.first_pick(described), guide.features_worth_opening(described, table)
+
+
 def all_descriptions(
     store: Store, settings: DescriptionSettings = DEFAULT_DESCRIPTIONS, *, scored: bool = True
 ) -> pd.DataFrame:
@@ -258,21 +278,30 @@ def feature_descriptions(store: Store, frame: pd.DataFrame, column: str = "featu
     row names no feature of the store."""
     names = set(store.saes()["sae"])
     key = store_key(store)
-    parts = [_shown_descriptions(key, sae) for sae in pd.unique(frame["sae"]) if sae in names]
-    if not parts or frame.empty:
-        return [""] * len(frame)
-    shown = pd.concat(parts, ignore_index=True).set_index(["sae", "feature"])["shown"]
-    features = pd.to_numeric(frame[column], errors="coerce").fillna(-1).astype("int64")
-    keys = pd.MultiIndex.from_arrays([frame["sae"].to_numpy(), features.to_numpy()])
-    return shown.reindex(keys).fillna("").tolist()
+    shown = np.full(len(frame), "", dtype=object)
+    saes = frame["sae"].to_numpy()
+    features = pd.to_numeric(frame[column], errors="coerce").fillna(-1).astype("int64").to_numpy()
+    for sae in pd.unique(saes):
+        if sae not in names:
+            continue
+        rows = np.flatnonzero(saes == sae)
+        by_feature = _shown_by_feature(key, sae)
+        ids = features[rows]
+        known = (ids >= 0) & (ids < len(by_feature))
+        shown[rows[known]] = by_feature[ids[known]]
+    return shown.tolist()
 
 
-@st.cache_data(max_entries=128, ttl=3600, show_spinner=False)
-def _shown_descriptions(key: StoreKey, sae: str) -> pd.DataFrame:
-    # sae, feature, shown only: what a table beside feature ids needs, without the
-    # description table's list columns to copy out of the cache on every call
+@st.cache_resource(max_entries=128, ttl=3600, show_spinner=False)
+def _shown_by_feature(key: StoreKey, sae: str) -> np.ndarray:
+    # Each feature's shown description at its id ("" for none): one array every session
+    # reads and none modifies. A table beside feature ids looks its rows up by position; a
+    # cached frame was unpickled, concatenated and reindexed on every call (~10% of a warm
+    # Feature or Specialists run).
     table = _labelled_descriptions(key, sae, DEFAULT_DESCRIPTIONS, False)
-    return table[["sae", "feature", "shown"]]
+    by_feature = np.full(open_store(key[0]).sae(sae).d_sae, "", dtype=object)
+    by_feature[table["feature"].to_numpy(dtype="int64")] = table["shown"].fillna("").to_numpy()
+    return by_feature
 
 
 def with_descriptions(

@@ -11,11 +11,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pandas as pd
 import streamlit as st
 from streamlit.errors import StreamlitAPIException
 
-from explorer.analysis.guide import PAGE_QUESTIONS, features_worth_opening, first_pick
+from explorer.analysis.guide import PAGE_QUESTIONS
 from explorer.analysis.specialists import MEASURES, SpecialistSettings
 from explorer.errors import markdown_escaped
 from explorer.methods_doc import methods_link
@@ -24,25 +23,14 @@ from explorer.ui import cached
 from explorer.ui.tables import feature_table
 
 
-def _described(store: Store) -> pd.DataFrame:
-    """Every SAE's descriptions, scored where `cached.scores_ready`."""
-    return pd.concat(
-        [
-            cached.descriptions(store, sae, scored=cached.scores_ready(store, sae))
-            for sae in store.saes()["sae"]
-        ],
-        ignore_index=True,
-    )
-
-
 def default_feature(store: Store) -> tuple[str, int] | None:
     """The feature the feature page opens on without a link (`guide.first_pick`)."""
-    return first_pick(_described(store))
+    return cached.guide_picks(store)[0]
 
 
 def show_features_worth_opening(store: Store) -> None:
     settings = SpecialistSettings()
-    picks = features_worth_opening(_described(store), cached.specialists(store, settings).table)
+    picks = cached.guide_picks(store)[1]
     st.caption(
         "Each SAE's best explained feature (its description predicts best where it fires on "
         "held-out texts) and each category's strongest specialist by "
