@@ -48,11 +48,13 @@ st.subheader("Specialists per category")
 st.caption("One bar per SAE (by layer); click a bar to open the category's best feature there.")
 bars = matrix.assign(description=feature_descriptions(store, matrix, "best_feature"))
 feature_chart(specialists_per_category_chart(bars))
-with st.expander("Numbers"):
-    counts = matrix.pivot(index="category", columns="sae", values="n_specialists")
-    saes = [sae for sae in comparison["sae"] if sae in counts.columns]  # by layer
-    count = {sae: st.column_config.NumberColumn(sae, format="%d") for sae in saes}
-    plain_table(counts.reset_index(), ["category", *saes], **count)
+numbers = st.expander("Numbers", key="category_numbers", on_change="rerun")
+if numbers.open:  # its table runs only while it is open
+    with numbers:
+        counts = matrix.pivot(index="category", columns="sae", values="n_specialists")
+        saes = [sae for sae in comparison["sae"] if sae in counts.columns]  # by layer
+        count = {sae: st.column_config.NumberColumn(sae, format="%d") for sae in saes}
+        plain_table(counts.reset_index(), ["category", *saes], **count)
 
 st.subheader("Description scores per SAE")
 st.caption(

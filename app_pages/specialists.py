@@ -93,26 +93,33 @@ last.metric(
 )
 
 st.subheader("Category x SAE")
-chance_tab, best_tab, numbers_tab = st.tabs(["specialists vs chance", "best score", "numbers"])
-chance_tab.caption(
-    "Each cell: specialists / the 95th percentile of the same count over label shuffles; "
-    "faded cells marked ~ do not beat chance (permutation p-value above 0.05)."
+# Only the open tab runs (its name is in the URL, `tab`): a hidden tab's chart and tables
+# cost a warm run as much as the open one's.
+chance_tab, best_tab, numbers_tab = st.tabs(
+    ["specialists vs chance", "best score", "numbers"], key="tab", bind="query-params"
 )
-show_chart(chance_heatmap(matrix, count), chance_tab)
-described = matrix.assign(description=feature_descriptions(store, matrix, "best_feature"))
-feature_chart(category_heatmap(described, "best_score", info.name), best_tab)
-with numbers_tab:
-    saes = progression["sae"].tolist()
-    plain_table(
-        matrix.pivot(index="category", columns="sae", values=count).reset_index(),
-        ["category", *saes],
-        **{sae: NUMBER(sae, format="%d") for sae in saes},
+if chance_tab.open:
+    chance_tab.caption(
+        "Each cell: specialists / the 95th percentile of the same count over label shuffles; "
+        "faded cells marked ~ do not beat chance (permutation p-value above 0.05)."
     )
-    plain_table(
-        matrix,
-        ["sae", "category", "n_specialists", "n_replicated", "chance_mean", "chance_p95",
-         "chance_p", "beats_chance"],
-    )  # fmt: skip
+    show_chart(chance_heatmap(matrix, count), chance_tab)
+if best_tab.open:
+    described = matrix.assign(description=feature_descriptions(store, matrix, "best_feature"))
+    feature_chart(category_heatmap(described, "best_score", info.name), best_tab)
+if numbers_tab.open:
+    with numbers_tab:
+        saes = progression["sae"].tolist()
+        plain_table(
+            matrix.pivot(index="category", columns="sae", values=count).reset_index(),
+            ["category", *saes],
+            **{sae: NUMBER(sae, format="%d") for sae in saes},
+        )
+        plain_table(
+            matrix,
+            ["sae", "category", "n_specialists", "n_replicated", "chance_mean", "chance_p95",
+             "chance_p", "beats_chance"],
+        )  # fmt: skip
 
 st.subheader("Replication")
 st.caption(replication_note)
@@ -125,8 +132,14 @@ st.subheader("Top specialists per category")
 top = top_specialists(table, per_category, replicated_only=replicated_only)
 top = top.assign(token=top["token"].map(token_label, na_action="ignore"))
 feature_table(top, TOP_COLUMNS)
-with st.expander("Token confound and the other measures (rows numbered as above)"):
-    feature_table(top, TOP_MORE_COLUMNS, n_texts=CATEGORY_TEXTS)
+more = st.expander(
+    "Token confound and the other measures (rows numbered as above)",
+    key="more_measures",
+    on_change="rerun",  # its table runs only while it is open
+)
+if more.open:
+    with more:
+        feature_table(top, TOP_MORE_COLUMNS, n_texts=CATEGORY_TEXTS)
 
 st.subheader("Strongest features per SAE")
 feature_table(

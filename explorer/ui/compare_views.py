@@ -129,7 +129,10 @@ def show_probing(stores: Mapping[str, Store]) -> None:
     title = "The features each probe uses (chosen on the training half)"
     if len(probings) > 1:
         title += f", {markdown_escaped(next(iter(stores)))}'s SAEs"
-    with st.expander(title):
+    chosen_box = st.expander(title, key="probe_features", on_change="rerun")
+    if not chosen_box.open:  # its table runs only while it is open
+        return
+    with chosen_box:
         chosen = explored[explored["k"] == k].explode("features")
         chosen = chosen.rename(columns={"features": "feature"}).astype({"feature": "int64"})
         feature_table(

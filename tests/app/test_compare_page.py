@@ -77,6 +77,8 @@ def assert_page_shows(
         assert row.n_specialists == chosen["feature"].nunique()
         assert row.categories_with_specialists == chosen["category"].nunique()
         assert row.n_categories == cells["category"].nunique()
+    at.session_state["category_numbers"] = True  # an expander that runs only while open
+    at.run()
     (counts,) = [
         frame
         for frame in at.dataframe

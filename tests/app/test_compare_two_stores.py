@@ -254,5 +254,7 @@ def test_probing_per_category_shows_both_stores(two_stores, store_path, cache_di
     means = pd.Series(expected).loc[1].groupby(level=1).mean()  # k = 1, over categories
     best = f"k = 1: {markdown_escaped(means.idxmax())} ({means.max():.3f})"
     assert f"Best mean accuracy over the categories (chance 0.5): {best};" in captions
+    at.session_state["probe_features"] = True  # an expander that runs only while open
+    at.run()
     [features] = [f.value for f in at.dataframe if "link" in f.value and "category" in f.value]
     assert set(features["sae"]) <= set(SAES)

@@ -87,7 +87,11 @@ def test_compare_shows_every_metric_per_sae(page, store_path) -> None:
     assert texts.loc[FIELD_METRICS["l0"], SAES].tolist() == [f"{v:.1f}" for v in l0]
     k5 = texts.loc[FIELD_METRICS["probe_k5"], SAES]
     assert k5.tolist() == [f"{v:.3f}" for v in means[SAES]]
-    # the features each probe uses (k = 1 by default), with their probe's accuracy
+    # the features each probe uses (k = 1 by default), with their probe's accuracy, in an
+    # expander whose table runs only while it is open
+    assert not [f for f in at.dataframe if {"link", "accuracy"} <= set(f.value.columns)]
+    at.session_state["probe_features"] = True
+    at.run()
     [features] = [f for f in at.dataframe if {"link", "accuracy"} <= set(f.value.columns)]
     probes = probing[probing["k"] == 1].explode("features")
     assert features.value["feature"].tolist() == probes["features"].astype(int).tolist()

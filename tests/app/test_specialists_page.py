@@ -9,6 +9,7 @@ from functools import cache
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 
@@ -71,7 +72,7 @@ def assert_page_shows(
     detectors = int((table["is_specialist"] & table["token_explained"]).sum())
     assert shown["token detectors"] == f"{detectors:,}"
     top = top_specialists(table, per_category)
-    listed = at.dataframe[3].value
+    listed = table_with(at, "q_value")
     assert listed[["category", "sae", "feature"]].values.tolist() == (
         top[["category", "sae", "feature"]].values.tolist()
     )
@@ -79,6 +80,30 @@ def assert_page_shows(
     assert listed["link"].tolist() == [
         feature_url(sae, feature) for sae, feature in zip(top["sae"], top["feature"], strict=True)
     ]
+
+
+def table_with(at, column: str) -> pd.DataFrame:
+    """The one table of the page with `column` (the tabs and the expander run only when open:
+    the numbers tab's and the other measures' tables are not drawn by default)."""
+    found = [table.value for table in at.dataframe if column in table.value.columns]
+    assert len(found) == 1, [list(table.value.columns) for table in at.dataframe]
+    return found[0]
+
+
+def test_hidden_tabs_and_the_closed_expander_run_only_when_opened(page, store_path) -> None:
+    page.query_params.update(FAST)
+    at = page.run()
+    assert not any("chance_p95" in table.value.columns for table in at.dataframe)
+    at.session_state["tab"] = "numbers"
+    at.run()
+    assert not at.exception
+    assert any("chance_p95" in table.value.columns for table in at.dataframe)
+    assert not any("notebook_score" in table.value.columns for table in at.dataframe)
+    at.session_state["more_measures"] = True
+    at.run()
+    assert table_with(at, "notebook_score")["feature"].tolist() == (
+        table_with(at, "q_value")["feature"].tolist()
+    )
 
 
 def test_default_settings_show_the_measure_and_its_controls(page, store_path) -> None:
@@ -100,7 +125,7 @@ def test_the_number_family_and_replicated_filter(page, store_path) -> None:
     at.radio(key="url_findings").set_value("replicated").run()
     result, _ = expected(store_path, permutations=20)
     table = result.table[result.table["family"] == "number"]
-    listed = at.dataframe[3].value
+    listed = table_with(at, "q_value")
     assert listed["replicated"].all()
     top = top_specialists(table, 5, replicated_only=True)
     assert listed["feature"].tolist() == top["feature"].tolist()
@@ -179,7 +204,7 @@ def test_a_user_corpus_store_replicates_the_findings(
     assert len(found) > 0
     rate = found["external_replicated"].mean()
     assert metrics(at)["replication rate"] == f"{rate:.0%}"
-    rates = at.dataframe[2].value.set_index("category")
+    rates = table_with(at, "replication_rate").set_index("category")
     by_category = found.groupby("category")["external_replicated"].agg(["size", "sum"])
     assert rates["discovered"].to_dict() == by_category["size"].to_dict()
     assert rates["replicated"].to_dict() == by_category["sum"].to_dict()

@@ -172,6 +172,13 @@ def specialists(page, server: str, store: Path) -> None:
     choose(page, "Measure", "AUROC")
     assert "measure=auroc" in page.url
     page.get_by_text("Measure: AUROC").first.wait_for()
+    # a hidden tab runs when opened, and its name goes into the URL for a shared link
+    tables = page.locator("[data-testid='stDataFrame']")
+    before = tables.count()
+    page.get_by_role("tab", name="numbers").click()
+    settle(page)
+    assert "tab=numbers" in page.url and "measure=auroc" in page.url
+    assert tables.count() == before + 2
 
 
 def frequency(page, server: str, store: Path) -> None:
