@@ -6,7 +6,12 @@ import streamlit as st
 
 from explorer.analysis.frequency import default_rank_ranges, frequency_summary, parse_rank_ranges
 from explorer.analysis.specialists import MEASURES
-from explorer.ui.cached import chance_baseline, frequency_view, specialist_families
+from explorer.ui.cached import (
+    band_tables,
+    chance_baseline,
+    frequency_view,
+    specialist_families,
+)
 from explorer.ui.frequency_views import (
     show_answer,
     show_answers,
@@ -48,6 +53,7 @@ show_answer(summary, answers, family, settings.measure)
 show_answers(answers)
 show_scatter(store, features, x_axis, score_title)
 null = chance_baseline(store, settings).in_family(family)
-show_rank_ranges(view, null, ranges, score_title)
-show_frequency_bands(features, null, score_title)
+tables = band_tables(store, settings, sae, family, ranges)  # once per view and ranges
+show_rank_ranges(tables, null, score_title)
+show_frequency_bands(tables, score_title)
 show_density(features, summary["n_dead"])

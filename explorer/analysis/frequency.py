@@ -548,3 +548,35 @@ def decade_band_chance(features: pd.DataFrame, chance_by_band: ChanceByBand) -> 
     lows = banded.groupby("band")["token_freq"].min()
     table.insert(1, "band_low", 10.0 ** np.floor(np.log10(table["band"].map(lows))))
     return table
+
+
+@dataclass(frozen=True)
+class BandTables:
+    """The frequency page's tables of bands of one `FrequencyView` against its family's null:
+    `rank_chance`, per rank range the specialists against chance (`rank_band_chance`) with
+    their split-half replication (`band_replication`); `rank_counts`, the kinds per rank range
+    (`rank_band_counts`); `kinds_by_band`, the kinds per decade of token frequency
+    (`kind_by_frequency_band`); `decade_chance`, the specialists per decade against chance
+    (`decade_band_chance`, without its sort key)."""
+
+    rank_chance: pd.DataFrame
+    rank_counts: pd.DataFrame
+    kinds_by_band: pd.DataFrame
+    decade_chance: pd.DataFrame
+
+
+def band_tables(
+    view: FrequencyView, chance_by_band: ChanceByBand, ranges: list[tuple[int, int]]
+) -> BandTables:
+    """`BandTables` of `view` under the null's `chance_by_band` (`ChanceBaseline.by_band` of
+    the view's family) and the rank `ranges`."""
+    features = view.features
+    chance = rank_band_chance(features, ranges, chance_by_band).merge(
+        band_replication(view.discovered, features, ranges), on="band"
+    )
+    return BandTables(
+        rank_chance=chance,
+        rank_counts=rank_band_counts(features, ranges),
+        kinds_by_band=kind_by_frequency_band(features),
+        decade_chance=decade_band_chance(features, chance_by_band).drop(columns="band_low"),
+    )

@@ -25,7 +25,8 @@ from explorer.analysis.descriptions import (
     with_user_labels,
 )
 from explorer.analysis.enrichment import TaxonomySettings
-from explorer.analysis.frequency import FrequencyView
+from explorer.analysis.frequency import BandTables, FrequencyView
+from explorer.analysis.frequency import band_tables as compute_band_tables
 from explorer.analysis.frequency import frequency_view as compute_frequency_view
 from explorer.analysis.specialists import Specialists, SpecialistSettings, family_names, in_family
 from explorer.charts.feature import token_label
@@ -100,6 +101,34 @@ def frequency_view(
     in the store for the default settings (the table of cells is then never read), else
     computed from `specialists`; cached per store file, settings, SAE and family."""
     return _frequency_view(store_key(store), settings, sae, family)
+
+
+def band_tables(
+    store: Store,
+    settings: SpecialistSettings,
+    sae: str,
+    family: str,
+    ranges: list[tuple[int, int]],
+) -> BandTables:
+    """`frequency.band_tables` of `frequency_view(store, settings, sae, family)` against the
+    family's `chance_baseline`, over the rank `ranges` (`parse_rank_ranges`); cached
+    per store file, settings, SAE, family and ranges: a warm visit to the Frequency page
+    recomputed them from the view and the null (a third of its run)."""
+    bounds = tuple((int(first), int(last)) for first, last in ranges)
+    return _band_tables(store_key(store), settings, sae, family, bounds)
+
+
+@st.cache_data(max_entries=64, ttl=3600, show_spinner=False)
+def _band_tables(
+    key: StoreKey,
+    settings: SpecialistSettings,
+    sae: str,
+    family: str,
+    ranges: tuple[tuple[int, int], ...],
+) -> BandTables:
+    view = _frequency_view(key, settings, sae, family)
+    null = _chance_baseline(key, settings).in_family(family)
+    return compute_band_tables(view, null.by_band, list(ranges))
 
 
 @st.cache_data(max_entries=16, ttl=3600, show_spinner=False)

@@ -11,15 +11,7 @@ import pandas as pd
 import streamlit as st
 
 from explorer.analysis.controls import ChanceBaseline
-from explorer.analysis.frequency import (
-    FrequencyView,
-    band_replication,
-    decade_band_chance,
-    frequency_histogram,
-    kind_by_frequency_band,
-    rank_band_chance,
-    rank_band_counts,
-)
+from explorer.analysis.frequency import BandTables, frequency_histogram
 from explorer.analysis.specialists import MEASURE_INFO, MEASURES
 from explorer.charts.frequency import rho_by_measure_chart
 from explorer.charts.marks import thin_marks
@@ -141,16 +133,10 @@ def show_scatter(store: Store, features: pd.DataFrame, x_axis: str, score_title:
         st.caption(marks_note)
 
 
-def show_rank_ranges(
-    view: FrequencyView, null: ChanceBaseline, ranges: str, score_title: str
-) -> None:
+def show_rank_ranges(tables: BandTables, null: ChanceBaseline, score_title: str) -> None:
     """Per rank range: specialists against the null with their split-half replication, and
     the kinds of its features (shares, with the counts in an expander)."""
-    features = view.features
     st.subheader("Kinds per rank range")
-    chance = rank_band_chance(features, ranges, null.by_band).merge(
-        band_replication(view.discovered, features, ranges), on="band"
-    )
     st.caption(
         f"Specialists under {score_title} against a label-permutation null ({null.permutations} "
         "seeded shuffles of the categories within each family, the same tests and thresholds; "
@@ -158,8 +144,8 @@ def show_rank_ranges(
         "(b + 1) / (B + 1), is at most 0.05. Replicated: of the features found on the discovery "
         f"half of the texts, those found again on the other half ({methods_link('replication')})."
     )
-    plain_table(chance, n_specialists=SPECIALISTS, **RANGE_LABELS)
-    bands = rank_band_counts(features, ranges)
+    plain_table(tables.rank_chance, n_specialists=SPECIALISTS, **RANGE_LABELS)
+    bands = tables.rank_counts
     shares = [c for c in bands if c.startswith("% ")]
     plain_table(
         bands, ["band", "n_features", *shares], **{c: NUMBER(c, format="%.1f") for c in shares}
@@ -168,13 +154,13 @@ def show_rank_ranges(
         plain_table(bands, [c for c in bands if c not in shares])
 
 
-def show_frequency_bands(features: pd.DataFrame, null: ChanceBaseline, score_title: str) -> None:
+def show_frequency_bands(tables: BandTables, score_title: str) -> None:
     """Kinds per decade of token frequency, and specialists per decade against the null."""
     st.subheader("Kinds per frequency band")
-    show_chart(kind_share_chart(kind_by_frequency_band(features)))
+    show_chart(kind_share_chart(tables.kinds_by_band))
     st.caption(f"Specialists under {score_title} per decade of token frequency, against the null.")
     plain_table(
-        decade_band_chance(features, null.by_band).drop(columns="band_low"),
+        tables.decade_chance,
         band=st.column_config.TextColumn("token frequency"),
         n_specialists=SPECIALISTS,
     )
