@@ -4,7 +4,6 @@ field's metrics of every SAE, beside a second store's when one is picked."""
 import streamlit as st
 
 from explorer.analysis.compare import QUALITY_METRICS, compare_saes, quality_sample_note
-from explorer.analysis.descriptions import compare_scores
 from explorer.analysis.specialists import MEASURE_INFO, MEASURES, category_matrix
 from explorer.charts.compare import quality_chart, specialists_per_category_chart
 from explorer.errors import markdown_escaped
@@ -29,8 +28,9 @@ store = current_store()
 settings = specialist_settings_sidebar()
 family, result = family_specialists(store, settings)  # only the chosen family's rows
 other = second_store(store)  # its SAEs join the field's metrics table
-comparison = compare_saes(store.saes(), result)
-matrix = category_matrix(result.table)
+# computed once per shared result (`cached.of_shared`), not on every run
+comparison = cached.of_shared(result, "compare_saes", lambda: compare_saes(store.saes(), result))
+matrix = cached.of_shared(result, "category_matrix", lambda: category_matrix(result.table))
 
 st.subheader("Specialists and frequency per SAE")
 st.caption(
@@ -68,8 +68,7 @@ if st.toggle(
     value=rows <= cached.MAX_SCAN_ROWS_ON_VIEW,
     help=f"One pass over each SAE's activations ({rows:,} rows in all), once per store.",
 ):
-    described = {name: cached.descriptions(store, name) for name in store.saes()["sae"]}
-    plain_table(compare_scores(described))
+    plain_table(cached.description_score_table(store))
 
 st.subheader("Quality per SAE")
 st.caption(f"{quality_sample_note(store.saes(), store.meta())} {methods_link('sae-quality')}")

@@ -19,6 +19,7 @@ from explorer.charts.specialists import (
 )
 from explorer.errors import markdown_escaped
 from explorer.methods_doc import methods_link
+from explorer.ui import cached
 from explorer.ui.cached import chance_baseline, feature_descriptions
 from explorer.ui.links import feature_chart, show_chart
 from explorer.ui.params import specialist_settings_sidebar, url_int, url_radio
@@ -48,7 +49,10 @@ info = MEASURE_INFO[settings.measure]
 categories, table = result.categories, result.table
 replicated_only = findings == "replicated"
 count = "n_replicated" if replicated_only else "n_specialists"
-matrix = observed_vs_chance(category_matrix(table, categories, store.saes()), baseline, count)
+every_cell = cached.of_shared(  # once per shared result, not on every run
+    result, "category_matrix", lambda: category_matrix(table, categories, store.saes())
+)
+matrix = observed_vs_chance(every_cell, baseline, count)
 progression = layer_progression(matrix)
 
 at_equals = settings.operation_position == "equals" and set(categories["kind"]) == {"operation"}
@@ -129,7 +133,11 @@ st.subheader("Specialists by depth")
 show_chart(layer_progression_chart(progression))
 
 st.subheader("Top specialists per category")
-top = top_specialists(table, per_category, replicated_only=replicated_only)
+top = cached.of_shared(
+    result,
+    f"top_specialists {per_category} {replicated_only}",
+    lambda: top_specialists(table, per_category, replicated_only=replicated_only),
+)
 top = top.assign(token=top["token"].map(token_label, na_action="ignore"))
 feature_table(top, TOP_COLUMNS)
 more = st.expander(
@@ -143,13 +151,15 @@ if more.open:
 
 st.subheader("Strongest features per SAE")
 feature_table(
-    strongest_features(result.features, per_sae=5),
+    cached.of_shared(result, "strongest 5", lambda: strongest_features(result.features, per_sae=5)),
     ["sae", "layer", "feature", "max", "mean_active", "token_freq", "best_category", "kind"],
 )
 
 st.subheader("Coverage of the most frequent feature")
 st.caption("Share of each category's texts on which the SAE's most frequent feature fires.")
-coverage = most_frequent_coverage(result.features, table)
+coverage = cached.of_shared(
+    result, "coverage", lambda: most_frequent_coverage(result.features, table)
+)
 feature_table(coverage, ["sae", "layer", "feature", "token_freq", "text_freq"])
 # turned round (a row per category, a column per SAE), so any number of categories fits
 shares = coverage.set_index("sae").drop(columns=["layer", "feature", "token_freq", "text_freq"])

@@ -12,6 +12,11 @@ none modifies, not a copy per call.
 
 from __future__ import annotations
 
+import threading
+import weakref
+from collections.abc import Callable
+from typing import Any, TypeVar
+
 import numpy as np
 import pandas as pd
 import streamlit as st
@@ -21,6 +26,7 @@ from explorer.analysis.atlas import DEFAULT_ATLAS, AtlasSettings, atlas_coordina
 from explorer.analysis.controls import ChanceBaseline
 from explorer.analysis.descriptions import (
     DescriptionSettings,
+    compare_scores,
     described_features,
     with_user_labels,
 )
@@ -61,6 +67,30 @@ def specialists(store: Store, settings: SpecialistSettings) -> Specialists:
     settings), computed or read once per store file and settings and shared by every
     session: a caller never modifies it."""
     return _shared_specialists(str(store.path), store.identity, settings)
+
+
+T = TypeVar("T")
+_OF_SHARED: dict[tuple[int, str], Any] = {}  # `of_shared`'s results, by (id of object, name)
+_OF_SHARED_LOCK = threading.Lock()
+
+
+def of_shared(shared: object, name: str, compute: Callable[[], T]) -> T:
+    """`compute()` once per `shared` object and `name` (which must say everything else the
+    result depends on), forgotten when `shared` is. For a page's views of an object every
+    session reads and none modifies (the `st.cache_resource` specialists): a warm run then
+    reuses them instead of recomputing (Specialists sorted the family's 20k cells for its
+    category matrix on every run). A frame comes back as a shallow copy (pandas copies on
+    write, so no caller's change reaches the kept one)."""
+    key = (id(shared), name)
+    with _OF_SHARED_LOCK:
+        found = _OF_SHARED.get(key, _OF_SHARED)
+    if found is _OF_SHARED:
+        found = compute()
+        with _OF_SHARED_LOCK:
+            if key not in _OF_SHARED:
+                weakref.finalize(shared, _OF_SHARED.pop, key, None)
+            _OF_SHARED[key] = found
+    return found.copy(deep=False) if isinstance(found, pd.DataFrame) else found
 
 
 @st.cache_resource(max_entries=8, ttl=3600, show_spinner="Reading the family's specialists…")
@@ -289,6 +319,19 @@ def _guide_picks(key: StoreKey) -> tuple[tuple[str, int] | None, pd.DataFrame]:
     )
     table = specialists(store, SpecialistSettings()).table
     return guide.first_pick(described), guide.features_worth_opening(described, table)
+
+
+def description_score_table(store: Store) -> pd.DataFrame:
+    """`descriptions.compare_scores` of every SAE's scored descriptions (one scan of each
+    SAE's activations the first time), once per store file and user data: Compare unpickled
+    every SAE's description table from the cache on each run to summarise them."""
+    return _description_score_table(store_key(store))
+
+
+@st.cache_data(max_entries=16, ttl=3600, show_spinner=False)
+def _description_score_table(key: StoreKey) -> pd.DataFrame:
+    store = open_store(key[0])
+    return compare_scores({sae: descriptions(store, sae) for sae in store.saes()["sae"]})
 
 
 def all_descriptions(
