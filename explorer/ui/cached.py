@@ -270,8 +270,15 @@ def feature_description(store: Store, sae: str, feature: int) -> pd.Series:
     """One feature's `descriptions` row for its page: with the held-out score when the SAE's
     scores are kept in the store or fast enough to compute on a page view (`scores_ready`),
     without the score columns otherwise (`score_summary` says so)."""
-    table = descriptions(store, sae, scored=scores_ready(store, sae))
-    return table.set_index("feature").loc[feature]
+    return _descriptions_by_feature(store_key(store), sae, scores_ready(store, sae)).loc[feature]
+
+
+@st.cache_resource(max_entries=64, ttl=3600, show_spinner=False)
+def _descriptions_by_feature(key: StoreKey, sae: str, scored: bool) -> pd.DataFrame:
+    # One shared table indexed by feature, never modified: a feature page reads its row
+    # without unpickling the SAE's whole description table from the cache on every view.
+    table = _labelled_descriptions(key, sae, DEFAULT_DESCRIPTIONS, scored)
+    return table.set_index("feature")
 
 
 def scores_ready(

@@ -204,9 +204,10 @@ def show_exports(data: FeatureData, labels: pd.DataFrame) -> None:
     export = replace(data, labels=labels)
     name = f"{data.sae}_{data.feature}"
     csv_column, json_column = st.columns(2)
+    # the files are made when a button is clicked (Streamlit's deferred data), not on each run
     csv_column.download_button(
-        "Examples (CSV)", export.to_csv(), f"{name}_examples.csv", "text/csv", on_click="ignore"
+        "Examples (CSV)", export.to_csv, f"{name}_examples.csv", "text/csv", on_click="ignore"
     )
     json_column.download_button(
-        "Everything (JSON)", export.to_json(), f"{name}.json", "application/json", on_click="ignore"
+        "Everything (JSON)", export.to_json, f"{name}.json", "application/json", on_click="ignore"
     )

@@ -165,6 +165,14 @@ def feature(page, server: str, store: Path) -> None:
     settle(page)
     assert feature_title(page) == (sae, next(f for f in live if f > first))
     assert f"feature={next(f for f in live if f > first)}" in page.url
+    # the export is made when its button is clicked (deferred data): the file holds the
+    # feature's stored examples
+    with page.expect_download() as download:
+        page.get_by_role("button", name="Examples (CSV)").click()
+    shown = feature_title(page)
+    assert download.value.suggested_filename == f"{shown[0]}_{shown[1]}_examples.csv"
+    rows = Path(download.value.path()).read_text().splitlines()
+    assert len(rows) > 1 and "text_id" in rows[0]
 
 
 def specialists(page, server: str, store: Path) -> None:
