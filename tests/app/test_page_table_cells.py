@@ -110,6 +110,8 @@ def test_specialist_tables_read_in_the_number_style(open_page, store_path) -> No
     assert rates.proto.placeholder == MISSING
 
     top = top_specialists(table, 5)
+    at.session_state["more_measures"] = True  # the expander's table runs only while it is open
+    at.run()
     finding, more = (table_with(at, name) for name in ("token_explained", "token_share"))
     for shown in (finding, more):
         assert shown.value["feature"].tolist() == top["feature"].tolist()
@@ -124,6 +126,8 @@ def test_specialist_tables_read_in_the_number_style(open_page, store_path) -> No
     assert not {"token_share", "token_auroc", "notebook_score"} & set(finding.value.columns)
 
     saes = sorted(set(table["sae"]))
+    at.session_state["tab"] = "numbers"  # the numbers tab runs only while it is open
+    at.run()
     counts, coverage = [frame for frame in at.dataframe if set(saes) <= set(frame.value.columns)]
     # the most frequent feature's share of each category's texts, a column per SAE
     top = result.features[result.features["freq_rank"] == 1][["sae", "feature"]]
