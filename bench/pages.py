@@ -78,7 +78,29 @@ READY_JS = """(heading) => {
         && !document.querySelector("[data-stale='true']");
 }"""
 
+# The browser's main-thread tasks over 50 ms (the Long Tasks API), summed from a reset: how
+# long the page's own drawing (charts, grids, Markdown) kept the browser busy.
+BUSY_JS = """(reset) => {
+    if (!window.__benchBusy) {
+        window.__benchBusy = [];
+        new PerformanceObserver((list) => {
+            for (const entry of list.getEntries()) window.__benchBusy.push(entry.duration);
+        }).observe({type: "longtask"});
+    }
+    const total = window.__benchBusy.reduce((a, b) => a + b, 0) / 1000;
+    if (reset) window.__benchBusy.length = 0;
+    return total;
+}"""
+BUSY_SETTLE_MS = 300  # after a page is ready, before its long tasks are read (not timed)
+
 logger = logging.getLogger("bench.pages")
+
+
+NAVIGATION_SPLIT = (
+    "navigation_to_run_end",
+    "navigation_after_run_end",
+    "navigation_browser_busy",
+)
 
 
 @dataclass(frozen=True)
@@ -120,6 +142,7 @@ class RunWatcher:
 
     def __init__(self, page) -> None:
         self.finished = 0
+        self.finished_at = 0.0  # perf_counter() when the last run's end arrived
         page.on("websocket", self._watch)
 
     def _watch(self, websocket) -> None:
@@ -131,6 +154,7 @@ class RunWatcher:
             kind = message.WhichOneof("type")
             if kind == "script_finished" and message.script_finished in RUN_ENDED:
                 self.finished += 1
+                self.finished_at = time.perf_counter()
 
 
 def wait_ready(page, watcher: RunWatcher, runs_before: int, heading: str, timeout_s: float):
@@ -257,14 +281,18 @@ class Bench:
             for _ in range(nav_runs):
                 for spec in ready:
                     try:
-                        seconds = self.navigate(page, watcher, spec)
-                        results[spec.url_path].setdefault("navigation_runs", []).append(seconds)
+                        seconds, split = self.navigate_split(page, watcher, spec)
+                        row = results[spec.url_path]
+                        row.setdefault("navigation_runs", []).append(seconds)
+                        for name, value in split.items():
+                            row.setdefault(f"{name}_runs", []).append(value)
                     except Exception as error:
                         logger.warning("navigation to /%s: %s", spec.url_path, str(error)[:300])
             for spec in ready:
                 row = results[spec.url_path]
-                if row.get("navigation_runs"):
-                    row["navigation"] = round(statistics.median(row["navigation_runs"]), 3)
+                for name in ("navigation", *NAVIGATION_SPLIT):
+                    if row.get(f"{name}_runs"):
+                        row[name] = round(statistics.median(row[f"{name}_runs"]), 3)
                 try:
                     self.navigate(page, watcher, spec)
                     row["widget"], row["widget_change"] = self.change_widget(page, watcher, spec)
@@ -275,6 +303,26 @@ class Bench:
             context.close()
             memory = server_memory(process.pid)
         return {"pages": results, "server_after_all_pages": memory}
+
+    def navigate_split(
+        self, page, watcher: RunWatcher, spec: PageSpec
+    ) -> tuple[float, dict[str, float]]:
+        """`navigate`, and where its time went (`NAVIGATION_SPLIT`): the seconds until the
+        run's end arrived on the websocket (the server's run, and the browser's work that
+        shares the two cores with it), those after it until the page was ready, and the
+        browser's main-thread long tasks over the navigation."""
+        page.evaluate(BUSY_JS, True)
+        seconds = self.navigate(page, watcher, spec)
+        ready_at = time.perf_counter()
+        to_finished = max(0.0, seconds - (ready_at - watcher.finished_at))
+        page.wait_for_timeout(BUSY_SETTLE_MS)
+        busy = page.evaluate(BUSY_JS, False)
+        split = {
+            "navigation_to_run_end": round(to_finished, 3),
+            "navigation_after_run_end": round(seconds - to_finished, 3),
+            "navigation_browser_busy": round(busy, 3),
+        }
+        return seconds, split
 
     def navigate(self, page, watcher: RunWatcher, spec: PageSpec) -> float:
         # By its address: a link's text also holds its icon's name ("homeHome").
@@ -398,6 +446,11 @@ def summarise(repeats: list[dict]) -> dict:
             if values and kind in floors:
                 row[kind] = round(statistics.median(values), 3)
                 row[f"{kind}_over_minimal"] = round(row[kind] / floors[kind], 2)
+        for name in NAVIGATION_SPLIT:  # seconds, no ratio: where warm navigation went
+            values = [one["explorer"]["pages"][path].get(name) for one in repeats]
+            values = [v for v in values if v is not None]
+            if values:
+                row[name] = round(statistics.median(values), 3)
         row["widget"] = repeats[0]["explorer"]["pages"][path].get("widget")
         row["first_visit_peak_rss_mb"] = max(
             (
@@ -421,6 +474,16 @@ def summarise(repeats: list[dict]) -> dict:
         ],
         "server_after_all_pages": [one["explorer"]["server_after_all_pages"] for one in repeats],
     }
+
+
+def _split_medians(rows: list[dict]) -> dict[str, float]:
+    """The median of each navigation timing over `rows` (pages' results)."""
+    medians = {}
+    for name in ("navigation", *NAVIGATION_SPLIT):
+        values = [row[name] for row in rows if row.get(name) is not None]
+        if values:
+            medians[name] = round(statistics.median(values), 3)
+    return medians
 
 
 def markdown_table(result: dict) -> str:
@@ -453,6 +516,24 @@ def markdown_table(result: dict) -> str:
             + " | ".join(cells)
             + f" | {row['widget'] or '-'} | {row['first_visit_peak_rss_mb'] or '-'} MB |"
         )
+    if any(name in row for row in summary["pages"].values() for name in NAVIGATION_SPLIT):
+        lines += [
+            "",
+            "Warm navigation, where its time went (medians, seconds): until the run's end "
+            "reached the browser, after it until the page was ready, and the browser's "
+            "main-thread tasks over 50 ms during it (drawing charts, grids, Markdown).",
+            "",
+            "| page | warm navigation | to the run's end | after it | browser busy |",
+            "|---|---|---|---|---|",
+        ]
+        minimal = [one["minimal"]["pages"] for one in result["repeats"]]
+        rows = {"*minimal app*": _split_medians([p for pages in minimal for p in pages.values()])}
+        rows.update(summary["pages"])
+        for page, row in rows.items():
+            cells = [row.get(name) for name in ("navigation", *NAVIGATION_SPLIT)]
+            lines.append(
+                f"| {page} | " + " | ".join("-" if v is None else f"{v:.2f}" for v in cells) + " |"
+            )
     for server in summary["store_pages_server"]:
         lines.append(
             f"\nServer after visiting only {', '.join(server['pages'])}: peak RSS "
