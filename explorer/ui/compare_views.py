@@ -1,7 +1,9 @@
-"""The compare page's section of the field's SAE metrics: one table of every metric per SAE
-(of the explored store, or of it and a second store side by side), k-sparse probing of the
-corpus's categories by layer (of both stores side by side too), and (when the user asks,
-since they load the source's SAEs) feature redundancy and cross-SAE matching.
+"""The compare page's sections, a tab each: the specialists and frequency per SAE; the
+description scores and quality per SAE; and the field's SAE metrics: one table of every
+metric per SAE (of the explored store, or of it and a second store side by side), k-sparse
+probing of the corpus's categories by layer (of both stores side by side too), and (when
+the user asks, since they load the source's SAEs) feature redundancy and cross-SAE
+matching.
 
 Owns that section's layout and the number format of each metric's row (`METRIC_FORMATS`;
 the tables go through `explorer.ui.tables`). Every number of the table but
@@ -21,6 +23,7 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
+from explorer.analysis.compare import QUALITY_METRICS, quality_sample_note
 from explorer.analysis.field_metrics import (
     FIELD_METRICS,
     PROBING_KS,
@@ -31,12 +34,15 @@ from explorer.analysis.field_metrics import (
     probing_summary,
     rows_side_by_side,
 )
+from explorer.analysis.specialists import MEASURE_INFO, MEASURES, SpecialistSettings
+from explorer.charts.compare import quality_chart, specialists_per_category_chart
 from explorer.charts.field_metrics import probing_chart
 from explorer.errors import markdown_escaped
 from explorer.methods_doc import methods_link
 from explorer.store.reader import Store
 from explorer.ui import cached
-from explorer.ui.links import show_chart
+from explorer.ui.cached import feature_descriptions
+from explorer.ui.links import feature_chart, show_chart
 from explorer.ui.second_store import store_label
 from explorer.ui.tables import (
     COLUMN_FORMATS,
@@ -47,6 +53,11 @@ from explorer.ui.tables import (
 )
 
 NUMBER = st.column_config.NumberColumn
+# two tables of one row per SAE, each narrow enough for a 1440 px screen
+SPECIALIST_COLUMNS = ["sae", "n_alive", "n_specialists", "pct_specialists",
+                      "categories_with_specialists", "n_categories", "median_rank_specialists",
+                      "median_rank_general", "spearman_rho", "spearman_p", "max_score"]  # fmt: skip
+QUALITY_COLUMNS = ["sae", "layer", "n_features", *QUALITY_METRICS]
 SCORE_FORMAT = "%.3f"  # scores, accuracies and cosines: three decimals
 # The kind of number of each metric's row: the quality numbers' shared formats (L0 one
 # decimal, dead and dense fractions as percentages), shares as percentages, the rest (probe
@@ -213,3 +224,60 @@ def show_field_metrics(store: Store, other: Store | None = None) -> None:
     if with_decoders:
         decoder_views.show_redundancy(redundancy)
         decoder_views.show_matching(stores)
+
+
+def show_specialists(
+    store: Store,
+    settings: SpecialistSettings,
+    family: str,
+    comparison: pd.DataFrame,
+    matrix: pd.DataFrame,
+) -> None:
+    """The specialists and frequency per SAE (`compare_saes`: `comparison`) and the
+    specialists per category (`category_matrix`: `matrix`) of the sidebar's family."""
+    st.subheader("Specialists and frequency per SAE")
+    st.caption(
+        f"Measure: **{MEASURES[settings.measure]}**, at least {settings.min_support} supporting "
+        f"texts; specialists of the family {markdown_escaped(family)} (sidebar). Thresholds are "
+        "in the sidebar and in this page's URL. Ranks: the median frequency rank, 1 = the SAE's "
+        "most frequent feature; rho: Spearman's, of token frequency against the best score. "
+        "Each header's tooltip defines its column. "
+        f"{methods_link(MEASURE_INFO[settings.measure].anchor)} · "
+        f"{methods_link('frequency-vs-specialization')}"
+    )
+    plain_table(comparison, SPECIALIST_COLUMNS)
+
+    st.subheader("Specialists per category")
+    st.caption("One bar per SAE (by layer); click a bar to open the category's best feature there.")
+    bars = matrix.assign(description=feature_descriptions(store, matrix, "best_feature"))
+    feature_chart(specialists_per_category_chart(bars))
+    numbers = st.expander("Numbers", key="category_numbers", on_change="rerun")
+    if numbers.open:  # its table runs only while it is open
+        with numbers:
+            counts = matrix.pivot(index="category", columns="sae", values="n_specialists")
+            saes = [sae for sae in comparison["sae"] if sae in counts.columns]  # by layer
+            count = {sae: st.column_config.NumberColumn(sae, format="%d") for sae in saes}
+            plain_table(counts.reset_index(), ["category", *saes], **count)
+
+
+def show_scores_and_quality(store: Store, comparison: pd.DataFrame) -> None:
+    """The description scores per SAE (on request where the store is big) and the quality
+    per SAE (`comparison`)."""
+    st.subheader("Description scores per SAE")
+    st.caption(
+        "How well each live feature's automatic description (its tokens, made from half of the "
+        "corpus's texts) predicts where it fires on the other half: F1, with balanced accuracy "
+        "(chance 0.5). " + methods_link("description-score-offline-detection-scoring")
+    )
+    rows = int(store.frequency_table()["n_active_tokens"].sum())
+    if st.toggle(
+        "Score every SAE's descriptions",
+        value=rows <= cached.MAX_SCAN_ROWS_ON_VIEW,
+        help=f"One pass over each SAE's activations ({rows:,} rows in all), once per store.",
+    ):
+        plain_table(cached.description_score_table(store))
+
+    st.subheader("Quality per SAE")
+    st.caption(f"{quality_sample_note(store.saes(), store.meta())} {methods_link('sae-quality')}")
+    plain_table(comparison, QUALITY_COLUMNS)
+    show_chart(quality_chart(comparison))

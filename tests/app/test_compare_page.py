@@ -33,10 +33,26 @@ PAGE = str(Path(__file__).resolve().parents[2] / "app_pages" / "compare.py")
 SAES = ["L0.resid_post", "L1.resid_post", "L2.resid_post"]
 
 
+TABS = ("Specialists", "Descriptions and quality", "The field's metrics")
+
+
 def table_with(at: AppTest, *columns: str):
-    """The one table of the page with `columns`."""
-    (table,) = [frame for frame in at.dataframe if set(columns) <= set(frame.value.columns)]
-    return table
+    """The one table of the page with `columns`, on the tab open now or else on the first
+    tab that shows it (one tab runs at a time: each is opened and run in turn)."""
+    for tab in (None, *TABS):
+        if tab is not None:
+            at.session_state["tab"] = tab
+            at.run()
+        found = [frame for frame in at.dataframe if set(columns) <= set(frame.value.columns)]
+        if found:
+            (table,) = found
+            return table
+    raise AssertionError(f"no tab shows a table with {columns}")
+
+
+def settings_in_url(at: AppTest) -> dict:
+    """The page's URL parameters but the open tab's."""
+    return {name: value for name, value in at.query_params.items() if name != "tab"}
 
 
 def browser_texts(table) -> pd.DataFrame:
@@ -77,6 +93,7 @@ def assert_page_shows(
         assert row.n_specialists == chosen["feature"].nunique()
         assert row.categories_with_specialists == chosen["category"].nunique()
         assert row.n_categories == cells["category"].nunique()
+    at.session_state["tab"] = "Specialists"
     at.session_state["category_numbers"] = True  # an expander that runs only while open
     at.run()
     (counts,) = [
@@ -97,10 +114,12 @@ def config(table) -> dict:
 def test_default_thresholds(page, store_path) -> None:
     at = page.run()
     shown = assert_page_shows(at, store_path)
-    assert not at.warning and at.query_params == {}
+    assert not at.warning and settings_in_url(at) == {}
     quality = table_with(at, "dead_fraction").value
     assert quality["n_features"].tolist() == [TINY.d_sae] * TINY.n_layers
     assert shown["n_specialists"].gt(0).any(), "the tiny store has specialists to compare"
+    at.session_state["tab"] = "Specialists"
+    at.run()
     assert any("selectivity" in caption.value for caption in at.caption)  # the default measure
 
 
@@ -126,6 +145,9 @@ def test_the_tables_read_in_the_number_style(page, store_path) -> None:
     formats = config(quality_table)
     assert formats["dense_fraction"]["label"] == "dense"
     assert "10% of tokens" in formats["dense_fraction"]["help"]
+    assert [h.value for h in at.subheader][:2] == ["Description scores per SAE", "Quality per SAE"]
+    at.session_state["tab"] = "Specialists"
+    at.run()
     assert [h.value for h in at.subheader][:2] == [
         "Specialists and frequency per SAE",
         "Specialists per category",
@@ -138,7 +160,7 @@ def test_the_family_decides_the_counts(page, store_path) -> None:
     bundled = table_with(at, "n_specialists", "spearman_rho").value
     at.selectbox(key="url_family").set_value("number").run()
     number = assert_page_shows(at, store_path, family="number")
-    assert at.query_params == {"family": "number"}
+    assert settings_in_url(at) == {"family": "number"}
     assert not number["n_categories"].equals(bundled["n_categories"])
 
 
@@ -149,7 +171,7 @@ def test_sidebar_thresholds_change_the_comparison(page, store_path) -> None:
     at.number_input(key="url_min_support").set_value(1).run()
     after = assert_page_shows(at, store_path, measure="auroc", min_support=1)
     assert not before["n_specialists"].equals(after["n_specialists"])
-    assert at.query_params == {"measure": "auroc", "min_support": "1"}
+    assert settings_in_url(at) == {"measure": "auroc", "min_support": "1"}
 
 
 def test_a_shared_link_opens_its_view(page, store_path) -> None:
@@ -175,6 +197,7 @@ def test_a_bad_link_value_warns_and_uses_the_default(page, store_path, params, m
 
 
 def test_description_scores_per_sae_equal_the_library(page, store_path) -> None:
+    page.query_params["tab"] = "Descriptions and quality"  # a shared link to that tab
     at = page.run()
     with Store.open(store_path) as store:
         expected = compare_scores(

@@ -56,6 +56,16 @@ def two_stores(page, cache_dir, monkeypatch) -> AppTest:
     return page
 
 
+METRICS_TAB = "The field's metrics"
+
+
+@pytest.fixture
+def page(page):
+    """The Compare page opened on its tab of the field's metrics (one tab runs at a time)."""
+    page.session_state["tab"] = METRICS_TAB
+    return page
+
+
 def metrics_tables(at: AppTest) -> list[pd.DataFrame]:
     """The field's metrics tables of the page, one per store shown, a row per metric."""
     return [frame.value.set_index("metric") for frame in at.dataframe if "metric" in frame.value]
@@ -109,7 +119,8 @@ def test_a_second_store_shows_every_sae_side_by_side(two_stores, store_path, cac
     assert_headed(at, [f"A: {store_path.name}", "B: other.duckdb"])
     assert any("Two stores side by side" in caption.value for caption in at.caption)
     at.selectbox(key="url_compare").set_value("none").run()
-    assert list(metrics_table(at).columns) == SAES and at.query_params == {}
+    assert list(metrics_table(at).columns) == SAES
+    assert at.query_params == {"tab": METRICS_TAB}  # the open tab stays in the URL
 
 
 @pytest.mark.parametrize("link", ["/etc/passwd", "../other.duckdb", "missing.duckdb"])

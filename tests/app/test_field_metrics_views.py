@@ -49,6 +49,16 @@ def token_matrices(store_path) -> dict[str, np.ndarray]:
         return matrices
 
 
+METRICS_TAB = "The field's metrics"
+
+
+@pytest.fixture
+def page(page):
+    """The Compare page opened on its tab of the field's metrics (one tab runs at a time)."""
+    page.session_state["tab"] = METRICS_TAB
+    return page
+
+
 def unit(rows: np.ndarray) -> np.ndarray:
     return rows / np.linalg.norm(rows, axis=1, keepdims=True)
 

@@ -280,6 +280,15 @@ def compare(page, server: str, store: Path) -> None:
     open_page(page, f"{server}/compare", "Compare SAEs")
     choose(page, "Measure", "dominance")
     assert "measure=dominance" in page.url
+    # one tab runs at a time; the open one is in the URL, so a shared link opens it
+    page.get_by_role("tab", name="The field's metrics").click()
+    settle(page)
+    assert "tab=" in page.url and "measure=dominance" in page.url
+    page.get_by_text("k-sparse probing of the categories").first.wait_for()
+    shared = page.url
+    page.goto(shared)
+    settle(page)
+    page.get_by_text("k-sparse probing of the categories").first.wait_for()
 
 
 def ablation(page, server: str, store: Path) -> None:
