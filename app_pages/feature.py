@@ -67,8 +67,17 @@ feature_views.show_responses(data, sae, feature)
 loaded = current_source()
 handle = loaded.handle_for(store.sae(sae))
 feature_views.show_logit_lens(store, data, loaded, handle)
-feature_views.show_related(store, loaded, handle, sae, feature, neighbours_k)
-lineage_views.show_lineage(store, loaded, handle, sae, feature, lineage_views.PER_SAE)
+# one tab runs at a time (its name is in the URL, `tab`): the page drew both sections' four
+# tables and chart on every run
+related_tab, lineage_tab = st.tabs(
+    ["Related features", "Lineage across layers"], key="tab", bind="query-params"
+)
+if related_tab.open:
+    with related_tab:
+        feature_views.show_related(store, loaded, handle, sae, feature, neighbours_k)
+if lineage_tab.open:
+    with lineage_tab:
+        lineage_views.show_lineage(store, loaded, handle, sae, feature, lineage_views.PER_SAE)
 labels = feature_views.label_form(store, sae, feature, read_only=public_demo())
 if len(labels):
     label_line.text(f"Label: {labels['label'].iloc[0]}")

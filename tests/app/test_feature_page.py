@@ -21,6 +21,8 @@ PAGE = str(Path(__file__).resolve().parents[2] / "app_pages" / "feature.py")
 SAE = "L1.resid_post"
 TITLE_VALUE = re.compile(r'title="token [^"]*?\n' + re.escape(SAE) + r' #\d+: ([0-9.e-]+)"')
 
+LINEAGE_TAB = "Lineage across layers"  # one tab of the page runs at a time
+
 
 @pytest.fixture(scope="module")
 def store_path(tiny_bundle_path, tmp_path_factory) -> Path:
@@ -173,7 +175,9 @@ def test_decoder_neighbours_and_co_firing_link_to_feature_pages(page, facts, tin
     feature = facts["busiest"]
     at = page(sae=SAE, feature=str(feature))
     same = next(df.value for df in at.dataframe if "cosine" in df.value.columns)
-    lineage = next(df.value for df in at.dataframe if "similarity" in df.value.columns)
+    assert not any("similarity" in df.value.columns for df in at.dataframe)  # the other tab
+    lineage_at = page(sae=SAE, feature=str(feature), tab=LINEAGE_TAB)  # its shared link
+    lineage = next(df.value for df in lineage_at.dataframe if "similarity" in df.value.columns)
     loaded = load_source(f"demo:{tiny_bundle_path}")
     query = F.normalize(loaded.sae(SAE).sae.W_dec.detach()[feature], dim=0)
     cosines = {
@@ -224,11 +228,11 @@ def test_lineage_waits_for_a_toggle_on_a_big_store_that_keeps_none(page, facts, 
     once shows the correlation lineage only once the user asks; the tiny store computes it."""
     from explorer.ui import cached
 
-    at = page(sae=SAE, feature=str(facts["busiest"]))
+    at = page(sae=SAE, feature=str(facts["busiest"]), tab=LINEAGE_TAB)
     assert len([df for df in at.dataframe if "similarity" in df.value.columns]) == 2
 
     monkeypatch.setattr(cached, "MAX_SCAN_ROWS_ON_VIEW", 0)
-    at = page(sae=SAE, feature=str(facts["busiest"]))
+    at = page(sae=SAE, feature=str(facts["busiest"]), tab=LINEAGE_TAB)
     assert any("Not computed: a build keeps the lineage" in info.value for info in at.info)
     assert len([df for df in at.dataframe if "similarity" in df.value.columns]) == 1  # cosines
     at.toggle(key="lineage_compute").set_value(True).run()

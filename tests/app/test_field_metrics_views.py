@@ -50,6 +50,7 @@ def token_matrices(store_path) -> dict[str, np.ndarray]:
 
 
 METRICS_TAB = "The field's metrics"
+LINEAGE_TAB = "Lineage across layers"  # the feature page's tab (one tab runs at a time)
 
 
 @pytest.fixture
@@ -132,7 +133,7 @@ def test_feature_lineage_shows_correlations_and_cosines(
         stats = store.feature_stats("L1.resid_post")
     feature = int(stats.sort_values("n_active_tokens").iloc[-1]["feature"])
     at = AppTest.from_file(FEATURE, default_timeout=120)  # `page` has set the environment
-    at.query_params.update({"sae": "L1.resid_post", "feature": str(feature)})
+    at.query_params.update({"sae": "L1.resid_post", "feature": str(feature), "tab": LINEAGE_TAB})
     at.run()
     assert not at.exception, at.exception
     cosine_table, correlation_table = frame_with(at, "similarity")

@@ -173,6 +173,11 @@ def feature(page, server: str, store: Path) -> None:
     assert download.value.suggested_filename == f"{shown[0]}_{shown[1]}_examples.csv"
     rows = Path(download.value.path()).read_text().splitlines()
     assert len(rows) > 1 and "text_id" in rows[0]
+    # the lineage is a tab of its own, run when opened and named in the URL
+    page.get_by_role("tab", name="Lineage across layers").click()
+    settle(page)
+    page.get_by_text("By activation correlation over tokens").first.wait_for()
+    assert "tab=Lineage" in page.url and f"feature={shown[1]}" in page.url
 
 
 def specialists(page, server: str, store: Path) -> None:
