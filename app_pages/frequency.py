@@ -52,8 +52,22 @@ summary = frequency_summary(features)  # the answer's counts and the density's d
 show_answer(summary, answers, family, settings.measure)
 show_answers(answers)
 show_scatter(store, features, x_axis, score_title)
-null = chance_baseline(store, settings).in_family(family)
-tables = band_tables(store, settings, sae, family, ranges)  # once per view and ranges
-show_rank_ranges(tables, null, score_title)
-show_frequency_bands(tables, score_title)
-show_density(features, summary["n_dead"])
+# one tab runs at a time (its name is in the URL, `tab`): the three sections drew two charts
+# and four tables on every run
+ranges_tab, bands_tab, density_tab = st.tabs(
+    ["Kinds per rank range", "Kinds per frequency band", "Frequency density"],
+    key="tab",
+    bind="query-params",
+)
+if ranges_tab.open or bands_tab.open:
+    null = chance_baseline(store, settings).in_family(family)
+    tables = band_tables(store, settings, sae, family, ranges)  # once per view and ranges
+    if ranges_tab.open:
+        with ranges_tab:
+            show_rank_ranges(tables, null, score_title)
+    if bands_tab.open:
+        with bands_tab:
+            show_frequency_bands(tables, score_title)
+if density_tab.open:
+    with density_tab:
+        show_density(features, summary["n_dead"])

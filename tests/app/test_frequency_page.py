@@ -56,15 +56,31 @@ def family_features(result, sae: str, family: str) -> pd.DataFrame:
     return features.assign(is_specialist=features["feature"].isin(chosen))
 
 
+TABS = ("Kinds per rank range", "Kinds per frequency band", "Frequency density")
+
+
+def open_tab(at: AppTest, tab: str) -> None:
+    """Open one of the page's tabs (one runs at a time) and run the page."""
+    at.session_state["tab"] = tab
+    at.run()
+
+
 def table_with(at: AppTest, column: str, first: str | None = None) -> pd.DataFrame:
     """The one dataframe of the page that has `column` (and whose first row's band is
-    `first`, when given)."""
-    (table,) = [
-        frame.value
-        for frame in at.dataframe
-        if column in frame.value.columns and (first is None or frame.value["band"].iloc[0] == first)
-    ]
-    return table
+    `first`, when given), on the tab open now or else on the first tab that shows it."""
+    for tab in (None, *TABS):
+        if tab is not None:
+            open_tab(at, tab)
+        found = [
+            frame.value
+            for frame in at.dataframe
+            if column in frame.value.columns
+            and (first is None or frame.value["band"].iloc[0] == first)
+        ]
+        if found:
+            (table,) = found
+            return table
+    raise AssertionError(f"no tab shows a table with {column}")
 
 
 def assert_answers(at: AppTest, store: Store, sae: str, family: str, **settings) -> pd.DataFrame:
@@ -171,6 +187,7 @@ def assert_page_shows(
     bands = rank_band_counts(
         features, parse_rank_ranges(ranges or default_rank_ranges(D_SAE), D_SAE)
     )
+    open_tab(at, TABS[0])
     shares, counts = [frame.value for frame in at.dataframe if "n_features" in frame.value]
     assert all(column.startswith("% ") for column in shares.columns[2:])  # counts below
     shown_bands = counts.merge(shares, on=["band", "n_features"])[bands.columns]

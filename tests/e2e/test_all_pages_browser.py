@@ -202,6 +202,11 @@ def frequency(page, server: str, store: Path) -> None:
     n_features = int(saes.loc["L0.resid_post", "d_sae"])
     features = page.locator("[data-testid='stMetricValue']").first.inner_text()
     assert features == f"{n_features:,}"
+    # the density is a tab of its own, run when opened and named in the URL
+    page.get_by_role("tab", name="Frequency density").click()
+    settle(page)
+    page.get_by_text("dead features (never fire on this corpus)").first.wait_for()
+    assert "tab=Frequency" in page.url and "sae=L0.resid_post" in page.url
 
 
 def tokens(page, server: str, store: Path) -> None:
