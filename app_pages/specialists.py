@@ -4,14 +4,11 @@ whether each finding beats chance, replicates and is more than one token."""
 import streamlit as st
 
 from explorer.analysis.controls import observed_vs_chance
-from explorer.analysis.frequency import most_frequent_coverage, strongest_features
 from explorer.analysis.specialists import (
     MEASURE_INFO,
     category_matrix,
     layer_progression,
-    top_specialists,
 )
-from explorer.charts.feature import token_label
 from explorer.charts.specialists import (
     category_heatmap,
     chance_heatmap,
@@ -19,20 +16,13 @@ from explorer.charts.specialists import (
 )
 from explorer.errors import markdown_escaped
 from explorer.methods_doc import methods_link
-from explorer.ui import cached
+from explorer.ui import cached, specialist_views
 from explorer.ui.cached import chance_baseline, feature_descriptions
 from explorer.ui.links import feature_chart, show_chart
 from explorer.ui.params import specialist_settings_sidebar, url_int, url_radio
 from explorer.ui.specialist_views import family_specialists, replication_choice
 from explorer.ui.state import current_store
-from explorer.ui.tables import NUMBER, feature_table, percent_column, plain_table
-
-# the top specialists' table in two, each readable at 1440 px: the finding, then the rest
-TOP_COLUMNS = ["category", "sae", "feature", "score", "q_value", "support", "replicated", "token",
-               "token_explained"]  # fmt: skip
-TOP_MORE_COLUMNS = ["feature", "token", "token_share", "token_auroc", "auroc", "share",
-                    "notebook_score", "n_texts"]  # fmt: skip
-CATEGORY_TEXTS = NUMBER("texts", format="%d", help="the category's texts (all)")
+from explorer.ui.tables import NUMBER, plain_table
 
 st.title("Specialist heatmaps")
 store = current_store()
@@ -125,45 +115,26 @@ if numbers_tab.open:
              "chance_p", "beats_chance"],
         )  # fmt: skip
 
-st.subheader("Replication")
-st.caption(replication_note)
-plain_table(rates, ["category", "discovered", "replicated", "replication_rate"])
-
-st.subheader("Specialists by depth")
-show_chart(layer_progression_chart(progression))
-
-st.subheader("Top specialists per category")
-top = cached.of_shared(
-    result,
-    f"top_specialists {per_category} {replicated_only}",
-    lambda: top_specialists(table, per_category, replicated_only=replicated_only),
+# one tab runs at a time (its name is in the URL, `details`): the five sections drew a chart
+# and six tables on every run
+top_tab, replication_tab, depth_tab, strongest_tab, coverage_tab = st.tabs(
+    ["Top specialists", "Replication", "By depth", "Strongest features", "Coverage"],
+    key="details",
+    bind="query-params",
 )
-top = top.assign(token=top["token"].map(token_label, na_action="ignore"))
-feature_table(top, TOP_COLUMNS)
-more = st.expander(
-    "Token confound and the other measures (rows numbered as above)",
-    key="more_measures",
-    on_change="rerun",  # its table runs only while it is open
-)
-if more.open:
-    with more:
-        feature_table(top, TOP_MORE_COLUMNS, n_texts=CATEGORY_TEXTS)
-
-st.subheader("Strongest features per SAE")
-feature_table(
-    cached.of_shared(result, "strongest 5", lambda: strongest_features(result.features, per_sae=5)),
-    ["sae", "layer", "feature", "max", "mean_active", "token_freq", "best_category", "kind"],
-)
-
-st.subheader("Coverage of the most frequent feature")
-st.caption("Share of each category's texts on which the SAE's most frequent feature fires.")
-coverage = cached.of_shared(
-    result, "coverage", lambda: most_frequent_coverage(result.features, table)
-)
-feature_table(coverage, ["sae", "layer", "feature", "token_freq", "text_freq"])
-# turned round (a row per category, a column per SAE), so any number of categories fits
-shares = coverage.set_index("sae").drop(columns=["layer", "feature", "token_freq", "text_freq"])
-plain_table(
-    shares.T.rename_axis("category").reset_index(),
-    **{sae: percent_column(sae) for sae in shares.index},
-)
+if top_tab.open:
+    with top_tab:
+        specialist_views.show_top_specialists(result, per_category, replicated_only)
+if replication_tab.open:
+    with replication_tab:
+        specialist_views.show_replication(rates, replication_note)
+if depth_tab.open:
+    with depth_tab:
+        st.subheader("Specialists by depth")
+        show_chart(layer_progression_chart(progression))
+if strongest_tab.open:
+    with strongest_tab:
+        specialist_views.show_strongest(result)
+if coverage_tab.open:
+    with coverage_tab:
+        specialist_views.show_coverage(result)

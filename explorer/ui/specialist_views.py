@@ -2,22 +2,28 @@
 of categories to show (`family_choice`, or `family_specialists`, which reads only that
 family's specialists from a store that keeps them) and what the findings are replicated on
 (`replication_choice`: the store's split halves, or another known store built from a user
-corpus with the same source, re-tested once per pair of stores and settings and cached)."""
+corpus with the same source, re-tested once per pair of stores and settings and cached); and
+the Specialist heatmaps page's sections below its heatmaps, a tab each (top specialists,
+replication, strongest features, coverage)."""
 
 from __future__ import annotations
 
 from dataclasses import replace
 
+import pandas as pd
 import streamlit as st
 
 from explorer.analysis import precompute
+from explorer.analysis.frequency import most_frequent_coverage, strongest_features
 from explorer.analysis.replication import StoreReplication, load_store_replication, replicated_on
 from explorer.analysis.specialists import (
     Specialists,
     SpecialistSettings,
     family_names,
     in_family,
+    top_specialists,
 )
+from explorer.charts.feature import token_label
 from explorer.errors import ExplorerError, markdown_escaped
 from explorer.methods_doc import methods_link
 from explorer.store.reader import Store
@@ -25,6 +31,7 @@ from explorer.ui import cached
 from explorer.ui.params import url_selectbox
 from explorer.ui.resources import StoreKey, open_store, store_key
 from explorer.ui.state import known_stores
+from explorer.ui.tables import NUMBER, feature_table, percent_column, plain_table
 
 SPLIT_HALVES = "split halves of this store"
 
@@ -111,3 +118,68 @@ def _in_families(replicated: Specialists, result: Specialists) -> Specialists:
     """`replicated` with only the replication rates of `result`'s families."""
     rates = replicated.replication
     return replace(replicated, replication=rates[rates["family"].isin(result.categories["family"])])
+
+
+# the top specialists' table in two, each readable at 1440 px: the finding, then the rest
+TOP_COLUMNS = ["category", "sae", "feature", "score", "q_value", "support", "replicated", "token",
+               "token_explained"]  # fmt: skip
+TOP_MORE_COLUMNS = ["feature", "token", "token_share", "token_auroc", "auroc", "share",
+                    "notebook_score", "n_texts"]  # fmt: skip
+CATEGORY_TEXTS = NUMBER("texts", format="%d", help="the category's texts (all)")
+
+
+def show_top_specialists(result: Specialists, per_category: int, replicated_only: bool) -> None:
+    """Up to `per_category` specialists per category (`top_specialists`, once per shared
+    result), the finding first and the token confound and other measures in an expander
+    that runs only while it is open."""
+    st.subheader("Top specialists per category")
+    top = cached.of_shared(
+        result,
+        f"top_specialists {per_category} {replicated_only}",
+        lambda: top_specialists(result.table, per_category, replicated_only=replicated_only),
+    )
+    top = top.assign(token=top["token"].map(token_label, na_action="ignore"))
+    feature_table(top, TOP_COLUMNS)
+    more = st.expander(
+        "Token confound and the other measures (rows numbered as above)",
+        key="more_measures",
+        on_change="rerun",  # its table runs only while it is open
+    )
+    if more.open:
+        with more:
+            feature_table(top, TOP_MORE_COLUMNS, n_texts=CATEGORY_TEXTS)
+
+
+def show_replication(rates: pd.DataFrame, note: str) -> None:
+    """The replication rate per category (`Specialists.replication`) and how it was got."""
+    st.subheader("Replication")
+    st.caption(note)
+    plain_table(rates, ["category", "discovered", "replicated", "replication_rate"])
+
+
+def show_strongest(result: Specialists) -> None:
+    """Each SAE's five strongest features (`strongest_features`)."""
+    st.subheader("Strongest features per SAE")
+    feature_table(
+        cached.of_shared(
+            result, "strongest 5", lambda: strongest_features(result.features, per_sae=5)
+        ),
+        ["sae", "layer", "feature", "max", "mean_active", "token_freq", "best_category", "kind"],
+    )
+
+
+def show_coverage(result: Specialists) -> None:
+    """The share of each category's texts on which each SAE's most frequent feature fires
+    (`most_frequent_coverage`), turned round: a row per category, a column per SAE."""
+    st.subheader("Coverage of the most frequent feature")
+    st.caption("Share of each category's texts on which the SAE's most frequent feature fires.")
+    coverage = cached.of_shared(
+        result, "coverage", lambda: most_frequent_coverage(result.features, result.table)
+    )
+    feature_table(coverage, ["sae", "layer", "feature", "token_freq", "text_freq"])
+    # turned round (a row per category, a column per SAE), so any number of categories fits
+    shares = coverage.set_index("sae").drop(columns=["layer", "feature", "token_freq", "text_freq"])
+    plain_table(
+        shares.T.rename_axis("category").reset_index(),
+        **{sae: percent_column(sae) for sae in shares.index},
+    )

@@ -99,6 +99,8 @@ def test_specialist_tables_read_in_the_number_style(open_page, store_path) -> No
         result = load_specialists(store, SpecialistSettings(permutations=20))
     table = result.table[result.table["family"] == "bundled"]
 
+    at.session_state["details"] = "Replication"  # one tab of the details runs at a time
+    at.run()
     rates = table_with(at, "replication_rate")
     found = result.replication[result.replication["family"] == "bundled"]
     pairs = zip(found["discovered"], found["replicated"], strict=True)
@@ -110,6 +112,7 @@ def test_specialist_tables_read_in_the_number_style(open_page, store_path) -> No
     assert rates.proto.placeholder == MISSING
 
     top = top_specialists(table, 5)
+    at.session_state["details"] = "Top specialists"
     at.session_state["more_measures"] = True  # the expander's table runs only while it is open
     at.run()
     finding, more = (table_with(at, name) for name in ("token_explained", "token_share"))
@@ -127,6 +130,7 @@ def test_specialist_tables_read_in_the_number_style(open_page, store_path) -> No
 
     saes = sorted(set(table["sae"]))
     at.session_state["tab"] = "numbers"  # the numbers tab runs only while it is open
+    at.session_state["details"] = "Coverage"
     at.run()
     counts, coverage = [frame for frame in at.dataframe if set(saes) <= set(frame.value.columns)]
     # the most frequent feature's share of each category's texts, a column per SAE

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from playwright.sync_api import expect
 
 from explorer.store.queries.search import search_tokens
 from explorer.store.reader import Store
@@ -187,11 +188,11 @@ def specialists(page, server: str, store: Path) -> None:
     page.get_by_text("Measure: AUROC").first.wait_for()
     # a hidden tab runs when opened, and its name goes into the URL for a shared link
     tables = page.locator("[data-testid='stDataFrame']")
-    before = tables.count()
+    expect(tables).to_have_count(1, timeout=60_000)  # the top specialists (the details' tab)
     page.get_by_role("tab", name="numbers").click()
     settle(page)
     assert "tab=numbers" in page.url and "measure=auroc" in page.url
-    assert tables.count() == before + 2
+    expect(tables).to_have_count(3, timeout=60_000)
 
 
 def frequency(page, server: str, store: Path) -> None:
