@@ -18,7 +18,9 @@ family, result = family_specialists(store, settings)  # only the chosen family's
 other = second_store(store)  # its SAEs join the field's metrics table
 # computed once per shared result (`cached.of_shared`), not on every run
 comparison = cached.of_shared(result, "compare_saes", lambda: compare_saes(store.saes(), result))
-matrix = cached.of_shared(result, "category_matrix", lambda: category_matrix(result.table))
+matrix = cached.of_shared(
+    result, "category_matrix of tested cells", lambda: category_matrix(result.table)
+)
 
 # One tab runs at a time (its name is in the URL, `tab`): the page's three sections drew
 # five tables and three charts on every run, most of a warm visit's time in the browser.

@@ -40,7 +40,9 @@ categories, table = result.categories, result.table
 replicated_only = findings == "replicated"
 count = "n_replicated" if replicated_only else "n_specialists"
 every_cell = cached.of_shared(  # once per shared result, not on every run
-    result, "category_matrix", lambda: category_matrix(table, categories, store.saes())
+    result,
+    "category_matrix of every category",
+    lambda: category_matrix(table, categories, store.saes()),
 )
 matrix = observed_vs_chance(every_cell, baseline, count)
 progression = layer_progression(matrix)

@@ -75,12 +75,15 @@ _OF_SHARED_LOCK = threading.Lock()
 
 
 def of_shared(shared: object, name: str, compute: Callable[[], T]) -> T:
-    """`compute()` once per `shared` object and `name` (which must say everything else the
-    result depends on), forgotten when `shared` is. For a page's views of an object every
-    session reads and none modifies (the `st.cache_resource` specialists): a warm run then
-    reuses them instead of recomputing (Specialists sorted the family's 20k cells for its
-    category matrix on every run). A frame comes back as a shallow copy (pandas copies on
-    write, so no caller's change reaches the kept one)."""
+    """`compute()` once per `shared` object and `name`, forgotten when `shared` is. For a
+    page's views of an object every session reads and none modifies (the `st.cache_resource`
+    specialists): a warm run reuses them instead of recomputing (Specialists sorted the
+    family's 20k cells for its category matrix on every run). The name must say everything
+    else the result depends on, and differ from every other page's name for another
+    computation: pages share the object (Specialist heatmaps and Compare read one specialists
+    object), so one name for two computations hands either page the other's. A frame comes
+    back as a shallow copy (pandas copies on write, so no caller's change reaches the kept
+    one)."""
     key = (id(shared), name)
     with _OF_SHARED_LOCK:
         found = _OF_SHARED.get(key, _OF_SHARED)

@@ -212,3 +212,30 @@ def test_description_scores_per_sae_equal_the_library(page, store_path) -> None:
     )
     at.toggle[0].set_value(False).run()
     assert not any("f1_median" in df.value.columns for df in at.dataframe)
+
+
+@pytest.mark.parametrize("family", ["bundled", "number"])
+def test_after_the_specialist_heatmaps_the_counts_are_still_compares_own(
+    store_path, tiny_bundle_path, monkeypatch, family
+) -> None:
+    """Both pages read the one shared specialists object and keep views of it
+    (`cached.of_shared`): the heatmaps' category matrix (every category, untested ones at 0)
+    must not stand in for Compare's (tested cells only) in the same server."""
+    app = Path(PAGE).parents[1] / "streamlit_app.py"
+    monkeypatch.setenv("EXPLORER_SOURCE", f"demo:{tiny_bundle_path}")
+    monkeypatch.setenv("EXPLORER_STORE", str(store_path))
+    monkeypatch.chdir(app.parent)
+    at = AppTest.from_file(str(app), default_timeout=120)
+    at.run()
+    for page in ("app_pages/specialists.py", "app_pages/compare.py"):
+        at.switch_page(page)
+        at.run()
+        at.selectbox(key="url_family").set_value(family).run()
+        assert not at.exception, at.exception
+    at.session_state["category_numbers"] = True  # Compare's counts per category, opened
+    at.run()
+    (counts,) = [frame.value for frame in at.dataframe if {"category", *SAES} <= set(frame.value)]
+    with Store.open(store_path) as store:
+        table = in_family(load_specialists(store, SpecialistSettings()), family).table
+    pivot = category_matrix(table).pivot(index="category", columns="sae", values="n_specialists")
+    assert counts.set_index("category").to_dict() == pivot[SAES].to_dict()
