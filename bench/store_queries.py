@@ -10,6 +10,8 @@ bench/results/store_queries.json and to the table between the markers in bench/R
 
     python -m bench.store_queries                 # 50M rows: a few minutes on 2 cores
     python -m bench.store_queries --rows 2000000  # a quick run, e.g. in CI
+    python -m bench.store_queries --existing --store cache/bench/gpt2_scale.duckdb \
+        --results bench/results/store_queries_gpt2_scale.json --readme /dev/null
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import platform
 import statistics
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import duckdb
@@ -422,6 +424,16 @@ def reusable(path: Path, spec: BenchSpec) -> bool:
         return False
 
 
+def existing_spec(path: Path, spec: BenchSpec) -> BenchSpec:
+    """`spec` with the SAEs, d_sae and texts of the store at `path` (which must exist)."""
+    if not path.exists():
+        raise SystemExit(f"--existing: no store at {path}")
+    with Store.open(path) as store:
+        saes = store.saes()
+        texts = store.table_counts()["texts"]
+    return replace(spec, saes=len(saes), d_sae=int(saes["d_sae"].min()), texts=int(texts))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     defaults = BenchSpec()
@@ -444,6 +456,12 @@ def main() -> None:
     )
     parser.add_argument("--readme", type=Path, default=REPO_ROOT / "bench/README.md")
     parser.add_argument("--reuse", action="store_true", help="reuse the store if its spec matches")
+    parser.add_argument(
+        "--existing",
+        action="store_true",
+        help="time the store at --store as it is, never rebuilt (e.g. bench.gpt2_scale_store's);"
+        " its SAEs, d_sae and texts come from the store",
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     spec = BenchSpec(
@@ -456,7 +474,9 @@ def main() -> None:
 
     args.store.parent.mkdir(parents=True, exist_ok=True)
     build_seconds = None
-    if not (args.reuse and reusable(args.store, spec)):
+    if args.existing:
+        spec = existing_spec(args.store, spec)
+    elif not (args.reuse and reusable(args.store, spec)):
         build_seconds = round(build(args.store, spec), 1)
     with Store.open(args.store) as store:
         counts = store.table_counts()

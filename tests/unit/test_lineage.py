@@ -25,6 +25,7 @@ from explorer.analysis.lineage import (
     correlation_topk,
     depth_profile,
     feature_matches,
+    top_k,
 )
 from explorer.errors import InputError
 from explorer.store.reader import Store
@@ -114,6 +115,25 @@ def test_correlation_chunks_give_the_same_answer() -> None:
     np.testing.assert_array_equal(whole[1], pieces[1])
     expected = np.corrcoef(a.toarray().T, b.toarray().T)[:37, 37:]
     np.testing.assert_allclose(whole[0][:, 0], expected.max(axis=1), atol=1e-12)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_top_k_is_the_stable_sorts_first_k_ties_included(seed: int) -> None:
+    """Small integer scores tie often, also at the k-th place and across -inf (constant
+    candidates), and whole rows are -inf (constant queries): the partition must pick what a
+    full stable sort picks."""
+    rng = np.random.default_rng(seed)
+    for _ in range(60):
+        rows, columns, k = (
+            int(rng.integers(1, 30)),
+            int(rng.integers(1, 50)),
+            int(rng.integers(1, 12)),
+        )
+        scores = rng.integers(-3, 4, (rows, columns)).astype(float)
+        scores[rng.random((rows, columns)) < 0.2] = -np.inf
+        scores[rng.integers(0, rows)] = -np.inf
+        expected = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+        np.testing.assert_array_equal(top_k(scores, k), expected)
 
 
 def test_identical_decoder_rows_match_at_cosine_one() -> None:
