@@ -29,7 +29,7 @@ functions that compute, so a page showing the specialists a store keeps never lo
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from typing import TYPE_CHECKING, Any, Literal, get_args
 
@@ -238,18 +238,42 @@ class TextActivations:
     matrix: sparse.csr_matrix  # [features, texts] float64
 
     @classmethod
-    def from_rows(cls, rows: pd.DataFrame, texts: pd.DataFrame) -> TextActivations:
-        """From `queries.specialists.text_activations` and `labelled_texts` frames."""
+    def from_saes(
+        cls, saes: Iterable[tuple[str, int, Mapping[str, np.ndarray]]], texts: pd.DataFrame
+    ) -> TextActivations:
+        """From `queries.specialists.text_activations` (per SAE: name, layer and its rows,
+        sorted by feature and text) and a `labelled_texts` frame; a feature's rows are its
+        row of the matrix, built SAE by SAE."""
         from scipy import sparse
 
         texts = texts.reset_index(drop=True)
-        keys = rows[["sae", "layer", "feature"]]
-        row = keys.groupby(["sae", "feature"], sort=False).ngroup().to_numpy()
-        column = np.searchsorted(texts["text_id"].to_numpy(), rows["text_id"].to_numpy())
-        features = keys.drop_duplicates(["sae", "feature"]).reset_index(drop=True)
-        values = rows["act"].to_numpy(np.float64)
-        matrix = sparse.csr_matrix(
-            (values, (row, column)), shape=(len(features), len(texts)), dtype=np.float64
+        text_ids = texts["text_id"].to_numpy()
+        matrices, frames = [], []
+        for sae, layer, rows in saes:
+            feature = rows["feature"].astype(np.int64)
+            starts = np.flatnonzero(np.diff(feature, prepend=-1))
+            matrices.append(
+                sparse.csr_matrix(
+                    (
+                        rows["act"].astype(np.float64),
+                        np.searchsorted(text_ids, rows["text_id"]),
+                        np.append(starts, len(feature)),
+                    ),
+                    shape=(len(starts), len(texts)),
+                )
+            )
+            frames.append(
+                pd.DataFrame({"sae": sae, "layer": np.int32(layer), "feature": feature[starts]})
+            )
+        matrix = (
+            sparse.vstack(matrices, format="csr")
+            if matrices
+            else sparse.csr_matrix((0, len(texts)), dtype=np.float64)
+        )
+        features = (
+            pd.concat(frames, ignore_index=True)
+            if frames
+            else pd.DataFrame(columns=["sae", "layer", "feature"])
         )
         features["max_text_act"] = matrix.max(axis=1).toarray().ravel()
         return cls(features, texts, matrix)
@@ -1056,7 +1080,7 @@ def read_activations(store: Store) -> TextActivations:
     """The text activations of every live feature and the labelled texts, from `store`."""
     from explorer.store.queries.specialists import labelled_texts, text_activations
 
-    return TextActivations.from_rows(text_activations(store), labelled_texts(store))
+    return TextActivations.from_saes(text_activations(store), labelled_texts(store))
 
 
 def scored_activations(

@@ -10,18 +10,18 @@ own `store.cursor()`. The measures computed from these rows live in `explorer.an
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 import pandas as pd
 
 from explorer.store.reader import Store
 
+_SAES_SQL = "SELECT sae_idx, sae, layer FROM saes ORDER BY sae_idx"
 _TEXT_ACTIVATIONS_SQL = """
-SELECT s.sae, s.layer, f.feature::BIGINT AS feature, f.text_id::BIGINT AS text_id, f.act
-FROM feature_text f
-JOIN saes s USING (sae_idx)
-JOIN texts t USING (text_id)
-WHERE t.n_tokens > 0
-ORDER BY f.sae_idx, f.feature, f.text_id
+SELECT feature, text_id, act FROM feature_text
+WHERE sae_idx = ? AND text_id IN (SELECT text_id FROM texts WHERE n_tokens > 0)
+ORDER BY feature, text_id
 """
 
 _LABELLED_TEXTS_SQL = """
@@ -52,11 +52,18 @@ GROUP BY ALL ORDER BY s.sae, feature, text_id
 """
 
 
-def text_activations(store: Store) -> pd.DataFrame:
-    """sae, layer, feature, text_id, act: one row per (SAE, feature, text) where the feature
-    fires, act = the sum of its activations over the text's tokens / the text's tokens."""
+def text_activations(store: Store) -> Iterator[tuple[str, int, dict[str, np.ndarray]]]:
+    """Per SAE, in the store's SAE order: (sae, layer, rows), rows = arrays feature (uint32),
+    text_id (uint32) and act (float32) sorted by feature and text: one row per feature and
+    text where the feature fires, act = the sum of its activations over the text's tokens /
+    the text's tokens. One SAE's rows at a time: at GPT-2 shape `feature_text` holds 156M
+    rows, which as one data frame with the SAE's name on every row did not fit in 24 GB."""
     with store.cursor() as cursor:
-        return cursor.execute(_TEXT_ACTIVATIONS_SQL).df()
+        saes = cursor.execute(_SAES_SQL).fetchall()
+    for sae_idx, sae, layer in saes:
+        with store.cursor() as cursor:
+            rows = cursor.execute(_TEXT_ACTIVATIONS_SQL, [sae_idx]).fetchnumpy()
+        yield sae, int(layer), {name: np.asarray(rows[name]) for name in rows}
 
 
 def labelled_texts(store: Store) -> pd.DataFrame:
