@@ -38,11 +38,20 @@ else:
     ranked = rank_features(frequency, ranking, count, table)
 feature_table(ranked, ranked.columns.drop(["rank", "sae"]).tolist())  # the rows' # is the rank
 
-st.subheader("Co-activation")
-relation_views.show_co_firing(store, sae, int(ranked["feature"].iloc[0]) if len(ranked) else 0)
-st.subheader("Features for a concept")
-from_category, from_examples = st.tabs(["From a category", "From typed examples"])
-with from_category:
-    relation_views.show_category_concept(store, sae, count)
-with from_examples:
-    relation_views.show_example_concept(store, sae, count, frequency)
+# one section runs at a time (its name is in the URL, `tab`): the three drew two charts and
+# three tables on every run
+co_firing_tab, category_tab, examples_tab = st.tabs(
+    ["Co-activation", "Features of a category", "Features of typed examples"],
+    key="tab",
+    bind="query-params",
+)
+if co_firing_tab.open:
+    with co_firing_tab:
+        first = int(ranked["feature"].iloc[0]) if len(ranked) else 0
+        relation_views.show_co_firing(store, sae, first)
+if category_tab.open:
+    with category_tab:
+        relation_views.show_category_concept(store, sae, count)
+if examples_tab.open:
+    with examples_tab:
+        relation_views.show_example_concept(store, sae, count, frequency)

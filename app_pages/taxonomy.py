@@ -27,13 +27,11 @@ from explorer.ui.links import feature_chart, show_chart
 from explorer.ui.params import url_int, url_selectbox
 from explorer.ui.second_store import second_store_path
 from explorer.ui.state import current_store, public_demo
-from explorer.ui.tables import feature_table, p_value_column, plain_table
-from explorer.ui.taxonomy_views import stores_side_by_side
+from explorer.ui.tables import plain_table
+from explorer.ui.taxonomy_views import show_top_features, stores_side_by_side
 
 P_THRESHOLDS = ["0.05", "0.01", "0.001", "0.0001", "1e-06"]
 SHUFFLED = ("observed", "shuffled (mean)", "shuffled (max)")
-TABLE_COLUMNS = ["feature", "label", "top_tokens", "max_enrichment", "ceiling",
-                 "p_value", "n_active_tokens", "n_significant"]  # fmt: skip
 
 
 def formatted(value: float, spec: str) -> str:
@@ -77,60 +75,58 @@ if not summary["n_features"]:
         f"No feature of {markdown_escaped(sae)} fires on this store's corpus: nothing to classify."
     )
 
-left, right = st.columns(2)
-left.subheader("Labels")
-left.caption(
-    f"The solid bars are the monosemantic labels: {summary['n_monosemantic']:,} of "
-    f"{summary['n_features']:,} live features, the rate above. Faded: polysemantic "
-    f"{summary['n_polysemantic']:,}, unlabelled {summary['n_unlabelled']:,}."
+# one section runs at a time (its name is in the URL, `tab`): the four drew three charts and
+# three tables on every run
+labels_tab, enrichment_tab, top_tab, stores_tab = st.tabs(
+    [
+        "Labels against shuffled tokens",
+        "Enrichment against activity",
+        "Top features by enrichment",
+        "Stores side by side",
+    ],
+    key="tab",
+    bind="query-params",
 )
-show_chart(label_distribution_chart(label_distribution(features)), left)
-right.subheader("Enrichment against activity")
-right.caption(
-    f"Dashed: the ceiling N / active tokens (N = {n_total:,} corpus tokens), reached when every "
-    "active token of a feature is one token found nowhere else. A token's own ceiling is one "
-    "over its share of the corpus (in the tooltip)."
-)
-drawn, marks_note = thin_marks(features)
-described, _ = cached.with_descriptions(store, drawn, ["feature"])  # for the tooltips
-feature_chart(enrichment_scatter(described, n_total), right)
-if marks_note:
-    right.caption(marks_note)
-
-st.subheader("Against shuffled token labels")
-baseline = cached.taxonomy_baseline(store, sae, settings)
-st.caption(
-    "The same taxonomy with the corpus's token labels permuted across its token positions: each "
-    "feature keeps its number of active tokens, and which tokens they are is a seeded draw "
-    "without replacement from the corpus's token counts (the permutation's exact distribution "
-    f"for one feature). Mean and largest value over {SHUFFLES} shuffles (seeds 0-{SHUFFLES - 1})."
-)
-three_decimals = {name: st.column_config.NumberColumn(name, format="%.3f") for name in SHUFFLED}
-plain_table(baseline_table(baseline), **three_decimals)
-
-st.subheader("Top features by enrichment")
-shown = features if label == "all" else features[features["label"] == label]
-st.caption(f"{min(rows, len(shown)):,} of {len(shown):,} features; click a header to sort.")
-feature_table(  # the SAE is the page's: no sae column, so the table fits 1440 px
-    shown.head(rows),
-    TABLE_COLUMNS,
-    label=st.column_config.TextColumn(
-        "label", help="monosemantic: a label other than polysemantic and unlabelled"
-    ),
-    top_tokens=st.column_config.TextColumn("top tokens (enrichment)", width=150),
-    max_enrichment=st.column_config.NumberColumn(
-        "enrichment", format="%.1f", help="max enrichment: the largest of its significant tokens'"
-    ),
-    ceiling=st.column_config.NumberColumn(
-        "ceiling",
-        format="%.1f",
-        help="the enrichment its max-enrichment token would have if every occurrence of it "
-        "were active: one over the token's share of the corpus",
-    ),
-    p_value=p_value_column("p", help="chi-squared p-value of its max-enrichment token"),
-)
-
-st.subheader("Stores side by side")
-if demo:
-    st.caption("Comparing with a second store is switched off in the public demo.")
-stores_side_by_side(store, other_path, settings)
+if labels_tab.open:
+    with labels_tab:
+        st.caption(
+            f"The solid bars are the monosemantic labels: {summary['n_monosemantic']:,} of "
+            f"{summary['n_features']:,} live features, the rate above. Faded: polysemantic "
+            f"{summary['n_polysemantic']:,}, unlabelled {summary['n_unlabelled']:,}."
+        )
+        show_chart(label_distribution_chart(label_distribution(features)))
+        st.subheader("Against shuffled token labels")
+        baseline = cached.taxonomy_baseline(store, sae, settings)
+        st.caption(
+            "The same taxonomy with the corpus's token labels permuted across its token "
+            "positions: each feature keeps its number of active tokens, and which tokens they "
+            "are is a seeded draw without replacement from the corpus's token counts (the "
+            "permutation's exact distribution for one feature). Mean and largest value over "
+            f"{SHUFFLES} shuffles (seeds 0-{SHUFFLES - 1})."
+        )
+        three_decimals = {
+            name: st.column_config.NumberColumn(name, format="%.3f") for name in SHUFFLED
+        }
+        plain_table(baseline_table(baseline), **three_decimals)
+if enrichment_tab.open:
+    with enrichment_tab:
+        st.caption(
+            f"Dashed: the ceiling N / active tokens (N = {n_total:,} corpus tokens), reached "
+            "when every active token of a feature is one token found nowhere else. A token's "
+            "own ceiling is one over its share of the corpus (in the tooltip)."
+        )
+        drawn, marks_note = thin_marks(features)
+        described, _ = cached.with_descriptions(store, drawn, ["feature"])  # for the tooltips
+        feature_chart(enrichment_scatter(described, n_total))
+        if marks_note:
+            st.caption(marks_note)
+if top_tab.open:
+    with top_tab:
+        show_top_features(
+            features if label == "all" else features[features["label"] == label], rows
+        )
+if stores_tab.open:
+    with stores_tab:
+        if demo:
+            st.caption("Comparing with a second store is switched off in the public demo.")
+        stores_side_by_side(store, other_path, settings)

@@ -71,7 +71,7 @@ def test_the_rankings_message_shows_the_category_literally(run_page, monkeypatch
     monkeypatch.setattr(
         relation_views, "category_contrast", lambda *args: real(*args).iloc[0:0]
     )  # no feature fires more on the category: the page says so
-    at = run_page("rankings", {"sae": SAE})
+    at = run_page("rankings", {"sae": SAE, "tab": "Features of a category"})
     at.selectbox(key="rankings_page.category").set_value(CATEGORY).run()
     assert not at.exception
     messages = [m.value for m in at.info if "fires more on" in m.value]

@@ -30,6 +30,13 @@ from explorer.ui.links import ROW_NUMBER, feature_url
 
 PAGE = str(Path(__file__).resolve().parents[2] / "app_pages" / "rankings.py")
 DEFAULT_SAE = "L2.resid_post"
+CATEGORY_TAB, EXAMPLES_TAB = "Features of a category", "Features of typed examples"
+
+
+def open_tab(at: AppTest, tab: str) -> AppTest:
+    """Open one of the page's relation tabs (one runs at a time) and run the page."""
+    at.session_state["tab"] = tab
+    return at.run()
 
 
 def frequency(store: Store, sae: str) -> pd.DataFrame:
@@ -96,8 +103,15 @@ def test_default_view_ranks_the_deepest_saes_strongest_features(page, store_path
         cofiring = co_firing(store, DEFAULT_SAE, top, 15, "token")
         concept = category_concept(category_contrast(store, DEFAULT_SAE, "addition"), 25)
     assert_shows(at.dataframe[1].value, cofiring, DEFAULT_SAE)
-    assert_shows(at.dataframe[2].value, concept, DEFAULT_SAE)
     assert at.number_input(key=f"rankings_page.feature.{DEFAULT_SAE}").value == top
+    assert len(at.dataframe) == 2  # the closed tabs did not run
+    open_tab(at, CATEGORY_TAB)
+    assert not at.exception, at.exception
+    assert_shows(at.dataframe[1].value, concept, DEFAULT_SAE)
+    page.query_params["tab"] = CATEGORY_TAB  # a shared link to that tab opens it
+    shared = page.run()
+    assert len(shared.dataframe) == 2
+    assert_shows(shared.dataframe[1].value, concept, DEFAULT_SAE)
 
 
 @pytest.mark.parametrize(
@@ -183,7 +197,8 @@ def test_percentages_read_with_fixed_decimals_and_the_tables_fit_the_page(page, 
         ranked = rank_features(frequency(store, DEFAULT_SAE), "strongest", 25)
         contrast = category_contrast(store, DEFAULT_SAE, "addition")
     concept = category_concept(contrast, 25)
-    ranking_table, co_firing_table, concept_table = at.dataframe[:3]
+    ranking_table, co_firing_table = at.dataframe[:2]
+    concept_table = open_tab(page.run(), CATEGORY_TAB).dataframe[1]
     texts = browser_texts(ranking_table)
     assert texts["token_freq"].tolist() == [percent(v, 2) for v in ranked["token_freq"]]
     assert ranking_table.value["token_freq"].tolist() == ranked["token_freq"].tolist()
@@ -193,7 +208,7 @@ def test_percentages_read_with_fixed_decimals_and_the_tables_fit_the_page(page, 
     # the category's text counts are in the caption, not two more columns
     assert {"in_active", "n_in"}.isdisjoint(concept_table.value.columns)
     n_texts = int(contrast["n_in"].iloc[0])
-    assert any(f"of the category's {n_texts:,} texts" in c.value for c in at.caption)
+    assert any(f"of the category's {n_texts:,} texts" in c.value for c in page.caption)
     # the co-firing table spans the page above its chart, not half of it beside the chart
     assert not any(len(column.dataframe) for column in at.columns)
     assert co_firing_table.value.columns.tolist() == [
@@ -202,20 +217,20 @@ def test_percentages_read_with_fixed_decimals_and_the_tables_fit_the_page(page, 
 
 
 def test_category_concept_follows_the_chosen_category(page, store_path) -> None:
-    at = page.run()
+    at = open_tab(page.run(), CATEGORY_TAB)
     at.selectbox(key="rankings_page.category").set_value("python_code").run()
     assert not at.exception, at.exception
     with Store.open(store_path) as store:
         expected = category_concept(category_contrast(store, DEFAULT_SAE, "python_code"), 25)
     assert len(expected) > 0
-    assert_shows(at.dataframe[2].value, expected, DEFAULT_SAE)
+    assert_shows(at.dataframe[1].value, expected, DEFAULT_SAE)
 
 
 def test_typed_examples_run_live_and_rank_like_the_library(
     page, store_path, tiny_bundle_path
 ) -> None:
     lines = ["def add(a, b):", "    return a + b"]
-    at = page.run()
+    at = open_tab(page.run(), EXAMPLES_TAB)
     at.text_area(key="rankings_page.examples_text").set_value("\n".join(lines) + "\n\n")
     at.button[0].click().run()
     assert not at.exception, at.exception
@@ -224,7 +239,7 @@ def test_typed_examples_run_live_and_rank_like_the_library(
     acts, n_tokens = stack_examples([encode_text(loaded, DEFAULT_SAE, line) for line in lines])
     with Store.open(store_path) as store:
         expected = example_concept(acts, n_tokens, frequency(store, DEFAULT_SAE), 25)
-    shown = at.dataframe[3].value
+    shown = at.dataframe[1].value
     assert shown["feature"].iloc[0] == expected["feature"].iloc[0]
     assert_shows(shown, expected, DEFAULT_SAE)
     assert any(f"2 examples, {n_tokens} tokens" in caption.value for caption in at.caption)
@@ -238,9 +253,9 @@ def test_typed_examples_run_live_and_rank_like_the_library(
     ],
 )
 def test_bad_examples_get_a_message(page, text, message) -> None:
-    at = page.run()
+    at = open_tab(page.run(), EXAMPLES_TAB)
     at.text_area(key="rankings_page.examples_text").set_value(text)
     at.button[0].click().run()
     assert not at.exception, at.exception
     assert any(message in error.value for error in at.error), [e.value for e in at.error]
-    assert len(at.dataframe) == 3  # ranking, co-firing and category concept only
+    assert len(at.dataframe) == 1  # the ranking only

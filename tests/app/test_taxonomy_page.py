@@ -60,10 +60,35 @@ def comparison_of(path: Path, name: str, settings: TaxonomySettings) -> pd.DataF
         return compare_saes(store, settings).assign(store=name)[COMPARED]
 
 
+TABS = (
+    "Labels against shuffled tokens",
+    "Enrichment against activity",
+    "Top features by enrichment",
+    "Stores side by side",
+)
+
+
+def open_tab(at: AppTest, tab: str) -> AppTest:
+    """Open one of the page's tabs (one runs at a time) and run the page."""
+    at.session_state["tab"] = tab
+    return at.run()
+
+
 def table_with(at: AppTest, column: str) -> pd.DataFrame:
-    """The one dataframe of the page that has `column`."""
-    (table,) = [frame.value for frame in at.dataframe if column in frame.value.columns]
-    return table
+    """The one dataframe of the page that has `column`, on the tab open now or else on the
+    first tab that shows it (which stays open)."""
+    for tab in (None, *TABS):
+        if tab is not None:
+            open_tab(at, tab)
+        found = [frame.value for frame in at.dataframe if column in frame.value.columns]
+        if found:
+            (table,) = found
+            return table
+    raise AssertionError(f"no table with {column} on any tab")
+
+
+def captions_of(at: AppTest, tab: str) -> list[str]:
+    return [caption.value for caption in open_tab(at, tab).caption]
 
 
 def assert_page_shows(
@@ -92,13 +117,13 @@ def assert_page_shows(
     n_monosemantic = int(features["label"].isin(MONOSEMANTIC_LABELS).sum())
     assert summary["monosemantic_rate"] == n_monosemantic / len(features)
     assert any(
-        f"{n_monosemantic:,} of {len(features):,} live features" in caption.value
-        for caption in at.caption
+        f"{n_monosemantic:,} of {len(features):,} live features" in caption
+        for caption in captions_of(at, TABS[0])
     )
     with Store.open(store_path) as store:
         baseline = shuffle_baseline(store, sae, chosen).set_index("measure")
         n_total = int(store.token_counts()["n"].sum())
-    assert any(f"N = {n_total:,} corpus tokens" in caption.value for caption in at.caption)
+    assert any(f"N = {n_total:,} corpus tokens" in caption for caption in captions_of(at, TABS[1]))
     shown_baseline = table_with(at, "shuffled (mean)")
     assert shown_baseline["observed"].tolist() == pytest.approx(
         [
@@ -153,7 +178,13 @@ def test_default_view_is_the_deepest_sae(page, store_path) -> None:
     features = assert_page_shows(at, store_path, "L2.resid_post")
     assert len(features) > 50 and features["label"].nunique() >= 3
     assert not at.warning and not at.error and at.query_params == {}
-    assert len(at.get("vega_lite_chart")) == 3
+    # one tab runs and is drawn at a time: each draws its own chart or table, none more
+    drawn = {}
+    for tab in TABS:
+        open_tab(at, tab)
+        assert not at.exception, at.exception
+        drawn[tab] = (len(at.get("vega_lite_chart")), len(at.dataframe))
+    assert drawn == {TABS[0]: (1, 1), TABS[1]: (1, 0), TABS[2]: (0, 1), TABS[3]: (1, 1)}
 
 
 def test_sidebar_controls_change_the_numbers(page, store_path) -> None:

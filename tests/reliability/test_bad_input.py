@@ -191,7 +191,7 @@ def test_typed_text_in_the_ablation_lab(app, store_path, loaded, case) -> None:
     ],
 )
 def test_typed_examples_on_the_rankings_page(app, unchanged, lines, message) -> None:
-    at = app("rankings", {"sae": SAE})
+    at = app("rankings", {"sae": SAE, "tab": "Features of typed examples"})
     at.text_area(key="rankings_page.examples_text").set_value(lines)
     at = widget(at.button, "Find features").click().run()
     assert_no_traceback(at)
