@@ -50,15 +50,22 @@ score_title = MEASURES[settings.measure]
 
 summary = frequency_summary(features)  # the answer's counts and the density's dead features
 show_answer(summary, answers, family, settings.measure)
-show_answers(answers)
 show_scatter(store, features, x_axis, score_title)
-# one tab runs at a time (its name is in the URL, `tab`): the three sections drew two charts
-# and four tables on every run
-ranges_tab, bands_tab, density_tab = st.tabs(
-    ["Kinds per rank range", "Kinds per frequency band", "Frequency density"],
+# one tab runs at a time (its name is in the URL, `tab`): the four sections drew three charts
+# and five tables on every run
+ranges_tab, answers_tab, bands_tab, density_tab = st.tabs(
+    [
+        "Kinds per rank range",
+        "The answer under each measure",
+        "Kinds per frequency band",
+        "Frequency density",
+    ],
     key="tab",
     bind="query-params",
 )
+if answers_tab.open:
+    with answers_tab:
+        show_answers(answers)
 if ranges_tab.open or bands_tab.open:
     null = chance_baseline(store, settings).in_family(family)
     tables = band_tables(store, settings, sae, family, ranges)  # once per view and ranges

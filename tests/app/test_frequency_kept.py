@@ -89,12 +89,17 @@ def test_replication_from_the_kept_features_equals_a_count_over_the_cells(
 
 
 def page_tables(at: AppTest) -> dict[str, pd.DataFrame]:
-    assert not at.exception, at.exception
+    """The tables of the page's default tab and of its tab of answers under each measure."""
     tables = {}
-    for frame in at.dataframe:
-        for column in ("answer", "n_replicated", "n_features"):
-            if column in frame.value.columns:
-                tables[column] = frame.value.reset_index(drop=True)
+    for tab in (None, "The answer under each measure"):
+        if tab is not None:
+            at.session_state["tab"] = tab
+            at.run()
+        assert not at.exception, at.exception
+        for frame in at.dataframe:
+            for column in ("answer", "n_replicated", "n_features"):
+                if column in frame.value.columns:
+                    tables[column] = frame.value.reset_index(drop=True)
     return tables
 
 

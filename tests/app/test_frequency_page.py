@@ -56,7 +56,12 @@ def family_features(result, sae: str, family: str) -> pd.DataFrame:
     return features.assign(is_specialist=features["feature"].isin(chosen))
 
 
-TABS = ("Kinds per rank range", "Kinds per frequency band", "Frequency density")
+TABS = (
+    "Kinds per rank range",
+    "The answer under each measure",
+    "Kinds per frequency band",
+    "Frequency density",
+)
 
 
 def open_tab(at: AppTest, tab: str) -> None:
