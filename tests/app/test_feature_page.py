@@ -3,6 +3,7 @@ navigation, decoder neighbours, labels that persist, exports."""
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from streamlit.testing.v1 import AppTest
 from explorer.analysis.descriptions import DescriptionSettings, load_scores
 from explorer.sources.source import load_source
 from explorer.store.reader import Store
+from explorer.ui import feature_views
 from tests.stores import TINY, build_payload_store
 
 PAGE = str(Path(__file__).resolve().parents[2] / "app_pages" / "feature.py")
@@ -267,3 +269,35 @@ def test_coming_back_from_another_page_shows_the_feature_shown_before(
     at.run()
     assert not at.exception, at.exception
     assert at.title[0].value == f"{SAE} · feature {feature}"
+
+
+def lens_chart_titles(at: AppTest) -> list[str]:
+    titles = [json.loads(chart.proto.spec).get("title") for chart in at.get("vega_lite_chart")]
+    return [title for title in titles if title and "tokens" in title.lower()]
+
+
+def test_the_logit_lens_is_one_chart_and_says_when_a_direction_is_all_hidden(
+    page, facts, monkeypatch
+):
+    """Promoted and suppressed tokens are one diverging chart (each chart is browser work
+    on every navigation); a direction whose stored tokens are all absent from the corpus
+    gets a line saying so, not an empty chart."""
+    feature = facts["busiest"]
+    at = page(sae=SAE, feature=str(feature))
+    assert lens_chart_titles(at) == [
+        "Promoted and suppressed tokens",
+        "All tokens of the vocabulary",
+    ]
+    for kept, hidden in (("promoted", "suppressed"), ("suppressed", "promoted")):
+        sign = 1 if kept == "promoted" else -1
+
+        def one_direction(lens, ids, sign=sign):
+            keep = lens["rank"] * sign > 0
+            return lens[keep].reset_index(drop=True), int((~keep).sum())
+
+        monkeypatch.setattr(feature_views, "corpus_only", one_direction)
+        at = page(sae=SAE, feature=str(feature))
+        captions = [caption.value for caption in at.caption]
+        assert f"None of the stored {hidden} tokens occurs in the corpus." in captions
+        assert f"None of the stored {kept} tokens occurs in the corpus." not in captions
+        assert lens_chart_titles(at)[0] == "Promoted and suppressed tokens"
