@@ -144,9 +144,10 @@ def show_logit_lens(
     lens_column, histogram_column = st.columns(2)
     if len(lens):
         show_chart(logit_lens_chart(lens, "Promoted and suppressed tokens"), lens_column)
-    for direction, rows in (("promoted", lens["rank"] > 0), ("suppressed", lens["rank"] < 0)):
-        if not rows.any():
-            lens_column.caption(f"None of the stored {direction} tokens occurs in the corpus.")
+    if not (lens["rank"] > 0).any():
+        lens_column.caption("None of the stored promoted tokens occurs in the corpus.")
+    if not (lens["rank"] < 0).any():
+        lens_column.caption("None of the stored suppressed tokens occurs in the corpus.")
     if handle is None:
         needs = "the logit histogram and decoder neighbours need its decoder"
         histogram_column.info(missing_sae_message(store, data.sae, needs))
