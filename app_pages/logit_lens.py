@@ -39,22 +39,21 @@ names = store.saes()["sae"].tolist()
 sae = url_selectbox("SAE", "sae", names, default=names[-1])
 view = url_radio("View", "view", VIEWS, default="browse")
 d_sae = store.sae(sae).d_sae
-overview = (
-    cache.lens_overview(store, sae, 5)[["feature", "promoted", "label", "sae"]]
-    .merge(cached.descriptions(store, sae, scored=False)[["feature", "shown"]], on="feature")
-    .rename(columns={"shown": "description"})
-)
+if view == "browse":
+    n_tokens = url_int("Tokens per direction", "n", 5, 1, MAX_OVERVIEW_TOKENS)
+    show_browse(store, sae, n_tokens)
+    st.stop()
+
+# the other views' features, with their promoted tokens, label and description (after the
+# browse view: it has its own, and built this for 24,576 features on every run)
+overview = cache.lens_overview(store, sae, 5)[["feature", "promoted", "label", "sae"]]
+overview["description"] = cached.feature_descriptions(store, overview)
 
 
 def with_overview(frame):
     """`frame` (with feature) and each feature's promoted tokens, label, description, sae."""
     return frame.merge(overview, on="feature", how="left")
 
-
-if view == "browse":
-    n_tokens = url_int("Tokens per direction", "n", 5, 1, MAX_OVERVIEW_TOKENS)
-    show_browse(store, sae, n_tokens)
-    st.stop()
 
 loaded = current_source()
 handle = loaded_sae(
