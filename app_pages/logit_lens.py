@@ -18,7 +18,7 @@ from explorer.errors import ExplorerError, markdown_escaped
 from explorer.store.queries.lens import MAX_OVERVIEW_TOKENS, RANKINGS, feature_ranking
 from explorer.ui import cached
 from explorer.ui import feature_cache as cache
-from explorer.ui.lens_views import show_browse, show_consistency, show_feature_examples
+from explorer.ui.lens_views import BROWSE_ROWS, show_browse, show_consistency, show_feature_examples
 from explorer.ui.links import feature_chart
 from explorer.ui.loaded import loaded_sae
 from explorer.ui.params import url_int, url_radio, url_selectbox, url_text
@@ -41,7 +41,8 @@ view = url_radio("View", "view", VIEWS, default="browse")
 d_sae = store.sae(sae).d_sae
 if view == "browse":
     n_tokens = url_int("Tokens per direction", "n", 5, 1, MAX_OVERVIEW_TOKENS)
-    show_browse(store, sae, n_tokens)
+    rows = url_int("Features shown", "rows", min(BROWSE_ROWS, d_sae), 1, d_sae)
+    show_browse(store, sae, n_tokens, rows)
     st.stop()
 
 # the other views' features, with their promoted tokens, label and description (after the

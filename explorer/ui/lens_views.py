@@ -42,6 +42,9 @@ if TYPE_CHECKING:
 # feature's description
 BROWSE_COLUMNS = ["feature", "max_logit", "min_logit", "token_freq", "max_act", "promoted",
                   "suppressed"]  # fmt: skip
+# features in the browse table: a GPT-2-small SAE's 24,576 rows were serialised on every run
+# (0.7 s of a warm navigation); the demo's 1,024 fit whole
+BROWSE_ROWS = 2_000
 TOKENS_WIDTH = 150  # px of each token list in the browse table (a cell shows its first tokens)
 
 
@@ -55,8 +58,9 @@ def hide_absent_tokens(key: str) -> bool:
     )
 
 
-def show_browse(store: Store, sae: str, n_tokens: int) -> None:
-    """Every feature of `sae` with its `n_tokens` most promoted and suppressed tokens."""
+def show_browse(store: Store, sae: str, n_tokens: int, rows: int = BROWSE_ROWS) -> None:
+    """The first `rows` features of `sae` by largest logit effect, each with its `n_tokens`
+    most promoted and suppressed tokens."""
     shown = cache.lens_overview(store, sae, n_tokens)
     if hide_absent_tokens("lens_page.in_corpus"):
         lists = cached.lens_in_corpus(store, sae, n_tokens)
@@ -66,12 +70,14 @@ def show_browse(store: Store, sae: str, n_tokens: int) -> None:
             "promoted and suppressed tokens never occur in the corpus and are hidden."
         )
     st.caption(
-        f"Every feature of {markdown_escaped(sae)} with the tokens its decoder direction most "
-        "promotes and suppresses (W_dec · W_U after the final layer norm's weight, as stored "
-        "at build; ␣ is a space). Sort by any column; 'open' goes to the feature's page."
+        f"{min(rows, len(shown)):,} of the {len(shown):,} features of {markdown_escaped(sae)}, "
+        "by largest logit effect (the sidebar's 'Features shown'), with the tokens its decoder "
+        "direction most promotes and suppresses (W_dec · W_U after the final layer norm's "
+        "weight, as stored at build; ␣ is a space). Sort by any column; 'open' goes to the "
+        "feature's page."
     )
     feature_table(
-        shown.sort_values(["max_logit", "feature"], ascending=[False, True]),
+        shown.sort_values(["max_logit", "feature"], ascending=[False, True]).head(rows),
         BROWSE_COLUMNS,
         promoted=st.column_config.ListColumn("promoted tokens", width=TOKENS_WIDTH),
         suppressed=st.column_config.ListColumn("suppressed tokens", width=TOKENS_WIDTH),

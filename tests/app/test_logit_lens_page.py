@@ -86,6 +86,13 @@ def test_browse_lists_every_feature_with_its_stored_tokens(page, store_path) -> 
     at.number_input(key="url_n").set_value(2).run()
     assert at.query_params["n"] == "2"
     assert {len(tokens) for tokens in at.dataframe[0].value["promoted"]} == {2}
+    # a GPT-2-sized SAE's 24,576 rows are not sent on every run: the first rows shown
+    at.number_input(key="url_rows").set_value(10).run()
+    assert at.query_params["rows"] == "10"
+    assert at.dataframe[0].value["feature"].tolist() == expected["feature"].head(10).tolist()
+    assert f"10 of the {len(expected):,} features of {DEEPEST}" in " ".join(
+        caption.value for caption in at.caption
+    )
 
 
 def test_reverse_lookup_by_id_equals_the_library(page, loaded) -> None:
