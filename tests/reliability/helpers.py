@@ -32,7 +32,7 @@ PAGE_PARAMS: dict[str, list[str]] = {
     "frequency": ["sae", "x", "ranks", "family", *SPECIALIST_PARAMS],
     "rankings": ["sae", "ranking", "n", *SPECIALIST_PARAMS],
     "taxonomy": ["sae", "support", "p", "label", "rows", "compare"],
-    "logit_lens": ["sae", "view", "n", "given", "token", "top", "k", "min_examples", "seed"]
+    "logit_lens": ["sae", "view", "n", "rows", "given", "token", "top", "k", "min_examples", "seed"]
     + ["rank_by", "candidates"],
     "search": ["by", "sae", "q", "match", "rank", "rank_by", "n"],
     "compare": ["family", "compare", *SPECIALIST_PARAMS],
