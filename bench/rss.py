@@ -479,6 +479,9 @@ def main() -> None:
         else:
             result = measure_store_pages(store, args.port or free_port(), pages, args.screenshots)
             out = RESULTS / f"rss_store_pages_{store.stem}{suffix}.json"
+        if args.results != RESULTS / "rss_public_demo.json":  # a file named on the command line
+            out = args.results
+        out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(result, indent=2) + "\n")
         print(f"peak RSS {result['peak_rss_mb']} MB -> {out}")
         return
