@@ -139,15 +139,15 @@ def show_logit_lens(
         lens, n_hidden = corpus_only(lens, corpus_token_ids(store, lens["token_id"].tolist()))
         if n_hidden:
             st.caption(f"{n_hidden} stored tokens that never occur in the corpus are hidden.")
+        if not (lens["rank"] > 0).any():
+            st.caption("None of the stored promoted tokens occurs in the corpus.")
+        if not (lens["rank"] < 0).any():
+            st.caption("None of the stored suppressed tokens occurs in the corpus.")
     # one chart for both directions (diverging bars): each chart costs the browser ~60 ms on
     # every navigation, and a direction whose tokens are all hidden leaves no empty chart
     lens_column, histogram_column = st.columns(2)
     if len(lens):
         show_chart(logit_lens_chart(lens, "Promoted and suppressed tokens"), lens_column)
-    if not (lens["rank"] > 0).any():
-        lens_column.caption("None of the stored promoted tokens occurs in the corpus.")
-    if not (lens["rank"] < 0).any():
-        lens_column.caption("None of the stored suppressed tokens occurs in the corpus.")
     if handle is None:
         needs = "the logit histogram and decoder neighbours need its decoder"
         histogram_column.info(missing_sae_message(store, data.sae, needs))
