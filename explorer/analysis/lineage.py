@@ -113,17 +113,16 @@ def top_k(scores: np.ndarray, k: int) -> np.ndarray:
     if k >= keys.shape[1]:
         return np.argsort(keys, axis=1, kind="stable")[:, :k]
     picked = np.sort(np.argpartition(keys, k - 1, axis=1)[:, :k], axis=1)
-    kth = np.take_along_axis(keys, picked, axis=1).max(axis=1)
+    picked_keys = np.take_along_axis(keys, picked, axis=1)
+    kth = picked_keys.max(axis=1)
     # the partition picks any of the keys equal to the k-th; where some were left out, take
     # the lowest indices among them, as the stable sort does
-    ties = (keys == kth[:, None]).sum(axis=1) > (
-        np.take_along_axis(keys, picked, axis=1) == kth[:, None]
-    ).sum(axis=1)
+    ties = (keys == kth[:, None]).sum(axis=1) > (picked_keys == kth[:, None]).sum(axis=1)
     for row in np.flatnonzero(ties):
         better = np.flatnonzero(keys[row] < kth[row])
         equal = np.flatnonzero(keys[row] == kth[row])[: k - len(better)]
         picked[row] = np.sort(np.concatenate([better, equal]))
-    picked_keys = np.take_along_axis(keys, picked, axis=1)
+        picked_keys[row] = keys[row, picked[row]]
     return np.take_along_axis(picked, np.argsort(picked_keys, axis=1, kind="stable"), axis=1)
 
 
