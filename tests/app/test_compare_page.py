@@ -27,6 +27,7 @@ from explorer.analysis.specialists import (
     load_specialists,
 )
 from explorer.store.reader import Store
+from tests.app.tabs import table_on_tabs
 from tests.stores import TINY
 
 PAGE = str(Path(__file__).resolve().parents[2] / "app_pages" / "compare.py")
@@ -39,15 +40,7 @@ TABS = ("Specialists", "Descriptions and quality", "The field's metrics")
 def table_with(at: AppTest, *columns: str):
     """The one table of the page with `columns`, on the tab open now or else on the first
     tab that shows it (one tab runs at a time: each is opened and run in turn)."""
-    for tab in (None, *TABS):
-        if tab is not None:
-            at.session_state["tab"] = tab
-            at.run()
-        found = [frame for frame in at.dataframe if set(columns) <= set(frame.value.columns)]
-        if found:
-            (table,) = found
-            return table
-    raise AssertionError(f"no tab shows a table with {columns}")
+    return table_on_tabs(at, TABS, lambda table: set(columns) <= set(table.columns))
 
 
 def settings_in_url(at: AppTest) -> dict:

@@ -32,6 +32,7 @@ from explorer.analysis.specialists import (
     load_specialists,
 )
 from explorer.store.reader import Store
+from tests.app.tabs import open_tab, table_on_tabs
 from tests.stores import TINY
 
 PAGE = str(Path(__file__).resolve().parents[2] / "app_pages" / "frequency.py")
@@ -64,28 +65,14 @@ TABS = (
 )
 
 
-def open_tab(at: AppTest, tab: str) -> None:
-    """Open one of the page's tabs (one runs at a time) and run the page."""
-    at.session_state["tab"] = tab
-    at.run()
-
-
 def table_with(at: AppTest, column: str, first: str | None = None) -> pd.DataFrame:
     """The one dataframe of the page that has `column` (and whose first row's band is
     `first`, when given), on the tab open now or else on the first tab that shows it."""
-    for tab in (None, *TABS):
-        if tab is not None:
-            open_tab(at, tab)
-        found = [
-            frame.value
-            for frame in at.dataframe
-            if column in frame.value.columns
-            and (first is None or frame.value["band"].iloc[0] == first)
-        ]
-        if found:
-            (table,) = found
-            return table
-    raise AssertionError(f"no tab shows a table with {column}")
+    return table_on_tabs(
+        at,
+        TABS,
+        lambda table: column in table.columns and (first is None or table["band"].iloc[0] == first),
+    ).value
 
 
 def assert_answers(at: AppTest, store: Store, sae: str, family: str, **settings) -> pd.DataFrame:

@@ -27,16 +27,11 @@ from explorer.store.queries.feature import co_firing
 from explorer.store.queries.relations import category_contrast
 from explorer.store.reader import Store
 from explorer.ui.links import ROW_NUMBER, feature_url
+from tests.app.tabs import open_tab
 
 PAGE = str(Path(__file__).resolve().parents[2] / "app_pages" / "rankings.py")
 DEFAULT_SAE = "L2.resid_post"
 CATEGORY_TAB, EXAMPLES_TAB = "Features of a category", "Features of typed examples"
-
-
-def open_tab(at: AppTest, tab: str) -> AppTest:
-    """Open one of the page's relation tabs (one runs at a time) and run the page."""
-    at.session_state["tab"] = tab
-    return at.run()
 
 
 def frequency(store: Store, sae: str) -> pd.DataFrame:

@@ -26,6 +26,7 @@ from explorer.charts import feature_href
 from explorer.store.reader import Store
 from explorer.store.schema import SCHEMA_VERSION, stored_schema_version
 from explorer.ui import resources
+from tests.app.tabs import open_tab, table_on_tabs
 from tests.stores import tiny_store
 
 PAGE = str(Path(__file__).resolve().parents[2] / "app_pages" / "taxonomy.py")
@@ -68,23 +69,10 @@ TABS = (
 )
 
 
-def open_tab(at: AppTest, tab: str) -> AppTest:
-    """Open one of the page's tabs (one runs at a time) and run the page."""
-    at.session_state["tab"] = tab
-    return at.run()
-
-
 def table_with(at: AppTest, column: str) -> pd.DataFrame:
     """The one dataframe of the page that has `column`, on the tab open now or else on the
     first tab that shows it (which stays open)."""
-    for tab in (None, *TABS):
-        if tab is not None:
-            open_tab(at, tab)
-        found = [frame.value for frame in at.dataframe if column in frame.value.columns]
-        if found:
-            (table,) = found
-            return table
-    raise AssertionError(f"no table with {column} on any tab")
+    return table_on_tabs(at, TABS, lambda table: column in table.columns).value
 
 
 def captions_of(at: AppTest, tab: str) -> list[str]:
