@@ -43,15 +43,18 @@ def sidebar() -> None:
     except ExplorerError as error:
         _stop_with(error)
         raise
-    if settings.public_demo:
-        st.session_state[SOURCE_KEY], st.session_state[STORE_KEY] = settings.source, settings.store
-    st.session_state.setdefault(SOURCE_KEY, settings.source)
-    st.session_state.setdefault(STORE_KEY, settings.store)
+    # Each box's value is the session's choice, passed as the widget's default rather than
+    # preset in `st.session_state`: Streamlit sends a preset value to the browser once, and a
+    # box still loading its code when the next run starts (a click within a second of opening
+    # a link) then mounts with the default and sends it back, so a blank default emptied the
+    # session's source and store on the next page.
+    source, store = _session_choice()
     locked = " Fixed in this public demo." if settings.public_demo else ""
     with st.sidebar:
         st.text_input(
             "Source",
-            key=SOURCE_KEY,
+            value=source,
+            key=None if settings.public_demo else SOURCE_KEY,  # the demo's is no choice
             max_chars=500,
             disabled=settings.public_demo,
             help=(
@@ -63,7 +66,8 @@ def sidebar() -> None:
         )
         st.text_input(
             "Store",
-            key=STORE_KEY,
+            value=store,
+            key=None if settings.public_demo else STORE_KEY,
             max_chars=500,
             disabled=settings.public_demo,
             help="A DuckDB file built with `python -m explorer build`. "
