@@ -109,23 +109,36 @@ def show_metrics(data: FeatureData, d_sae: int) -> None:
         column.metric(name, value, help=METRIC_HELP.get(name, "").format(d_sae=d_sae))
 
 
-def show_responses(data: FeatureData, sae: str, feature: int) -> None:
-    """Activation histogram, categories and highlighted examples (top and across the range)."""
+DEAD = "This feature never fires on the store's corpus: no examples or histogram to show."
+
+
+def _highlight(data: FeatureData) -> Highlight:
+    return Highlight(f"{data.sae} #{data.feature}", float(data.stats["max"]))
+
+
+def show_responses(data: FeatureData) -> None:
+    """Activation histogram, categories and the top activations, highlighted."""
     if data.is_dead:
-        st.info("This feature never fires on the store's corpus: no examples or histogram to show.")
+        st.info(DEAD)
         return
-    stats = data.stats
     left, right = st.columns(2)
     left.subheader("Activation histogram")
-    show_chart(activation_histogram_chart(data.histogram, stats["max"]), left)
+    show_chart(activation_histogram_chart(data.histogram, data.stats["max"]), left)
     right.subheader("Categories")
     measure = right.selectbox("Measure", list(CATEGORY_MEASURES), format_func=CATEGORY_MEASURES.get)
     show_chart(category_chart(data.categories, measure), right)
-    highlight = Highlight(f"{sae} #{feature}", float(stats["max"]))
     st.subheader("Top activations")
-    st.html(examples_html(data.windows, data.top_captions(), highlight))
+    st.html(examples_html(data.windows, data.top_captions(), _highlight(data)))
+
+
+def show_range_examples(data: FeatureData) -> None:
+    """Highlighted examples from each interval of the activation range (the quantile
+    captions), coloured on the same scale as the top activations."""
     st.subheader("Examples across the activation range")
-    st.html(examples_html(data.windows, data.quantile_captions(), highlight))
+    if data.is_dead:
+        st.info(DEAD)
+        return
+    st.html(examples_html(data.windows, data.quantile_captions(), _highlight(data)))
 
 
 def show_logit_lens(

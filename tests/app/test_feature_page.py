@@ -24,6 +24,7 @@ SAE = "L1.resid_post"
 TITLE_VALUE = re.compile(r'title="token [^"]*?\n' + re.escape(SAE) + r' #\d+: ([0-9.e-]+)"')
 
 LINEAGE_TAB = "Lineage across layers"  # one tab of the page runs at a time
+RELATED_TAB = "Related features"
 
 
 @pytest.fixture(scope="module")
@@ -175,7 +176,13 @@ def test_dead_feature_says_so(page, facts):
 
 def test_decoder_neighbours_and_co_firing_link_to_feature_pages(page, facts, tiny_bundle_path):
     feature = facts["busiest"]
-    at = page(sae=SAE, feature=str(feature))
+    default = page(sae=SAE, feature=str(feature))  # opens on the range examples' tab
+    assert not any(
+        {"cosine", "jaccard", "similarity"} & set(df.value.columns) for df in default.dataframe
+    )
+    assert any("Examples across the activation range" in h.value for h in default.subheader)
+    assert len(html_bodies(default)) == 2  # the top activations and the range's examples
+    at = page(sae=SAE, feature=str(feature), tab=RELATED_TAB)  # its shared link
     same = next(df.value for df in at.dataframe if "cosine" in df.value.columns)
     assert not any("similarity" in df.value.columns for df in at.dataframe)  # the other tab
     lineage_at = page(sae=SAE, feature=str(feature), tab=LINEAGE_TAB)  # its shared link

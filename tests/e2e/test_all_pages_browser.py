@@ -174,7 +174,13 @@ def feature(page, server: str, store: Path) -> None:
     assert download.value.suggested_filename == f"{shown[0]}_{shown[1]}_examples.csv"
     rows = Path(download.value.path()).read_text().splitlines()
     assert len(rows) > 1 and "text_id" in rows[0]
-    # the lineage is a tab of its own, run when opened and named in the URL
+    # the page opens on the range's examples; the related features and the lineage are a
+    # tab each, run when opened and named in the URL
+    page.get_by_role("heading", name="Examples across the activation range").wait_for()
+    page.get_by_role("tab", name="Related features").click()
+    settle(page)
+    page.get_by_text("Co-firing features").first.wait_for()
+    assert "tab=Related" in page.url
     page.get_by_role("tab", name="Lineage across layers").click()
     settle(page)
     page.get_by_text("By activation correlation over tokens").first.wait_for()
