@@ -71,11 +71,16 @@ RUN_ENDED = (
     ForwardMsg.ScriptFinishedStatus.FINISHED_SUCCESSFULLY,
     ForwardMsg.ScriptFinishedStatus.FINISHED_WITH_COMPILE_ERROR,
 )
+# Ready: the page's heading shown, no run going, nothing stale, and no element still a
+# skeleton (Streamlit draws a widget or chart whose code is still loading as `stSkeleton`,
+# for up to a second in a new browser context; before session 11 a page counted as ready
+# with its widgets and charts still grey boxes).
 READY_JS = """(heading) => {
     const shown = Array.from(document.querySelectorAll("h1"))
         .some((h) => h.textContent.includes(heading));
     return shown && !document.querySelector("[data-testid='stStatusWidget']")
-        && !document.querySelector("[data-stale='true']");
+        && !document.querySelector("[data-stale='true']")
+        && !document.querySelector("[data-testid='stSkeleton']");
 }"""
 
 # The browser's main-thread tasks over 50 ms (the Long Tasks API), summed from a reset: how
