@@ -5,7 +5,7 @@ import streamlit as st
 from explorer.analysis.atlas import DEFAULT_ATLAS
 from explorer.charts.atlas import COLOURS
 from explorer.methods_doc import methods_link
-from explorer.ui.atlas_views import ALL_SAES, atlas_table, show_atlas, show_selection
+from explorer.ui.atlas_views import ALL_SAES, atlas_view, show_atlas, show_selection
 from explorer.ui.params import specialist_settings_sidebar, url_radio, url_selectbox
 from explorer.ui.state import current_store
 
@@ -31,13 +31,14 @@ st.caption(
     + methods_link("feature-atlas")
 )
 
-atlas = atlas_table(store, scope, by, settings)
-if atlas is None:
+view = atlas_view(store, scope, by, settings)
+if view is None:
     st.stop()
+atlas = view.table
 columns = st.columns(3)
 columns[0].metric("features on the map", f"{len(atlas):,}")
 columns[1].metric("SAEs", f"{atlas['sae'].nunique():,}")
 columns[2].metric("that fire on the corpus", f"{int((atlas['token_freq'] > 0).sum()):,}")
-selected = show_atlas(atlas, by)
+selected = show_atlas(view, by)
 st.subheader("Selected features")
 show_selection(selected, scope)

@@ -10,11 +10,13 @@ with its counts and the features a box selection covers, exportable as CSV. The 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
+from typing import Any
 
 import pandas as pd
 import streamlit as st
 
-from explorer.analysis.atlas import atlas_marks, features_in_box, kept_atlas
+from explorer.analysis.atlas import AtlasMarks, atlas_marks, features_in_box, kept_atlas
 from explorer.analysis.specialists import SpecialistSettings
 from explorer.charts import click_to_open
 from explorer.charts.atlas import BOX, COLOURS, ColourBy, atlas_chart
@@ -23,7 +25,7 @@ from explorer.store.reader import Store
 from explorer.ui import cached
 from explorer.ui.links import open_feature, point_target, show_chart
 from explorer.ui.loaded import loaded_sae
-from explorer.ui.resources import demo_build_of
+from explorer.ui.resources import StoreKey, demo_build_of, store_key
 from explorer.ui.state import current_source
 from explorer.ui.tables import feature_table
 
@@ -33,11 +35,32 @@ BINS = 60
 SELECTION_COLUMNS = ["sae", "feature", "description", "kind", "token_freq", "f1"]
 
 
+@dataclass(frozen=True)
+class AtlasView:
+    """One map as the page shows it: `table` (`atlas_table`), the `marks` drawn, and the
+    clickable `chart` with its click selections' names (`click_to_open`). Shared by every
+    session (never modified)."""
+
+    table: pd.DataFrame
+    marks: AtlasMarks
+    chart: Any
+    clicks: list[str]
+
+
+@st.cache_resource(max_entries=16, ttl=3600, show_spinner=False)
+def _kept_coordinates(
+    path: str, identity: tuple[int, int], names: tuple[str, ...], _store: Store
+) -> pd.DataFrame | None:
+    # once per store file (a rebuild, the first-run build's map included, opens a new one)
+    return kept_atlas(_store, list(names))
+
+
 def atlas_coordinates_of(store: Store, names: list[str]) -> pd.DataFrame | None:
     """sae, feature, x, y of the map of `names`: the one the store keeps
-    (`atlas.kept_atlas`), else laid out from the loaded source's decoders (`cached.atlas`;
-    loads the source). None after a message when the loaded source lacks one of the SAEs."""
-    kept = kept_atlas(store, names)
+    (`atlas.kept_atlas`, read once per store file), else laid out from the loaded source's
+    decoders (`cached.atlas`; loads the source). None after a message when the loaded source
+    lacks one of the SAEs."""
+    kept = _kept_coordinates(str(store.path), store.identity, tuple(names), store)
     if kept is not None:
         return kept
     build = demo_build_of(str(store.path))
@@ -54,21 +77,54 @@ def atlas_coordinates_of(store: Store, names: list[str]) -> pd.DataFrame | None:
     return cached.atlas(loaded, handles)
 
 
-def atlas_table(
+def atlas_view(
     store: Store,
     scope: str,
     by: ColourBy,
     specialist_settings: SpecialistSettings | None = None,
-) -> pd.DataFrame | None:
-    """sae, feature, x, y of the SAE `scope` (or every SAE of the store, `ALL_SAES`) with each
-    feature's description, kind, token frequency, description score (f1, when the store's
-    activations are few enough to score on a page view, `cached.MAX_SCAN_ROWS_ON_VIEW`) and,
-    colouring by category, its specialist category. None after a message when the map
-    cannot be made (`atlas_coordinates_of`)."""
+) -> AtlasView | None:
+    """The map of the SAE `scope` (or of every SAE, `ALL_SAES`) coloured `by`: made once per
+    store content (`store_key`: a saved label changes a description), scope, colouring and
+    specialist settings, and shared, since its table and chart took most of a warm run (the
+    kept map's read, the joins, Altair's layer and click selections). None after a message
+    when the map cannot be made (`atlas_coordinates_of`)."""
     names = store.saes()["sae"].tolist() if scope == ALL_SAES else [scope]
     coordinates = atlas_coordinates_of(store, names)
     if coordinates is None:
         return None
+    settings = (specialist_settings or SpecialistSettings()) if by == "category" else None
+    return _atlas_view(store_key(store), tuple(names), by, settings, store, coordinates)
+
+
+@st.cache_resource(max_entries=8, ttl=3600, show_spinner=False)
+def _atlas_view(
+    key: StoreKey,
+    names: tuple[str, ...],
+    by: ColourBy,
+    settings: SpecialistSettings | None,
+    _store: Store,
+    _coordinates: pd.DataFrame,
+) -> AtlasView:
+    # `_coordinates` follow from the key: the store's kept map, else the source's layout of
+    # the same SAEs (seeded)
+    table = atlas_table(_store, list(names), _coordinates, by, settings)
+    marks = atlas_marks(table, max_points=MAX_POINTS, bins=BINS)
+    cells = marks.cells if marks.sampled else marks.cells.iloc[:0]
+    chart, clicks = click_to_open(atlas_chart(marks.points, cells, by))
+    return AtlasView(table, marks, chart, clicks)
+
+
+def atlas_table(
+    store: Store,
+    names: list[str],
+    coordinates: pd.DataFrame,
+    by: ColourBy,
+    specialist_settings: SpecialistSettings | None = None,
+) -> pd.DataFrame:
+    """sae, feature, x, y (`coordinates` of the SAEs `names`) with each feature's
+    description, kind, token frequency, description score (f1, when the store's activations
+    are few enough to score on a page view, `cached.MAX_SCAN_ROWS_ON_VIEW`) and, colouring by
+    category, its specialist category."""
     rows = int(store.frequency_table()["n_active_tokens"].sum())
     scored = rows <= cached.MAX_SCAN_ROWS_ON_VIEW
     described = pd.concat(
@@ -86,10 +142,10 @@ def atlas_table(
     return table
 
 
-def show_atlas(atlas: pd.DataFrame, by: ColourBy) -> pd.DataFrame:
-    """The map of `atlas` (`atlas_table`) coloured `by`, with how many features its marks stand
+def show_atlas(view: AtlasView, by: ColourBy) -> pd.DataFrame:
+    """The map of `view` (`atlas_view`) coloured `by`, with how many features its marks stand
     for; returns the features inside the user's box selection (every one, drawn or not)."""
-    marks = atlas_marks(atlas, max_points=MAX_POINTS, bins=BINS)
+    atlas, marks = view.table, view.marks
     cells = marks.cells if marks.sampled else marks.cells.iloc[:0]
     drawn = (
         f"{len(marks.points):,} points stand for a seeded random sample of the "
@@ -109,14 +165,13 @@ def show_atlas(atlas: pd.DataFrame, by: ColourBy) -> pd.DataFrame:
             f"(more than {cached.MAX_SCAN_ROWS_ON_VIEW:,} activation rows): every point is "
             "'not scored'. The Compare page scores every SAE on request."
         )
-    clickable, clicks = click_to_open(atlas_chart(marks.points, cells, by))
     event = show_chart(
-        clickable,
+        view.chart,
         on_select="rerun",
-        selection_mode=[*clicks, BOX],
+        selection_mode=[*view.clicks, BOX],
         key="atlas_map",
     )
-    clicked = point_target(event.selection, clicks) if event else None
+    clicked = point_target(event.selection, view.clicks) if event else None
     if clicked is not None:
         open_feature(*clicked)
     box = event.selection.get(BOX) if event else None

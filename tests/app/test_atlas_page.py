@@ -117,3 +117,25 @@ def test_the_selection_lists_its_features_with_descriptions_and_a_csv(page) -> N
     ]
     (button,) = at.get("download_button")
     assert "Download the selection" in button.proto.label
+
+
+def test_a_label_saved_in_another_session_shows_on_the_map(
+    store_path, tiny_bundle_path, tmp_path, monkeypatch
+) -> None:
+    """The map is made once and shared, keyed by the store's content with its user data: a
+    label saved after a session drew the map is its point's hover text on the next run."""
+    import shutil
+
+    copy = tmp_path / "labelled.duckdb"
+    shutil.copyfile(store_path, copy)
+    monkeypatch.setenv("EXPLORER_SOURCE", f"demo:{tiny_bundle_path}")
+    monkeypatch.setenv("EXPLORER_STORE", str(copy))
+    at = AppTest.from_file(PAGE, default_timeout=120).run()
+    before = map_points(at).set_index("feature")["description"]
+    with Store.open(copy) as store:  # another session's save
+        store.save_label(SAES[-1], 7, "planted <label>")
+    at.run()
+    after = map_points(at).set_index("feature")["description"]
+    assert after[7] != before[7]
+    assert "planted <label>" in after[7]
+    assert after.drop(index=7).equals(before.drop(index=7))
