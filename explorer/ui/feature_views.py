@@ -208,6 +208,9 @@ def label_form(store: Store, sae: str, feature: int, read_only: bool) -> pd.Data
         except ExplorerError as error:
             st.error(str(error))
     labels = store.labels(sae, feature)
+    if labels.empty:  # a line, not an empty grid: most features have no label
+        st.caption("No label saved for this feature yet.")
+        return labels
     plain_table(
         labels.assign(note=labels["note"].replace(r"^\s*$", None, regex=True)),  # no note
         ["label", "note", "created_at"],

@@ -210,6 +210,8 @@ def test_decoder_neighbours_and_co_firing_link_to_feature_pages(page, facts, tin
 def test_label_and_notes_are_saved_in_the_store_and_survive_a_new_session(page, facts):
     feature = facts["live"][1]
     at = page(sae=SAE, feature=str(feature))
+    assert any("No label saved for this feature yet." in c.value for c in at.caption)
+    assert not any("label" in df.value.columns for df in at.dataframe)  # no empty grid
     at.text_input[0].set_value("   ")
     next(b for b in at.button if b.label == "Save label").click().run()
     assert any("1 to 200 characters" in error.value for error in at.error)
