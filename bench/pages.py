@@ -431,7 +431,7 @@ def summarise(repeats: list[dict]) -> dict:
     median of the same timing (over its floor pages, `FLOOR_PAGES`) in the same repeats; and
     the same medians of its page with a chart and a table."""
 
-    def floor(kind: str, paths: tuple[str, ...] = FLOOR_PAGES) -> float | None:
+    def floor(kind: str, paths: tuple[str, ...]) -> float | None:
         values = []
         for one in repeats:
             minimal = one["minimal"]
@@ -444,10 +444,13 @@ def summarise(repeats: list[dict]) -> dict:
         return statistics.median(values) if values else None
 
     kinds = ("first_visit", "shared_link", "navigation", "widget_change")
-    floors = {kind: floor(kind) for kind in kinds}
-    floors = {kind: round(value, 3) for kind, value in floors.items() if value is not None}
-    chart_page = {kind: floor(kind, (CHART_TABLE_PAGE,)) for kind in kinds}
-    chart_page = {kind: round(value, 3) for kind, value in chart_page.items() if value is not None}
+
+    def medians(paths: tuple[str, ...]) -> dict[str, float]:
+        values = {kind: floor(kind, paths) for kind in kinds}
+        return {kind: round(value, 3) for kind, value in values.items() if value is not None}
+
+    floors = medians(FLOOR_PAGES)
+    chart_page = medians((CHART_TABLE_PAGE,))
     pages: dict[str, dict] = {}
     for path in repeats[0]["explorer"]["pages"]:
         row: dict[str, object] = {}

@@ -444,7 +444,11 @@ def main() -> None:
     parser.add_argument("--store", type=Path, default=ROOT / "cache" / "demo.duckdb")
     parser.add_argument("--port", type=int, help="default: a free port")
     parser.add_argument("--screenshots", type=Path, help="folder for a PNG of every page")
-    parser.add_argument("--results", type=Path, default=RESULTS / "rss_public_demo.json")
+    parser.add_argument(
+        "--results",
+        type=Path,
+        help="the results file (default: one per mode in bench/results/, named in the docstring)",
+    )
     parser.add_argument("--load", metavar="SPEC", help="measure one source's load instead")
     parser.add_argument(
         "--store-pages",
@@ -475,12 +479,11 @@ def main() -> None:
         suffix = f"_{args.tag}" if args.tag else ""
         if args.each_alone:
             result = measure_each_page_alone(store, pages)
-            out = RESULTS / f"rss_store_pages_{store.stem}_each_alone{suffix}.json"
+            mode = "_each_alone"
         else:
             result = measure_store_pages(store, args.port or free_port(), pages, args.screenshots)
-            out = RESULTS / f"rss_store_pages_{store.stem}{suffix}.json"
-        if args.results != RESULTS / "rss_public_demo.json":  # a file named on the command line
-            out = args.results
+            mode = ""
+        out = args.results or RESULTS / f"rss_store_pages_{store.stem}{mode}{suffix}.json"
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(result, indent=2) + "\n")
         print(f"peak RSS {result['peak_rss_mb']} MB -> {out}")
@@ -488,9 +491,7 @@ def main() -> None:
     if args.worst_case:
         sessions = PUBLIC_LIVE_SLOTS
         result = measure_worst_case(args.store.absolute(), args.port or free_port(), sessions)
-        results = args.results
-        if results == RESULTS / "rss_public_demo.json":
-            results = RESULTS / "rss_public_demo_worst_case.json"
+        results = args.results or RESULTS / "rss_public_demo_worst_case.json"
         results.parent.mkdir(parents=True, exist_ok=True)
         results.write_text(json.dumps(result, indent=2) + "\n")
         for step in result["steps"]:
@@ -502,8 +503,9 @@ def main() -> None:
         )
         return
     result = measure_app(args.store.absolute(), args.port or free_port(), args.screenshots)
-    args.results.parent.mkdir(parents=True, exist_ok=True)
-    args.results.write_text(json.dumps(result, indent=2) + "\n")
+    results = args.results or RESULTS / "rss_public_demo.json"
+    results.parent.mkdir(parents=True, exist_ok=True)
+    results.write_text(json.dumps(result, indent=2) + "\n")
     for step in result["steps"]:
         print(f"{step['step']:<28} {step['rss_mb']:>8.1f} MB")
     verdict = "ok" if result["passed"] else "MISSED"
