@@ -146,10 +146,9 @@ def show_atlas(view: AtlasView, by: ColourBy) -> pd.DataFrame:
     """The map of `view` (`atlas_view`) coloured `by`, with how many features its marks stand
     for; returns the features inside the user's box selection (every one, drawn or not)."""
     atlas, marks = view.table, view.marks
-    cells = marks.cells if marks.sampled else marks.cells.iloc[:0]
     drawn = (
         f"{len(marks.points):,} points stand for a seeded random sample of the "
-        f"{marks.n_features:,} features; the {len(cells):,} grey cells of a {BINS} x {BINS} "
+        f"{marks.n_features:,} features; the {len(marks.cells):,} grey cells of a {BINS} x {BINS} "
         "grid count every feature"
         if marks.sampled
         else f"{marks.n_features:,} points, one per feature"

@@ -4,6 +4,7 @@ links, an unknown SAE in the link, and the box selection's list with its CSV fil
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pandas as pd
@@ -124,8 +125,6 @@ def test_a_label_saved_in_another_session_shows_on_the_map(
 ) -> None:
     """The map is made once and shared, keyed by the store's content with its user data: a
     label saved after a session drew the map is its point's hover text on the next run."""
-    import shutil
-
     copy = tmp_path / "labelled.duckdb"
     shutil.copyfile(store_path, copy)
     monkeypatch.setenv("EXPLORER_SOURCE", f"demo:{tiny_bundle_path}")
